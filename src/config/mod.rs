@@ -1,0 +1,226 @@
+//! The `forkd.toml` schema: what the user can write, its defaults, and its
+//! validation.
+//!
+//! This module owns the typed view of the configuration (`Config` and the
+//! per-table structs), parsing from TOML with `file:line:col` errors, and
+//! structural equality used by reload to tell what changed. It never touches
+//! the operating system beyond reading the file: resolving users, binding
+//! sockets and spawning are the jobs of `process`, `server` and `supervisor`.
+
+mod parse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use parse::{ConfigError, ConfigErrors};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this configuration was read from (reload reads it again).
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub programs: Vec<ProgramConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Config {
+    /// Reads and validates `path`. Every problem found is returned, each with
+    /// its `file:line:col`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        parse::load(path)
+    }
+
+    /// Validates `text` as if it had been read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        parse::parse(text, path)
+    }
+}
+
+/// Log severities, in the order syslog uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// `[daemon]`: settings of the forkd process itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// `control_socket`; `None` means the default location chosen at start.
+    pub control_socket: Option<PathBuf>,
+    /// `control_group`: members may use forkctl besides root and forkd's user.
+    pub control_group: Option<String>,
+    /// `stop_timeout`: default grace period for programs (default 10s).
+    pub stop_timeout: Duration,
+    /// `log_level` (default info).
+    pub log_level: LogLevel,
+    /// `log_file`: where a daemonized forkd writes its log (default: /dev/null).
+    pub log_file: Option<PathBuf>,
+    /// `log_lines`: output lines kept per program instance for `forkctl log` (default 200).
+    pub log_lines: usize,
+}
+
+/// When a program that exited is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// Where a program's stdout or stderr goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Captured through a pipe into forkd's log, one record per line.
+    Log,
+    /// `/dev/null`.
+    Null,
+    /// forkd's own stdout/stderr.
+    Inherit,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// Resource limits applied to a child before exec (`[program.rlimits]`).
+/// Each value sets both the soft and the hard limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rlimits {
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+    pub core: Option<u64>,
+    /// Address space (`RLIMIT_AS`), in bytes.
+    pub address_space: Option<u64>,
+}
+
+/// `[[program]]`: a supervised long-running process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgramConfig {
+    pub name: String,
+    /// argv; `command[0]` is looked up in `PATH` when it has no slash.
+    pub command: Vec<String>,
+    pub restart: RestartPolicy,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub stable_after: Duration,
+    pub start_retries: u32,
+    pub instances: u32,
+    /// Start with forkd (default true); false waits for `forkctl start`.
+    pub autostart: bool,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub umask: Option<u32>,
+    pub rlimits: Rlimits,
+    /// Signal number sent to the process group to stop it.
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    pub stdout: Output,
+    pub stderr: Output,
+}
+
+/// How a pool talks to its workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Pipe,
+    Mqueue,
+    Shm,
+}
+
+/// What a pool worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// `worker = "builtin:NAME"`.
+    Builtin(String),
+    /// `command = [...]`: an exec'd program speaking the frame protocol.
+    Command(Vec<String>),
+}
+
+/// `[[pool]]`: workers fed over IPC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub workers: u32,
+    pub transport: Transport,
+    pub worker: WorkerKind,
+    /// Pending jobs beyond this are answered "busy".
+    pub queue: usize,
+    /// Re-dispatches of a job whose worker died.
+    pub retries: u32,
+    /// Largest frame payload accepted, in bytes (default 16 MiB).
+    pub max_frame: u64,
+}
+
+/// One `listen` entry of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+    Unix(PathBuf),
+    /// A socket handed over by systemd, by its `FileDescriptorName=`.
+    Systemd(String),
+}
+
+/// How a service's connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One forked child per connection.
+    Fork,
+    /// Pre-forked workers, one connection at a time each.
+    Prefork,
+    /// Pre-forked workers multiplexing connections with epoll.
+    Event,
+}
+
+/// The built-in service a connection is handed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    Echo,
+    Files,
+    Ftp,
+    Command,
+    Chat,
+    Http,
+    Exec,
+    Pool,
+}
+
+/// `[[service]]`: a listener and how its connections are served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub listen: Vec<ListenAddr>,
+    pub mode: Mode,
+    pub handler: HandlerKind,
+    /// prefork/event worker processes (default: CPU count for event, 4 for prefork).
+    pub workers: u32,
+    pub min_spare: Option<u32>,
+    pub max_spare: Option<u32>,
+    pub max_workers: Option<u32>,
+    /// Connections a prefork worker serves before it is recycled (0 = never).
+    pub max_requests: u64,
+    pub max_connections: u32,
+    pub per_ip: u32,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub backlog: u32,
+    /// Longest line or request a handler accepts, in bytes.
+    pub max_line: u64,
+    pub max_frame: u64,
+    /// Permission bits of a `unix:` socket file (default 0o660).
+    pub socket_mode: u32,
+    pub tcp_nodelay: bool,
+    /// `pool` handler: the pool frames are forwarded to.
+    pub pool: Option<String>,
+    /// `exec` handler: the program run per connection.
+    pub command: Option<Vec<String>>,
+    /// `files`/`ftp`/`http` handlers: the directory served.
+    pub root: Option<PathBuf>,
+}

@@ -1,0 +1,19 @@
+//! forkd: a Unix process and IPC toolkit daemon.
+//!
+//! The library holds every mechanism; the `forkd` and `forkctl` binaries only
+//! parse arguments and call into it. One module per mechanism:
+//!
+//! - [`config`]: the `forkd.toml` schema, defaults and validation;
+//! - [`process`]: fork/exec, the child-side setup between fork and exec,
+//!   the double fork, restart back-off;
+//! - [`supervisor`]: the one single-threaded event loop that owns all state;
+//! - [`logging`]: forkd's own log records (journald-aware).
+//!
+//! The supervisor process never starts a thread: every forked child may run
+//! Rust code safely because no other thread can hold a lock at fork time.
+
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod process;
+pub mod supervisor;

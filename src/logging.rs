@@ -1,0 +1,1 @@
+//! forkd's own log records.
