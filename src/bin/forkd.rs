@@ -1,1 +1,98 @@
-fn main() {}
+//! `forkd`: parse the command line, load the config, run the supervisor.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use forkd::config::{Config, LogLevel};
+use forkd::exit;
+
+/// A Unix process and IPC toolkit daemon: supervises programs, feeds
+/// worker pools and serves network clients with forked workers.
+#[derive(Debug, Parser)]
+#[command(name = "forkd", version, max_term_width = 100)]
+struct Args {
+    /// The configuration file.
+    #[arg(short, long, value_name = "PATH", default_value = "/etc/forkd/forkd.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print every error, and exit 0 or 1.
+    #[arg(long)]
+    check: bool,
+    /// Detach with the double fork; return once the daemon is up.
+    #[arg(long, requires = "pidfile")]
+    daemon: bool,
+    /// Write (and lock) this pidfile; with --daemon.
+    #[arg(long, value_name = "PATH")]
+    pidfile: Option<PathBuf>,
+    /// Override [daemon] log_level: error, warn, info or debug.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    log_level: Option<LogLevel>,
+}
+
+fn parse_level(s: &str) -> Result<LogLevel, String> {
+    match s {
+        "error" => Ok(LogLevel::Error),
+        "warn" => Ok(LogLevel::Warn),
+        "info" => Ok(LogLevel::Info),
+        "debug" => Ok(LogLevel::Debug),
+        _ => Err("use error, warn, info or debug".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let code = run(args);
+    ExitCode::from(code as u8)
+}
+
+fn run(args: Args) -> i32 {
+    // Reload re-reads the file after `--daemon` has changed directory to /.
+    let path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("forkd: {} error(s) in {}", errors.0.len(), path.display());
+            return exit::FAILURE;
+        }
+    };
+    if args.check {
+        println!("{}: OK", path.display());
+        return exit::OK;
+    }
+    forkd::logging::init(args.log_level.unwrap_or(config.daemon.log_level));
+    let mut daemon = None;
+    if args.daemon {
+        let pidfile = args.pidfile.as_deref().expect("clap requires --pidfile");
+        match forkd::process::daemonize::daemonize(pidfile, config.daemon.log_file.as_deref()) {
+            Ok(d) => daemon = Some(d),
+            Err(e) => {
+                eprintln!("forkd: {e}");
+                return exit::FAILURE;
+            }
+        }
+    }
+    let (mut readiness, _pidfile) = match daemon {
+        Some((r, p)) => (Some(r), Some(p)),
+        None => (None, None),
+    };
+    let supervisor = match forkd::supervisor::Supervisor::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot start the supervisor: {e}");
+            log::error!("{why}");
+            if let Some(r) = readiness.as_mut() {
+                r.failed(&why);
+            }
+            return exit::FAILURE;
+        }
+    };
+    match supervisor.run(readiness) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            exit::FAILURE
+        }
+    }
+}

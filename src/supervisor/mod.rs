@@ -1,1 +1,287 @@
-//! supervisor
+//! The supervisor: forkd's one event loop and the state it owns.
+//!
+//! One thread, one `mio::Poll`. Each turn takes its timeout from the
+//! nearest deadline, waits, then handles in a fixed order: signals (through
+//! signal-hook's self-pipe, never work in a handler), reaped children
+//! (`waitpid(-1, WNOHANG)` until nothing is left, since SIGCHLD coalesces),
+//! timers, then ready file descriptors (program output, and the sources other
+//! modules register). Handlers change state and schedule; they never block
+//! or sleep. forkd is the child subreaper, so orphaned grandchildren come
+//! back to this loop to be reaped. This module never runs code between fork
+//! and exec (that is `process`) and never starts a thread: a thread here
+//! would make every fork-without-exec unsafe.
+
+mod instance;
+mod output;
+mod programs;
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::unistd::Pid;
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::process::daemonize::Readiness;
+
+pub use instance::{Instance, State};
+pub use programs::Program;
+
+const SIGNALS: Token = Token(0);
+/// Tokens below this are fixed (signals, control socket); dynamic sources
+/// (output pipes, connections) get tokens from here up.
+const FIRST_DYNAMIC_TOKEN: usize = 16;
+
+/// Who a child pid belongs to, so waitpid's answers go to the right place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    Instance { program: String, index: usize },
+}
+
+/// A registered file descriptor and what it is for.
+#[derive(Debug)]
+enum Source {
+    Output(output::OutputPipe),
+}
+
+/// How far shutdown has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    /// Stop signals sent; waiting for exits (SIGKILL at each stop_timeout).
+    Graceful,
+    /// SIGKILL sent to everything; waiting only for the reaps.
+    Immediate,
+}
+
+/// All of forkd's runtime state.
+pub struct Supervisor {
+    config: Config,
+    poll: Poll,
+    signals: Signals,
+    programs: Vec<Program>,
+    children: HashMap<Pid, Owner>,
+    sources: HashMap<Token, Source>,
+    next_token: usize,
+    shutdown: Option<Shutdown>,
+    /// Opened once: every spawned child's stdin (and `null` outputs).
+    dev_null: std::fs::File,
+}
+
+impl Supervisor {
+    /// Sets up the loop (signals, subreaper) without starting anything.
+    pub fn new(config: Config) -> io::Result<Supervisor> {
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        crate::process::become_subreaper()?;
+        let programs = config.programs.iter().map(Program::new).collect();
+        Ok(Supervisor {
+            config,
+            poll,
+            signals,
+            programs,
+            children: HashMap::new(),
+            sources: HashMap::new(),
+            next_token: FIRST_DYNAMIC_TOKEN,
+            shutdown: None,
+            dev_null: std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?,
+        })
+    }
+
+    /// Starts every autostart program, tells the launcher (if daemonized)
+    /// that start-up is done, and runs the loop until shutdown completes.
+    /// Returns the process exit code.
+    pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
+        let names: Vec<String> = self
+            .programs
+            .iter()
+            .filter(|p| p.config.autostart)
+            .map(|p| p.config.name.clone())
+            .collect();
+        for name in &names {
+            self.start_program(name, None);
+        }
+        log::info!(
+            "forkd {} started: {} programs",
+            env!("CARGO_PKG_VERSION"),
+            self.programs.len()
+        );
+        if let Some(r) = readiness.as_mut() {
+            r.ready();
+        }
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let mut signalled = false;
+            let mut ready = Vec::new();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => signalled = true,
+                    token => ready.push(token),
+                }
+            }
+            if signalled {
+                self.handle_signals();
+            }
+            self.run_timers(Instant::now());
+            for token in ready {
+                self.handle_source(token);
+            }
+            if self.shutdown.is_some() && self.children.is_empty() {
+                break;
+            }
+        }
+        self.drain_outputs();
+        log::info!("forkd stopped");
+        Ok(crate::exit::OK)
+    }
+
+    /// Signals first, in nginx's spirit: a fixed order per turn.
+    fn handle_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        let mut child_exited = false;
+        for sig in pending {
+            match sig {
+                SIGCHLD => child_exited = true,
+                SIGTERM | SIGINT => self.begin_shutdown(sig),
+                SIGQUIT => {
+                    log::info!("SIGQUIT: killing every child now");
+                    self.kill_everything();
+                }
+                SIGHUP => log::info!("SIGHUP received: reload is not configured yet"),
+                _ => {}
+            }
+        }
+        if child_exited {
+            self.reap();
+        }
+    }
+
+    fn begin_shutdown(&mut self, sig: i32) {
+        let name = crate::process::signal_name(sig);
+        match self.shutdown {
+            None => {
+                log::info!("{name}: stopping every program");
+                self.shutdown = Some(Shutdown::Graceful);
+                let names: Vec<String> =
+                    self.programs.iter().map(|p| p.config.name.clone()).collect();
+                for name in &names {
+                    self.stop_program(name, None);
+                }
+            }
+            Some(_) => {
+                log::warn!("{name} while stopping: killing every child now");
+                self.kill_everything();
+            }
+        }
+    }
+
+    fn kill_everything(&mut self) {
+        self.shutdown = Some(Shutdown::Immediate);
+        let names: Vec<String> = self.programs.iter().map(|p| p.config.name.clone()).collect();
+        for name in &names {
+            self.kill_program(name);
+        }
+    }
+
+    /// Reaps every exited child and hands each exit to its owner.
+    fn reap(&mut self) {
+        for (pid, exit) in crate::process::reap_all() {
+            match self.children.remove(&pid) {
+                Some(Owner::Instance { program, index }) => {
+                    self.instance_exited(&program, index, pid, exit)
+                }
+                None => log::debug!("reaped orphan pid {pid} ({exit})"),
+            }
+        }
+    }
+
+    /// The nearest deadline of anything scheduled.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.programs
+            .iter()
+            .flat_map(|p| p.instances.iter())
+            .filter_map(|i| i.deadline)
+            .min()
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for program in &self.programs {
+            for (index, inst) in program.instances.iter().enumerate() {
+                if inst.deadline.is_some_and(|d| d <= now) {
+                    due.push((program.config.name.clone(), index));
+                }
+            }
+        }
+        for (name, index) in due {
+            self.apply(&name, index, instance::Event::Timer);
+        }
+    }
+
+    fn handle_source(&mut self, token: Token) {
+        let Some(source) = self.sources.get_mut(&token) else {
+            return;
+        };
+        match source {
+            Source::Output(pipe) => {
+                let log_lines = self.config.daemon.log_lines;
+                if !pipe.read_available(&mut self.programs, log_lines) {
+                    self.close_output(token);
+                }
+            }
+        }
+    }
+
+    fn close_output(&mut self, token: Token) {
+        if let Some(Source::Output(mut pipe)) = self.sources.remove(&token) {
+            let _ = self.poll.registry().deregister(pipe.receiver());
+            pipe.flush_partial(&mut self.programs, self.config.daemon.log_lines);
+        }
+    }
+
+    /// At exit: whatever the programs wrote last still reaches the log.
+    fn drain_outputs(&mut self) {
+        let tokens: Vec<Token> = self.sources.keys().copied().collect();
+        for token in tokens {
+            self.handle_source(token);
+            if matches!(self.sources.get(&token), Some(Source::Output(_))) {
+                self.close_output(token);
+            }
+        }
+    }
+
+    fn allocate_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// Read-only access for status reports.
+    pub fn programs(&self) -> &[Program] {
+        &self.programs
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// How long ago `at` was, for status displays.
+pub fn elapsed_since(at: Instant) -> Duration {
+    Instant::now().saturating_duration_since(at)
+}

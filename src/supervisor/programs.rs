@@ -1,0 +1,259 @@
+//! `[[program]]`s in the loop: feeding instance events, spawning from an
+//! [`ExecPlan`], wiring output pipes, and saying what happened in the
+//! operator's words (`api#2 (pid 4242) exited with code 3`).
+
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use mio::Interest;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::instance::{self, Action, Event, Instance, Policy, State};
+use super::output::OutputPipe;
+use super::{Owner, Source, Supervisor};
+use crate::config::{Output, ProgramConfig};
+use crate::process::{self, Backoff, ChildFd, ExecPlan, ExitKind};
+
+/// A program and its instances.
+#[derive(Debug)]
+pub struct Program {
+    pub config: ProgramConfig,
+    pub instances: Vec<Instance>,
+    policy: Policy,
+    backoff: Backoff,
+}
+
+impl Program {
+    pub fn new(config: &ProgramConfig) -> Program {
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+        Program {
+            config: config.clone(),
+            instances: (0..config.instances).map(|_| Instance::default()).collect(),
+            policy: Policy::from(config),
+            backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
+        }
+    }
+}
+
+impl Supervisor {
+    fn program_index(&self, name: &str) -> Option<usize> {
+        self.programs.iter().position(|p| p.config.name == name)
+    }
+
+    /// Instance indexes of `name`: one, or all when `index` is `None`.
+    fn instance_indexes(&self, name: &str, index: Option<usize>) -> Vec<usize> {
+        match (self.program_index(name), index) {
+            (Some(p), None) => (0..self.programs[p].instances.len()).collect(),
+            (Some(p), Some(i)) if i < self.programs[p].instances.len() => vec![i],
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn start_program(&mut self, name: &str, index: Option<usize>) {
+        for i in self.instance_indexes(name, index) {
+            self.apply(name, i, Event::Start);
+        }
+    }
+
+    pub fn stop_program(&mut self, name: &str, index: Option<usize>) {
+        for i in self.instance_indexes(name, index) {
+            self.apply(name, i, Event::Stop);
+        }
+    }
+
+    pub fn kill_program(&mut self, name: &str) {
+        for i in self.instance_indexes(name, None) {
+            self.apply(name, i, Event::Kill);
+        }
+    }
+
+    /// Feeds one event to one instance and carries out the action.
+    pub(super) fn apply(&mut self, name: &str, index: usize, event: Event) {
+        let Some(p) = self.program_index(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let program = &mut self.programs[p];
+        let Some(inst) = program.instances.get_mut(index) else {
+            return;
+        };
+        let before = inst.state;
+        let pid = inst.pid;
+        let action = instance::step(inst, &program.policy, &mut program.backoff, event, now);
+        let inst = &program.instances[index];
+        if inst.state != before {
+            log_transition(name, index, inst, &program.policy);
+        }
+        match action {
+            Action::None => {}
+            Action::Spawn => self.spawn_instance(p, index),
+            Action::Signal(sig) => {
+                if let (Some(pid), Ok(signal)) = (pid, Signal::try_from(sig)) {
+                    if let Err(e) = process::signal_group(pid, signal) {
+                        log::warn!("{name}#{index} (pid {pid}): cannot send {signal}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A reaped pid that belonged to `name#index`.
+    pub(super) fn instance_exited(&mut self, name: &str, index: usize, pid: Pid, exit: ExitKind) {
+        let stopping = self
+            .program_index(name)
+            .and_then(|p| self.programs[p].instances.get(index))
+            .is_some_and(|i| i.state == State::Stopping);
+        let expected = stopping || exit.success();
+        if expected {
+            log::info!("{name}#{index} (pid {pid}) {exit}");
+        } else {
+            log::warn!("{name}#{index} (pid {pid}) {exit}");
+        }
+        if stopping {
+            // The leader is gone; take down what it left in its group.
+            let _ = process::signal_group(pid, Signal::SIGKILL);
+        }
+        self.apply(name, index, Event::Exited(exit));
+    }
+
+    fn spawn_instance(&mut self, p: usize, index: usize) {
+        let config = self.programs[p].config.clone();
+        let name = config.name.as_str();
+        match self.spawn_plan(&config, index) {
+            Ok(pid) => {
+                log::debug!("{name}#{index} spawned (pid {pid})");
+                self.children.insert(
+                    pid,
+                    Owner::Instance {
+                        program: config.name.clone(),
+                        index,
+                    },
+                );
+                self.apply(name, index, Event::Spawned(pid));
+            }
+            Err(e) => {
+                log::error!("{name}#{index}: cannot start {:?}: {e}", config.command[0]);
+                self.apply(name, index, Event::SpawnFailed);
+            }
+        }
+    }
+
+    /// Builds the plan for `config#index`, wires its output, and spawns it.
+    fn spawn_plan(&mut self, config: &ProgramConfig, index: usize) -> Result<Pid, String> {
+        let index_text = index.to_string();
+        let extra = [
+            ("FORKD_PROGRAM".to_string(), config.name.clone()),
+            ("FORKD_INSTANCE".to_string(), index_text),
+        ];
+        let env = process::exec::child_environment(
+            config.env.iter().chain(extra.iter().map(|(k, v)| (k, v))),
+        );
+        let mut plan = ExecPlan::new(&config.command, &env).map_err(|e| e.to_string())?;
+        if let Some(cwd) = &config.cwd {
+            plan.set_cwd(cwd).map_err(|e| e.to_string())?;
+        }
+        plan.credentials =
+            process::resolve_credentials(config.user.as_deref(), config.group.as_deref())?;
+        plan.umask = config.umask;
+        let limits = &config.rlimits;
+        plan.rlimits = [
+            (libc::RLIMIT_NOFILE, limits.nofile),
+            (libc::RLIMIT_NPROC, limits.nproc),
+            (libc::RLIMIT_CORE, limits.core),
+            (libc::RLIMIT_AS, limits.address_space),
+        ]
+        .into_iter()
+        .filter_map(|(resource, value)| value.map(|v| (resource, v)))
+        .collect();
+        plan.stdin = ChildFd::Fd(self.dev_null_fd()?);
+        let mut pipes = Vec::new();
+        plan.stdout = self.output_fd(&config.stdout, &mut pipes, false)?;
+        plan.stderr = self.output_fd(&config.stderr, &mut pipes, true)?;
+        let pid = plan.spawn().map_err(|e| e.to_string())?;
+        for (receiver, stderr) in pipes {
+            let token = self.allocate_token();
+            let mut pipe = OutputPipe::new(receiver, &config.name, index, stderr);
+            match self
+                .poll
+                .registry()
+                .register(pipe.receiver(), token, Interest::READABLE)
+            {
+                Ok(()) => {
+                    self.sources.insert(token, Source::Output(pipe));
+                }
+                Err(e) => log::warn!("{}#{index}: cannot watch output: {e}", config.name),
+            }
+        }
+        Ok(pid)
+    }
+
+    fn dev_null_fd(&self) -> Result<OwnedFd, String> {
+        self.dev_null
+            .try_clone()
+            .map(OwnedFd::from)
+            .map_err(|e| format!("dup /dev/null: {e}"))
+    }
+
+    /// The child's end for one output stream; a pipe's read end goes to `pipes`.
+    fn output_fd(
+        &self,
+        output: &Output,
+        pipes: &mut Vec<(mio::unix::pipe::Receiver, bool)>,
+        stderr: bool,
+    ) -> Result<ChildFd, String> {
+        Ok(match output {
+            Output::Inherit => ChildFd::Inherit,
+            Output::Null => ChildFd::Fd(self.dev_null_fd()?),
+            Output::File(path) => ChildFd::Fd(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?
+                    .into(),
+            ),
+            Output::Log => {
+                let (sender, receiver) =
+                    mio::unix::pipe::new().map_err(|e| format!("pipe: {e}"))?;
+                // The child's end must block: programs expect ordinary stdio.
+                sender
+                    .set_nonblocking(false)
+                    .map_err(|e| format!("pipe: {e}"))?;
+                pipes.push((receiver, stderr));
+                ChildFd::Fd(OwnedFd::from(sender))
+            }
+        })
+    }
+}
+
+/// Says what a state change means, at the level its meaning deserves.
+fn log_transition(name: &str, index: usize, inst: &Instance, policy: &Policy) {
+    match inst.state {
+        State::Backoff => {
+            let delay = crate::logging::human_duration(inst.next_delay.unwrap_or_default());
+            if inst.failures > 0 {
+                log::info!(
+                    "{name}#{index} restarting in {delay} (fast failure {} of {} allowed)",
+                    inst.failures,
+                    policy.start_retries
+                );
+            } else {
+                log::info!("{name}#{index} restarting in {delay}");
+            }
+        }
+        State::Fatal => log::error!(
+            "{name}#{index} failed {} times in a row within {} of starting: giving up (FATAL); \
+             `forkctl start {name}` tries again",
+            inst.failures,
+            crate::logging::human_duration(policy.stable_after)
+        ),
+        State::Exited => log::info!("{name}#{index} stays down (restart policy)"),
+        State::Stopped => log::info!("{name}#{index} stopped"),
+        State::Running | State::Stopping => {}
+    }
+}

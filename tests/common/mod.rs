@@ -1,0 +1,268 @@
+//! Helpers shared by the integration tests: run the real `forkd` on a config
+//! written by the test, follow its log, wait on conditions with deadlines,
+//! inspect `/proc`, and clean up by PID even when a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const FORKD: &str = env!("CARGO_BIN_EXE_forkd");
+pub const FORKCTL: &str = env!("CARGO_BIN_EXE_forkctl");
+
+/// A scratch directory removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!(
+            "forkd-test-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos() ^ rand_u64()
+        ));
+        std::fs::create_dir_all(&path).expect("scratch dir");
+        Scratch { path }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.file(name);
+        std::fs::write(&p, text).expect("write scratch file");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// Lines a child wrote to a pipe, collected by a reader thread (in the test
+/// process, never in forkd) so tests can wait for a line without sleeping.
+#[derive(Clone, Default)]
+pub struct LogLines {
+    inner: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+}
+
+impl LogLines {
+    fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cond) = &*me.inner;
+                lock.lock().unwrap().0.push(line);
+                cond.notify_all();
+            }
+            let (lock, cond) = &*me.inner;
+            lock.lock().unwrap().1 = true;
+            cond.notify_all();
+        });
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().0.clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.snapshot().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `pred` holds for the lines so far; panics with the log at
+    /// the deadline.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.inner;
+        let mut guard = lock.lock().unwrap();
+        loop {
+            if pred(&guard.0) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline || guard.1 {
+                let log = guard.0.join("\n");
+                drop(guard);
+                panic!("timed out waiting for {what}; log so far:\n{log}");
+            }
+            guard = cond.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_count(needle, 1, timeout);
+        self.snapshot()
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .unwrap()
+    }
+
+    /// Waits until `n` lines contain `needle`.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) {
+        self.wait_for(&format!("{n} line(s) containing {needle:?}"), timeout, |lines| {
+            lines.iter().filter(|l| l.contains(needle)).count() >= n
+        });
+    }
+}
+
+/// A running forkd, killed by PID when dropped.
+pub struct Forkd {
+    pub child: Child,
+    pub log: LogLines,
+    pub config: PathBuf,
+}
+
+impl Forkd {
+    /// Starts `forkd --config PATH` with the log on a pipe.
+    pub fn start(config: &Path) -> Forkd {
+        Forkd::start_with(config, &[], &[])
+    }
+
+    pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Forkd {
+        let mut cmd = Command::new(FORKD);
+        cmd.arg("--config").arg(config).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn forkd");
+        let log = LogLines::default();
+        log.follow(child.stderr.take().unwrap());
+        Forkd {
+            child,
+            log,
+            config: config.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal forkd");
+    }
+
+    /// Waits for forkd to exit; returns its exit code (None if killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "forkd did not exit within {timeout:?}");
+            pause();
+        }
+    }
+}
+
+impl Drop for Forkd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.pid();
+            let children = descendants(pid);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            for c in children {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// The polling interval of [`wait_until`]: a condition check rate, not a
+/// synchronisation delay.
+pub fn pause() {
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        pause();
+    }
+}
+
+/// Fields of /proc/PID/stat: (state, ppid), or None if the pid is gone.
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// True if the pid exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_stat(pid), Some((s, _)) if s != 'Z')
+}
+
+/// Direct children of `pid` (from /proc/PID/task/*/children).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Every process below `pid`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut all = Vec::new();
+    let mut todo = children(pid);
+    while let Some(p) = todo.pop() {
+        all.push(p);
+        todo.extend(children(p));
+    }
+    all
+}
+
+/// Zombies among the descendants of `pid`.
+pub fn zombies_below(pid: i32) -> Vec<i32> {
+    descendants(pid)
+        .into_iter()
+        .filter(|&p| matches!(proc_stat(p), Some(('Z', _))))
+        .collect()
+}
+
+/// Number of open fds of `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The text after "NAME#I: " in a program output log line.
+pub fn output_of(line: &str, instance: &str) -> String {
+    let tag = format!("{instance}: ");
+    line[line.find(&tag).expect("output line") + tag.len()..].to_string()
+}

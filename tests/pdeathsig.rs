@@ -1,0 +1,31 @@
+//! Children die with forkd: PR_SET_PDEATHSIG takes them down when forkd is
+//! SIGKILLed, so no program outlives its supervisor unnoticed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{alive, output_of, wait_until, Forkd, Scratch};
+use nix::sys::signal::Signal;
+
+#[test]
+fn sigkill_of_forkd_takes_its_children_down() {
+    let dir = Scratch::new("pdeathsig");
+    let config = dir.write(
+        "forkd.toml",
+        r#"
+[[program]]
+name = "orphan-to-be"
+command = ["/bin/sh", "-c", "echo $$; exec sleep 1000"]
+"#,
+    );
+    let mut forkd = Forkd::start(&config);
+    let line = forkd.log.wait_line("orphan-to-be#0: ", Duration::from_secs(10));
+    let pid: i32 = output_of(&line, "orphan-to-be#0").trim().parse().unwrap();
+    assert!(alive(pid));
+    forkd.signal(Signal::SIGKILL);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(5)), None);
+    wait_until("the program died with forkd", Duration::from_secs(5), || {
+        !alive(pid)
+    });
+}

@@ -1,0 +1,69 @@
+//! Reaping: forkd is the child subreaper, so orphans come back to it, and a
+//! thousand short-lived children leave no zombie and no leaked fd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fd_count, output_of, proc_stat, wait_until, zombies_below, Forkd, Scratch};
+
+#[test]
+fn a_double_forked_grandchild_is_reaped_by_forkd() {
+    let dir = Scratch::new("grandchild");
+    let config = dir.write(
+        "forkd.toml",
+        r#"
+[[program]]
+name = "parent"
+command = ["/bin/sh", "-c", "sleep 0.5 & echo $!; exit 0"]
+restart = "never"
+"#,
+    );
+    let forkd = Forkd::start(&config);
+    let line = forkd.log.wait_line("parent#0: ", Duration::from_secs(10));
+    let grandchild: i32 = output_of(&line, "parent#0").trim().parse().unwrap();
+    forkd.log.wait_line("parent#0 stays down", Duration::from_secs(10));
+    // The orphan was adopted by forkd (the subreaper), not by init.
+    if let Some((_, ppid)) = proc_stat(grandchild) {
+        assert_eq!(ppid, forkd.pid(), "orphan adopted by forkd");
+    }
+    wait_until("the grandchild reaped", Duration::from_secs(10), || {
+        proc_stat(grandchild).is_none()
+    });
+    assert!(zombies_below(forkd.pid()).is_empty());
+}
+
+#[test]
+fn a_thousand_short_lived_children_leave_no_zombie_and_no_leaked_fd() {
+    let dir = Scratch::new("thousand");
+    let program = |autostart: bool| {
+        format!(
+            r#"
+[[program]]
+name = "blink"
+command = ["/bin/true"]
+instances = 20
+restart = "always"
+backoff_initial = "0s"
+backoff_max = "0s"
+start_retries = 50
+autostart = {autostart}
+"#
+        )
+    };
+    // Baseline: the same config, nothing started.
+    let idle = Forkd::start(&dir.write("idle.toml", &program(false)));
+    idle.log.wait_line("started", Duration::from_secs(10));
+    let baseline = fd_count(idle.pid());
+
+    let busy = Forkd::start(&dir.write("busy.toml", &program(true)));
+    busy.log
+        .wait_count("giving up (FATAL)", 20, Duration::from_secs(60));
+    assert_eq!(busy.log.count("exited with code 0"), 20 * 51);
+    wait_until("no zombie below forkd", Duration::from_secs(5), || {
+        zombies_below(busy.pid()).is_empty() && common::children(busy.pid()).is_empty()
+    });
+    wait_until("fds back to the baseline", Duration::from_secs(5), || {
+        fd_count(busy.pid()) == baseline
+    });
+}

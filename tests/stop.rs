@@ -1,0 +1,84 @@
+//! Stopping: stop_signal, then SIGKILL at stop_timeout; a second TERM
+//! escalates; SIGQUIT kills at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{alive, output_of, wait_until, Forkd, Scratch};
+use nix::sys::signal::Signal;
+
+const STUBBORN: &str = r#"
+[[program]]
+name = "stubborn"
+command = ["/bin/sh", "-c", "trap '' TERM; echo $$; while :; do sleep 0.1; done"]
+stop_timeout = "1s"
+"#;
+
+fn start_stubborn(dir: &Scratch) -> (Forkd, i32) {
+    let forkd = Forkd::start(&dir.write("forkd.toml", STUBBORN));
+    let line = forkd.log.wait_line("stubborn#0: ", Duration::from_secs(10));
+    let pid: i32 = output_of(&line, "stubborn#0").trim().parse().unwrap();
+    (forkd, pid)
+}
+
+#[test]
+fn sigterm_kills_a_program_that_ignores_it_after_stop_timeout() {
+    let dir = Scratch::new("stubborn");
+    let (mut forkd, pid) = start_stubborn(&dir);
+    let sent = Instant::now();
+    forkd.signal(Signal::SIGTERM);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(900), "SIGKILL came early: {took:?}");
+    assert!(took < Duration::from_secs(2), "stop took {took:?} (stop_timeout is 1s)");
+    assert!(forkd.log.count("killed by SIGKILL") >= 1);
+    wait_until("program gone", Duration::from_secs(5), || !alive(pid));
+}
+
+#[test]
+fn a_second_sigterm_escalates_to_sigkill_at_once() {
+    let dir = Scratch::new("second-term");
+    let (mut forkd, pid) = start_stubborn(&dir);
+    forkd.signal(Signal::SIGTERM);
+    forkd.log.wait_line("stopping every program", Duration::from_secs(5));
+    let sent = Instant::now();
+    forkd.signal(Signal::SIGTERM);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(sent.elapsed() < Duration::from_millis(900), "no escalation");
+    wait_until("program gone", Duration::from_secs(5), || !alive(pid));
+}
+
+#[test]
+fn sigquit_kills_every_child_immediately() {
+    let dir = Scratch::new("quit");
+    let (mut forkd, pid) = start_stubborn(&dir);
+    let sent = Instant::now();
+    forkd.signal(Signal::SIGQUIT);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(sent.elapsed() < Duration::from_millis(900));
+    wait_until("program gone", Duration::from_secs(5), || !alive(pid));
+}
+
+#[test]
+fn stopped_programs_are_not_respawned_during_shutdown() {
+    let dir = Scratch::new("norespawn");
+    let config = dir.write(
+        "forkd.toml",
+        r#"
+[[program]]
+name = "sleeper"
+command = ["/bin/sleep", "1000"]
+restart = "always"
+instances = 3
+"#,
+    );
+    let mut forkd = Forkd::start(&config);
+    wait_until("3 sleepers", Duration::from_secs(10), || {
+        common::children(forkd.pid()).len() == 3
+    });
+    forkd.signal(Signal::SIGINT);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(forkd.log.count("restarting"), 0);
+    assert_eq!(forkd.log.count("killed by SIGTERM"), 3);
+}
