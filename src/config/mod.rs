@@ -6,8 +6,36 @@
 //! structural equality used by reload to tell what changed. It never touches
 //! the operating system beyond reading the file: resolving users, binding
 //! sockets and spawning are the jobs of `process`, `server` and `supervisor`.
+//!
+//! Files: `parse.rs` walks the document and owns the error types;
+//! `tables.rs` and `service.rs` read one table each; `section.rs` holds the
+//! typed, position-keeping getters; `values.rs` the value formats
+//! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
+//! "did you mean".
+//!
+//! ```
+//! use std::path::Path;
+//! use forkd::config::Config;
+//!
+//! let errors = Config::parse(
+//!     "[[program]]\nname = \"api\"\ncommand = [\"/bin/api\"]\nrestrat = \"always\"\n",
+//!     Path::new("forkd.toml"),
+//! )
+//! .unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "forkd.toml:4:1: unknown key \"restrat\" in [[program]] \"api\" (did you mean \"restart\"?)"
+//! );
+//! ```
 
 mod parse;
+mod section;
+mod service;
+mod suggest;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +92,20 @@ pub struct DaemonConfig {
     pub log_file: Option<PathBuf>,
     /// `log_lines`: output lines kept per program instance for `forkctl log` (default 200).
     pub log_lines: usize,
+}
+
+impl Default for DaemonConfig {
+    /// The settings used when the file has no `[daemon]` table.
+    fn default() -> Self {
+        DaemonConfig {
+            control_socket: None,
+            control_group: None,
+            stop_timeout: Duration::from_secs(10),
+            log_level: LogLevel::Info,
+            log_file: None,
+            log_lines: 200,
+        }
+    }
 }
 
 /// When a program that exited is started again.
