@@ -11,7 +11,7 @@
 //! `tables.rs` and `service.rs` read one table each; `section.rs` holds the
 //! typed, position-keeping getters; `values.rs` the value formats
 //! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
-//! "did you mean".
+//! "did you mean"; `diff.rs` what a reload changes.
 //!
 //! ```
 //! use std::path::Path;
@@ -28,6 +28,7 @@
 //! );
 //! ```
 
+mod diff;
 mod parse;
 mod section;
 mod service;
@@ -42,6 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diff::{diff, ConfigDiff, KindDiff};
 pub use parse::{ConfigError, ConfigErrors};
 
 /// The whole configuration file.
