@@ -46,6 +46,11 @@ use std::time::Duration;
 pub use diff::{diff, ConfigDiff, KindDiff};
 pub use parse::{ConfigError, ConfigErrors};
 
+/// Where forkd reads its configuration when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("/etc/forkd/forkd.toml")
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

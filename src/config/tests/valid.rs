@@ -222,3 +222,11 @@ socket_mode = 0o600
     assert_eq!(e.socket_mode, 0o600);
     assert_eq!(p.root, Some("/srv/www".into()));
 }
+
+#[test]
+fn the_default_path() {
+    assert_eq!(
+        default_path(),
+        std::path::PathBuf::from("/etc/forkd/forkd.toml")
+    );
+}
