@@ -6,15 +6,50 @@
 //! structural equality used by reload to tell what changed. It never touches
 //! the operating system beyond reading the file: resolving users, binding
 //! sockets and spawning are the jobs of `process`, `server` and `supervisor`.
+//!
+//! Files: `parse.rs` walks the document and owns the error types;
+//! `tables.rs` and `service.rs` read one table each; `section.rs` holds the
+//! typed, position-keeping getters; `values.rs` the value formats
+//! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
+//! "did you mean"; `diff.rs` what a reload changes.
+//!
+//! ```
+//! use std::path::Path;
+//! use forkd::config::Config;
+//!
+//! let errors = Config::parse(
+//!     "[[program]]\nname = \"api\"\ncommand = [\"/bin/api\"]\nrestrat = \"always\"\n",
+//!     Path::new("forkd.toml"),
+//! )
+//! .unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "forkd.toml:4:1: unknown key \"restrat\" in [[program]] \"api\" (did you mean \"restart\"?)"
+//! );
+//! ```
 
+mod diff;
 mod parse;
+mod section;
+mod service;
+mod suggest;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use diff::{diff, ConfigDiff, KindDiff};
 pub use parse::{ConfigError, ConfigErrors};
+
+/// Where forkd reads its configuration when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("/etc/forkd/forkd.toml")
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +99,20 @@ pub struct DaemonConfig {
     pub log_file: Option<PathBuf>,
     /// `log_lines`: output lines kept per program instance for `forkctl log` (default 200).
     pub log_lines: usize,
+}
+
+impl Default for DaemonConfig {
+    /// The settings used when the file has no `[daemon]` table.
+    fn default() -> Self {
+        DaemonConfig {
+            control_socket: None,
+            control_group: None,
+            stop_timeout: Duration::from_secs(10),
+            log_level: LogLevel::Info,
+            log_file: None,
+            log_lines: 200,
+        }
+    }
 }
 
 /// When a program that exited is started again.

@@ -1,0 +1,189 @@
+//! What a reload changes: programs, pools and services added, removed,
+//! changed or unchanged, matched by name.
+//!
+//! Pure comparison of two validated [`Config`]s; deciding what to start,
+//! stop or restart is the supervisor's job. An entry is "changed" when any
+//! of its settings differs (structural equality of its config struct).
+//! Dependencies are not followed: a service whose pool changed is itself
+//! "unchanged" unless its own table changed.
+
+use super::{Config, PoolConfig, ProgramConfig, ServiceConfig};
+
+/// The names of one kind of entry (programs, pools or services), sorted into
+/// what a reload does with them. `added`, `changed` and `unchanged` follow
+/// the order of the new file; `removed` the order of the old one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl KindDiff {
+    /// True when a reload leaves this kind of entry alone.
+    pub fn is_unchanged(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Everything a reload from `old` to `new` changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Whether `[daemon]` settings differ.
+    pub daemon_changed: bool,
+    pub programs: KindDiff,
+    pub pools: KindDiff,
+    pub services: KindDiff,
+}
+
+impl ConfigDiff {
+    /// True when the two configurations are equivalent (the file path aside).
+    pub fn is_empty(&self) -> bool {
+        !self.daemon_changed
+            && self.programs.is_unchanged()
+            && self.pools.is_unchanged()
+            && self.services.is_unchanged()
+    }
+}
+
+/// Compares two configurations by entry name.
+///
+/// ```
+/// use std::path::Path;
+/// use forkd::config::{diff, Config};
+///
+/// let old = Config::parse(
+///     "[[program]]\nname = \"api\"\ncommand = [\"/bin/api\"]\n",
+///     Path::new("forkd.toml"),
+/// ).unwrap();
+/// let new = Config::parse(
+///     "[[program]]\nname = \"api\"\ncommand = [\"/bin/api\", \"-v\"]\n",
+///     Path::new("forkd.toml"),
+/// ).unwrap();
+/// assert_eq!(diff(&old, &new).programs.changed, ["api"]);
+/// ```
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    ConfigDiff {
+        daemon_changed: old.daemon != new.daemon,
+        programs: diff_kind(&old.programs, &new.programs, |p: &ProgramConfig| &p.name),
+        pools: diff_kind(&old.pools, &new.pools, |p: &PoolConfig| &p.name),
+        services: diff_kind(&old.services, &new.services, |s: &ServiceConfig| &s.name),
+    }
+}
+
+fn diff_kind<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> KindDiff {
+    let mut out = KindDiff::default();
+    for entry in new {
+        let entry_name = name(entry);
+        match old.iter().find(|o| name(o) == entry_name) {
+            None => out.added.push(entry_name.clone()),
+            Some(before) if before == entry => out.unchanged.push(entry_name.clone()),
+            Some(_) => out.changed.push(entry_name.clone()),
+        }
+    }
+    for entry in old {
+        if !new.iter().any(|n| name(n) == name(entry)) {
+            out.removed.push(name(entry).clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("forkd.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const OLD: &str = r#"
+[[program]]
+name = "api"
+command = ["/bin/api"]
+
+[[program]]
+name = "gone"
+command = ["/bin/gone"]
+
+[[pool]]
+name = "upper"
+worker = "builtin:upper"
+
+[[service]]
+name = "echo"
+listen = ["tcp://127.0.0.1:7000"]
+handler = "echo"
+"#;
+
+    #[test]
+    fn identical_configs_have_an_empty_diff() {
+        let d = diff(&config(OLD), &config(OLD));
+        assert!(d.is_empty());
+        assert_eq!(d.programs.unchanged, ["api", "gone"]);
+        assert_eq!(d.pools.unchanged, ["upper"]);
+        assert_eq!(d.services.unchanged, ["echo"]);
+    }
+
+    #[test]
+    fn entries_are_matched_by_name() {
+        let new = r#"
+[daemon]
+log_level = "debug"
+
+[[program]]
+name = "fresh"
+command = ["/bin/fresh"]
+
+[[program]]
+name = "api"
+command = ["/bin/api"]
+instances = 3
+
+[[pool]]
+name = "upper"
+worker = "builtin:upper"
+
+[[service]]
+name = "echo"
+listen = ["tcp://127.0.0.1:7000"]
+handler = "echo"
+"#;
+        let d = diff(&config(OLD), &config(new));
+        assert!(d.daemon_changed);
+        assert_eq!(d.programs.added, ["fresh"]);
+        assert_eq!(d.programs.removed, ["gone"]);
+        assert_eq!(d.programs.changed, ["api"]);
+        assert!(d.programs.unchanged.is_empty());
+        assert!(d.pools.is_unchanged());
+        assert!(d.services.is_unchanged());
+        assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn a_moved_entry_is_unchanged_and_the_path_is_ignored() {
+        let reordered = r#"
+[[service]]
+name = "echo"
+listen = ["tcp://127.0.0.1:7000"]
+handler = "echo"
+
+[[pool]]
+name = "upper"
+worker = "builtin:upper"
+
+[[program]]
+name = "gone"
+command = ["/bin/gone"]
+
+[[program]]
+name = "api"
+command = ["/bin/api"]
+"#;
+        let mut new = config(reordered);
+        new.path = "/elsewhere/forkd.toml".into();
+        assert!(diff(&config(OLD), &new).is_empty());
+    }
+}

@@ -1,0 +1,237 @@
+//! The `[[service]]` table: its keys, the defaults that depend on `mode`,
+//! and the checks between handler, mode, listeners and the pools defined
+//! elsewhere in the file.
+
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use super::section::{describe, Section, Sink, Span};
+use super::suggest;
+use super::tables::{read_name, Named, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
+use super::values;
+use super::{HandlerKind, ListenAddr, Mode, ServiceConfig};
+
+pub(super) const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "mode",
+    "handler",
+    "workers",
+    "min_spare",
+    "max_spare",
+    "max_workers",
+    "max_requests",
+    "max_connections",
+    "per_ip",
+    "idle_timeout",
+    "request_timeout",
+    "drain_timeout",
+    "backlog",
+    "max_line",
+    "max_frame",
+    "socket_mode",
+    "tcp_nodelay",
+    "pool",
+    "command",
+    "root",
+];
+
+/// Reads one `[[service]]`; `pools` are the names of the `[[pool]]`s defined
+/// anywhere in the file, for `handler = "pool"`.
+pub(super) fn service(
+    sink: &mut Sink,
+    table: &DeTable<'_>,
+    header: Span,
+    pools: &[&str],
+) -> Named<ServiceConfig> {
+    let mut s = Section::new(sink, table, header, "[[service]]");
+    let (name, name_span) = read_name(&mut s, "service");
+    s.check_keys(SERVICE_KEYS);
+    let listen = listen(&mut s);
+    let mode = s.keyword("mode", values::MODE, Mode::Fork);
+    let handler = s.optional_keyword("handler", values::HANDLER);
+    if !s.has("handler") {
+        s.missing("handler", "handler = \"echo\"");
+    }
+    let config = ServiceConfig {
+        name,
+        listen,
+        mode,
+        handler: handler.unwrap_or(HandlerKind::Echo),
+        workers: s.u32("workers", default_workers(mode), 1),
+        min_spare: s.optional_u32("min_spare"),
+        max_spare: s.optional_u32("max_spare"),
+        max_workers: s.int("max_workers", 1, u32::MAX.into()).map(|n| n as u32),
+        max_requests: s.u64("max_requests", 0),
+        max_connections: s.u32("max_connections", 256, 1),
+        per_ip: s.u32("per_ip", 32, 0),
+        idle_timeout: s.duration("idle_timeout", Duration::from_secs(60)),
+        request_timeout: s.duration("request_timeout", Duration::from_secs(30)),
+        drain_timeout: s.duration("drain_timeout", Duration::from_secs(10)),
+        backlog: s.u32("backlog", 511, 1),
+        max_line: s.size("max_line", 64 << 10, MAX_FRAME_LIMIT),
+        max_frame: s.size("max_frame", DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT),
+        socket_mode: s.mode("socket_mode").unwrap_or(0o660),
+        tcp_nodelay: s.bool("tcp_nodelay", true),
+        pool: s.string("pool").map(|(p, _)| p.to_string()),
+        command: s.command("command"),
+        root: s.path("root"),
+    };
+    if let Some(handler) = handler {
+        check_handler(&mut s, &config, handler, pools);
+    }
+    check_worker_counts(&mut s, &config);
+    Named { config, name_span }
+}
+
+/// prefork: 4; event: one per CPU; fork: 1 (the acceptor).
+fn default_workers(mode: Mode) -> u32 {
+    match mode {
+        Mode::Fork => 1,
+        Mode::Prefork => 4,
+        Mode::Event => std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    }
+}
+
+/// `listen`: a required, non-empty array of addresses.
+fn listen(s: &mut Section<'_, '_>) -> Vec<ListenAddr> {
+    let Some(value) = s.get("listen") else {
+        s.missing("listen", "listen = [\"tcp://127.0.0.1:7000\"]");
+        return Vec::new();
+    };
+    let example = "[\"tcp://127.0.0.1:7000\"]";
+    let DeValue::Array(items) = value.get_ref() else {
+        let message = format!(
+            "listen must be an array of addresses, like {example}; found {}",
+            describe(value.get_ref())
+        );
+        s.error(&value.span(), message);
+        return Vec::new();
+    };
+    if items.is_empty() {
+        let message = format!("listen must name at least one address, like {example}");
+        s.error(&value.span(), message);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let DeValue::String(text) = item.get_ref() else {
+            let message = format!(
+                "listen addresses are strings, found {}",
+                describe(item.get_ref())
+            );
+            s.error(&item.span(), message);
+            continue;
+        };
+        match values::listen(text) {
+            Ok(addr) => out.push(addr),
+            Err(reason) => s.error(
+                &item.span(),
+                format!("bad listen address \"{text}\": {reason}"),
+            ),
+        }
+    }
+    out
+}
+
+/// What each handler needs from the rest of the service and the file.
+fn check_handler(s: &mut Section<'_, '_>, c: &ServiceConfig, handler: HandlerKind, pools: &[&str]) {
+    let at_handler = s.span_of("handler");
+    let kind = values::keyword_of(values::HANDLER, handler);
+    match handler {
+        HandlerKind::Pool => match (&c.pool, s.get("pool").map(|v| v.span())) {
+            (_, None) => {
+                let message = "handler = \"pool\" needs pool = \"NAME\" naming a [[pool]]";
+                s.error(&at_handler, message);
+            }
+            (Some(name), Some(at)) if !pools.contains(&name.as_str()) => {
+                let hint = match suggest::closest(name, pools) {
+                    Some(close) => format!(" (did you mean \"{close}\"?)"),
+                    None if pools.is_empty() => "; define it with [[pool]]".to_string(),
+                    None => format!("; defined pools: {}", suggest::quoted_list(pools)),
+                };
+                s.error(&at, format!("no [[pool]] named \"{name}\"{hint}"));
+            }
+            _ => {}
+        },
+        HandlerKind::Exec => {
+            if !s.has("command") {
+                let message =
+                    "handler = \"exec\" needs command = [...], the program run per connection";
+                s.error(&at_handler, message);
+            }
+            if c.mode == Mode::Event {
+                let at = s.span_of("mode");
+                let message = "handler = \"exec\" cannot run in mode = \"event\": each connection needs its own process; use mode = \"fork\" or \"prefork\"";
+                s.error(&at, message);
+            }
+        }
+        HandlerKind::Files | HandlerKind::Ftp | HandlerKind::Http => {
+            if !s.has("root") {
+                let message =
+                    format!("handler = \"{kind}\" needs root = \"/DIR\", the directory it serves");
+                s.error(&at_handler, message);
+            }
+        }
+        HandlerKind::Chat => {
+            let has_udp = c.listen.iter().any(|l| matches!(l, ListenAddr::Udp(_)));
+            if !has_udp && !c.listen.is_empty() {
+                let message =
+                    "handler = \"chat\" is a UDP chat room: add a udp://HOST:PORT listener";
+                s.error(&at_handler, message);
+            }
+        }
+        HandlerKind::Echo | HandlerKind::Command => {}
+    }
+    if !matches!(handler, HandlerKind::Echo | HandlerKind::Chat) {
+        check_no_udp(s, kind);
+    }
+}
+
+/// Only the echo and chat handlers speak datagrams.
+fn check_no_udp(s: &mut Section<'_, '_>, kind: &str) {
+    let Some(DeValue::Array(items)) = s.get("listen").map(|v| v.get_ref()) else {
+        return;
+    };
+    for item in items.iter() {
+        if let DeValue::String(text) = item.get_ref() {
+            if text.starts_with("udp://") {
+                let message = format!(
+                    "handler = \"{kind}\" cannot serve udp:// listeners; only echo and chat speak UDP"
+                );
+                s.error(&item.span(), message);
+            }
+        }
+    }
+}
+
+/// min_spare <= max_spare <= max_workers, and workers <= max_workers, when given.
+fn check_worker_counts(s: &mut Section<'_, '_>, c: &ServiceConfig) {
+    if let (Some(min), Some(max)) = (c.min_spare, c.max_spare) {
+        if min > max {
+            let at = s.span_of("max_spare");
+            s.error(
+                &at,
+                format!("max_spare ({max}) is less than min_spare ({min})"),
+            );
+        }
+    }
+    let Some(max_workers) = c.max_workers else {
+        return;
+    };
+    let checks = [
+        ("max_spare", c.max_spare),
+        ("min_spare", c.min_spare.filter(|_| c.max_spare.is_none())),
+        ("workers", s.has("workers").then_some(c.workers)),
+    ];
+    for (key, value) in checks {
+        if let Some(n) = value.filter(|n| *n > max_workers) {
+            let at = s.span_of(key);
+            s.error(
+                &at,
+                format!("{key} ({n}) is more than max_workers ({max_workers})"),
+            );
+        }
+    }
+}
