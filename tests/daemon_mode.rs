@@ -53,7 +53,11 @@ command = ["/bin/sleep", "1000"]
     let _guard = DaemonGuard(pid);
     assert!(alive(pid));
     let (_, ppid) = proc_stat(pid).unwrap();
-    assert_ne!(ppid, std::process::id() as i32, "detached from the launcher");
+    assert_ne!(
+        ppid,
+        std::process::id() as i32,
+        "detached from the launcher"
+    );
     wait_until("the program started", Duration::from_secs(10), || {
         common::children(pid).len() == 1
     });
@@ -69,15 +73,20 @@ command = ["/bin/sleep", "1000"]
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    wait_until("daemon gone and pidfile removed", Duration::from_secs(10), || {
-        !alive(pid) && !pidfile.exists()
-    });
+    wait_until(
+        "daemon gone and pidfile removed",
+        Duration::from_secs(10),
+        || !alive(pid) && !pidfile.exists(),
+    );
 }
 
 #[test]
 fn a_daemon_that_cannot_start_makes_the_launcher_fail() {
     let dir = Scratch::new("daemon-fail");
-    let config = dir.write("forkd.toml", "[daemon]\nlog_file = \"/nonexistent-dir/forkd.log\"\n");
+    let config = dir.write(
+        "forkd.toml",
+        "[daemon]\nlog_file = \"/nonexistent-dir/forkd.log\"\n",
+    );
     let out = Command::new(FORKD)
         .args(["--daemon", "--pidfile"])
         .arg(dir.file("forkd.pid"))

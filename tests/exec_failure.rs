@@ -26,6 +26,8 @@ backoff_initial = "10ms"
         .wait_line("ghost#0: cannot start", Duration::from_secs(10));
     assert!(line.contains("exec failed"), "{line}");
     assert!(line.contains("No such file or directory"), "{line}");
-    forkd.log.wait_line("ghost#0 failed 2 times", Duration::from_secs(10));
+    forkd
+        .log
+        .wait_line("ghost#0 failed 2 times", Duration::from_secs(10));
     assert_eq!(forkd.log.count("exited with code 127"), 0);
 }

@@ -20,12 +20,16 @@ command = ["/bin/sh", "-c", "echo $$; exec sleep 1000"]
 "#,
     );
     let mut forkd = Forkd::start(&config);
-    let line = forkd.log.wait_line("orphan-to-be#0: ", Duration::from_secs(10));
+    let line = forkd
+        .log
+        .wait_line("orphan-to-be#0: ", Duration::from_secs(10));
     let pid: i32 = output_of(&line, "orphan-to-be#0").trim().parse().unwrap();
     assert!(alive(pid));
     forkd.signal(Signal::SIGKILL);
     assert_eq!(forkd.wait_exit(Duration::from_secs(5)), None);
-    wait_until("the program died with forkd", Duration::from_secs(5), || {
-        !alive(pid)
-    });
+    wait_until(
+        "the program died with forkd",
+        Duration::from_secs(5),
+        || !alive(pid),
+    );
 }

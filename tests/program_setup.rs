@@ -28,7 +28,9 @@ rlimits = {{ nofile = 123 }}
         ),
     );
     let forkd = Forkd::start(&config);
-    let line = forkd.log.wait_line("probe#0: env=", Duration::from_secs(10));
+    let line = forkd
+        .log
+        .wait_line("probe#0: env=", Duration::from_secs(10));
     assert!(line.contains("env=hello world"), "{line}");
     assert!(line.contains(&format!("cwd={cwd}")), "{line}");
     assert!(line.contains("umask=0027"), "{line}");
@@ -42,7 +44,9 @@ rlimits = {{ nofile = 123 }}
     };
     assert_eq!(field("pgid="), field("pid="), "own process group");
     assert_eq!(field("sid="), field("pid="), "own session");
-    forkd.log.wait_line("probe#0: stdin-eof=1", Duration::from_secs(10));
+    forkd
+        .log
+        .wait_line("probe#0: stdin-eof=1", Duration::from_secs(10));
     forkd
         .log
         .wait_line("probe#0 [stderr]: to-stderr", Duration::from_secs(10));

@@ -22,7 +22,9 @@ restart = "never"
     let forkd = Forkd::start(&config);
     let line = forkd.log.wait_line("parent#0: ", Duration::from_secs(10));
     let grandchild: i32 = output_of(&line, "parent#0").trim().parse().unwrap();
-    forkd.log.wait_line("parent#0 stays down", Duration::from_secs(10));
+    forkd
+        .log
+        .wait_line("parent#0 stays down", Duration::from_secs(10));
     // The orphan was adopted by forkd (the subreaper), not by init.
     if let Some((_, ppid)) = proc_stat(grandchild) {
         assert_eq!(ppid, forkd.pid(), "orphan adopted by forkd");

@@ -52,7 +52,10 @@ start_retries = 3
         "delays must grow: {delays:?}"
     );
     assert!(delays[0] >= 40.0 && delays[2] <= 200.0, "{delays:?}");
-    assert!(children(forkd.pid()).is_empty(), "a FATAL program has no process");
+    assert!(
+        children(forkd.pid()).is_empty(),
+        "a FATAL program has no process"
+    );
 }
 
 #[test]
@@ -98,8 +101,12 @@ start_retries = 1
 "#,
     );
     let forkd = Forkd::start(&config);
-    forkd.log.wait_line("dirty#0 failed", Duration::from_secs(10));
-    forkd.log.wait_line("clean#0 stays down", Duration::from_secs(10));
+    forkd
+        .log
+        .wait_line("dirty#0 failed", Duration::from_secs(10));
+    forkd
+        .log
+        .wait_line("clean#0 stays down", Duration::from_secs(10));
     assert_eq!(forkd.log.count("clean#0 (pid"), 1);
     assert_eq!(forkd.log.count("dirty#0 (pid"), 2);
 }

@@ -30,8 +30,14 @@ fn sigterm_kills_a_program_that_ignores_it_after_stop_timeout() {
     forkd.signal(Signal::SIGTERM);
     assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
     let took = sent.elapsed();
-    assert!(took >= Duration::from_millis(900), "SIGKILL came early: {took:?}");
-    assert!(took < Duration::from_secs(2), "stop took {took:?} (stop_timeout is 1s)");
+    assert!(
+        took >= Duration::from_millis(900),
+        "SIGKILL came early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "stop took {took:?} (stop_timeout is 1s)"
+    );
     assert!(forkd.log.count("killed by SIGKILL") >= 1);
     wait_until("program gone", Duration::from_secs(5), || !alive(pid));
 }
@@ -41,7 +47,9 @@ fn a_second_sigterm_escalates_to_sigkill_at_once() {
     let dir = Scratch::new("second-term");
     let (mut forkd, pid) = start_stubborn(&dir);
     forkd.signal(Signal::SIGTERM);
-    forkd.log.wait_line("stopping every program", Duration::from_secs(5));
+    forkd
+        .log
+        .wait_line("stopping every program", Duration::from_secs(5));
     let sent = Instant::now();
     forkd.signal(Signal::SIGTERM);
     assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));

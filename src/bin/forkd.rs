@@ -14,7 +14,12 @@ use forkd::exit;
 #[command(name = "forkd", version, max_term_width = 100)]
 struct Args {
     /// The configuration file.
-    #[arg(short, long, value_name = "PATH", default_value = "/etc/forkd/forkd.toml")]
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "/etc/forkd/forkd.toml"
+    )]
     config: PathBuf,
     /// Validate the configuration, print every error, and exit 0 or 1.
     #[arg(long)]

@@ -57,7 +57,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 42);
         for (n, nominal) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (9, 1000)] {
             let d = b.delay(n).as_millis() as u64;
-            assert!(d <= nominal && d >= nominal * 8 / 10, "failure {n}: {d}ms vs {nominal}ms");
+            assert!(
+                d <= nominal && d >= nominal * 8 / 10,
+                "failure {n}: {d}ms vs {nominal}ms"
+            );
         }
     }
 

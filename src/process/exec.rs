@@ -128,8 +128,8 @@ impl ExecPlan {
     /// Forks and execs the plan. Returns once the child has exec'd (or
     /// failed to), like `std::process::Command::spawn`.
     pub fn spawn(self) -> Result<Pid, SpawnError> {
-        let (report_read, report_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Fork(e.into()))?;
+        let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SpawnError::Fork(e.into()))?;
         // Pointer arrays are built here: the child must not allocate.
         let argv = null_terminated(&self.argv);
         let envp = null_terminated(&self.envp);

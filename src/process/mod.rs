@@ -32,7 +32,11 @@ pub use exec::{ChildFd, Credentials, ExecPlan, SpawnError};
 /// would run forkd's handler (and write into forkd's self-pipe).
 pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Result<Pid> {
     let mut old = SigSet::empty();
-    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
+    signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
     // SAFETY: forkd's supervisor is single-threaded (no other thread can hold
     // a lock or be mid-allocation), and the child only runs `reset_signals`
     // and `child`, which ends in exec or `_exit`.

@@ -174,7 +174,14 @@ pub fn step(
                 RestartPolicy::OnFailure => !exit.success(),
                 RestartPolicy::Never => false,
             };
-            after_failure(inst, policy, backoff, uptime < policy.stable_after, restart, now)
+            after_failure(
+                inst,
+                policy,
+                backoff,
+                uptime < policy.stable_after,
+                restart,
+                now,
+            )
         }
         (Stopping, Event::Exited(exit)) => {
             inst.state = Stopped;
@@ -218,7 +225,11 @@ fn after_failure(
     restart: bool,
     now: Instant,
 ) -> Action {
-    inst.failures = if fast { inst.failures.saturating_add(1) } else { 0 };
+    inst.failures = if fast {
+        inst.failures.saturating_add(1)
+    } else {
+        0
+    };
     inst.pid = None;
     if !restart {
         inst.state = State::Exited;
@@ -266,8 +277,17 @@ mod tests {
             step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), now);
             assert_eq!(inst.state, State::Backoff);
             delays.push(inst.next_delay.unwrap());
-            assert_eq!(step(&mut inst, &p, &mut b, Event::Timer, now), Action::Spawn);
-            step(&mut inst, &p, &mut b, Event::Spawned(Pid::from_raw(101)), now);
+            assert_eq!(
+                step(&mut inst, &p, &mut b, Event::Timer, now),
+                Action::Spawn
+            );
+            step(
+                &mut inst,
+                &p,
+                &mut b,
+                Event::Spawned(Pid::from_raw(101)),
+                now,
+            );
         }
         assert!(delays[1] > delays[0], "delays grow: {delays:?}");
         step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), now);
@@ -282,12 +302,30 @@ mod tests {
         let mut inst = Instance::default();
         let start = Instant::now();
         running(&mut inst, &p, &mut b, start);
-        step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), start);
+        step(
+            &mut inst,
+            &p,
+            &mut b,
+            Event::Exited(ExitKind::Code(1)),
+            start,
+        );
         assert_eq!(inst.failures, 1);
         step(&mut inst, &p, &mut b, Event::Timer, start);
-        step(&mut inst, &p, &mut b, Event::Spawned(Pid::from_raw(7)), start);
+        step(
+            &mut inst,
+            &p,
+            &mut b,
+            Event::Spawned(Pid::from_raw(7)),
+            start,
+        );
         let later = start + Duration::from_secs(11);
-        step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), later);
+        step(
+            &mut inst,
+            &p,
+            &mut b,
+            Event::Exited(ExitKind::Code(1)),
+            later,
+        );
         assert_eq!((inst.state, inst.failures), (State::Backoff, 0));
         assert_eq!(inst.next_delay, Some(Duration::ZERO));
     }
@@ -299,7 +337,11 @@ mod tests {
         for (restart, exit, expected) in [
             (RestartPolicy::Never, ExitKind::Code(1), State::Exited),
             (RestartPolicy::OnFailure, ExitKind::Code(0), State::Exited),
-            (RestartPolicy::OnFailure, ExitKind::Signal(9), State::Backoff),
+            (
+                RestartPolicy::OnFailure,
+                ExitKind::Signal(9),
+                State::Backoff,
+            ),
             (RestartPolicy::Always, ExitKind::Code(0), State::Backoff),
         ] {
             let p = policy(restart, 5);
@@ -317,10 +359,22 @@ mod tests {
         let mut inst = Instance::default();
         let now = Instant::now();
         running(&mut inst, &p, &mut b, now);
-        assert_eq!(step(&mut inst, &p, &mut b, Event::Stop, now), Action::Signal(libc::SIGTERM));
+        assert_eq!(
+            step(&mut inst, &p, &mut b, Event::Stop, now),
+            Action::Signal(libc::SIGTERM)
+        );
         assert_eq!(inst.deadline, Some(now + p.stop_timeout));
-        assert_eq!(step(&mut inst, &p, &mut b, Event::Timer, now), Action::Signal(libc::SIGKILL));
-        step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Signal(9)), now);
+        assert_eq!(
+            step(&mut inst, &p, &mut b, Event::Timer, now),
+            Action::Signal(libc::SIGKILL)
+        );
+        step(
+            &mut inst,
+            &p,
+            &mut b,
+            Event::Exited(ExitKind::Signal(9)),
+            now,
+        );
         assert_eq!(inst.state, State::Stopped);
         assert_eq!(step(&mut inst, &p, &mut b, Event::Timer, now), Action::None);
     }

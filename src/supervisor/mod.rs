@@ -177,8 +177,11 @@ impl Supervisor {
             None => {
                 log::info!("{name}: stopping every program");
                 self.shutdown = Some(Shutdown::Graceful);
-                let names: Vec<String> =
-                    self.programs.iter().map(|p| p.config.name.clone()).collect();
+                let names: Vec<String> = self
+                    .programs
+                    .iter()
+                    .map(|p| p.config.name.clone())
+                    .collect();
                 for name in &names {
                     self.stop_program(name, None);
                 }
@@ -192,7 +195,11 @@ impl Supervisor {
 
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
-        let names: Vec<String> = self.programs.iter().map(|p| p.config.name.clone()).collect();
+        let names: Vec<String> = self
+            .programs
+            .iter()
+            .map(|p| p.config.name.clone())
+            .collect();
         for name in &names {
             self.kill_program(name);
         }

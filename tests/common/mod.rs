@@ -22,7 +22,7 @@ impl Scratch {
         let path = std::env::temp_dir().join(format!(
             "forkd-test-{tag}-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ rand_u64()
+            rand_u64()
         ));
         std::fs::create_dir_all(&path).expect("scratch dir");
         Scratch { path }
@@ -48,7 +48,8 @@ impl Drop for Scratch {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id() as u64);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.finish()
 }
 
@@ -80,7 +81,10 @@ impl LogLines {
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.snapshot().iter().filter(|l| l.contains(needle)).count()
+        self.snapshot()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Waits until `pred` holds for the lines so far; panics with the log at
@@ -114,9 +118,11 @@ impl LogLines {
 
     /// Waits until `n` lines contain `needle`.
     pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) {
-        self.wait_for(&format!("{n} line(s) containing {needle:?}"), timeout, |lines| {
-            lines.iter().filter(|l| l.contains(needle)).count() >= n
-        });
+        self.wait_for(
+            &format!("{n} line(s) containing {needle:?}"),
+            timeout,
+            |lines| lines.iter().filter(|l| l.contains(needle)).count() >= n,
+        );
     }
 }
 
@@ -169,7 +175,10 @@ impl Forkd {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "forkd did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "forkd did not exit within {timeout:?}"
+            );
             pause();
         }
     }
@@ -228,7 +237,10 @@ pub fn children(pid: i32) -> Vec<i32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(text.split_whitespace().filter_map(|s| s.parse::<i32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|s| s.parse::<i32>().ok()),
+                );
             }
         }
     }
