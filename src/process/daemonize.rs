@@ -107,9 +107,8 @@ pub fn daemonize(pidfile: &Path, log_file: Option<&Path>) -> Result<(Readiness, 
     drop(report_read);
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     // SAFETY: still single-threaded; the intermediate child only `_exit`s.
-    if let ForkResult::Parent { .. } =
-        unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))?
-    {
+    let second = unsafe { nix::unistd::fork() };
+    if let ForkResult::Parent { .. } = second.map_err(|e| format!("fork: {e}"))? {
         // SAFETY: `_exit` ends the intermediate process without running
         // destructors that belong to the daemon (pidfile removal).
         unsafe { libc::_exit(0) }
