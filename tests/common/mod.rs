@@ -57,8 +57,11 @@ fn rand_u64() -> u64 {
 /// process, never in forkd) so tests can wait for a line without sleeping.
 #[derive(Clone, Default)]
 pub struct LogLines {
-    inner: Arc<(Mutex<(Vec<String>, bool)>, Condvar)>,
+    inner: Arc<(Mutex<Collected>, Condvar)>,
 }
+
+/// The lines so far, and whether the stream has ended.
+type Collected = (Vec<String>, bool);
 
 impl LogLines {
     fn follow(&self, stream: impl std::io::Read + Send + 'static) {
