@@ -14,6 +14,8 @@
 mod instance;
 mod output;
 mod programs;
+mod reload;
+mod services;
 
 use std::collections::HashMap;
 use std::io;
@@ -162,7 +164,14 @@ impl Supervisor {
                     log::info!("SIGQUIT: killing every child now");
                     self.kill_everything();
                 }
-                SIGHUP => log::info!("SIGHUP received: reload is not configured yet"),
+                SIGHUP => match self.reload() {
+                    Ok(summary) => log::info!("SIGHUP: {summary}"),
+                    Err(errors) => {
+                        for e in &errors {
+                            log::error!("reload rejected: {e}");
+                        }
+                    }
+                },
                 _ => {}
             }
         }
