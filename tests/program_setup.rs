@@ -75,3 +75,20 @@ cwd = "/"
     assert!(line.contains("uid=65534(nobody)"), "{line}");
     assert!(line.contains("groups=65534(nogroup)"), "{line}");
 }
+
+#[test]
+fn the_supervisor_process_has_exactly_one_thread() {
+    let dir = Scratch::new("threads");
+    let config = dir.write(
+        "forkd.toml",
+        "[[program]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\ninstances = 3\n",
+    );
+    let forkd = Forkd::start(&config);
+    common::wait_until("3 children", Duration::from_secs(10), || {
+        common::children(forkd.pid()).len() == 3
+    });
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", forkd.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(tasks, 1);
+}

@@ -19,7 +19,7 @@ mod services;
 
 use std::collections::HashMap;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::{Events, Interest, Poll, Token};
 use nix::unistd::Pid;
@@ -75,6 +75,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Sets up the loop (signals, subreaper) without starting anything.
     pub fn new(config: Config) -> io::Result<Supervisor> {
+        ensure_single_threaded()?;
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
         poll.registry()
@@ -297,7 +298,16 @@ impl Supervisor {
     }
 }
 
-/// How long ago `at` was, for status displays.
-pub fn elapsed_since(at: Instant) -> Duration {
-    Instant::now().saturating_duration_since(at)
+/// Refuses to supervise from a process with more than one thread: a fork
+/// then copies only the calling thread, and a lock held by another one
+/// (the allocator's, say) would deadlock every forked worker.
+fn ensure_single_threaded() -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "forkd's supervisor must be single-threaded to fork safely, but {threads} threads exist"
+        )))
+    }
 }

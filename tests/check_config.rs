@@ -1,0 +1,92 @@
+//! `forkd --check`: exit 0 on a valid file; otherwise every error printed as
+//! `file:line:col: message` and exit 1. Also the bundled config is valid.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Scratch, FORKD};
+
+fn check(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(FORKD)
+        .arg("--check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run forkd --check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_bundled_config_is_valid() {
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/forkd.toml");
+    let (code, stdout, stderr) = check(&bundled);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("OK"));
+}
+
+#[test]
+fn every_error_class_is_reported_with_file_line_col_in_one_run() {
+    let dir = Scratch::new("check");
+    let path = dir.write(
+        "bad.toml",
+        r#"[daemon]
+stop_timeout = "10 sec"
+
+[[program]]
+name = "api"
+command = ["/bin/true"]
+restrat = "always"
+
+[[program]]
+name = "api"
+command = []
+instances = "two"
+"#,
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1));
+    let file = path.display().to_string();
+    for (line, col, gist) in [
+        (2, 16, "bad duration"),
+        (7, 1, "did you mean \"restart\"?"),
+        (10, 8, "duplicate"),
+        (11, 11, "empty"),
+        (12, 13, "integer"),
+    ] {
+        let prefix = format!("{file}:{line}:{col}: ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(gist)),
+            "missing {prefix}…{gist} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_syntax_error_names_its_position() {
+    let dir = Scratch::new("syntax");
+    let path = dir.write(
+        "bad.toml",
+        "[[program]]\nname = \"x\ncommand = [\"/bin/true\"]\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (code, _, stderr) = check(std::path::Path::new("/nonexistent/forkd.toml"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("/nonexistent/forkd.toml"), "{stderr}");
+    assert!(stderr.contains("No such file"), "{stderr}");
+}
