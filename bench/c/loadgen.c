@@ -12,7 +12,8 @@
  * Everything is bounded: the run stops at -d seconds (default 3, max 600);
  * a single wait (connect, read, write) gives up after -t seconds (default
  * 2) and counts as a timeout error.  A request still in flight when the
- * run ends is counted as "unfinished", not as an error.
+ * run ends (or completing after it) is counted as "unfinished", not as an
+ * error or a request.
  *
  * Output, one line:  mode=.. concurrency=.. seconds=.. requests=.. rps=..
  *   errors=.. refused=.. reset=.. short=.. wrong=.. timeout=.. other=..
@@ -223,8 +224,8 @@ static void *run_slot(void *arg)
         }
         make_request(req, expect, s->id, n++);
         int r = exchange(fd, req, reply, expect);
-        if (r == OVER) {
-            s->unfinished++;
+        if (r == OVER || (r == 0 && now() > g_deadline)) {
+            s->unfinished++; /* still in flight, or completed after the end */
             break;
         }
         if (r < 0) {
