@@ -2,6 +2,7 @@
 //! [`ExecPlan`], wiring output pipes, and saying what happened in the
 //! operator's words (`api#2 (pid 4242) exited with code 3`).
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
@@ -20,6 +21,8 @@ use crate::process::{self, Backoff, ChildFd, ExecPlan, ExitKind};
 pub struct Program {
     pub config: ProgramConfig,
     pub instances: Vec<Instance>,
+    /// Write ends of the instances' log pipes, by (index, is_stderr).
+    log_writers: HashMap<(usize, bool), OwnedFd>,
     policy: Policy,
     backoff: Backoff,
 }
@@ -34,6 +37,7 @@ impl Program {
         Program {
             config: config.clone(),
             instances: (0..config.instances).map(|_| Instance::default()).collect(),
+            log_writers: HashMap::new(),
             policy: Policy::from(config),
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
         }
@@ -171,25 +175,9 @@ impl Supervisor {
         .filter_map(|(resource, value)| value.map(|v| (resource, v)))
         .collect();
         plan.stdin = ChildFd::Fd(self.dev_null_fd()?);
-        let mut pipes = Vec::new();
-        plan.stdout = self.output_fd(&config.stdout, &mut pipes, false)?;
-        plan.stderr = self.output_fd(&config.stderr, &mut pipes, true)?;
-        let pid = plan.spawn().map_err(|e| e.to_string())?;
-        for (receiver, stderr) in pipes {
-            let token = self.allocate_token();
-            let mut pipe = OutputPipe::new(receiver, &config.name, index, stderr);
-            match self
-                .poll
-                .registry()
-                .register(pipe.receiver(), token, Interest::READABLE)
-            {
-                Ok(()) => {
-                    self.sources.insert(token, Source::Output(pipe));
-                }
-                Err(e) => log::warn!("{}#{index}: cannot watch output: {e}", config.name),
-            }
-        }
-        Ok(pid)
+        plan.stdout = self.output_fd(config, index, &config.stdout, false)?;
+        plan.stderr = self.output_fd(config, index, &config.stderr, true)?;
+        plan.spawn().map_err(|e| e.to_string())
     }
 
     fn dev_null_fd(&self) -> Result<OwnedFd, String> {
@@ -199,11 +187,12 @@ impl Supervisor {
             .map_err(|e| format!("dup /dev/null: {e}"))
     }
 
-    /// The child's end for one output stream; a pipe's read end goes to `pipes`.
+    /// The child's end for one output stream.
     fn output_fd(
-        &self,
+        &mut self,
+        config: &ProgramConfig,
+        index: usize,
         output: &Output,
-        pipes: &mut Vec<(mio::unix::pipe::Receiver, bool)>,
         stderr: bool,
     ) -> Result<ChildFd, String> {
         Ok(match output {
@@ -218,16 +207,45 @@ impl Supervisor {
                     .into(),
             ),
             Output::Log => {
-                let (sender, receiver) =
-                    mio::unix::pipe::new().map_err(|e| format!("pipe: {e}"))?;
-                // The child's end must block: programs expect ordinary stdio.
-                sender
-                    .set_nonblocking(false)
-                    .map_err(|e| format!("pipe: {e}"))?;
-                pipes.push((receiver, stderr));
-                ChildFd::Fd(OwnedFd::from(sender))
+                let writer = self.log_pipe(config, index, stderr)?;
+                ChildFd::Fd(writer.try_clone().map_err(|e| format!("dup: {e}"))?)
             }
         })
+    }
+
+    /// The write end of `name#index`'s log pipe for one stream, created on
+    /// first use. The pipe lives as long as the instance, across restarts:
+    /// no per-spawn pipe or epoll registration, and lines from a previous
+    /// run's leftovers still reach the log. Its reader sees EOF once the
+    /// instance is removed and every process holding the pipe has exited.
+    fn log_pipe(
+        &mut self,
+        config: &ProgramConfig,
+        index: usize,
+        stderr: bool,
+    ) -> Result<&OwnedFd, String> {
+        let p = self
+            .program_index(&config.name)
+            .ok_or_else(|| format!("no program {:?}", config.name))?;
+        let key = (index, stderr);
+        if !self.programs[p].log_writers.contains_key(&key) {
+            let (sender, receiver) = mio::unix::pipe::new().map_err(|e| format!("pipe: {e}"))?;
+            // The child's end must block: programs expect ordinary stdio.
+            sender
+                .set_nonblocking(false)
+                .map_err(|e| format!("pipe: {e}"))?;
+            let token = self.allocate_token();
+            let mut pipe = OutputPipe::new(receiver, &config.name, index, stderr);
+            self.poll
+                .registry()
+                .register(pipe.receiver(), token, Interest::READABLE)
+                .map_err(|e| format!("cannot watch output: {e}"))?;
+            self.sources.insert(token, Source::Output(pipe));
+            self.programs[p]
+                .log_writers
+                .insert(key, OwnedFd::from(sender));
+        }
+        Ok(&self.programs[p].log_writers[&key])
     }
 }
 
@@ -243,7 +261,8 @@ fn log_transition(name: &str, index: usize, inst: &Instance, policy: &Policy) {
                     policy.start_retries
                 );
             } else {
-                log::info!("{name}#{index} restarting in {delay}");
+                // A restart after a stable run is immediate and routine.
+                log::debug!("{name}#{index} restarting in {delay}");
             }
         }
         State::Fatal => log::error!(
