@@ -145,6 +145,9 @@ impl Forkd {
     pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Forkd {
         let mut cmd = Command::new(FORKD);
         cmd.arg("--config").arg(config).args(args);
+        // Each config gets its own default control socket (beside it, in
+        // NAME.run/) so that forkds running in parallel never meet.
+        cmd.env("RUNTIME_DIRECTORY", config.with_extension("run"));
         for (k, v) in env {
             cmd.env(k, v);
         }
