@@ -7,12 +7,15 @@
 //! - [`process`]: fork/exec, the child-side setup between fork and exec,
 //!   the double fork, restart back-off;
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
+//! - [`control`]: the control socket protocol, its server side and the
+//!   `forkctl` client;
 //! - [`logging`]: forkd's own log records (journald-aware).
 //!
 //! The supervisor process never starts a thread: every forked child may run
 //! Rust code safely because no other thread can hold a lock at fork time.
 
 pub mod config;
+pub mod control;
 pub mod exit;
 pub mod logging;
 pub mod process;

@@ -40,6 +40,7 @@ command = ["/bin/sleep", "1000"]
             .arg(&pidfile)
             .arg("--config")
             .arg(&config)
+            .env("RUNTIME_DIRECTORY", &dir.path)
             .output()
             .expect("run forkd --daemon")
     };
@@ -92,6 +93,7 @@ fn a_daemon_that_cannot_start_makes_the_launcher_fail() {
         .arg(dir.file("forkd.pid"))
         .arg("--config")
         .arg(&config)
+        .env("RUNTIME_DIRECTORY", &dir.path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -1,6 +1,11 @@
 //! `forkctl`: control a running forkd over its Unix control socket.
+//! The command line is `forkd::control::cli`; the commands are in
+//! `forkd::control::commands`.
+
+use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    eprintln!("forkctl: the control socket is not implemented yet");
-    std::process::ExitCode::from(forkd::exit::UNREACHABLE as u8)
+    let cli = forkd::control::cli::Cli::parse();
+    let code = forkd::control::commands::run(cli);
+    std::process::ExitCode::from(code as u8)
 }

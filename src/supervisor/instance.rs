@@ -113,6 +113,9 @@ pub struct Instance {
     pub next_delay: Option<Duration>,
     /// Recent output lines, bounded by `[daemon] log_lines`.
     pub recent: VecDeque<String>,
+    /// Sequence number of the newest line in `recent` (lines ever seen), so
+    /// `forkctl log -f` can ask for what came after.
+    pub recent_seq: u64,
 }
 
 impl Default for Instance {
@@ -127,6 +130,7 @@ impl Default for Instance {
             deadline: None,
             next_delay: None,
             recent: VecDeque::new(),
+            recent_seq: 0,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! and exec (that is `process`) and never starts a thread: a thread here
 //! would make every fork-without-exec unsafe.
 
+mod control;
+mod control_status;
 mod instance;
 mod output;
 mod programs;
@@ -33,6 +35,8 @@ pub use instance::{Instance, State};
 pub use programs::Program;
 
 const SIGNALS: Token = Token(0);
+/// The control socket's listener (connections get dynamic tokens).
+const CONTROL: Token = Token(1);
 /// Tokens below this are fixed (signals, control socket); dynamic sources
 /// (output pipes, connections) get tokens from here up.
 const FIRST_DYNAMIC_TOKEN: usize = 16;
@@ -47,6 +51,8 @@ enum Owner {
 #[derive(Debug)]
 enum Source {
     Output(output::OutputPipe),
+    /// A forkctl connection on the control socket.
+    Control(crate::control::server::Connection),
 }
 
 /// How far shutdown has gone.
@@ -70,6 +76,8 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     /// Opened once: every spawned child's stdin (and `null` outputs).
     dev_null: std::fs::File,
+    /// The control socket and what its requests left pending.
+    control: control::ControlState,
 }
 
 impl Supervisor {
@@ -81,6 +89,9 @@ impl Supervisor {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         crate::process::become_subreaper()?;
+        let mut control = control::ControlState::bind(&config.daemon)?;
+        poll.registry()
+            .register(control.server.listener(), CONTROL, Interest::READABLE)?;
         let programs = config.programs.iter().map(Program::new).collect();
         Ok(Supervisor {
             config,
@@ -95,6 +106,7 @@ impl Supervisor {
                 .read(true)
                 .write(true)
                 .open("/dev/null")?,
+            control,
         })
     }
 
@@ -144,6 +156,7 @@ impl Supervisor {
             for token in ready {
                 self.handle_source(token);
             }
+            self.control_reconcile();
             if self.shutdown.is_some() && self.children.is_empty() {
                 break;
             }
@@ -251,6 +264,10 @@ impl Supervisor {
     }
 
     fn handle_source(&mut self, token: Token) {
+        if token == CONTROL {
+            self.accept_control();
+            return;
+        }
         let Some(source) = self.sources.get_mut(&token) else {
             return;
         };
@@ -261,6 +278,7 @@ impl Supervisor {
                     self.close_output(token);
                 }
             }
+            Source::Control(_) => self.serve_control(token),
         }
     }
 

@@ -145,6 +145,9 @@ impl Forkd {
     pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Forkd {
         let mut cmd = Command::new(FORKD);
         cmd.arg("--config").arg(config).args(args);
+        // Each config gets its own default control socket (beside it, in
+        // NAME.run/) so that forkds running in parallel never meet.
+        cmd.env("RUNTIME_DIRECTORY", config.with_extension("run"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -280,4 +283,102 @@ pub fn fd_count(pid: i32) -> usize {
 pub fn output_of(line: &str, instance: &str) -> String {
     let tag = format!("{instance}: ");
     line[line.find(&tag).expect("output line") + tag.len()..].to_string()
+}
+
+/// What one `forkctl` run printed, and how it exited.
+#[derive(Debug)]
+pub struct CtlOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real `forkctl --socket SOCKET ARGS...` (optionally prefixed by
+/// `wrapper`, like setpriv) and collects its output.
+pub fn forkctl_as(wrapper: &[&str], socket: &Path, args: &[&str]) -> CtlOutput {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(FORKCTL);
+            c
+        }
+        None => Command::new(FORKCTL),
+    };
+    let out = cmd
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("FORKD_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run forkctl");
+    CtlOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `forkctl --socket SOCKET ARGS...`.
+pub fn forkctl(socket: &Path, args: &[&str]) -> CtlOutput {
+    forkctl_as(&[], socket, args)
+}
+
+/// `forkctl status --json` as JSON; panics unless it exits 0.
+pub fn status_json(socket: &Path) -> serde_json::Value {
+    let out = forkctl(socket, &["--json", "status"]);
+    assert_eq!(out.code, 0, "forkctl status failed: {out:?}");
+    serde_json::from_str(&out.stdout).expect("status --json prints JSON")
+}
+
+/// (state, pid) of each instance of `program`, from `status --json`.
+pub fn instance_states(socket: &Path, program: &str) -> Vec<(String, Option<i64>)> {
+    let status = status_json(socket);
+    let programs = status["programs"].as_array().expect("programs array");
+    let entry = programs
+        .iter()
+        .find(|p| p["name"] == program)
+        .unwrap_or_else(|| panic!("no program {program} in {status}"));
+    entry["instances"]
+        .as_array()
+        .expect("instances array")
+        .iter()
+        .map(|i| (i["state"].as_str().unwrap().to_string(), i["pid"].as_i64()))
+        .collect()
+}
+
+/// Writes a config whose control socket is `DIR/control.sock` (the
+/// `[daemon]` table plus `body`), starts forkd on it, and waits until the
+/// socket answers. Returns forkd and the socket path.
+pub fn start_with_control(dir: &Scratch, body: &str) -> (Forkd, PathBuf) {
+    let socket = dir.file("control.sock");
+    let config = dir.write(
+        "forkd.toml",
+        &format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n{body}",
+            socket.display()
+        ),
+    );
+    let forkd = Forkd::start(&config);
+    wait_until(
+        "the control socket answers",
+        Duration::from_secs(10),
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+    );
+    (forkd, socket)
+}
+
+/// Sends raw bytes on one connection, shuts down the writing side, and
+/// returns every reply line forkd sent before closing.
+pub fn raw_control(socket: &Path, bytes: &[u8]) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).expect("send request bytes");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read replies");
+    text.lines().map(String::from).collect()
 }

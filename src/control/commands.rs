@@ -1,0 +1,482 @@
+//! What each `forkctl` command does: send its request, wait for the state
+//! it asked for by polling `status` (start, stop, restart, shutdown), and
+//! print the outcome for people (a table, one line per instance) or, with
+//! `--json`, the daemon's raw replies. Runs in the forkctl process only;
+//! the short sleeps between polls happen here, never in forkd.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cli::{Cli, Command};
+use super::client::{Client, ClientError};
+use super::{default_socket_path, Request};
+use crate::exit;
+
+/// Between two polls of `status` while waiting.
+const POLL: Duration = Duration::from_millis(50);
+/// Between two polls in `log --follow`.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Runs one forkctl invocation; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    let path = cli.socket.clone().unwrap_or_else(default_socket_path);
+    let ctl = Ctl {
+        path,
+        json: cli.json,
+        timeout: cli.timeout,
+        wait: !cli.no_wait,
+    };
+    match ctl.command(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("forkctl: {e}");
+            match e {
+                ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                ClientError::Refused { .. } => exit::FAILURE,
+            }
+        }
+    }
+}
+
+struct Ctl {
+    path: PathBuf,
+    json: bool,
+    timeout: Duration,
+    wait: bool,
+}
+
+/// What a start/stop/restart waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Ctl {
+    fn ask(&self, request: &Request) -> Result<(Value, String), ClientError> {
+        Client::connect(&self.path)?.request(request)
+    }
+
+    fn command(&self, command: Command) -> Result<i32, ClientError> {
+        match command {
+            Command::Status { names } => {
+                let (reply, raw) = self.ask(&Request::Status { names })?;
+                if self.json {
+                    println!("{raw}");
+                } else {
+                    print_status(&reply);
+                }
+                Ok(exit::OK)
+            }
+            Command::Start { name } => self.change(Request::Start { name }, Goal::Start),
+            Command::Stop { name } => self.change(Request::Stop { name }, Goal::Stop),
+            Command::Restart { name } => self.change(Request::Restart { name }, Goal::Restart),
+            Command::Signal { name, signal } => {
+                let (reply, raw) = self.ask(&Request::Signal { name, signal })?;
+                self.say(&raw, || {
+                    for t in reply["signalled"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}#{} (pid {}): sent {}",
+                            t["name"].as_str().unwrap_or("?"),
+                            t["index"],
+                            t["pid"],
+                            reply["signal"].as_str().unwrap_or("?")
+                        );
+                    }
+                });
+                Ok(exit::OK)
+            }
+            Command::Scale { name, count } => {
+                let (reply, raw) = self.ask(&Request::Scale {
+                    name: name.clone(),
+                    count,
+                })?;
+                self.say(&raw, || {
+                    println!("{name}: {} → {} instance(s)", reply["from"], reply["to"])
+                });
+                Ok(exit::OK)
+            }
+            Command::Reload => {
+                let (reply, raw) = self.ask(&Request::Reload)?;
+                self.say(&raw, || {
+                    println!("{}", reply["message"].as_str().unwrap_or("reloaded"))
+                });
+                Ok(exit::OK)
+            }
+            Command::Shutdown => self.shutdown(),
+            Command::Log {
+                name,
+                lines,
+                follow,
+            } => self.log(&name, lines, follow),
+            Command::Version => {
+                let (reply, raw) = self.ask(&Request::Version)?;
+                self.say(&raw, || {
+                    println!("forkctl {}", env!("CARGO_PKG_VERSION"));
+                    println!(
+                        "forkd {} (pid {}, up {}, socket {})",
+                        reply["version"].as_str().unwrap_or("?"),
+                        reply["pid"],
+                        uptime(reply["uptime_secs"].as_u64()),
+                        reply["control_socket"].as_str().unwrap_or("?")
+                    );
+                });
+                Ok(exit::OK)
+            }
+        }
+    }
+
+    /// Prints the raw reply with --json, else runs `human`.
+    fn say(&self, raw: &str, human: impl FnOnce()) {
+        if self.json {
+            println!("{raw}");
+        } else {
+            human();
+        }
+    }
+
+    /// start/stop/restart: send, then poll status until each instance
+    /// reaches the goal (or a final state that misses it, or the timeout).
+    fn change(&self, request: Request, goal: Goal) -> Result<i32, ClientError> {
+        let (reply, raw) = self.ask(&request)?;
+        if self.json {
+            println!("{raw}");
+        }
+        let targets: Vec<Value> = reply["targets"].as_array().cloned().unwrap_or_default();
+        if !self.wait {
+            if !self.json {
+                println!("{} instance(s): request sent", targets.len());
+            }
+            return Ok(exit::OK);
+        }
+        let mut pending: Vec<Value> = targets;
+        let deadline = Instant::now() + self.timeout;
+        let mut failed = false;
+        loop {
+            let names: Vec<String> = pending
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect();
+            let (status, _) = self.ask(&Request::Status {
+                names: dedup(names),
+            })?;
+            pending.retain(|t| {
+                let now = find_instance(&status, t);
+                match judge(goal, t, now.as_ref()) {
+                    None => true,
+                    Some((ok, text)) => {
+                        failed |= !ok;
+                        if !self.json {
+                            println!(
+                                "{}#{}: {text}",
+                                t["name"].as_str().unwrap_or("?"),
+                                t["index"]
+                            );
+                        }
+                        false
+                    }
+                }
+            });
+            if pending.is_empty() {
+                return Ok(if failed { exit::FAILURE } else { exit::OK });
+            }
+            if Instant::now() >= deadline {
+                for t in &pending {
+                    let now = find_instance(&status, t);
+                    let state = now
+                        .as_ref()
+                        .and_then(|i| i["state"].as_str())
+                        .unwrap_or("gone");
+                    eprintln!(
+                        "forkctl: {}#{} is still {state} after {:?} (--timeout)",
+                        t["name"].as_str().unwrap_or("?"),
+                        t["index"],
+                        self.timeout
+                    );
+                }
+                return Ok(exit::FAILURE);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn shutdown(&self) -> Result<i32, ClientError> {
+        let (reply, raw) = self.ask(&Request::Shutdown)?;
+        self.say(&raw, || {
+            println!("forkd (pid {}) is stopping every program", reply["pid"])
+        });
+        if !self.wait {
+            return Ok(exit::OK);
+        }
+        let deadline = Instant::now() + self.timeout;
+        while super::client::answers(&self.path) {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "forkctl: forkd still answers after {:?} (--timeout)",
+                    self.timeout
+                );
+                return Ok(exit::FAILURE);
+            }
+            std::thread::sleep(POLL);
+        }
+        if !self.json {
+            println!("forkd stopped");
+        }
+        Ok(exit::OK)
+    }
+
+    fn log(&self, name: &str, lines: usize, follow: bool) -> Result<i32, ClientError> {
+        let mut after: Option<std::collections::BTreeMap<String, u64>> = None;
+        let mut out = std::io::stdout();
+        loop {
+            let request = Request::Log {
+                name: name.to_string(),
+                lines: Some(lines),
+                after: after.clone(),
+            };
+            let (reply, raw) = match self.ask(&request) {
+                Ok(r) => r,
+                Err(ClientError::Unreachable { .. }) if after.is_some() => {
+                    eprintln!("forkctl: forkd is gone; stopped following");
+                    return Ok(exit::OK);
+                }
+                Err(e) => return Err(e),
+            };
+            let instances = reply["instances"].as_array().cloned().unwrap_or_default();
+            let prefix = instances.len() > 1;
+            let cursor = after.get_or_insert_with(Default::default);
+            let mut text = String::new();
+            if self.json {
+                text = format!("{raw}\n");
+            }
+            for inst in &instances {
+                let index = inst["index"].as_u64().unwrap_or(0);
+                cursor.insert(index.to_string(), inst["last_seq"].as_u64().unwrap_or(0));
+                if self.json {
+                    continue;
+                }
+                let tag = format!("{}#{index}", inst["name"].as_str().unwrap_or(name));
+                if let Some(missed) = inst["missed"].as_u64().filter(|&m| m > 0) {
+                    eprintln!("forkctl: {tag}: {missed} line(s) went by faster than this poll; the ring kept the newest");
+                }
+                for line in inst["lines"].as_array().into_iter().flatten() {
+                    let line = line["text"].as_str().unwrap_or("");
+                    if prefix {
+                        text.push_str(&format!("{tag}: {line}\n"));
+                    } else {
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                }
+            }
+            // A closed stdout (`| head`) ends forkctl quietly.
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return Ok(exit::OK);
+            }
+            if !follow {
+                return Ok(exit::OK);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+fn dedup(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The instance object for target `t` in a status reply.
+fn find_instance(status: &Value, t: &Value) -> Option<Value> {
+    let program = status["programs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == t["name"])?;
+    program["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["index"] == t["index"])
+        .cloned()
+}
+
+/// Whether target `t` (as it was when asked) reached `goal`: None while
+/// still on its way, Some((success, what to print)) once settled.
+fn judge(goal: Goal, t: &Value, now: Option<&Value>) -> Option<(bool, String)> {
+    let Some(now) = now else {
+        return Some((true, "removed (scaled down)".into()));
+    };
+    let state = now["state"].as_str().unwrap_or("?");
+    let pid = &now["pid"];
+    let was = t["state"].as_str().unwrap_or("?");
+    let old_pid = &t["pid"];
+    match (goal, state) {
+        (Goal::Start, "running") if was == "running" => {
+            Some((true, format!("already running (pid {pid})")))
+        }
+        (Goal::Start, "running") => Some((true, format!("started (pid {pid})"))),
+        (Goal::Restart, "running") if pid != old_pid => {
+            if old_pid.is_null() {
+                Some((true, format!("started (pid {pid})")))
+            } else {
+                Some((true, format!("restarted (pid {old_pid} → {pid})")))
+            }
+        }
+        (Goal::Start | Goal::Restart, "fatal" | "exited") => {
+            let last = now["last_exit"]["text"].as_str().unwrap_or("exited");
+            Some((
+                false,
+                format!(
+                    "did not stay up: {state} ({last}); see forkctl log {}",
+                    t["name"].as_str().unwrap_or("NAME")
+                ),
+            ))
+        }
+        (Goal::Stop, "stopped" | "exited" | "fatal") if was == state && old_pid.is_null() => {
+            Some((true, format!("already {state}")))
+        }
+        (Goal::Stop, "stopped" | "exited" | "fatal") => Some((true, "stopped".into())),
+        _ => None,
+    }
+}
+
+/// Status as a table, one row per instance (or worker).
+fn print_status(reply: &Value) {
+    let mut rows = vec![[
+        "NAME",
+        "KIND",
+        "INSTANCE",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (kind, list, members) in [
+        ("program", "programs", "instances"),
+        ("pool", "pools", "workers"),
+        ("service", "services", "workers"),
+    ] {
+        for entry in reply[list].as_array().into_iter().flatten() {
+            let name = entry["name"].as_str().unwrap_or("?").to_string();
+            let items = entry[members].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                let state = entry["state"].as_str().unwrap_or("-").to_string();
+                rows.push(vec![
+                    name.clone(),
+                    kind.into(),
+                    "-".into(),
+                    state,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+            for item in items {
+                rows.push(vec![
+                    name.clone(),
+                    kind.into(),
+                    item["index"].to_string(),
+                    item["state"].as_str().unwrap_or("-").to_string(),
+                    item["pid"].as_i64().map_or("-".into(), |p| p.to_string()),
+                    item["uptime_secs"]
+                        .as_u64()
+                        .map_or("-".into(), |s| uptime(Some(s))),
+                    item["restarts"]
+                        .as_u64()
+                        .map_or("-".into(), |r| r.to_string()),
+                    last_exit(&item["last_exit"]),
+                ]);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+fn last_exit(v: &Value) -> String {
+    let Some(text) = v["text"].as_str() else {
+        return "-".into();
+    };
+    let short = text
+        .trim_start_matches("exited with ")
+        .trim_start_matches("killed by ");
+    match v["secs_ago"].as_u64() {
+        Some(ago) => format!("{short} ({} ago)", uptime(Some(ago))),
+        None => short.to_string(),
+    }
+}
+
+/// `42s`, `3m12s`, `5h03m`, `2d04h`.
+fn uptime(secs: Option<u64>) -> String {
+    let Some(s) = secs else { return "-".into() };
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn uptimes_read_short() {
+        assert_eq!(uptime(Some(42)), "42s");
+        assert_eq!(uptime(Some(192)), "3m12s");
+        assert_eq!(uptime(Some(5 * 3600 + 180)), "5h03m");
+        assert_eq!(uptime(None), "-");
+    }
+
+    #[test]
+    fn restart_waits_for_a_new_pid() {
+        let t = json!({"name":"api","index":0,"state":"running","pid":10});
+        assert!(judge(
+            Goal::Restart,
+            &t,
+            Some(&json!({"state":"running","pid":10}))
+        )
+        .is_none());
+        assert!(judge(
+            Goal::Restart,
+            &t,
+            Some(&json!({"state":"stopping","pid":10}))
+        )
+        .is_none());
+        let (ok, text) = judge(
+            Goal::Restart,
+            &t,
+            Some(&json!({"state":"running","pid":11})),
+        )
+        .unwrap();
+        assert!(ok && text.contains("10 → 11"), "{text}");
+        let (ok, _) = judge(Goal::Start, &t, Some(&json!({"state":"fatal","pid":null}))).unwrap();
+        assert!(!ok);
+    }
+}

@@ -1,0 +1,193 @@
+//! The control socket: forkd's side (the listener, peer checks and
+//! per-connection buffers, in [`server`]), `forkctl`'s side (a blocking
+//! client, [`client`], and its command line, [`cli`] and [`commands`]), and
+//! the protocol both speak, defined here.
+//!
+//! The protocol is one JSON object per line each way, so `socat -
+//! UNIX-CONNECT:PATH` works for debugging: a request names its `command`
+//! (`{"command":"stop","name":"api"}`), a reply always carries `ok`, and a
+//! refused request has `error` (what went wrong and what to do) and `kind`
+//! (`bad_request`, `denied`, `unknown_name`, `bad_state`, `too_large`,
+//! `failed`). Both directions are bounded ([`MAX_REQUEST`], [`MAX_REPLY`]).
+//! This module never touches supervisor state: the request handling lives
+//! in `supervisor::control`, and the forkd side never blocks or starts a
+//! thread.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line accepted, newline excluded. Longer ones get a
+/// `too_large` reply and are skipped up to their newline.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest reply forkd sends; a larger one (a huge log) is cut to fit.
+pub const MAX_REPLY: usize = 4 * 1024 * 1024;
+/// Connections served at once; more are answered "busy" and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Most log lines one `log` request returns per instance.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// Most instances `scale` accepts for one program.
+pub const MAX_SCALE: u32 = 1024;
+
+/// One request. `name` accepts `NAME`, `NAME:INSTANCE` or `all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every program, pool and service, or only the ones named.
+    Status {
+        #[serde(default)]
+        names: Vec<String>,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    /// Stop, then start again once stopped.
+    Restart {
+        name: String,
+    },
+    /// Send `signal` (`"USR1"`, `"SIGHUP"` or a number) to each running
+    /// instance's main process.
+    Signal {
+        name: String,
+        signal: String,
+    },
+    /// Set a program's instance count.
+    Scale {
+        name: String,
+        count: u32,
+    },
+    Reload,
+    /// Reply, then stop everything gracefully (as SIGTERM does).
+    Shutdown,
+    /// The last `lines` output lines of each instance, or the lines after
+    /// the sequence numbers in `after` (instance index → last seq seen).
+    Log {
+        name: String,
+        #[serde(default)]
+        lines: Option<usize>,
+        #[serde(default)]
+        after: Option<std::collections::BTreeMap<String, u64>>,
+    },
+    Version,
+}
+
+/// Why a request was refused; the `kind` field of an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Denied,
+    UnknownName,
+    BadState,
+    TooLarge,
+    Busy,
+    Failed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Denied => "denied",
+            ErrorKind::UnknownName => "unknown_name",
+            ErrorKind::BadState => "bad_state",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Failed => "failed",
+        }
+    }
+}
+
+/// A refusal as a reply object.
+pub fn error_reply(kind: ErrorKind, message: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "kind": kind.as_str(), "error": message.into() })
+}
+
+/// Serializes a reply as one line, cut down to an error if it would pass
+/// [`MAX_REPLY`].
+pub fn reply_line(reply: &serde_json::Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    if line.len() >= MAX_REPLY {
+        let message = format!(
+            "the reply is {} bytes, more than the {MAX_REPLY} allowed; ask for less (fewer names, log -n)",
+            line.len()
+        );
+        line = serde_json::to_vec(&error_reply(ErrorKind::TooLarge, message)).unwrap_or_default();
+    }
+    line.push(b'\n');
+    line
+}
+
+/// Where the control socket is when neither the config, `--socket` nor
+/// `FORKD_SOCKET` says: `$RUNTIME_DIRECTORY/control.sock` (systemd's
+/// `RuntimeDirectory=`; the first entry if it lists several), else
+/// `$XDG_RUNTIME_DIR/forkd/control.sock`, else `/run/forkd/control.sock`.
+pub fn default_socket_path() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dirs) = var("RUNTIME_DIRECTORY") {
+        let dirs = dirs.to_string_lossy().into_owned();
+        let first = dirs.split(':').next().unwrap_or_default();
+        return PathBuf::from(first).join("control.sock");
+    }
+    if let Some(dir) = var("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("forkd/control.sock");
+    }
+    PathBuf::from("/run/forkd/control.sock")
+}
+
+/// Splits `NAME:INSTANCE`; `Err` names the problem.
+pub fn split_target(target: &str) -> Result<(&str, Option<usize>), String> {
+    match target.split_once(':') {
+        None => Ok((target, None)),
+        Some((name, index)) => index.parse().map(|i| (name, Some(i))).map_err(|_| {
+            format!("bad instance \"{index}\" in \"{target}\": use NAME:INSTANCE with INSTANCE a number from 0, like api:1")
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_object_with_a_command() {
+        let r: Request = serde_json::from_str(r#"{"command":"stop","name":"api"}"#).unwrap();
+        assert_eq!(r, Request::Stop { name: "api".into() });
+        let r: Request = serde_json::from_str(r#"{"command":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status { names: vec![] });
+        let r: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
+        assert_eq!(r, Request::Reload);
+        for bad in [
+            r#"{"command":"stop"}"#,
+            r#"{"command":"stop","name":3}"#,
+            r#"{"command":"launch","name":"api"}"#,
+            r#"{"command":"stop","name":"api","force":true}"#,
+            r#"{"command":"scale","name":"api","count":-1}"#,
+            r#"[1,2]"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_split_on_the_colon() {
+        assert_eq!(split_target("api"), Ok(("api", None)));
+        assert_eq!(split_target("api:2"), Ok(("api", Some(2))));
+        assert!(split_target("api:x").unwrap_err().contains("NAME:INSTANCE"));
+    }
+
+    #[test]
+    fn oversized_replies_become_errors() {
+        let big = serde_json::json!({ "ok": true, "text": "x".repeat(MAX_REPLY) });
+        let line = reply_line(&big);
+        assert!(line.len() < 1024);
+        assert!(String::from_utf8_lossy(&line).contains("too_large"));
+    }
+}

@@ -1,0 +1,383 @@
+//! forkd's end of the control socket: binding it safely, checking each
+//! peer's credentials, and moving bytes for each connection without ever
+//! blocking the loop.
+//!
+//! Syscalls: bind/listen/accept4 (through mio), connect (to tell a stale
+//! socket from a live one), getsockopt(SO_PEERCRED), chmod/chown, unlink.
+//! Invariants: every socket is non-blocking and edge-triggered, so each
+//! readiness event is drained until `WouldBlock`; a connection's input is
+//! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
+//! unsent output passes [`OUTPUT_HIGH_WATER`], so a client that never reads
+//! costs a bounded amount of memory and nothing else. This module never
+//! interprets a request: it hands each line to the caller's closure.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mio::net::{UnixListener, UnixStream};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::{Gid, Group, Uid};
+
+use super::{error_reply, reply_line, ErrorKind, MAX_CONNECTIONS, MAX_REQUEST};
+
+/// Unsent reply bytes above which a connection's requests wait unread.
+pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Who is at the other end of a connection (from `SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+
+/// The bound control socket; removes its file when dropped.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    /// (st_dev, st_ino) of the socket file we created, so that drop never
+    /// removes a file someone else put there since.
+    identity: (u64, u64),
+    group: Option<(String, Gid)>,
+    own_uid: Uid,
+    open: usize,
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0660 and owned by `group` when one is given,
+    /// else 0600). A stale socket left by a crashed forkd is replaced; a
+    /// live one, or a file that is not a socket, is an error that says
+    /// what to do.
+    pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
+        let fail =
+            |why: String| io::Error::other(format!("control socket {}: {why}", path.display()));
+        // sun_path holds 108 bytes including the terminating NUL (unix(7)).
+        if path.as_os_str().len() > 107 {
+            return Err(fail("the path is longer than the 107 bytes a unix socket path may have; choose a shorter [daemon] control_socket".into()));
+        }
+        let group = match group {
+            None => None,
+            Some(name) => match Group::from_name(name) {
+                Ok(Some(g)) => Some((name.to_string(), g.gid)),
+                Ok(None) => return Err(fail(format!("control_group \"{name}\" does not exist; create it (groupadd {name}) or remove control_group"))),
+                Err(e) => return Err(fail(format!("cannot look up control_group \"{name}\": {e}"))),
+            },
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                fail(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        remove_stale(path).map_err(fail)?;
+        let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail(format!("cannot set mode {mode:o}: {e}")))?;
+        if let Some((name, gid)) = &group {
+            nix::unistd::chown(path, None, Some(*gid))
+                .map_err(|e| fail(format!("cannot give the socket to group \"{name}\": {e}")))?;
+        }
+        let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+            group,
+            own_uid: Uid::effective(),
+            open: 0,
+        })
+    }
+
+    pub fn listener(&mut self) -> &mut UnixListener {
+        &mut self.listener
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts every pending connection (edge-triggered: until
+    /// `WouldBlock`) and returns the ones to serve. Refused peers get their
+    /// one-line answer here and are closed.
+    pub fn accept(&mut self) -> Vec<Connection> {
+        let mut accepted = Vec::new();
+        loop {
+            let mut stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: the pending connection waits for
+                    // the next one to arrive; say so rather than spin.
+                    log::warn!("control socket {}: accept failed: {e}", self.path.display());
+                    break;
+                }
+            };
+            let peer = match getsockopt(&stream, PeerCredentials) {
+                Ok(c) => Peer {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                },
+                Err(e) => {
+                    log::warn!("control socket: cannot read the peer's credentials: {e}");
+                    continue;
+                }
+            };
+            if let Err(why) = self.authorize(&peer) {
+                log::warn!(
+                    "control socket: refused uid {} (pid {}): {why}",
+                    peer.uid,
+                    peer.pid
+                );
+                let reply = error_reply(
+                    ErrorKind::Denied,
+                    format!("access denied for uid {}: {why}", peer.uid),
+                );
+                let _ = stream.write(&reply_line(&reply));
+                continue;
+            }
+            if self.open >= MAX_CONNECTIONS {
+                log::warn!(
+                    "control socket: {MAX_CONNECTIONS} connections open; refusing pid {}",
+                    peer.pid
+                );
+                let reply = error_reply(ErrorKind::Busy, format!("forkd already serves {MAX_CONNECTIONS} control connections; close some and try again"));
+                let _ = stream.write(&reply_line(&reply));
+                continue;
+            }
+            self.open += 1;
+            accepted.push(Connection::new(stream, peer));
+        }
+        accepted
+    }
+
+    /// A connection from [`accept`](Self::accept) was closed.
+    pub fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// Root, forkd's own user, and members of `control_group` (by the
+    /// peer's gid or its supplementary groups) are served.
+    fn authorize(&self, peer: &Peer) -> Result<(), String> {
+        if peer.uid == 0 || peer.uid == self.own_uid.as_raw() {
+            return Ok(());
+        }
+        let Some((name, gid)) = &self.group else {
+            return Err(format!(
+                "only root and forkd's user (uid {}) may use this socket; set [daemon] control_group to admit a group",
+                self.own_uid
+            ));
+        };
+        if peer.gid == gid.as_raw() || supplementary_groups(peer.pid).contains(&gid.as_raw()) {
+            return Ok(());
+        }
+        Err(format!(
+            "only root, forkd's user (uid {}) and members of group \"{name}\" may use this socket",
+            self.own_uid
+        ))
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes a socket nobody answers on; refuses a live one or a non-socket.
+fn remove_stale(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err("the path exists and is not a socket; remove it or choose another [daemon] control_socket".into());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(stream) => {
+            let pid = getsockopt(&stream, PeerCredentials)
+                .map(|c| format!(" (pid {})", c.pid()))
+                .unwrap_or_default();
+            Err(format!(
+                "another forkd{pid} is already serving this socket; stop it first, or give this one another [daemon] control_socket"
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
+            log::info!(
+                "removed a stale control socket {} (nothing answered on it)",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot tell whether another forkd uses it: {e}")),
+    }
+}
+
+/// The `Groups:` line of /proc/PID/status (supplementary groups).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One served connection: bounded input and output buffers.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    pub peer: Peer,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Dropping the rest of a too-long request, up to its newline.
+    skipping: bool,
+    /// The peer has shut down its writing side.
+    eof: bool,
+}
+
+impl Connection {
+    fn new(stream: UnixStream, peer: Peer) -> Connection {
+        Connection {
+            stream,
+            peer,
+            input: Vec::new(),
+            output: Vec::new(),
+            skipping: false,
+            eof: false,
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+
+    /// Moves bytes both ways until the socket would block, answering each
+    /// complete request line with `answer`. Returns false when the
+    /// connection is finished (the peer closed and every reply was sent, or
+    /// an error): the caller then deregisters and drops it.
+    pub fn pump(&mut self, mut answer: impl FnMut(&[u8]) -> Vec<u8>) -> bool {
+        loop {
+            if !self.flush() {
+                return false;
+            }
+            let mut answered = false;
+            while self.output.len() < OUTPUT_HIGH_WATER {
+                let Some(line) = self.take_line() else { break };
+                if line.len() > MAX_REQUEST {
+                    self.too_long(line.len());
+                } else if !line.iter().all(u8::is_ascii_whitespace) {
+                    self.output.extend(answer(&line));
+                }
+                answered = true;
+            }
+            if answered {
+                continue;
+            }
+            if self.eof || self.output.len() >= OUTPUT_HIGH_WATER {
+                break;
+            }
+            match self.read_some() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => return false,
+            }
+        }
+        !(self.eof && self.output.is_empty() && self.input.is_empty())
+    }
+
+    /// Writes queued output until done or `WouldBlock`; false on error.
+    fn flush(&mut self) -> bool {
+        let mut sent = 0;
+        let ok = loop {
+            if sent == self.output.len() {
+                break true;
+            }
+            match self.stream.write(&self.output[sent..]) {
+                Ok(0) => break false,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break false,
+            }
+        };
+        self.output.drain(..sent);
+        ok
+    }
+
+    /// One read. Ok(false) when it would block; EOF sets `eof`.
+    fn read_some(&mut self) -> io::Result<bool> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let n = match self.stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            self.eof = true;
+            return Ok(true);
+        }
+        let mut bytes = &buf[..n];
+        if self.skipping {
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.skipping = false;
+                    bytes = &bytes[at + 1..];
+                }
+                None => return Ok(true),
+            }
+        }
+        self.input.extend_from_slice(bytes);
+        if self.input.len() > MAX_REQUEST && !self.input.contains(&b'\n') {
+            let seen = self.input.len();
+            self.input.clear();
+            self.skipping = true;
+            self.too_long(seen);
+        }
+        Ok(true)
+    }
+
+    /// The next complete line; at EOF, the unterminated rest.
+    fn take_line(&mut self) -> Option<Vec<u8>> {
+        match self.input.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let mut line: Vec<u8> = self.input.drain(..=at).collect();
+                line.pop();
+                Some(line)
+            }
+            None if self.eof && !self.input.is_empty() && !self.skipping => {
+                Some(std::mem::take(&mut self.input))
+            }
+            None => None,
+        }
+    }
+
+    fn too_long(&mut self, seen: usize) {
+        let message = format!(
+            "request too long: {seen} bytes or more without a newline; a request is one JSON object of at most {MAX_REQUEST} bytes on one line"
+        );
+        self.output
+            .extend(reply_line(&error_reply(ErrorKind::TooLarge, message)));
+    }
+}

@@ -1,0 +1,104 @@
+//! The `status` reply: every program's instances as JSON, beside the
+//! services (from `services_status`) and the pools (none yet).
+
+use std::time::SystemTime;
+
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use super::instance::{Instance, State};
+use super::{elapsed_since, Program, Supervisor};
+use crate::control::{error_reply, ErrorKind};
+use crate::process::ExitKind;
+
+impl Supervisor {
+    /// `{ok, programs, pools, services}`, all of them or the `names` asked for.
+    pub(super) fn status_reply(&self, names: &[String]) -> Value {
+        let services = self.services_status();
+        let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name || n == "all");
+        for name in names.iter().filter(|n| n.as_str() != "all") {
+            let known = self.programs.iter().any(|p| &p.config.name == name)
+                || self.config.pools.iter().any(|p| &p.name == name)
+                || services.iter().any(|s| s["name"].as_str() == Some(name));
+            if !known {
+                return error_reply(
+                    ErrorKind::UnknownName,
+                    format!("no program, pool or service named \"{name}\" (`forkctl status` lists them)"),
+                );
+            }
+        }
+        let programs: Vec<Value> = self
+            .programs
+            .iter()
+            .filter(|p| wanted(&p.config.name))
+            .map(|p| self.program_json(p))
+            .collect();
+        let services: Vec<Value> = services
+            .into_iter()
+            .filter(|s| s["name"].as_str().is_some_and(wanted))
+            .map(|mut s| {
+                if s.get("kind").is_none() {
+                    s["kind"] = json!("service");
+                }
+                s
+            })
+            .collect();
+        if programs.is_empty() && services.is_empty() && !names.is_empty() {
+            return error_reply(ErrorKind::UnknownName, "nothing matched the names given");
+        }
+        json!({ "ok": true, "programs": programs, "pools": [], "services": services })
+    }
+
+    fn program_json(&self, program: &Program) -> Value {
+        let instances: Vec<Value> = program
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(index, inst)| instance_json(index, inst))
+            .collect();
+        let first = program
+            .instances
+            .first()
+            .map_or(State::Stopped, |i| i.state);
+        let state = if program.instances.iter().all(|i| i.state == first) {
+            first.as_str()
+        } else {
+            "mixed"
+        };
+        json!({
+            "name": program.config.name,
+            "kind": "program",
+            "state": state,
+            "instances": instances,
+        })
+    }
+}
+
+fn instance_json(index: usize, inst: &Instance) -> Value {
+    let running = matches!(inst.state, State::Running | State::Stopping);
+    let uptime = inst
+        .started
+        .filter(|_| running)
+        .map(|(at, _)| elapsed_since(at).as_secs());
+    let last_exit = inst.last_exit.map(|(exit, at)| {
+        let ago = SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_secs();
+        let (code, signal) = match exit {
+            ExitKind::Code(c) => (Some(c), None),
+            ExitKind::Signal(s) => (None, Some(crate::process::signal_name(s))),
+        };
+        json!({ "code": code, "signal": signal, "text": exit.to_string(), "secs_ago": ago })
+    });
+    json!({
+        "index": index,
+        "state": inst.state.as_str(),
+        "pid": inst.pid.map(Pid::as_raw),
+        "uptime_secs": uptime,
+        "restarts": inst.restarts,
+        "failures": inst.failures,
+        "last_exit": last_exit,
+        "next_restart_secs": inst.next_delay.filter(|_| inst.state == State::Backoff).map(|d| d.as_secs_f64()),
+    })
+}

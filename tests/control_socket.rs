@@ -1,0 +1,173 @@
+//! The control socket itself: who may use it, what a bad request gets,
+//! and what happens to a live or stale socket at start.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use common::{
+    forkctl, forkctl_as, instance_states, raw_control, start_with_control, wait_until, Forkd,
+    Scratch,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+const ONE_SLEEPER: &str = r#"
+[[program]]
+name = "web"
+command = ["/bin/sleep", "1000"]
+"#;
+
+fn running(socket: &std::path::Path) -> Option<i64> {
+    match instance_states(socket, "web").as_slice() {
+        [(state, pid)] if state == "running" => *pid,
+        _ => None,
+    }
+}
+
+#[test]
+fn another_uid_is_refused_and_nothing_changes() {
+    let dir = Scratch::new("ctl-denied");
+    let (forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    wait_until("web running", T, || running(&socket).is_some());
+    let pid = running(&socket);
+    // Let uid 65534 reach the socket so that SO_PEERCRED, not the file
+    // mode, is what refuses it.
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let out = forkctl_as(&nobody, &socket, &["stop", "web"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("access denied for uid 65534"),
+        "{}",
+        out.stderr
+    );
+    forkd.log.wait_line("refused uid 65534", T);
+    assert_eq!(running(&socket), pid, "the refused stop changed nothing");
+}
+
+#[test]
+fn the_socket_is_created_for_forkds_user_only() {
+    let dir = Scratch::new("ctl-mode");
+    let (_forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn malformed_requests_get_error_replies_and_the_daemon_keeps_serving() {
+    let dir = Scratch::new("ctl-malformed");
+    let (_forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    let too_long = format!(
+        "{{\"command\":\"status\",\"x\":\"{}\"}}\n",
+        "a".repeat(100_000)
+    );
+    let cases: [(&[u8], &str); 6] = [
+        (b"this is not json\n", "bad_request"),
+        (b"\xff\xfe{\n", "bad_request"),
+        (too_long.as_bytes(), "too_large"),
+        (b"{\"command\":\"launch\"}\n", "unknown variant `launch`"),
+        (b"{\"command\":\"stop\",\"name\":42}\n", "invalid type"),
+        (
+            b"{\"command\":\"scale\",\"name\":\"web\",\"count\":\"lots\"}\n",
+            "invalid type",
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let replies = raw_control(&socket, bytes);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        let reply: serde_json::Value = serde_json::from_str(&replies[0]).unwrap();
+        assert_eq!(reply["ok"], false);
+        assert!(replies[0].contains(expected), "{expected}: {}", replies[0]);
+    }
+    // One connection, bad and good requests mixed: each gets its answer.
+    let mixed = format!("nope\n{too_long}{{\"command\":\"version\"}}\n");
+    let replies = raw_control(&socket, mixed.as_bytes());
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert!(replies[2].contains("\"version\""), "{}", replies[2]);
+    assert_eq!(forkctl(&socket, &["status"]).code, 0);
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stop_others() {
+    let dir = Scratch::new("ctl-stuck");
+    let (_forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    let mut stuck = UnixStream::connect(&socket).unwrap();
+    stuck.set_nonblocking(true).unwrap();
+    let request = b"{\"command\":\"status\"}\n".repeat(1000);
+    // Write until the kernel buffers fill up; never read a reply.
+    let mut sent = 0;
+    for _ in 0..2000 {
+        match stuck.write(&request) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(sent > 0);
+    let out = forkctl(&socket, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let mut half_open = UnixStream::connect(&socket).unwrap();
+    half_open.write_all(b"{\"command\":").unwrap();
+    assert_eq!(forkctl(&socket, &["version"]).code, 0);
+    let mut buf = [0u8; 16];
+    half_open.set_nonblocking(true).unwrap();
+    assert!(
+        half_open.read(&mut buf).is_err(),
+        "no reply to half a request"
+    );
+}
+
+#[test]
+fn a_second_forkd_on_a_live_socket_refuses_to_start() {
+    let dir = Scratch::new("ctl-live");
+    let (first, socket) = start_with_control(&dir, ONE_SLEEPER);
+    let config = dir.write(
+        "second.toml",
+        &format!("[daemon]\ncontrol_socket = \"{}\"\n", socket.display()),
+    );
+    let mut second = Forkd::start(&config);
+    assert_eq!(second.wait_exit(T), Some(1));
+    let line = second.log.wait_line("already serving", T);
+    assert!(line.contains(&format!("pid {}", first.pid())), "{line}");
+    assert!(line.contains(&socket.display().to_string()), "{line}");
+    assert_eq!(
+        forkctl(&socket, &["status"]).code,
+        0,
+        "the first still serves"
+    );
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let dir = Scratch::new("ctl-stale");
+    let socket = dir.file("control.sock");
+    // A socket file nobody listens on, as a crashed forkd leaves behind.
+    drop(UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let (forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    forkd.log.wait_line("removed a stale control socket", T);
+    assert_eq!(forkctl(&socket, &["status"]).code, 0);
+}
+
+#[test]
+fn a_path_that_is_not_a_socket_is_left_alone() {
+    let dir = Scratch::new("ctl-notsock");
+    let path = dir.write("control.sock", "precious");
+    let config = dir.write(
+        "forkd.toml",
+        &format!("[daemon]\ncontrol_socket = \"{}\"\n", path.display()),
+    );
+    let mut forkd = Forkd::start(&config);
+    assert_eq!(forkd.wait_exit(T), Some(1));
+    forkd.log.wait_line("is not a socket", T);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}
