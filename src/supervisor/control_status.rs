@@ -7,7 +7,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use super::instance::{Instance, State};
-use super::{elapsed_since, Program, Supervisor};
+use super::{Program, Supervisor};
 use crate::control::{error_reply, ErrorKind};
 use crate::process::ExitKind;
 
@@ -79,7 +79,7 @@ fn instance_json(index: usize, inst: &Instance) -> Value {
     let uptime = inst
         .started
         .filter(|_| running)
-        .map(|(at, _)| elapsed_since(at).as_secs());
+        .map(|(at, _)| at.elapsed().as_secs());
     let last_exit = inst.last_exit.map(|(exit, at)| {
         let ago = SystemTime::now()
             .duration_since(at)
