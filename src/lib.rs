@@ -8,6 +8,7 @@
 //!   the double fork, restart back-off;
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
 //! - [`logging`]: forkd's own log records (journald-aware).
+//! - [`systemd`]: sd_notify, the watchdog and socket activation.
 //!
 //! The supervisor process never starts a thread: every forked child may run
 //! Rust code safely because no other thread can hold a lock at fork time.
@@ -17,3 +18,4 @@ pub mod exit;
 pub mod logging;
 pub mod process;
 pub mod supervisor;
+pub mod systemd;
