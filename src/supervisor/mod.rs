@@ -12,9 +12,11 @@
 //! would make every fork-without-exec unsafe.
 
 mod instance;
+mod notify;
 mod output;
 mod programs;
 mod reload;
+mod retiring;
 mod services;
 
 use std::collections::HashMap;
@@ -40,7 +42,15 @@ const FIRST_DYNAMIC_TOKEN: usize = 16;
 /// Who a child pid belongs to, so waitpid's answers go to the right place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
-    Instance { program: String, index: usize },
+    Instance {
+        program: String,
+        index: usize,
+    },
+    /// An instance of an old program stopping after a reload (`retiring.rs`).
+    Retiring {
+        key: u64,
+        index: usize,
+    },
 }
 
 /// A registered file descriptor and what it is for.
@@ -70,6 +80,10 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     /// Opened once: every spawned child's stdin (and `null` outputs).
     dev_null: std::fs::File,
+    /// sd_notify, watchdog and inherited sockets (empty outside systemd).
+    systemd: crate::systemd::Systemd,
+    /// Old programs still stopping after a reload, and reload settings.
+    reload: reload::ReloadState,
 }
 
 impl Supervisor {
@@ -94,6 +108,8 @@ impl Supervisor {
                 .read(true)
                 .write(true)
                 .open("/dev/null")?,
+            systemd: crate::systemd::Systemd::default(),
+            reload: reload::ReloadState::default(),
         })
     }
 
@@ -115,6 +131,7 @@ impl Supervisor {
             env!("CARGO_PKG_VERSION"),
             self.programs.len()
         );
+        self.announce_ready();
         if let Some(r) = readiness.as_mut() {
             r.ready();
         }
@@ -164,14 +181,11 @@ impl Supervisor {
                     log::info!("SIGQUIT: killing every child now");
                     self.kill_everything();
                 }
-                SIGHUP => match self.reload() {
-                    Ok(summary) => log::info!("SIGHUP: {summary}"),
-                    Err(errors) => {
-                        for e in &errors {
-                            log::error!("reload rejected: {e}");
-                        }
-                    }
-                },
+                SIGHUP => {
+                    // reload() logs what it did, or every error.
+                    log::info!("SIGHUP: reloading {}", self.config.path.display());
+                    let _ = self.reload();
+                }
                 _ => {}
             }
         }
@@ -185,6 +199,7 @@ impl Supervisor {
         match self.shutdown {
             None => {
                 log::info!("{name}: stopping every program");
+                self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
                 let names: Vec<String> = self
                     .programs
@@ -212,6 +227,7 @@ impl Supervisor {
         for name in &names {
             self.kill_program(name);
         }
+        self.kill_retiring();
     }
 
     /// Reaps every exited child and hands each exit to its owner.
@@ -220,6 +236,9 @@ impl Supervisor {
             match self.children.remove(&pid) {
                 Some(Owner::Instance { program, index }) => {
                     self.instance_exited(&program, index, pid, exit)
+                }
+                Some(Owner::Retiring { key, index }) => {
+                    self.retired_instance_exited(key, index, pid, exit)
                 }
                 None => log::debug!("reaped orphan pid {pid} ({exit})"),
             }
@@ -232,6 +251,8 @@ impl Supervisor {
             .iter()
             .flat_map(|p| p.instances.iter())
             .filter_map(|i| i.deadline)
+            .chain(self.retiring_deadline())
+            .chain(self.systemd.deadline())
             .min()
     }
 
@@ -247,6 +268,8 @@ impl Supervisor {
         for (name, index) in due {
             self.apply(&name, index, instance::Event::Timer);
         }
+        self.run_retiring_timers(now);
+        self.systemd_timers(now);
     }
 
     fn handle_source(&mut self, token: Token) {
