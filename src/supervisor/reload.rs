@@ -75,10 +75,10 @@ impl Supervisor {
         self.config = new;
         lines.extend(self.reload_daemon(&old, &diff));
         lines.extend(self.reload_pools(&diff));
-        let programs = self.reload_programs(&old, &diff);
-        for line in lines.iter().chain(programs.iter()) {
+        for line in &lines {
             log::info!("{line}");
         }
+        self.reload_programs(&old, &diff);
         let p = &diff.programs;
         Ok(format!(
             "reloaded {}: programs: {} added, {} removed, {} changed, {} unchanged",
@@ -154,19 +154,18 @@ impl Supervisor {
             .collect()
     }
 
-    /// Starts, stops and replaces programs; returns one line per program
-    /// touched.
-    fn reload_programs(&mut self, old: &Config, diff: &ConfigDiff) -> Vec<String> {
-        let mut lines = Vec::new();
+    /// Starts, stops and replaces programs, saying what it does for each
+    /// before doing it.
+    fn reload_programs(&mut self, old: &Config, diff: &ConfigDiff) {
         for name in &diff.programs.removed {
             let Some(pos) = self.programs.iter().position(|p| &p.config.name == name) else {
                 continue;
             };
             let program = self.programs.remove(pos);
-            lines.push(format!(
+            log::info!(
                 "reload: {name} removed, stopping {}",
                 instances(live(&program))
-            ));
+            );
             let key = self.retire(program, "removed");
             self.stop_retiring(key);
         }
@@ -183,14 +182,20 @@ impl Supervisor {
             let running = live(&self.programs[pos]);
             let fields = changed_fields(before, &after).join(", ");
             let start = after.autostart || running > 0;
-            lines.push(if start {
-                format!(
+            let wanted = after.instances as usize;
+            if !start {
+                log::info!("reload: {name} changed ({fields}); it stays stopped");
+            } else if running == wanted {
+                log::info!(
                     "reload: {name} changed ({fields}), replacing {}",
                     instances(running)
-                )
+                );
             } else {
-                format!("reload: {name} changed ({fields}); it stays stopped")
-            });
+                log::info!(
+                    "reload: {name} changed ({fields}), replacing {} with {wanted}",
+                    instances(running)
+                );
+            }
             // Old pids are re-keyed before any new one with the same name
             // exists; new instances start before the old ones are stopped.
             let replaced = std::mem::replace(&mut self.programs[pos], Program::new(&after));
@@ -206,13 +211,13 @@ impl Supervisor {
             };
             self.programs.push(Program::new(&config));
             if config.autostart {
-                lines.push(format!(
+                log::info!(
                     "reload: {name} added, starting {}",
                     instances(config.instances as usize)
-                ));
+                );
                 self.start_program(name, None);
             } else {
-                lines.push(format!("reload: {name} added (autostart = false)"));
+                log::info!("reload: {name} added (autostart = false)");
             }
         }
         let order: Vec<String> = self
@@ -223,7 +228,6 @@ impl Supervisor {
             .collect();
         self.programs
             .sort_by_key(|p| order.iter().position(|n| *n == p.config.name));
-        lines
     }
 }
 

@@ -146,6 +146,11 @@ impl Supervisor {
             Action::Spawn => {}
             Action::Signal(sig) => {
                 if let (Some(pid), Ok(signal)) = (pid, Signal::try_from(sig)) {
+                    log::info!(
+                        "{}#{index} ({}, pid {pid}): sending {signal}",
+                        r.program.config.name,
+                        r.why
+                    );
                     if let Err(e) = process::signal_group(pid, signal) {
                         log::warn!(
                             "{}#{index} ({}, pid {pid}): cannot send {signal}: {e}",
