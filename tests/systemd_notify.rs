@@ -176,3 +176,43 @@ fn a_bad_config_at_start_reports_errno_and_status() {
     assert!(status.contains("forkd.toml"), "{status}");
     assert_eq!(forkd.wait_exit(T), Some(1));
 }
+
+#[test]
+fn a_daemonized_forkd_tells_systemd_its_main_pid() {
+    let dir = Scratch::new("notify-daemon");
+    let mut notify = NotifyReceiver::bind(&dir);
+    let config = dir.write("forkd.toml", TWO_SLEEPERS);
+    let pidfile = dir.file("forkd.pid");
+    let launcher = std::process::Command::new(common::FORKD)
+        .args(["--daemon", "--pidfile"])
+        .arg(&pidfile)
+        .arg("--config")
+        .arg(&config)
+        .env(notify.env().0, notify.env().1)
+        .output()
+        .expect("run forkd --daemon");
+    assert!(launcher.status.success(), "{launcher:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed by pid (with its programs) even if an assertion fails.
+    struct Guard(i32);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for p in common::descendants(self.0).into_iter().chain([self.0]) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+    }
+    let _guard = Guard(pid);
+    let ready = notify.wait_line("READY=1", T);
+    assert_eq!(
+        notify_value(&ready, "MAINPID"),
+        Some(pid.to_string().as_str())
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    notify.wait_line("STOPPING=1", T);
+    common::wait_until("the daemon exits", T, || !common::alive(pid));
+}

@@ -38,6 +38,12 @@ impl Supervisor {
     /// every error (`file:line:col: ...`). A valid one is applied; the
     /// returned text says what changed.
     pub fn reload(&mut self) -> Result<String, Vec<String>> {
+        if self.shutdown.is_some() {
+            // Starting programs now would race the shutdown that stops them.
+            let why = "reload refused: forkd is shutting down".to_string();
+            log::warn!("{why}");
+            return Err(vec![why]);
+        }
         self.systemd.reloading();
         let result = self.apply_config_file();
         match &result {
