@@ -45,14 +45,17 @@ fn forkd_takes_over_the_socket_systemd_passed_and_keeps_it_from_programs() {
         children_running(forkd.pid(), "/bin/sleep 1001").len() == 1
     });
     let program = children_running(forkd.pid(), "/bin/sleep 1001")[0];
-    // The socket is close-on-exec: the program holds only stdio.
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{program}/fd"))
+    // The socket is close-on-exec: the program holds no socket. (Not an
+    // exact fd list: ld.so briefly holds libc open while sleep starts.)
+    let links: Vec<String> = std::fs::read_dir(format!("/proc/{program}/fd"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
         .collect();
-    let mut fds: Vec<i32> = fds.iter().map(|f| f.parse().unwrap()).collect();
-    fds.sort();
-    assert_eq!(fds, [0, 1, 2], "the program inherited more than stdio");
+    assert!(
+        !links.iter().any(|l| l.starts_with("socket:")),
+        "the program inherited a socket: {links:?}"
+    );
     // ...and the variables are gone from its environment.
     let environ = std::fs::read(format!("/proc/{program}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
