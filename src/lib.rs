@@ -10,6 +10,7 @@
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
 //! - [`logging`]: forkd's own log records (journald-aware).
+//! - [`systemd`]: sd_notify, the watchdog and socket activation.
 //!
 //! The supervisor process never starts a thread: every forked child may run
 //! Rust code safely because no other thread can hold a lock at fork time.
@@ -20,3 +21,4 @@ pub mod exit;
 pub mod logging;
 pub mod process;
 pub mod supervisor;
+pub mod systemd;

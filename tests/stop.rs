@@ -38,7 +38,9 @@ fn sigterm_kills_a_program_that_ignores_it_after_stop_timeout() {
         took < Duration::from_secs(2),
         "stop took {took:?} (stop_timeout is 1s)"
     );
-    assert!(forkd.log.count("killed by SIGKILL") >= 1);
+    forkd
+        .log
+        .wait_line("killed by SIGKILL", Duration::from_secs(5));
     wait_until("program gone", Duration::from_secs(5), || !alive(pid));
 }
 
@@ -87,6 +89,8 @@ instances = 3
     });
     forkd.signal(Signal::SIGINT);
     assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    // The reader may lag forkd's exit: wait for the last line, then count.
+    forkd.log.wait_line("forkd stopped", Duration::from_secs(5));
     assert_eq!(forkd.log.count("restarting"), 0);
     assert_eq!(forkd.log.count("killed by SIGTERM"), 3);
 }

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use forkd::config::{Config, LogLevel};
 use forkd::exit;
+use forkd::systemd::Systemd;
 
 /// A Unix process and IPC toolkit daemon: supervises programs, feeds
 /// worker pools and serves network clients with forked workers.
@@ -52,6 +53,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> i32 {
+    // systemd's variables first: before forkd opens any fd of its own
+    // (inherited sockets are fds 3 and up) and while single-threaded.
+    let (mut systemd, systemd_warnings) = Systemd::from_env();
     // Reload re-reads the file after `--daemon` has changed directory to /.
     let path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
     let config = match Config::load(&path) {
@@ -59,6 +63,10 @@ fn run(args: Args) -> i32 {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("forkd: {} error(s) in {}", errors.0.len(), path.display());
+            if !args.check {
+                let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+                systemd.failed(libc::EINVAL, &format!("invalid configuration: {first}"));
+            }
             return exit::FAILURE;
         }
     };
@@ -67,13 +75,20 @@ fn run(args: Args) -> i32 {
         return exit::OK;
     }
     forkd::logging::init(args.log_level.unwrap_or(config.daemon.log_level));
+    for warning in systemd_warnings {
+        log::warn!("{warning}");
+    }
     let mut daemon = None;
     if args.daemon {
         let pidfile = args.pidfile.as_deref().expect("clap requires --pidfile");
         match forkd::process::daemonize::daemonize(pidfile, config.daemon.log_file.as_deref()) {
-            Ok(d) => daemon = Some(d),
+            Ok(d) => {
+                systemd.daemonized();
+                daemon = Some(d);
+            }
             Err(e) => {
                 eprintln!("forkd: {e}");
+                systemd.failed(libc::EIO, &e);
                 return exit::FAILURE;
             }
         }
@@ -82,17 +97,22 @@ fn run(args: Args) -> i32 {
         Some((r, p)) => (Some(r), Some(p)),
         None => (None, None),
     };
-    let supervisor = match forkd::supervisor::Supervisor::new(config) {
+    let mut supervisor = match forkd::supervisor::Supervisor::new(config) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("cannot start the supervisor: {e}");
             log::error!("{why}");
+            systemd.failed(e.raw_os_error().unwrap_or(libc::EIO), &why);
             if let Some(r) = readiness.as_mut() {
                 r.failed(&why);
             }
             return exit::FAILURE;
         }
     };
+    if args.log_level.is_some() {
+        supervisor.pin_log_level();
+    }
+    supervisor.set_systemd(systemd);
     match supervisor.run(readiness) {
         Ok(code) => code,
         Err(e) => {

@@ -14,9 +14,11 @@
 mod control;
 mod control_status;
 mod instance;
+mod notify;
 mod output;
 mod programs;
 mod reload;
+mod retiring;
 mod services;
 
 use std::collections::HashMap;
@@ -44,7 +46,15 @@ const FIRST_DYNAMIC_TOKEN: usize = 16;
 /// Who a child pid belongs to, so waitpid's answers go to the right place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
-    Instance { program: String, index: usize },
+    Instance {
+        program: String,
+        index: usize,
+    },
+    /// An instance of an old program stopping after a reload (`retiring.rs`).
+    Retiring {
+        key: u64,
+        index: usize,
+    },
 }
 
 /// A registered file descriptor and what it is for.
@@ -78,6 +88,10 @@ pub struct Supervisor {
     dev_null: std::fs::File,
     /// The control socket and what its requests left pending.
     control: control::ControlState,
+    /// sd_notify, watchdog and inherited sockets (empty outside systemd).
+    systemd: crate::systemd::Systemd,
+    /// Old programs still stopping after a reload, and reload settings.
+    reload: reload::ReloadState,
 }
 
 impl Supervisor {
@@ -107,6 +121,8 @@ impl Supervisor {
                 .write(true)
                 .open("/dev/null")?,
             control,
+            systemd: crate::systemd::Systemd::default(),
+            reload: reload::ReloadState::default(),
         })
     }
 
@@ -128,6 +144,7 @@ impl Supervisor {
             env!("CARGO_PKG_VERSION"),
             self.programs.len()
         );
+        self.announce_ready();
         if let Some(r) = readiness.as_mut() {
             r.ready();
         }
@@ -178,14 +195,11 @@ impl Supervisor {
                     log::info!("SIGQUIT: killing every child now");
                     self.kill_everything();
                 }
-                SIGHUP => match self.reload() {
-                    Ok(summary) => log::info!("SIGHUP: {summary}"),
-                    Err(errors) => {
-                        for e in &errors {
-                            log::error!("reload rejected: {e}");
-                        }
-                    }
-                },
+                SIGHUP => {
+                    // reload() logs what it did, or every error.
+                    log::info!("SIGHUP: reloading {}", self.config.path.display());
+                    let _ = self.reload();
+                }
                 _ => {}
             }
         }
@@ -199,6 +213,7 @@ impl Supervisor {
         match self.shutdown {
             None => {
                 log::info!("{name}: stopping every program");
+                self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
                 let names: Vec<String> = self
                     .programs
@@ -226,6 +241,7 @@ impl Supervisor {
         for name in &names {
             self.kill_program(name);
         }
+        self.kill_retiring();
     }
 
     /// Reaps every exited child and hands each exit to its owner.
@@ -234,6 +250,9 @@ impl Supervisor {
             match self.children.remove(&pid) {
                 Some(Owner::Instance { program, index }) => {
                     self.instance_exited(&program, index, pid, exit)
+                }
+                Some(Owner::Retiring { key, index }) => {
+                    self.retired_instance_exited(key, index, pid, exit)
                 }
                 None => log::debug!("reaped orphan pid {pid} ({exit})"),
             }
@@ -246,6 +265,8 @@ impl Supervisor {
             .iter()
             .flat_map(|p| p.instances.iter())
             .filter_map(|i| i.deadline)
+            .chain(self.retiring_deadline())
+            .chain(self.systemd.deadline())
             .min()
     }
 
@@ -261,6 +282,8 @@ impl Supervisor {
         for (name, index) in due {
             self.apply(&name, index, instance::Event::Timer);
         }
+        self.run_retiring_timers(now);
+        self.systemd_timers(now);
     }
 
     fn handle_source(&mut self, token: Token) {

@@ -44,6 +44,23 @@ impl Program {
     }
 }
 
+impl Program {
+    /// Feeds one event to one instance and returns the action with the pid
+    /// the instance had before the event. For programs outside the table
+    /// (retiring after a reload), which are only stopped, never spawned.
+    pub(super) fn step_instance(
+        &mut self,
+        index: usize,
+        event: Event,
+        now: Instant,
+    ) -> Option<(Action, Option<Pid>)> {
+        let inst = self.instances.get_mut(index)?;
+        let pid = inst.pid;
+        let action = instance::step(inst, &self.policy, &mut self.backoff, event, now);
+        Some((action, pid))
+    }
+}
+
 impl Supervisor {
     fn program_index(&self, name: &str) -> Option<usize> {
         self.programs.iter().position(|p| p.config.name == name)

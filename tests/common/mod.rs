@@ -382,3 +382,157 @@ pub fn raw_control(socket: &Path, bytes: &[u8]) -> Vec<String> {
     stream.read_to_string(&mut text).expect("read replies");
     text.lines().map(String::from).collect()
 }
+
+/// A stand-in for systemd's notification socket: a datagram socket bound in
+/// a scratch directory, passed to forkd as `NOTIFY_SOCKET`.
+pub struct NotifyReceiver {
+    socket: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+    /// Every message received so far, with its arrival time.
+    pub received: Vec<(Instant, String)>,
+}
+
+impl NotifyReceiver {
+    pub fn bind(dir: &Scratch) -> NotifyReceiver {
+        let path = dir.file("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifyReceiver {
+            socket,
+            path,
+            received: Vec::new(),
+        }
+    }
+
+    /// `("NOTIFY_SOCKET", path)` for [`Forkd::start_with`].
+    pub fn env(&self) -> (&'static str, &str) {
+        ("NOTIFY_SOCKET", self.path.to_str().expect("utf-8 path"))
+    }
+
+    /// The next message, or None when nothing arrives within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        match self.socket.recv(&mut buf) {
+            Ok(n) => {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.received.push((Instant::now(), message.clone()));
+                Some(message)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("notify socket: {e}"),
+        }
+    }
+
+    /// Receives until a message satisfies `pred` and returns it; panics
+    /// with everything received when `timeout` passes.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out waiting for a notification with {what}; received: {:?}",
+                    self.received.iter().map(|(_, m)| m).collect::<Vec<_>>()
+                );
+            }
+            if let Some(message) = self.recv(left) {
+                if pred(&message) {
+                    return message;
+                }
+            }
+        }
+    }
+
+    /// Waits for a message with the line `assignment` (e.g. `READY=1`).
+    pub fn wait_line(&mut self, assignment: &str, timeout: Duration) -> String {
+        self.wait_for(assignment, timeout, |m| m.lines().any(|l| l == assignment))
+    }
+}
+
+/// The value of `KEY=` in a notification, if present.
+pub fn notify_value<'a>(message: &'a str, key: &str) -> Option<&'a str> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Starts `launcher... forkd --config PATH args...` (for example under
+/// `systemd-socket-activate`, which execs forkd in its own pid, so the
+/// returned [`Forkd`] still kills the right process).
+pub fn start_forkd_under(launcher: &[&str], config: &Path, args: &[&str]) -> Forkd {
+    let mut child = Command::new(launcher[0])
+        .args(&launcher[1..])
+        .arg(FORKD)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", launcher[0]));
+    let log = LogLines::default();
+    log.follow(child.stderr.take().unwrap());
+    Forkd {
+        child,
+        log,
+        config: config.to_path_buf(),
+    }
+}
+
+/// A process's command line, arguments joined by spaces ("" when gone).
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// Live (non-zombie) children of `pid` whose command line is `command`,
+/// sorted.
+pub fn children_running(pid: i32, command: &str) -> Vec<i32> {
+    let mut pids: Vec<i32> = children(pid)
+        .into_iter()
+        .filter(|&c| alive(c) && cmdline(c) == command)
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// Whether `tool` is on PATH; prints why a test is skipped when it is not.
+pub fn have_tool(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("skipping {test}: {tool} is not installed (apt-get install systemd)");
+    }
+    found
+}

@@ -1,0 +1,174 @@
+//! Reload applies what changed in the file, by program name: added
+//! programs start, removed ones stop, changed ones are replaced (new
+//! instances first), unchanged ones keep their pids.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{alive, children_running, wait_until, Forkd, Scratch};
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(10);
+
+const BEFORE: &str = r#"
+[[program]]
+name = "keep"
+command = ["/bin/sleep", "1001"]
+
+[[program]]
+name = "gone"
+command = ["/bin/sleep", "1002"]
+
+[[program]]
+name = "change"
+command = ["/bin/sleep", "1003"]
+instances = 2
+"#;
+
+const AFTER: &str = r#"
+[[program]]
+name = "fresh"
+command = ["/bin/sleep", "1005"]
+
+[[program]]
+name = "keep"
+command = ["/bin/sleep", "1001"]
+
+[[program]]
+name = "change"
+command = ["/bin/sleep", "1004"]
+instances = 2
+"#;
+
+#[test]
+fn reload_starts_added_stops_removed_replaces_changed_and_keeps_unchanged_pids() {
+    let dir = Scratch::new("reload-apply");
+    let config = dir.write("forkd.toml", BEFORE);
+    let forkd = Forkd::start_with(&config, &["--log-level", "debug"], &[]);
+    let pid = forkd.pid();
+    wait_until("4 programs up", T, || {
+        children_running(pid, "/bin/sleep 1001").len() == 1
+            && children_running(pid, "/bin/sleep 1002").len() == 1
+            && children_running(pid, "/bin/sleep 1003").len() == 2
+    });
+    let keep = children_running(pid, "/bin/sleep 1001");
+    let gone = children_running(pid, "/bin/sleep 1002");
+    let old_change = children_running(pid, "/bin/sleep 1003");
+
+    dir.write("forkd.toml", AFTER);
+    forkd.signal(Signal::SIGHUP);
+    let summary = forkd.log.wait_line("reloaded ", T);
+    assert!(
+        summary.contains("programs: 1 added, 1 removed, 1 changed, 1 unchanged"),
+        "{summary}"
+    );
+    wait_until("the new set of programs", T, || {
+        children_running(pid, "/bin/sleep 1005").len() == 1
+            && children_running(pid, "/bin/sleep 1004").len() == 2
+            && children_running(pid, "/bin/sleep 1003").is_empty()
+            && children_running(pid, "/bin/sleep 1002").is_empty()
+    });
+    assert_eq!(
+        children_running(pid, "/bin/sleep 1001"),
+        keep,
+        "unchanged pid"
+    );
+    for old in gone.iter().chain(&old_change) {
+        wait_until("old instance reaped", T, || !alive(*old));
+    }
+    forkd
+        .log
+        .wait_line("change (replaced): every old instance is down", T);
+
+    let log = forkd.log.snapshot();
+    let has = |needle: &str| log.iter().any(|l| l.contains(needle));
+    assert!(has(
+        "reload: change changed (command), replacing 2 instances"
+    ));
+    assert!(has("reload: gone removed, stopping 1 instance"));
+    assert!(has("reload: fresh added, starting 1 instance"));
+    assert!(!has("keep#0 (pid"), "keep was touched: {log:#?}");
+    // nginx's order: both new instances exist before an old one is told to stop.
+    let position = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {log:#?}"))
+    };
+    let last_spawn = position("change#1 spawned");
+    let first_stop = position("(replaced, pid");
+    assert!(
+        last_spawn < first_stop,
+        "old instances were stopped before the new ones started: {log:#?}"
+    );
+    assert!(has("(replaced, pid") && has("killed by SIGTERM"));
+}
+
+#[test]
+fn a_changed_log_level_applies_on_reload_unless_given_on_the_command_line() {
+    for pinned in [false, true] {
+        let dir = Scratch::new("reload-level");
+        let config = dir.write(
+            "forkd.toml",
+            "[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n",
+        );
+        let args: &[&str] = if pinned {
+            &["--log-level", "info"]
+        } else {
+            &[]
+        };
+        let forkd = Forkd::start_with(&config, args, &[]);
+        forkd.log.wait_line("started", T);
+        dir.write(
+            "forkd.toml",
+            "[daemon]\nlog_level = \"debug\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n\n[[program]]\nname = \"b\"\ncommand = [\"/bin/sleep\", \"1002\"]\n",
+        );
+        forkd.signal(Signal::SIGHUP);
+        forkd.log.wait_line("reloaded ", T);
+        wait_until("b running", T, || {
+            children_running(forkd.pid(), "/bin/sleep 1002").len() == 1
+        });
+        // "b#0 spawned" is a debug record: it shows only at the new level.
+        if pinned {
+            forkd.log.wait_line("ignored: --log-level was given", T);
+            assert_eq!(forkd.log.count("b#0 spawned"), 0);
+        } else {
+            forkd.log.wait_line("reload: log_level Info -> Debug", T);
+            forkd.log.wait_line("b#0 spawned", T);
+        }
+    }
+}
+
+#[test]
+fn a_program_replaced_twice_quickly_still_has_every_old_instance_reaped() {
+    let dir = Scratch::new("reload-twice");
+    let stubborn = |n: u32| {
+        format!(
+            "[[program]]\nname = \"s\"\ncommand = [\"/bin/sh\", \"-c\", \"trap '' TERM; exec sleep {n}\"]\nstop_timeout = \"300ms\"\n"
+        )
+    };
+    let config = dir.write("forkd.toml", &stubborn(1001));
+    let forkd = Forkd::start(&config);
+    let pid = forkd.pid();
+    wait_until("first", T, || {
+        children_running(pid, "sleep 1001").len() == 1
+    });
+    let first = children_running(pid, "sleep 1001")[0];
+    dir.write("forkd.toml", &stubborn(1002));
+    forkd.signal(Signal::SIGHUP);
+    wait_until("second", T, || {
+        children_running(pid, "sleep 1002").len() == 1
+    });
+    let second = children_running(pid, "sleep 1002")[0];
+    dir.write("forkd.toml", &stubborn(1003));
+    forkd.signal(Signal::SIGHUP);
+    wait_until("third", T, || {
+        children_running(pid, "sleep 1003").len() == 1
+    });
+    // Both old generations ignore SIGTERM: SIGKILL at their stop_timeout.
+    wait_until("old generations killed", T, || {
+        !alive(first) && !alive(second)
+    });
+    assert!(forkd.log.count("(replaced, pid") >= 4);
+    assert!(common::zombies_below(pid).is_empty());
+}
