@@ -90,3 +90,18 @@ fn a_missing_file_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/forkd.toml"), "{stderr}");
     assert!(stderr.contains("No such file"), "{stderr}");
 }
+
+#[test]
+fn process_counts_are_capped_so_a_typo_cannot_fork_bomb_the_host() {
+    let dir = Scratch::new("cap");
+    let path = dir.write(
+        "big.toml",
+        "[[program]]\nname = \"many\"\ncommand = [\"/bin/true\"]\ninstances = 100000\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("{}:4:13: ", path.display())) && stderr.contains("1024"),
+        "{stderr}"
+    );
+}

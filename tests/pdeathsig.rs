@@ -33,3 +33,48 @@ command = ["/bin/sh", "-c", "echo $$; exec sleep 1000"]
         || !alive(pid),
     );
 }
+
+#[test]
+fn a_program_that_dropped_privileges_still_dies_with_forkd() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to drop privileges");
+        return;
+    }
+    let dir = Scratch::new("pdeathsig-user");
+    let config = dir.write(
+        "forkd.toml",
+        r#"
+[[program]]
+name = "nobody"
+command = ["/bin/sh", "-c", "echo $$; exec sleep 1000"]
+user = "nobody"
+cwd = "/"
+"#,
+    );
+    let mut forkd = Forkd::start(&config);
+    let line = forkd.log.wait_line("nobody#0: ", Duration::from_secs(10));
+    let pid: i32 = output_of(&line, "nobody#0").trim().parse().unwrap();
+    assert!(alive(pid));
+    forkd.signal(Signal::SIGKILL);
+    assert_eq!(forkd.wait_exit(Duration::from_secs(5)), None);
+    let guard = scopeguard_kill(pid);
+    wait_until(
+        "the unprivileged program died with forkd",
+        Duration::from_secs(5),
+        || !alive(pid),
+    );
+    drop(guard);
+}
+
+/// Kills `pid` when dropped, so a failing assertion leaves nothing behind.
+fn scopeguard_kill(pid: i32) -> impl Drop {
+    struct Kill(i32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if alive(self.0) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+            }
+        }
+    }
+    Kill(pid)
+}

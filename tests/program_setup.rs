@@ -92,3 +92,25 @@ fn the_supervisor_process_has_exactly_one_thread() {
         .count();
     assert_eq!(tasks, 1);
 }
+
+#[test]
+fn forkd_started_with_closed_stdin_and_stdout_still_captures_output() {
+    let dir = Scratch::new("closed-stdio");
+    let config = dir.write(
+        "forkd.toml",
+        &format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n[[program]]\nname = \"talk\"\ncommand = [\"/bin/sh\", \"-c\", \"echo hello; sleep 1000\"]\n",
+            dir.file("control.sock").display()
+        ),
+    );
+    // The shell closes fds 0 and 1, then execs forkd in its own pid, so the
+    // `Forkd` guard still kills the right process.
+    let forkd = common::start_forkd_under(
+        &["/bin/sh", "-c", "exec 0<&- 1>&- \"$0\" \"$@\""],
+        &config,
+        &[],
+    );
+    forkd
+        .log
+        .wait_line("talk#0: hello", Duration::from_secs(10));
+}

@@ -8,31 +8,58 @@ use std::time::Duration;
 use common::{fd_count, output_of, proc_stat, wait_until, zombies_below, Forkd, Scratch};
 
 #[test]
-fn a_double_forked_grandchild_is_reaped_by_forkd() {
+fn a_double_forked_grandchild_is_adopted_and_reaped_by_forkd() {
     let dir = Scratch::new("grandchild");
     let config = dir.write(
         "forkd.toml",
         r#"
+[daemon]
+log_level = "debug"
+
 [[program]]
 name = "parent"
-command = ["/bin/sh", "-c", "sleep 0.5 & echo $!; exit 0"]
+command = ["/bin/sh", "-c", "sleep 1000 & echo $!; exit 0"]
 restart = "never"
 "#,
     );
     let forkd = Forkd::start(&config);
     let line = forkd.log.wait_line("parent#0: ", Duration::from_secs(10));
     let grandchild: i32 = output_of(&line, "parent#0").trim().parse().unwrap();
+    let _kill = KillOnDrop(grandchild);
     forkd
         .log
         .wait_line("parent#0 stays down", Duration::from_secs(10));
     // The orphan was adopted by forkd (the subreaper), not by init.
-    if let Some((_, ppid)) = proc_stat(grandchild) {
-        assert_eq!(ppid, forkd.pid(), "orphan adopted by forkd");
-    }
-    wait_until("the grandchild reaped", Duration::from_secs(10), || {
-        proc_stat(grandchild).is_none()
-    });
+    wait_until(
+        "the orphan adopted by forkd",
+        Duration::from_secs(5),
+        || proc_stat(grandchild).is_some_and(|(_, ppid)| ppid == forkd.pid()),
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(grandchild),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    forkd.log.wait_line(
+        &format!("reaped orphan pid {grandchild}"),
+        Duration::from_secs(10),
+    );
+    assert!(proc_stat(grandchild).is_none());
     assert!(zombies_below(forkd.pid()).is_empty());
+}
+
+/// SIGKILLs a pid the test started indirectly, if it is still there.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if proc_stat(self.0).is_some() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 #[test]

@@ -170,5 +170,9 @@ fn a_program_replaced_twice_quickly_still_has_every_old_instance_reaped() {
         !alive(first) && !alive(second)
     });
     assert!(forkd.log.count("(replaced, pid") >= 4);
-    assert!(common::zombies_below(pid).is_empty());
+    wait_until("both old generations reaped", T, || {
+        common::proc_stat(first).is_none()
+            && common::proc_stat(second).is_none()
+            && common::zombies_below(pid).is_empty()
+    });
 }

@@ -83,26 +83,21 @@ fn watchdog_is_petted_at_half_of_watchdog_usec() {
         &[notify.env(), ("WATCHDOG_USEC", "400000")],
     );
     notify.wait_line("READY=1", T);
-    let mut pets = Vec::new();
-    while pets.len() < 5 {
-        notify.wait_line("WATCHDOG=1", T);
-        pets.push(notify.received.last().unwrap().0);
+    // Count the pets sent over two seconds: ~10 at one per 200 ms. Counting
+    // datagrams (queued ones included) rather than timing their arrival
+    // keeps a descheduled test thread from skewing the result; the loose
+    // bounds still tell "about every 200 ms" from a busy loop or silence.
+    let window = std::time::Instant::now() + Duration::from_secs(2);
+    let mut pets = 0;
+    while let Some(left) = window.checked_duration_since(std::time::Instant::now()) {
+        if let Some(message) = notify.recv(left) {
+            pets += usize::from(message.lines().any(|l| l == "WATCHDOG=1"));
+        }
     }
-    let gaps: Vec<Duration> = pets.windows(2).map(|w| w[1] - w[0]).collect();
-    let total = pets[4] - pets[0];
-    // Four intervals of ~200 ms. Loose bounds on purpose (a loaded CI
-    // machine delays wake-ups): this proves "about every 200 ms", neither
-    // a busy loop nor a watchdog gone quiet.
     assert!(
-        total >= Duration::from_millis(600) && total <= Duration::from_millis(2000),
-        "4 watchdog intervals took {total:?}: {gaps:?}"
+        (5..=16).contains(&pets),
+        "{pets} watchdog pets in 2 s (expected ~10)"
     );
-    for gap in &gaps {
-        assert!(
-            *gap >= Duration::from_millis(100) && *gap <= Duration::from_millis(1000),
-            "a watchdog gap of {gap:?} (WATCHDOG_USEC=400000 means one every ~200 ms): {gaps:?}"
-        );
-    }
 }
 
 #[test]

@@ -47,6 +47,10 @@ fn parse_level(s: &str) -> Result<LogLevel, String> {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = forkd::process::ensure_standard_fds() {
+        eprintln!("forkd: cannot open /dev/null: {e}");
+        return ExitCode::from(exit::FAILURE as u8);
+    }
     let args = Args::parse();
     let code = run(args);
     ExitCode::from(code as u8)

@@ -51,6 +51,10 @@ pub fn default_path() -> PathBuf {
     PathBuf::from("/etc/forkd/forkd.toml")
 }
 
+/// The most processes one program, pool or service may ask for
+/// (`instances`, `workers`, `max_workers`; also `forkctl scale`).
+pub const MAX_PROCESSES: u32 = 1024;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

@@ -177,6 +177,13 @@ impl<'a, 'i> Section<'a, 'i> {
             .map_or(default, |n| n as u32)
     }
 
+    /// A process count: `min..=MAX_PROCESSES`, so a typo cannot fork-bomb
+    /// the host or exhaust forkd's memory on reload.
+    pub(super) fn processes(&mut self, key: &str, default: u32, min: u32) -> u32 {
+        self.int(key, min.into(), super::MAX_PROCESSES.into())
+            .map_or(default, |n| n as u32)
+    }
+
     pub(super) fn u64(&mut self, key: &str, default: u64) -> u64 {
         self.int(key, 0, u64::MAX.into())
             .map_or(default, |n| n as u64)

@@ -59,10 +59,12 @@ pub(super) fn service(
         listen,
         mode,
         handler: handler.unwrap_or(HandlerKind::Echo),
-        workers: s.u32("workers", default_workers(mode), 1),
+        workers: s.processes("workers", default_workers(mode), 1),
         min_spare: s.optional_u32("min_spare"),
         max_spare: s.optional_u32("max_spare"),
-        max_workers: s.int("max_workers", 1, u32::MAX.into()).map(|n| n as u32),
+        max_workers: s
+            .int("max_workers", 1, super::MAX_PROCESSES.into())
+            .map(|n| n as u32),
         max_requests: s.u64("max_requests", 0),
         max_connections: s.u32("max_connections", 256, 1),
         per_ip: s.u32("per_ip", 32, 0),

@@ -125,7 +125,7 @@ pub(super) fn program(
         backoff_max: s.duration("backoff_max", Duration::from_secs(30)),
         stable_after: s.duration("stable_after", Duration::from_secs(10)),
         start_retries: s.u32("start_retries", 5, 0),
-        instances: s.u32("instances", 1, 1),
+        instances: s.processes("instances", 1, 1),
         autostart: s.bool("autostart", true),
         user: non_empty_string(&mut s, "user"),
         group: non_empty_string(&mut s, "group"),
@@ -175,7 +175,7 @@ pub(super) fn pool(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Named<
     s.check_keys(POOL_KEYS);
     let config = PoolConfig {
         name,
-        workers: s.u32("workers", 4, 1),
+        workers: s.processes("workers", 4, 1),
         transport: s.keyword("transport", values::TRANSPORT, super::Transport::Pipe),
         worker: pool_worker(&mut s),
         queue: s.usize("queue", 1024),

@@ -68,17 +68,58 @@ pub enum SpawnError {
     Prepare(String),
 }
 
-const STEPS: [&str; 9] = [
-    "exec",
-    "setsid",
-    "prctl(PR_SET_PDEATHSIG)",
-    "setrlimit",
-    "setgroups",
-    "setgid",
-    "setuid",
-    "chdir",
-    "dup2",
-];
+/// The steps of [`child_exec`] that can fail, reported to the parent by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Step {
+    Exec = 0,
+    Setsid,
+    Setrlimit,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Pdeathsig,
+    Chdir,
+    Dup2,
+    CloseRange,
+}
+
+impl Step {
+    const ALL: [Step; 10] = [
+        Step::Exec,
+        Step::Setsid,
+        Step::Setrlimit,
+        Step::Setgroups,
+        Step::Setgid,
+        Step::Setuid,
+        Step::Pdeathsig,
+        Step::Chdir,
+        Step::Dup2,
+        Step::CloseRange,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Exec => "exec",
+            Step::Setsid => "setsid",
+            Step::Setrlimit => "setrlimit",
+            Step::Setgroups => "setgroups",
+            Step::Setgid => "setgid",
+            Step::Setuid => "setuid",
+            Step::Pdeathsig => "prctl(PR_SET_PDEATHSIG)",
+            Step::Chdir => "chdir",
+            Step::Dup2 => "dup2",
+            Step::CloseRange => "close_range",
+        }
+    }
+
+    fn from_report(n: u32) -> &'static str {
+        Step::ALL
+            .get(n as usize)
+            .map(|s| s.as_str())
+            .unwrap_or("child setup")
+    }
+}
 
 impl ExecPlan {
     /// A plan that runs `argv` with exactly `env` as its environment.
@@ -174,10 +215,10 @@ impl ExecPlan {
         // The child failed before exec and is exiting: reap it here so the
         // caller never sees a pid that did not run the program.
         let _ = nix::sys::wait::waitpid(child, None);
-        let step = u32::from_ne_bytes(report[0..4].try_into().expect("4 bytes")) as usize;
+        let step = u32::from_ne_bytes(report[0..4].try_into().expect("4 bytes"));
         let errno = i32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
         Err(SpawnError::Child {
-            step: STEPS.get(step).copied().unwrap_or("child setup"),
+            step: Step::from_report(step),
             source: io::Error::from_raw_os_error(errno),
         })
     }
@@ -210,6 +251,9 @@ fn resolve_in_path(name: &str, path_var: &str) -> std::path::PathBuf {
 
 /// The child side of [`ExecPlan::spawn`]. Never returns.
 ///
+/// Every call here is async-signal-safe and nothing allocates: the child of
+/// a fork may only do what a signal handler could (signal-safety(7)).
+///
 /// # Safety
 /// Must only be called in a freshly forked child of a single-threaded
 /// process, with `argv`/`envp` null-terminated arrays pointing into `plan`.
@@ -221,84 +265,122 @@ unsafe fn child_exec(
     parent: libc::pid_t,
     report: RawFd,
 ) -> ! {
-    // Each failure reports its step index (into STEPS) and errno, then exits.
-    let fail = |step: u32| -> ! {
-        let errno = *libc::__errno_location();
-        let mut msg = [0u8; 8];
-        msg[0..4].copy_from_slice(&step.to_ne_bytes());
-        msg[4..8].copy_from_slice(&errno.to_ne_bytes());
-        libc::write(report, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
+    // Each failure reports its step and errno, then exits.
+    let fail = |step: Step| -> ! {
+        // SAFETY: errno location, write(2) and _exit(2) are async-signal-safe;
+        // `msg` lives on this stack.
+        unsafe {
+            let errno = *libc::__errno_location();
+            let mut msg = [0u8; 8];
+            msg[0..4].copy_from_slice(&(step as u32).to_ne_bytes());
+            msg[4..8].copy_from_slice(&errno.to_ne_bytes());
+            libc::write(report, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
     };
     // 1. Signal dispositions were reset and the mask restored by
     //    `fork_with_signals_blocked` before we got here.
     // 2. Own session and process group: stop/kill reach the whole tree and a
     //    terminal's Ctrl-C aimed at forkd does not.
-    if plan.new_session && libc::setsid() < 0 {
-        fail(1);
+    // SAFETY: setsid(2) takes no pointers.
+    if plan.new_session && unsafe { libc::setsid() } < 0 {
+        fail(Step::Setsid);
     }
-    // 3. Die with forkd. PDEATHSIG fires when the forking thread exits and is
-    //    lost if forkd already died: re-check the parent right after.
-    if let Some(sig) = plan.death_signal {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) < 0 {
-            fail(2);
-        }
-        if libc::getppid() != parent {
-            libc::_exit(127);
-        }
-    }
-    // 4. Resource limits, before dropping privileges (raising needs root).
+    // 3. Resource limits, before dropping privileges (raising needs root).
     for &(resource, value) in &plan.rlimits {
         let limit = libc::rlimit {
             rlim_cur: value,
             rlim_max: value,
         };
-        if libc::setrlimit(resource, &limit) < 0 {
-            fail(3);
+        // SAFETY: `limit` is a valid rlimit on this stack.
+        if unsafe { libc::setrlimit(resource, &limit) } < 0 {
+            fail(Step::Setrlimit);
         }
     }
-    // 5. Privilege drop: supplementary groups, then gid, then uid (after
+    // 4. Privilege drop: supplementary groups, then gid, then uid (after
     //    setuid we could no longer change groups).
     if let Some(creds) = &plan.credentials {
-        if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
-            fail(4);
+        // SAFETY: `groups` was built in the parent and outlives the call.
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
+            fail(Step::Setgroups);
         }
-        if libc::setgid(creds.gid.as_raw()) < 0 {
-            fail(5);
+        // SAFETY: plain integer arguments.
+        if unsafe { libc::setgid(creds.gid.as_raw()) } < 0 {
+            fail(Step::Setgid);
         }
-        if libc::setuid(creds.uid.as_raw()) < 0 {
-            fail(6);
+        // SAFETY: plain integer arguments.
+        if unsafe { libc::setuid(creds.uid.as_raw()) } < 0 {
+            fail(Step::Setuid);
+        }
+    }
+    // 5. Die with forkd. After the privilege drop: the kernel clears the
+    //    parent-death signal when credentials change (prctl(2)). It is also
+    //    lost if forkd died before this line: re-check the parent right after.
+    if let Some(sig) = plan.death_signal {
+        // SAFETY: integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } < 0 {
+            fail(Step::Pdeathsig);
+        }
+        // SAFETY: getppid(2) and _exit(2) take no pointers.
+        unsafe {
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
         }
     }
     // 6. umask and working directory.
     if let Some(mask) = plan.umask {
-        libc::umask(mask as libc::mode_t);
+        // SAFETY: integer argument.
+        unsafe { libc::umask(mask as libc::mode_t) };
     }
     if let Some(dir) = &plan.cwd {
-        if libc::chdir(dir.as_ptr()) < 0 {
-            fail(7);
+        // SAFETY: `dir` is a NUL-terminated string owned by the plan.
+        if unsafe { libc::chdir(dir.as_ptr()) } < 0 {
+            fail(Step::Chdir);
         }
     }
-    // 7. Standard fds. dup2 clears FD_CLOEXEC on the copy.
+    // 7. Standard fds. dup2 clears FD_CLOEXEC on the copy. forkd keeps fds
+    //    0-2 open (on /dev/null at worst), so no source is itself 0-2.
     for (target, source) in [(0, &plan.stdin), (1, &plan.stdout), (2, &plan.stderr)] {
         if let ChildFd::Fd(fd) = source {
-            if libc::dup2(fd.as_raw_fd(), target) < 0 {
-                fail(8);
+            // SAFETY: both are open fds for the duration of the call.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                fail(Step::Dup2);
             }
         }
     }
     // 8. Everything else is close-on-exec: forkd opens its fds with
     //    O_CLOEXEC, and close_range(2) covers anything inherited from our
     //    own parent (CLOSE_RANGE_CLOEXEC keeps the report pipe usable).
-    libc::syscall(
-        libc::SYS_close_range,
-        3 as libc::c_uint,
-        libc::c_uint::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    );
+    //    Before Linux 5.11 (ENOSYS/EINVAL) mark each fd up to the limit.
+    // SAFETY: integer arguments only.
+    let ranged = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ranged < 0 {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit on this stack.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+            fail(Step::CloseRange);
+        }
+        let top = limit.rlim_cur.min(1 << 20) as libc::c_int;
+        for fd in 3..top {
+            // SAFETY: F_SETFD on any number is harmless (EBADF if closed).
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
     // 9. exec; on return it failed.
-    libc::execve(plan.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-    fail(0)
+    // SAFETY: path, argv and envp are NUL-terminated and built in the parent.
+    unsafe { libc::execve(plan.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    fail(Step::Exec)
 }
 
 /// The environment forkd passes on: its own, minus variables that speak to

@@ -79,11 +79,37 @@ fn reset_signals() {
 /// worker) and ends it with `_exit(work())`. Signals start at their defaults.
 pub fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<Pid> {
     fork_with_signals_blocked(|| {
-        let code = work();
+        // A panic must not unwind into the supervisor's frames (their
+        // destructors unlink the control socket and pidfile): it becomes
+        // exit code 70 (EX_SOFTWARE) here.
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(70);
         // SAFETY: `_exit` skips atexit handlers and unwinding, which belong
         // to the supervisor, not to this child.
         unsafe { libc::_exit(code) }
     })
+}
+
+/// Opens /dev/null onto any of fds 0, 1, 2 that forkd was started without,
+/// so no pipe, socket or file of forkd's later lands on a standard fd number
+/// (and is then clobbered by a child's `dup2`, or written to by `eprintln!`).
+/// Call first thing in `main`, before any other fd is opened.
+pub fn ensure_standard_fds() -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    for _ in 0..3 {
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        // open(2) returns the lowest free number: a standard one while any is closed.
+        let fd = null.into_raw_fd();
+        if fd > 2 {
+            // SAFETY: `fd` was just opened above and is owned by nobody else.
+            drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            break;
+        }
+        // Below 3: it now *is* stdin/stdout/stderr, kept open for good.
+    }
+    Ok(())
 }
 
 /// How a child ended, in the words an operator reads.
