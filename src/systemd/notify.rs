@@ -4,13 +4,13 @@
 //!
 //! Hand-written rather than a crate: it is one `sendto(2)` on a datagram
 //! socket (docs/dependencies.md). The socket is close-on-exec (so exec'd
-//! children never hold it) and sends with a one-second timeout, so a
-//! wedged receiver cannot stall the supervisor's loop for long.
+//! children never hold it) and non-blocking: a wedged receiver costs a
+//! dropped message (EAGAIN, logged by the caller; the next STATUS or
+//! WATCHDOG follows within the interval), never a stalled loop.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::Duration;
 
 /// A connection-less sender to systemd's notification socket.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Notifier {
             }
         };
         let socket = UnixDatagram::unbound()?;
-        socket.set_write_timeout(Some(Duration::from_secs(1)))?;
+        socket.set_nonblocking(true)?;
         Ok(Notifier {
             socket,
             address: parsed,
@@ -92,6 +92,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn receiver(tag: &str) -> (UnixDatagram, std::path::PathBuf) {
         let path =
