@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod exit;
+pub mod handlers;
 pub mod logging;
 pub mod process;
+pub mod server;
 pub mod supervisor;

@@ -40,13 +40,26 @@ const FIRST_DYNAMIC_TOKEN: usize = 16;
 /// Who a child pid belongs to, so waitpid's answers go to the right place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
-    Instance { program: String, index: usize },
+    Instance {
+        program: String,
+        index: usize,
+    },
+    /// A worker or connection child of the service with this id.
+    Service {
+        service: u64,
+        role: crate::server::Role,
+    },
 }
 
 /// A registered file descriptor and what it is for.
 #[derive(Debug)]
 enum Source {
     Output(output::OutputPipe),
+    /// A fork-mode service's stream listener (the supervisor accepts).
+    Listener {
+        service: u64,
+        index: usize,
+    },
 }
 
 /// How far shutdown has gone.
@@ -64,6 +77,7 @@ pub struct Supervisor {
     poll: Poll,
     signals: Signals,
     programs: Vec<Program>,
+    services: services::Services,
     children: HashMap<Pid, Owner>,
     sources: HashMap<Token, Source>,
     next_token: usize,
@@ -86,6 +100,7 @@ impl Supervisor {
             poll,
             signals,
             programs,
+            services: services::Services::default(),
             children: HashMap::new(),
             sources: HashMap::new(),
             next_token: FIRST_DYNAMIC_TOKEN,
@@ -101,6 +116,25 @@ impl Supervisor {
     /// that start-up is done, and runs the loop until shutdown completes.
     /// Returns the process exit code.
     pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
+        // Listeners first: a port that cannot be bound stops start-up
+        // before any program runs (nginx does the same).
+        if let Err(why) = self.start_services() {
+            log::error!("{why}");
+            if let Some(r) = readiness.as_mut() {
+                r.failed(&why);
+            }
+            self.kill_services();
+            while !self.children.is_empty() {
+                if let Ok(status) = nix::sys::wait::waitpid(None, None) {
+                    if let Some((pid, _)) = crate::process::ExitKind::from_wait(status) {
+                        self.children.remove(&pid);
+                    }
+                } else {
+                    break;
+                }
+            }
+            return Ok(crate::exit::FAILURE);
+        }
         let names: Vec<String> = self
             .programs
             .iter()
@@ -111,9 +145,10 @@ impl Supervisor {
             self.start_program(name, None);
         }
         log::info!(
-            "forkd {} started: {} programs",
+            "forkd {} started: {} programs, {} services",
             env!("CARGO_PKG_VERSION"),
-            self.programs.len()
+            self.programs.len(),
+            self.config.services.len()
         );
         if let Some(r) = readiness.as_mut() {
             r.ready();
@@ -186,6 +221,7 @@ impl Supervisor {
             None => {
                 log::info!("{name}: stopping every program");
                 self.shutdown = Some(Shutdown::Graceful);
+                self.drain_services();
                 let names: Vec<String> = self
                     .programs
                     .iter()
@@ -204,6 +240,7 @@ impl Supervisor {
 
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
+        self.kill_services();
         let names: Vec<String> = self
             .programs
             .iter()
@@ -221,6 +258,9 @@ impl Supervisor {
                 Some(Owner::Instance { program, index }) => {
                     self.instance_exited(&program, index, pid, exit)
                 }
+                Some(Owner::Service { service, role }) => {
+                    self.service_child_exited(service, role, pid, exit)
+                }
                 None => log::debug!("reaped orphan pid {pid} ({exit})"),
             }
         }
@@ -232,6 +272,7 @@ impl Supervisor {
             .iter()
             .flat_map(|p| p.instances.iter())
             .filter_map(|i| i.deadline)
+            .chain(self.service_deadline())
             .min()
     }
 
@@ -247,6 +288,7 @@ impl Supervisor {
         for (name, index) in due {
             self.apply(&name, index, instance::Event::Timer);
         }
+        self.service_timers(now);
     }
 
     fn handle_source(&mut self, token: Token) {
@@ -259,6 +301,10 @@ impl Supervisor {
                 if !pipe.read_available(&mut self.programs, log_lines) {
                     self.close_output(token);
                 }
+            }
+            Source::Listener { service, index } => {
+                let (service, index) = (*service, *index);
+                self.listener_ready(service, index);
             }
         }
     }
