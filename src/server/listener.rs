@@ -121,6 +121,16 @@ impl Listener {
         !matches!(self.socket, Socket::Udp(_))
     }
 
+    /// Stops the socket itself from listening, in every process that holds
+    /// it: on Linux `shutdown(2)` of a listening socket refuses new clients
+    /// and resets those in the backlog. Used when a service stops, because
+    /// a prefork worker busy with a connection still holds a copy.
+    pub fn stop_listening(&self) {
+        if self.is_stream() {
+            let _ = socket::shutdown(self.as_raw_fd(), socket::Shutdown::Both);
+        }
+    }
+
     /// Accepts one connection (blocking stream, close-on-exec).
     pub fn accept(&self, reserve: &mut ReserveFd) -> Accepted {
         let result = match &self.socket {

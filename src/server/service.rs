@@ -184,6 +184,9 @@ impl Service {
         if self.state != ServiceState::Running {
             return;
         }
+        for listener in &self.listeners {
+            listener.stop_listening();
+        }
         self.listeners.clear();
         if let Some(pool) = self.pool.as_mut() {
             pool.signal_all(Signal::SIGTERM);

@@ -125,9 +125,7 @@ impl Worker<'_> {
                         if !draining {
                             draining = true;
                             slot.set_state(SlotState::Draining);
-                            if !paused {
-                                self.unwatch_listeners(&epoll);
-                            }
+                            self.close_listeners(&epoll, paused);
                         }
                     }
                     token if token >= SESSION_TOKEN_BASE => {
@@ -168,9 +166,7 @@ impl Worker<'_> {
             if self.style == Style::Multiplexed && self.recycle_due(slot) {
                 draining = true;
                 slot.set_state(SlotState::Draining);
-                if !paused {
-                    self.unwatch_listeners(&epoll);
-                }
+                self.close_listeners(&epoll, paused);
                 continue;
             }
             // Stop watching the listeners while the service is full, so a
@@ -205,6 +201,21 @@ impl Worker<'_> {
     fn unwatch_listeners(&self, epoll: &Epoll) {
         for l in &self.listeners {
             let _ = epoll.delete(l.as_fd());
+        }
+    }
+
+    /// Draining: stop watching the listeners and close this process's
+    /// copies, so once the supervisor has closed its own the port refuses
+    /// new clients instead of queueing them for nobody.
+    fn close_listeners(&self, epoll: &Epoll, paused: bool) {
+        if !paused {
+            self.unwatch_listeners(epoll);
+        }
+        for l in &self.listeners {
+            // The `Listener` values belong to the supervisor's memory image
+            // and are never used or dropped again in this process (it ends
+            // in `_exit`), so closing the descriptor under them is sound.
+            let _ = nix::unistd::close(l.as_raw_fd());
         }
     }
 

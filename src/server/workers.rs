@@ -261,7 +261,8 @@ impl WorkerPool {
             .filter(|s| s.wanted && s.pid.is_none())
             .filter_map(|s| s.respawn_at)
             .min();
-        let tick = self.spares.map(|_| self.next_tick);
+        // Ticks also turn the workers' counters into log lines.
+        let tick = Some(self.next_tick);
         respawn.into_iter().chain(tick).min()
     }
 
