@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
 use crate::config::ServiceConfig;
-use crate::process::{exec::child_environment, ChildFd, ExecPlan};
+use crate::process::{exec::child_environment, ChildFd, ExecPlan, ExecReport};
 
 /// The exec handler: the command and the environment every child starts from.
 #[derive(Debug, Clone)]
@@ -49,6 +49,19 @@ impl Exec {
         plan.stdout = ChildFd::Fd(stdout);
         plan.stdin = ChildFd::Fd(conn.stream.into_owned());
         Ok(plan)
+    }
+
+    /// Spawns the command for `conn` without waiting for the exec (fork
+    /// mode: the loop must not wait); the report says later whether it ran.
+    pub fn spawn_unconfirmed(&self, conn: Connection) -> Result<(Pid, ExecReport), String> {
+        self.plan(conn)?
+            .spawn_unconfirmed()
+            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
+    }
+
+    /// The command's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.command[0]
     }
 
     /// Spawns the command for `conn`; the pid is the caller's to reap.

@@ -228,6 +228,9 @@ impl Limits {
     }
 }
 
+/// The read size of [`Handler::serve`]'s default loop.
+const BLOCKING_READ: usize = 8 << 10;
+
 /// Read, feed the session, write the reply, until EOF, a timeout or `Close`.
 fn drive_blocking(mut conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
     if let Err(e) = conn
@@ -236,10 +239,14 @@ fn drive_blocking(mut conn: Connection, mut session: Box<dyn Session>, limits: &
     {
         return Outcome::of_error(&e);
     }
-    let mut input = vec![0u8; limits.read_buffer()];
-    let mut out = Vec::with_capacity(input.len());
+    // On the stack and small: in a freshly forked child every page touched
+    // is a copy-on-write fault, and a 64 KiB heap buffer (brk, memset,
+    // malloc_consolidate) cost more than the echo itself.
+    let mut stack = [0u8; BLOCKING_READ];
+    let input = &mut stack[..limits.read_buffer().min(BLOCKING_READ)];
+    let mut out = Vec::new();
     loop {
-        let n = match conn.stream.read(&mut input) {
+        let n = match conn.stream.read(input) {
             Ok(0) => return Outcome::Done,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

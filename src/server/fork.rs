@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use super::listener::Accepted;
 use super::service::{unix_now, LiveConnection, Role, Service, ServiceState};
 use crate::handlers::{Connection, Limits, Outcome};
-use crate::process::ExitKind;
+use crate::process::{ExecReport, ExitKind};
 
 /// Accepts per readiness before returning to the loop (fairness with other
 /// sources; the listener is edge-triggered, so the caller re-runs us while
@@ -74,12 +74,12 @@ impl Service {
             }
             self.counts.served += 1;
             match self.fork_connection(conn) {
-                Ok((pid, group)) => {
+                Ok((pid, exec)) => {
                     self.conns.insert(
                         pid,
                         LiveConnection {
                             ip,
-                            group,
+                            exec,
                             started: unix_now(),
                         },
                     );
@@ -99,9 +99,11 @@ impl Service {
 
     /// The child for one connection; `conn` is closed in the parent when
     /// this returns (moved into the closure or the exec plan and dropped).
-    fn fork_connection(&self, conn: Connection) -> Result<(Pid, bool), String> {
+    fn fork_connection(&self, conn: Connection) -> Result<(Pid, Option<ExecReport>), String> {
         if let Some(exec) = &self.exec {
-            return exec.spawn(conn).map(|pid| (pid, true));
+            return exec
+                .spawn_unconfirmed(conn)
+                .map(|(pid, report)| (pid, Some(report)));
         }
         let handler = &*self.handler;
         let limits = Limits::of(&self.config);
@@ -113,7 +115,7 @@ impl Service {
             }
             handler.serve(conn, &limits).exit_code()
         })
-        .map(|pid| (pid, false))
+        .map(|pid| (pid, None))
         .map_err(|e| format!("fork failed while serving a connection: {e}"))
     }
 
@@ -123,8 +125,18 @@ impl Service {
             return;
         };
         self.per_ip.release(conn.ip);
+        let exec_failed = conn.exec.and_then(|report| report.wait());
+        if let Some(e) = exec_failed {
+            self.counts.errors += 1;
+            if let Some(line) = self.failures.note(now, &self.config.name) {
+                let program = self.exec.as_ref().map_or("?", |x| x.program());
+                log::error!("{line}: cannot run {program:?}: {e}");
+            }
+            return;
+        }
+        let group = self.exec.is_some();
         let outcome = match exit {
-            ExitKind::Code(code) if !conn.group => Outcome::from_exit_code(code),
+            ExitKind::Code(code) if !group => Outcome::from_exit_code(code),
             ExitKind::Code(0) => Outcome::Done,
             // A drain that ran out of time ends connections by signal.
             ExitKind::Signal(_) if self.state != ServiceState::Running => Outcome::Done,

@@ -54,11 +54,12 @@ impl ServiceState {
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A fork-mode connection child.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(super) struct LiveConnection {
     pub ip: Option<IpAddr>,
-    /// The child leads its own process group (an exec'd command).
-    pub group: bool,
+    /// An exec'd command (it leads its own process group): whether the
+    /// exec itself succeeded, read once the child has exited.
+    pub exec: Option<crate::process::ExecReport>,
     pub started: u64,
 }
 
@@ -217,7 +218,7 @@ impl Service {
 
     fn signal_connections(&self, sig: Signal) {
         for (pid, conn) in &self.conns {
-            let _ = if conn.group {
+            let _ = if conn.exec.is_some() {
                 crate::process::signal_group(*pid, sig)
             } else {
                 nix::sys::signal::kill(*pid, sig).map_err(std::io::Error::from)
