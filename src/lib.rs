@@ -18,7 +18,9 @@
 pub mod config;
 pub mod control;
 pub mod exit;
+pub mod handlers;
 pub mod logging;
 pub mod process;
+pub mod server;
 pub mod supervisor;
 pub mod systemd;

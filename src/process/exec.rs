@@ -169,6 +169,23 @@ impl ExecPlan {
     /// Forks and execs the plan. Returns once the child has exec'd (or
     /// failed to), like `std::process::Command::spawn`.
     pub fn spawn(self) -> Result<Pid, SpawnError> {
+        let (child, report) = self.spawn_unconfirmed()?;
+        match report.wait() {
+            None => Ok(child),
+            Some(e) => {
+                // The child failed before exec and is exiting: reap it here so
+                // the caller never sees a pid that did not run the program.
+                let _ = nix::sys::wait::waitpid(child, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forks and starts the exec without waiting for it to succeed: for
+    /// per-connection programs, where waiting would serialise the accept
+    /// loop behind every exec. The returned [`ExecReport`] tells, once the
+    /// child has exited, whether it failed before exec (and why).
+    pub fn spawn_unconfirmed(self) -> Result<(Pid, ExecReport), SpawnError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SpawnError::Fork(e.into()))?;
         // Pointer arrays are built here: the child must not allocate.
@@ -199,25 +216,34 @@ impl ExecPlan {
         drop(report_write);
         // The child's fds (pipe ends, /dev/null) are dropped with `self`.
         drop(self);
+        Ok((child, ExecReport(report_read)))
+    }
+}
+
+/// The read end of a spawn's close-on-exec report pipe: EOF means the exec
+/// happened; 8 bytes are the failed step and its errno.
+#[derive(Debug)]
+pub struct ExecReport(OwnedFd);
+
+impl ExecReport {
+    /// Blocks until the child has exec'd or failed; `None` if it exec'd.
+    pub fn wait(self) -> Option<SpawnError> {
         let mut report = [0u8; 8];
         let mut got = 0;
         while got < report.len() {
-            match nix::unistd::read(&report_read, &mut report[got..]) {
+            match nix::unistd::read(&self.0, &mut report[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(SpawnError::Fork(e.into())),
+                Err(e) => return Some(SpawnError::Fork(e.into())),
             }
         }
         if got == 0 {
-            return Ok(child);
+            return None;
         }
-        // The child failed before exec and is exiting: reap it here so the
-        // caller never sees a pid that did not run the program.
-        let _ = nix::sys::wait::waitpid(child, None);
         let step = u32::from_ne_bytes(report[0..4].try_into().expect("4 bytes"));
         let errno = i32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
-        Err(SpawnError::Child {
+        Some(SpawnError::Child {
             step: Step::from_report(step),
             source: io::Error::from_raw_os_error(errno),
         })

@@ -22,7 +22,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 pub use backoff::Backoff;
-pub use exec::{ChildFd, Credentials, ExecPlan, SpawnError};
+pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, SpawnError};
 
 /// Forks with every signal blocked. The child resets all signal
 /// dispositions to their defaults, unblocks signals and runs `child`, which

@@ -55,6 +55,11 @@ enum Owner {
         key: u64,
         index: usize,
     },
+    /// A worker or connection child of the service with this id.
+    Service {
+        service: u64,
+        role: crate::server::Role,
+    },
 }
 
 /// A registered file descriptor and what it is for.
@@ -63,6 +68,11 @@ enum Source {
     Output(output::OutputPipe),
     /// A forkctl connection on the control socket.
     Control(crate::control::server::Connection),
+    /// A fork-mode service's stream listener (the supervisor accepts).
+    Listener {
+        service: u64,
+        index: usize,
+    },
 }
 
 /// How far shutdown has gone.
@@ -80,6 +90,7 @@ pub struct Supervisor {
     poll: Poll,
     signals: Signals,
     programs: Vec<Program>,
+    services: services::Services,
     children: HashMap<Pid, Owner>,
     sources: HashMap<Token, Source>,
     next_token: usize,
@@ -112,6 +123,7 @@ impl Supervisor {
             poll,
             signals,
             programs,
+            services: services::Services::default(),
             children: HashMap::new(),
             sources: HashMap::new(),
             next_token: FIRST_DYNAMIC_TOKEN,
@@ -130,6 +142,25 @@ impl Supervisor {
     /// that start-up is done, and runs the loop until shutdown completes.
     /// Returns the process exit code.
     pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
+        // Listeners first: a port that cannot be bound stops start-up
+        // before any program runs (nginx does the same).
+        if let Err(why) = self.start_services() {
+            log::error!("{why}");
+            if let Some(r) = readiness.as_mut() {
+                r.failed(&why);
+            }
+            self.kill_services();
+            while !self.children.is_empty() {
+                if let Ok(status) = nix::sys::wait::waitpid(None, None) {
+                    if let Some((pid, _)) = crate::process::ExitKind::from_wait(status) {
+                        self.children.remove(&pid);
+                    }
+                } else {
+                    break;
+                }
+            }
+            return Ok(crate::exit::FAILURE);
+        }
         let names: Vec<String> = self
             .programs
             .iter()
@@ -140,9 +171,10 @@ impl Supervisor {
             self.start_program(name, None);
         }
         log::info!(
-            "forkd {} started: {} programs",
+            "forkd {} started: {} programs, {} services",
             env!("CARGO_PKG_VERSION"),
-            self.programs.len()
+            self.programs.len(),
+            self.config.services.len()
         );
         self.announce_ready();
         if let Some(r) = readiness.as_mut() {
@@ -215,6 +247,7 @@ impl Supervisor {
                 log::info!("{name}: stopping every program");
                 self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
+                self.drain_services();
                 let names: Vec<String> = self
                     .programs
                     .iter()
@@ -233,6 +266,7 @@ impl Supervisor {
 
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
+        self.kill_services();
         let names: Vec<String> = self
             .programs
             .iter()
@@ -254,6 +288,9 @@ impl Supervisor {
                 Some(Owner::Retiring { key, index }) => {
                     self.retired_instance_exited(key, index, pid, exit)
                 }
+                Some(Owner::Service { service, role }) => {
+                    self.service_child_exited(service, role, pid, exit)
+                }
                 None => log::debug!("reaped orphan pid {pid} ({exit})"),
             }
         }
@@ -267,6 +304,7 @@ impl Supervisor {
             .filter_map(|i| i.deadline)
             .chain(self.retiring_deadline())
             .chain(self.systemd.deadline())
+            .chain(self.service_deadline())
             .min()
     }
 
@@ -284,6 +322,7 @@ impl Supervisor {
         }
         self.run_retiring_timers(now);
         self.systemd_timers(now);
+        self.service_timers(now);
     }
 
     fn handle_source(&mut self, token: Token) {
@@ -302,6 +341,10 @@ impl Supervisor {
                 }
             }
             Source::Control(_) => self.serve_control(token),
+            Source::Listener { service, index } => {
+                let (service, index) = (*service, *index);
+                self.listener_ready(service, index);
+            }
         }
     }
 

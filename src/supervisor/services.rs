@@ -1,11 +1,220 @@
-//! `[[service]]`s in the loop.
+//! `[[service]]`s in the loop: starting them (listeners opened here, before
+//! any program starts), fork mode's listener readiness, service children's
+//! exits, their timers, drain on shutdown, and `services_status()`.
+//!
+//! The mechanisms are in [`crate::server`]; this file only wires them to the
+//! loop's collections: `children` (pid → owner), `sources` (token → fd) and
+//! the deadlines.
 
-use super::Supervisor;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use nix::unistd::Pid;
+
+use super::{Owner, Source, Supervisor};
+use crate::config::Mode;
+use crate::process::ExitKind;
+use crate::server::{Listeners, Role, Service};
+
+/// A service, with the id its children and tokens refer to (stable while
+/// the service exists, unlike its position).
+pub(super) struct Running {
+    id: u64,
+    service: Service,
+    /// fork mode: the mio tokens of its stream listeners, by listener index.
+    tokens: Vec<(Token, usize)>,
+}
+
+/// Every running service.
+#[derive(Default)]
+pub(super) struct Services {
+    list: Vec<Running>,
+    next_id: u64,
+}
 
 impl Supervisor {
-    /// One JSON object per service for `forkctl status` (`name`, `state`,
-    /// `workers`, counters).
+    /// Opens every service's listeners and forks its workers. On error
+    /// nothing of the services is left running and the error says which
+    /// service and what to do.
+    pub(super) fn start_services(&mut self) -> Result<(), String> {
+        // `systemd:NAME` listeners take the sockets systemd passed; what no
+        // service takes stays in `inherited` for a later reload.
+        let mut inherited = std::mem::take(self.inherited_sockets());
+        let result = self.start_services_with(&mut |name: &str| inherited.take(name));
+        *self.inherited_sockets() = inherited;
+        result
+    }
+
+    fn start_services_with(
+        &mut self,
+        inherited: &mut dyn FnMut(&str) -> Option<OwnedFd>,
+    ) -> Result<(), String> {
+        let mut reuse = Listeners::new();
+        let configs = self.config.services.clone();
+        for config in &configs {
+            let service = Service::start(config, &mut reuse, inherited)?;
+            for listener in &service.listeners {
+                log::info!("service {} listening on {}", config.name, listener.bound());
+            }
+            let id = self.services.next_id;
+            self.services.next_id += 1;
+            self.services.list.push(Running {
+                id,
+                service,
+                tokens: Vec::new(),
+            });
+            let position = self.services.list.len() - 1;
+            self.register_listeners(position)?;
+            self.spawn_service_workers(position);
+        }
+        Ok(())
+    }
+
+    /// fork mode: the supervisor accepts, so its stream listeners join the loop.
+    fn register_listeners(&mut self, position: usize) -> Result<(), String> {
+        let running = &self.services.list[position];
+        if running.service.config.mode != Mode::Fork {
+            return Ok(());
+        }
+        let id = running.id;
+        let fds: Vec<(usize, i32)> = running
+            .service
+            .listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_stream())
+            .map(|(i, l)| (i, l.as_raw_fd()))
+            .collect();
+        for (index, fd) in fds {
+            let token = self.allocate_token();
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                .map_err(|e| format!("cannot watch a listener: {e}"))?;
+            self.sources
+                .insert(token, Source::Listener { service: id, index });
+            self.services.list[position].tokens.push((token, index));
+        }
+        Ok(())
+    }
+
+    fn position_of(&self, id: u64) -> Option<usize> {
+        self.services.list.iter().position(|r| r.id == id)
+    }
+
+    fn spawn_service_workers(&mut self, position: usize) {
+        let now = Instant::now();
+        let Running { id, service, .. } = &mut self.services.list[position];
+        let id = *id;
+        let children = &mut self.children;
+        service.spawn_workers(now, &mut |pid, role| {
+            children.insert(pid, Owner::Service { service: id, role });
+        });
+    }
+
+    /// A fork-mode listener is readable: accept until nothing is pending
+    /// (mio is edge-triggered) or the service is full.
+    pub(super) fn listener_ready(&mut self, id: u64, index: usize) {
+        let Some(position) = self.position_of(id) else {
+            return;
+        };
+        let now = Instant::now();
+        let Running { service, .. } = &mut self.services.list[position];
+        let children = &mut self.children;
+        while service.accept_ready(index, now, &mut |pid, role| {
+            children.insert(pid, Owner::Service { service: id, role });
+        }) {}
+    }
+
+    /// A reaped child that belonged to a service.
+    pub(super) fn service_child_exited(&mut self, id: u64, role: Role, pid: Pid, exit: ExitKind) {
+        let Some(position) = self.position_of(id) else {
+            log::debug!("reaped pid {pid} of a removed service ({exit})");
+            return;
+        };
+        let now = Instant::now();
+        let Running {
+            service, tokens, ..
+        } = &mut self.services.list[position];
+        let children = &mut self.children;
+        let mut record = |pid, role| {
+            children.insert(pid, Owner::Service { service: id, role });
+        };
+        service.child_exited(role, pid, exit, now, &mut record);
+        // A slot freed below max_connections: take what waited in the backlog.
+        if service.paused && service.conns_below_max() {
+            service.paused = false;
+            let indexes: Vec<usize> = tokens.iter().map(|(_, i)| *i).collect();
+            for index in indexes {
+                while service.accept_ready(index, now, &mut record) {}
+            }
+        }
+    }
+
+    /// The nearest deadline of any service.
+    pub(super) fn service_deadline(&self) -> Option<Instant> {
+        self.services
+            .list
+            .iter()
+            .filter_map(|r| r.service.deadline())
+            .min()
+    }
+
+    /// Runs every service's due timers.
+    pub(super) fn service_timers(&mut self, now: Instant) {
+        let children = &mut self.children;
+        for Running { id, service, .. } in &mut self.services.list {
+            if service.deadline().is_some_and(|d| d <= now) {
+                let id = *id;
+                service.on_timer(now, &mut |pid, role| {
+                    children.insert(pid, Owner::Service { service: id, role });
+                });
+            }
+        }
+    }
+
+    /// Shutdown, step 1 for services: listeners close first, then workers
+    /// drain (see [`Service::begin_drain`]).
+    pub(super) fn drain_services(&mut self) {
+        let now = Instant::now();
+        for position in 0..self.services.list.len() {
+            self.deregister_listeners(position);
+            self.services.list[position].service.begin_drain(now);
+        }
+    }
+
+    /// SIGKILL to every service child (second SIGTERM, SIGQUIT).
+    pub(super) fn kill_services(&mut self) {
+        let now = Instant::now();
+        for position in 0..self.services.list.len() {
+            self.deregister_listeners(position);
+            self.services.list[position].service.kill_all(now);
+        }
+    }
+
+    fn deregister_listeners(&mut self, position: usize) {
+        let running = &mut self.services.list[position];
+        for (token, index) in running.tokens.drain(..) {
+            self.sources.remove(&token);
+            if let Some(listener) = running.service.listeners.get(index) {
+                let fd = listener.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+    }
+
+    /// One JSON object per service for `forkctl status`: `name`, `state`,
+    /// `mode`, `handler`, `listen` (bound addresses), `connections`,
+    /// `accepted`, `refused`, `errors`, `timeouts`, and `workers` (each with
+    /// `index`, `state`, `pid`, `served`; in fork mode the live
+    /// per-connection children).
     pub fn services_status(&self) -> Vec<serde_json::Value> {
-        Vec::new()
+        self.services
+            .list
+            .iter()
+            .map(|r| r.service.status())
+            .collect()
     }
 }

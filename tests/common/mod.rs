@@ -536,3 +536,123 @@ pub fn have_tool(tool: &str, test: &str) -> bool {
     }
     found
 }
+
+/// Waits for forkd's `service NAME listening on SCHEME...` line and returns
+/// the bound address after the scheme (`127.0.0.1:41234`, or a path).
+pub fn bound_address(log: &LogLines, service: &str, scheme: &str) -> String {
+    let needle = format!("service {service} listening on {scheme}");
+    let line = log.wait_line(&needle, Duration::from_secs(10));
+    line[line.find(&needle).unwrap() + needle.len()..]
+        .trim()
+        .to_string()
+}
+
+/// Writes a config with one `[[service]]` whose table body is `body`.
+pub fn service_config(scratch: &Scratch, body: &str) -> PathBuf {
+    scratch.write(
+        "forkd.toml",
+        &format!("[[service]]\nname = \"echo\"\n{body}\n"),
+    )
+}
+
+/// One upper-case echo exchange over a connected stream: send, read the
+/// same number of bytes back (bounded by a 5 s timeout), compare.
+pub fn echo_exchange<S: std::io::Read + std::io::Write>(stream: &mut S, msg: &[u8]) {
+    stream.write_all(msg).expect("send to echo");
+    let mut got = vec![0u8; msg.len()];
+    stream.read_exact(&mut got).expect("echo reply");
+    assert_eq!(got, msg.to_ascii_uppercase(), "echo reply");
+}
+
+pub fn tcp(addr: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).expect("connect to forkd");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+pub fn unix(path: &str) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(path).expect("connect to forkd");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Runs `client(i)` on `n` threads of the test process at once; each
+/// returns how many exchanges it verified. Returns the total.
+pub fn concurrently(n: usize, client: impl Fn(usize) -> usize + Sync) -> usize {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let client = &client;
+                scope.spawn(move || client(i))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .sum()
+    })
+}
+
+/// 32 concurrent clients, each making a few connections with a few
+/// exchanges, over TCP, a Unix socket and UDP: every reply is checked.
+pub fn echo_under_32_clients(mode: &str) {
+    let scratch = Scratch::new(&format!("echo-{mode}"));
+    let sock = scratch.file("echo.sock");
+    let config = service_config(
+        &scratch,
+        &format!(
+            "listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\", \"unix:{}\"]\nmode = \"{mode}\"\nworkers = 4\nhandler = \"echo\"\nmax_connections = 64\nper_ip = 0",
+            sock.display()
+        ),
+    );
+    let forkd = Forkd::start(&config);
+    let tcp_addr = bound_address(&forkd.log, "echo", "tcp://");
+    let udp_addr = bound_address(&forkd.log, "echo", "udp://");
+    let unix_path = bound_address(&forkd.log, "echo", "unix:");
+    let per_client = 3 * 4;
+    let done = concurrently(32, |i| {
+        let mut ok = 0;
+        // One connection at a time per client: prefork serves one
+        // connection per worker, so a client holding two could deadlock.
+        for c in 0..3 {
+            let mut t = tcp(&tcp_addr);
+            for r in 0..2 {
+                echo_exchange(
+                    &mut t,
+                    format!("tcp client {i} conn {c} req {r}\n").as_bytes(),
+                );
+                ok += 1;
+            }
+            drop(t);
+            let mut u = unix(&unix_path);
+            for r in 0..2 {
+                echo_exchange(
+                    &mut u,
+                    format!("unix client {i} conn {c} req {r}\n").as_bytes(),
+                );
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_eq!(done, 32 * per_client);
+    let answered = concurrently(32, |i| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let msg = format!("datagram from {i}");
+        let mut buf = [0u8; 256];
+        // UDP may drop under load: retry a bounded number of times.
+        for _ in 0..10 {
+            socket.send_to(msg.as_bytes(), &udp_addr).unwrap();
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                assert_eq!(&buf[..n], msg.to_ascii_uppercase().as_bytes());
+                return 1;
+            }
+        }
+        0
+    });
+    assert_eq!(answered, 32, "every UDP client got its datagram answered");
+    assert!(zombies_below(forkd.pid()).is_empty());
+}

@@ -1,0 +1,58 @@
+//! `echo`: the classic upper-case echo. Every read is answered with the same
+//! bytes, ASCII letters upper-cased; EOF ends the session. Over UDP each
+//! datagram is answered to its sender the same way. Stateless, so one value
+//! serves every connection and every mode.
+
+use super::{Flow, Handler, Session};
+
+/// The upper-case echo handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+/// Appends `data` upper-cased (ASCII only; other bytes pass unchanged).
+fn upper_into(data: &[u8], out: &mut Vec<u8>) {
+    out.extend(data.iter().map(u8::to_ascii_uppercase));
+}
+
+impl Session for Echo {
+    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+        upper_into(data, out);
+        Flow::Continue
+    }
+}
+
+impl Handler for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn session(&self) -> Option<Box<dyn Session>> {
+        Some(Box::new(Echo))
+    }
+
+    fn speaks_udp(&self) -> bool {
+        true
+    }
+
+    fn datagram(&self, input: &[u8], out: &mut Vec<u8>) {
+        upper_into(input, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_cases_ascii_and_keeps_other_bytes() {
+        let mut out = Vec::new();
+        assert_eq!(
+            Echo.input("héllo, w0rld\n".as_bytes(), &mut out),
+            Flow::Continue
+        );
+        assert_eq!(out, "HéLLO, W0RLD\n".as_bytes());
+        let mut reply = Vec::new();
+        Echo.datagram(b"abc", &mut reply);
+        assert_eq!(reply, b"ABC");
+    }
+}

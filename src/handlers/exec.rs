@@ -1,0 +1,159 @@
+//! `exec`: inetd / tcpserver style. Each connection runs `command` with the
+//! socket as its stdin and stdout (stderr stays forkd's, so it reaches
+//! forkd's log) and the UCSPI environment: `PROTO=TCP` with `TCPREMOTEIP`,
+//! `TCPREMOTEPORT`, `TCPLOCALIP`, `TCPLOCALPORT`, or `PROTO=UNIX`.
+//!
+//! The argv and the inherited environment are prepared once per service;
+//! per connection only the five UCSPI variables are added. Everything
+//! between fork and exec is `process::ExecPlan`'s. This handler needs a
+//! process per connection, so it has no `event`-mode session.
+
+use nix::unistd::Pid;
+
+use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
+use crate::config::ServiceConfig;
+use crate::process::{exec::child_environment, ChildFd, ExecPlan, ExecReport};
+
+/// The exec handler: the command and the environment every child starts from.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    command: Vec<String>,
+    base_env: Vec<(String, String)>,
+}
+
+impl Exec {
+    pub fn new(config: &ServiceConfig) -> Result<Exec, HandlerError> {
+        let command = config.command.clone().unwrap_or_default();
+        if command.is_empty() {
+            return Err(HandlerError::Setup(format!(
+                "service \"{}\": handler = \"exec\" needs a non-empty command = [...]",
+                config.name
+            )));
+        }
+        let base_env = child_environment(std::iter::empty())
+            .into_iter()
+            .filter(|(k, _)| !UCSPI.contains(&k.as_str()))
+            .collect();
+        Ok(Exec { command, base_env })
+    }
+
+    /// The plan that runs `command` on `conn`: the socket on fds 0 and 1.
+    pub fn plan(&self, conn: Connection) -> Result<ExecPlan, String> {
+        let mut env = self.base_env.clone();
+        env.extend(ucspi(&conn.peer));
+        let mut plan = ExecPlan::new(&self.command, &env).map_err(|e| e.to_string())?;
+        let stdout = conn
+            .stream
+            .as_fd_owned()
+            .map_err(|e| format!("dup of the connection: {e}"))?;
+        plan.stdout = ChildFd::Fd(stdout);
+        plan.stdin = ChildFd::Fd(conn.stream.into_owned());
+        Ok(plan)
+    }
+
+    /// Spawns the command for `conn` without waiting for the exec (fork
+    /// mode: the loop must not wait); the report says later whether it ran.
+    pub fn spawn_unconfirmed(&self, conn: Connection) -> Result<(Pid, ExecReport), String> {
+        self.plan(conn)?
+            .spawn_unconfirmed()
+            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
+    }
+
+    /// The command's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.command[0]
+    }
+
+    /// Spawns the command for `conn`; the pid is the caller's to reap.
+    pub fn spawn(&self, conn: Connection) -> Result<Pid, String> {
+        self.plan(conn)?
+            .spawn()
+            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
+    }
+}
+
+/// Variables a client-facing program reads, set fresh for each connection.
+const UCSPI: [&str; 5] = [
+    "PROTO",
+    "TCPREMOTEIP",
+    "TCPREMOTEPORT",
+    "TCPLOCALIP",
+    "TCPLOCALPORT",
+];
+
+/// The UCSPI variables of one connection.
+fn ucspi(peer: &Peer) -> Vec<(String, String)> {
+    match peer {
+        Peer::Tcp { remote, local } => vec![
+            ("PROTO".into(), "TCP".into()),
+            ("TCPREMOTEIP".into(), remote.ip().to_string()),
+            ("TCPREMOTEPORT".into(), remote.port().to_string()),
+            ("TCPLOCALIP".into(), local.ip().to_string()),
+            ("TCPLOCALPORT".into(), local.port().to_string()),
+        ],
+        Peer::Unix => vec![("PROTO".into(), "UNIX".into())],
+    }
+}
+
+impl Stream {
+    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+
+    fn into_owned(self) -> std::os::fd::OwnedFd {
+        match self {
+            Stream::Tcp(s) => s.into(),
+            Stream::Unix(s) => s.into(),
+        }
+    }
+}
+
+impl Handler for Exec {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn session(&self) -> Option<Box<dyn Session>> {
+        None
+    }
+
+    /// In a prefork worker: run the command and wait for it, so the worker
+    /// serves one connection at a time like the built-in handlers.
+    fn serve(&self, conn: Connection, _limits: &Limits) -> Outcome {
+        let pid = match self.spawn(conn) {
+            Ok(pid) => pid,
+            Err(e) => {
+                log::error!("{e}");
+                return Outcome::Failed;
+            }
+        };
+        loop {
+            match nix::sys::wait::waitpid(pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Outcome::Done,
+                Ok(nix::sys::wait::WaitStatus::Exited(..))
+                | Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return Outcome::Failed,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return Outcome::Failed,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ucspi_environment_names_both_ends() {
+        let peer = Peer::Tcp {
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            local: "[::1]:7000".parse().unwrap(),
+        };
+        let env = ucspi(&peer);
+        assert!(env.contains(&("PROTO".into(), "TCP".into())));
+        assert!(env.contains(&("TCPREMOTEPORT".into(), "5000".into())));
+        assert!(env.contains(&("TCPLOCALIP".into(), "::1".into())));
+        assert_eq!(ucspi(&Peer::Unix), vec![("PROTO".into(), "UNIX".into())]);
+    }
+}

@@ -1,0 +1,288 @@
+//! The built-in services a connection is handed to, behind one trait.
+//!
+//! A [`Handler`] says how one connection (or one datagram) is served. Every
+//! connection mode drives the same handler: `fork` and `prefork` call
+//! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
+//! `event` asks for a [`Session`] (a state machine fed the bytes read) and
+//! multiplexes many of them in one worker; UDP listeners call
+//! [`Handler::datagram`]. A handler that cannot work in a mode says so by
+//! returning `None` from [`Handler::session`] or `false` from
+//! [`Handler::speaks_udp`]; the config check rejects those combinations
+//! before anything starts.
+//!
+//! This module never forks, accepts or binds (that is `server`), never logs
+//! per connection, and never touches the supervisor's state: handlers run in
+//! worker processes.
+
+mod echo;
+mod exec;
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::config::{HandlerKind, ServiceConfig};
+
+pub use echo::Echo;
+pub use exec::Exec;
+
+/// An accepted stream connection.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// `SO_RCVTIMEO` / `SO_SNDTIMEO`: a blocking read or write that waits
+    /// longer fails with `WouldBlock`, so a silent client cannot hold a
+    /// worker forever. A zero duration means no limit.
+    pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
+        let (read, write) = (
+            Some(read).filter(|d| !d.is_zero()),
+            Some(write).filter(|d| !d.is_zero()),
+        );
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(read)?;
+                s.set_write_timeout(write)
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+/// Where a connection comes from and arrived at (UCSPI's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp {
+        remote: SocketAddr,
+        local: SocketAddr,
+    },
+    Unix,
+}
+
+impl Peer {
+    /// The client's IP, the key of `per_ip`; `None` for Unix sockets.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Tcp { remote, .. } => Some(remote.ip()),
+            Peer::Unix => None,
+        }
+    }
+}
+
+/// One accepted connection with what the handler may need to know.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: Stream,
+    pub peer: Peer,
+}
+
+/// How a served connection ended; worker processes turn it into their exit
+/// code so the supervisor can count errors and timeouts without a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client closed, or the handler finished.
+    Done,
+    /// No byte arrived for `idle_timeout` (or a reply could not be written
+    /// within `request_timeout`).
+    TimedOut,
+    /// An I/O error or a protocol violation closed the connection.
+    Failed,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::Failed => 1,
+            Outcome::TimedOut => 2,
+        }
+    }
+
+    pub fn from_exit_code(code: i32) -> Outcome {
+        match code {
+            0 => Outcome::Done,
+            2 => Outcome::TimedOut,
+            _ => Outcome::Failed,
+        }
+    }
+
+    /// Classifies an I/O error: the timeouts set by `set_timeouts` surface
+    /// as `WouldBlock` / `TimedOut`.
+    pub fn of_error(e: &io::Error) -> Outcome {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Outcome::TimedOut,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// What a session wants after being fed input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Send what is in the output buffer, then close.
+    Close,
+}
+
+/// A connection's protocol state in `event` mode: fed every chunk read,
+/// appends its replies to `out`. Never blocks and never does I/O itself.
+pub trait Session {
+    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow;
+}
+
+/// One built-in service. Implementations hold only configuration; all
+/// per-connection state lives in a [`Session`] or on `serve`'s stack.
+pub trait Handler {
+    /// The `handler = "..."` keyword.
+    fn name(&self) -> &'static str;
+
+    /// A fresh protocol state for one connection, or `None` when this
+    /// handler needs a process per connection (it cannot run in `event` mode).
+    fn session(&self) -> Option<Box<dyn Session>>;
+
+    /// Serves one connection to its end, blocking, in a worker process. The
+    /// default drives [`Handler::session`] with reads of at most `max_line`.
+    fn serve(&self, conn: Connection, limits: &Limits) -> Outcome {
+        match self.session() {
+            Some(session) => drive_blocking(conn, session, limits),
+            None => Outcome::Failed,
+        }
+    }
+
+    /// Whether `udp://` listeners can use this handler.
+    fn speaks_udp(&self) -> bool {
+        false
+    }
+
+    /// Answers one datagram: appends the reply to `out` (nothing = no reply).
+    fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
+}
+
+/// The per-connection bounds a handler applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_line: usize,
+}
+
+impl Limits {
+    pub fn of(config: &ServiceConfig) -> Limits {
+        Limits {
+            idle_timeout: config.idle_timeout,
+            request_timeout: config.request_timeout,
+            max_line: usize::try_from(config.max_line).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The read buffer size: `max_line` bounded to something sane.
+    pub fn read_buffer(&self) -> usize {
+        self.max_line.clamp(1, 64 << 10)
+    }
+}
+
+/// The read size of [`Handler::serve`]'s default loop.
+const BLOCKING_READ: usize = 8 << 10;
+
+/// Read, feed the session, write the reply, until EOF, a timeout or `Close`.
+fn drive_blocking(mut conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
+    if let Err(e) = conn
+        .stream
+        .set_timeouts(limits.idle_timeout, limits.request_timeout)
+    {
+        return Outcome::of_error(&e);
+    }
+    // On the stack and small: in a freshly forked child every page touched
+    // is a copy-on-write fault, and a 64 KiB heap buffer (brk, memset,
+    // malloc_consolidate) cost more than the echo itself.
+    let mut stack = [0u8; BLOCKING_READ];
+    let input = &mut stack[..limits.read_buffer().min(BLOCKING_READ)];
+    let mut out = Vec::new();
+    loop {
+        let n = match conn.stream.read(input) {
+            Ok(0) => return Outcome::Done,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Outcome::Done,
+            Err(e) => return Outcome::of_error(&e),
+        };
+        out.clear();
+        let flow = session.input(&input[..n], &mut out);
+        if let Err(e) = conn.stream.write_all(&out) {
+            return Outcome::of_error(&e);
+        }
+        if flow == Flow::Close {
+            return Outcome::Done;
+        }
+    }
+}
+
+/// Why a service's handler cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("handler \"{0}\" is not available yet in this forkd build; use handler = \"echo\" or \"exec\"")]
+    NotAvailable(&'static str),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Builds the handler a service's config names.
+pub fn build(config: &ServiceConfig) -> Result<Box<dyn Handler>, HandlerError> {
+    match config.handler {
+        HandlerKind::Echo => Ok(Box::new(Echo)),
+        HandlerKind::Exec => Ok(Box::new(Exec::new(config)?)),
+        HandlerKind::Files => Err(HandlerError::NotAvailable("files")),
+        HandlerKind::Ftp => Err(HandlerError::NotAvailable("ftp")),
+        HandlerKind::Command => Err(HandlerError::NotAvailable("command")),
+        HandlerKind::Chat => Err(HandlerError::NotAvailable("chat")),
+        HandlerKind::Http => Err(HandlerError::NotAvailable("http")),
+        HandlerKind::Pool => Err(HandlerError::NotAvailable("pool")),
+    }
+}

@@ -1,0 +1,162 @@
+//! `fork` mode (socketserver's ForkingTCPServer): the supervisor's loop
+//! accepts, forks one child per connection, and closes its own copy of the
+//! connection right after the fork (trap 15). The child runs the handler and
+//! `_exit`s with the connection's [`Outcome`] as its code; the exec handler
+//! is spawned straight from the supervisor with `process::ExecPlan`, with no
+//! intermediate process. At `max_connections` live children the loop stops
+//! accepting and the kernel's backlog holds the rest; it resumes when a
+//! child is reaped. Nothing is logged per connection on the hot path.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
+use super::listener::Accepted;
+use super::service::{unix_now, LiveConnection, Role, Service, ServiceState};
+use crate::handlers::{Connection, Limits, Outcome};
+use crate::process::{ExecReport, ExitKind};
+
+/// Accepts per readiness before returning to the loop (fairness with other
+/// sources; the listener is edge-triggered, so the caller re-runs us while
+/// this returns true).
+const ACCEPT_BATCH: usize = 128;
+
+impl Service {
+    /// Accepts what is pending on stream listener `index` and forks a child
+    /// for each connection. Returns true if it stopped at the batch bound
+    /// with connections possibly still pending (call again).
+    pub fn accept_ready(
+        &mut self,
+        index: usize,
+        now: Instant,
+        spawned: &mut dyn FnMut(Pid, Role),
+    ) -> bool {
+        if self.state != ServiceState::Running {
+            return false;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= self.config.max_connections as usize {
+                self.paused = true;
+                return false;
+            }
+            let Some(listener) = self.listeners.get(index) else {
+                return false;
+            };
+            let conn = match listener.accept(&mut self.reserve) {
+                Accepted::Conn(conn) => conn,
+                Accepted::WouldBlock => return false,
+                Accepted::Retry => continue,
+                Accepted::Shed => {
+                    self.counts.errors += 1;
+                    let line = self.failures.note(now, &self.config.name);
+                    if let Some(line) = line {
+                        log::error!("{line} (out of file descriptors: raise LimitNOFILE or lower max_connections)");
+                    }
+                    continue;
+                }
+                Accepted::Error(e) => {
+                    log::error!(
+                        "service \"{}\": accept on {} failed: {e}",
+                        self.config.name,
+                        listener.bound()
+                    );
+                    return false;
+                }
+            };
+            let ip = conn.peer.ip();
+            if !self.per_ip.admit(ip) {
+                self.counts.refused += 1;
+                if let Some(line) = self.refusals.note(now, &self.config.name) {
+                    log::warn!("{line}");
+                }
+                continue; // dropping `conn` closes it: the refusal
+            }
+            self.counts.served += 1;
+            match self.fork_connection(conn) {
+                Ok((pid, exec)) => {
+                    self.conns.insert(
+                        pid,
+                        LiveConnection {
+                            ip,
+                            exec,
+                            started: unix_now(),
+                        },
+                    );
+                    spawned(pid, Role::Connection);
+                }
+                Err(e) => {
+                    self.per_ip.release(ip);
+                    self.counts.errors += 1;
+                    if let Some(line) = self.failures.note(now, &self.config.name) {
+                        log::error!("{line}: {e}");
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// The child for one connection; `conn` is closed in the parent when
+    /// this returns (moved into the closure or the exec plan and dropped).
+    fn fork_connection(&self, conn: Connection) -> Result<(Pid, Option<ExecReport>), String> {
+        if let Some(exec) = &self.exec {
+            return exec
+                .spawn_unconfirmed(conn)
+                .map(|(pid, report)| (pid, Some(report)));
+        }
+        let handler = &*self.handler;
+        let limits = Limits::of(&self.config);
+        let parent = self.parent;
+        crate::process::fork_worker(move || {
+            let fd = conn.stream.as_fd().as_raw_fd();
+            if !super::child::setup(parent, &mut [fd], false) {
+                return 1;
+            }
+            handler.serve(conn, &limits).exit_code()
+        })
+        .map(|pid| (pid, None))
+        .map_err(|e| format!("fork failed while serving a connection: {e}"))
+    }
+
+    /// A connection child was reaped: free its place and count its outcome.
+    pub(super) fn connection_exited(&mut self, pid: Pid, exit: ExitKind, now: Instant) {
+        let Some(conn) = self.conns.remove(&pid) else {
+            return;
+        };
+        self.per_ip.release(conn.ip);
+        let exec_failed = conn.exec.and_then(|report| report.wait());
+        if let Some(e) = exec_failed {
+            self.counts.errors += 1;
+            if let Some(line) = self.failures.note(now, &self.config.name) {
+                let program = self.exec.as_ref().map_or("?", |x| x.program());
+                log::error!("{line}: cannot run {program:?}: {e}");
+            }
+            return;
+        }
+        let group = self.exec.is_some();
+        let outcome = match exit {
+            ExitKind::Code(code) if !group => Outcome::from_exit_code(code),
+            ExitKind::Code(0) => Outcome::Done,
+            // A drain that ran out of time ends connections by signal.
+            ExitKind::Signal(_) if self.state != ServiceState::Running => Outcome::Done,
+            _ => Outcome::Failed,
+        };
+        let name = &self.config.name;
+        match outcome {
+            Outcome::Done => {}
+            Outcome::TimedOut => {
+                self.counts.timeouts += 1;
+                if let Some(line) = self.timeouts.note(now, name) {
+                    log::info!("{line}");
+                }
+            }
+            Outcome::Failed => {
+                self.counts.errors += 1;
+                if let Some(line) = self.failures.note(now, name) {
+                    log::warn!("{line} (pid {pid} {exit})");
+                }
+            }
+        }
+    }
+}

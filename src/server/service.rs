@@ -1,0 +1,401 @@
+//! One service at run time: start-up (handler, listeners, worker pool),
+//! stop and drain, timers, child exits, and the status report.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use super::limits::{PerIp, RateLog};
+use super::listener::{InheritedLookup, Listener, Listeners, ReserveFd};
+use super::scoreboard::Counts;
+use super::workers::WorkerPool;
+use crate::config::{HandlerKind, Mode, ServiceConfig};
+use crate::handlers::{self, Exec, Handler};
+use crate::process::ExitKind;
+
+/// What a service child is, for the supervisor's pid → owner table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A fork-mode child serving one connection (or its exec'd program).
+    Connection,
+    /// The pool worker in scoreboard slot `n`.
+    Worker(usize),
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    Running,
+    /// Listeners closed; open connections have until `deadline`.
+    Draining {
+        deadline: Instant,
+    },
+    /// Drain time is up: SIGTERM/SIGKILL sent; SIGKILL to all at `deadline`.
+    Stopping {
+        deadline: Instant,
+    },
+}
+
+impl ServiceState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Running => "running",
+            ServiceState::Draining { .. } => "draining",
+            ServiceState::Stopping { .. } => "stopping",
+        }
+    }
+}
+
+/// Grace between SIGTERM at the end of a drain and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A fork-mode connection child.
+#[derive(Debug)]
+pub(super) struct LiveConnection {
+    pub ip: Option<IpAddr>,
+    /// An exec'd command (it leads its own process group): whether the
+    /// exec itself succeeded, read once the child has exited.
+    pub exec: Option<crate::process::ExecReport>,
+    pub started: u64,
+}
+
+/// One `[[service]]` at run time.
+pub struct Service {
+    pub config: ServiceConfig,
+    pub(super) handler: Box<dyn Handler>,
+    /// fork mode + exec handler: the supervisor spawns the command directly.
+    pub(super) exec: Option<Exec>,
+    pub listeners: Vec<Listener>,
+    pub state: ServiceState,
+    /// fork mode: accepted, refused, errors, timeouts; pools: what workers
+    /// that are gone had counted.
+    pub(super) counts: Counts,
+    pub(super) conns: HashMap<Pid, LiveConnection>,
+    pub(super) per_ip: PerIp,
+    pub(super) pool: Option<WorkerPool>,
+    pub(super) refusals: RateLog,
+    pub(super) timeouts: RateLog,
+    pub(super) failures: RateLog,
+    pub(super) reserve: ReserveFd,
+    /// forkd's pid, for the children's PDEATHSIG re-check.
+    pub(super) parent: Pid,
+    /// fork mode: stopped accepting at `max_connections`.
+    pub paused: bool,
+    /// Pool totals already turned into log lines.
+    pub(super) logged: Counts,
+}
+
+impl Service {
+    /// Builds the handler and opens the listeners. Does not fork: call
+    /// [`Service::spawn_workers`] next. `reuse` holds listeners a reload
+    /// hands over; `inherited` finds `systemd:NAME` sockets.
+    pub fn start(
+        config: &ServiceConfig,
+        reuse: &mut Listeners,
+        inherited: InheritedLookup<'_>,
+    ) -> Result<Service, String> {
+        let name = &config.name;
+        let handler = handlers::build(config).map_err(|e| format!("service \"{name}\": {e}"))?;
+        if config.mode == Mode::Event && handler.session().is_none() {
+            return Err(format!(
+                "service \"{name}\": handler \"{}\" needs a process per connection; use mode = \"fork\" or \"prefork\"",
+                handler.name()
+            ));
+        }
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            let listener = Listener::open(addr, config, reuse, inherited)?;
+            if !listener.is_stream() && !handler.speaks_udp() {
+                return Err(format!(
+                    "service \"{name}\": handler \"{}\" cannot serve {}; only echo speaks UDP",
+                    handler.name(),
+                    listener.bound()
+                ));
+            }
+            listeners.push(listener);
+        }
+        let exec = match (config.mode, config.handler) {
+            (Mode::Fork, HandlerKind::Exec) => Some(Exec::new(config).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        let pool = WorkerPool::for_service(config, &listeners)
+            .map_err(|e| format!("service \"{name}\": cannot map the scoreboard: {e}"))?;
+        Ok(Service {
+            handler,
+            exec,
+            listeners,
+            state: ServiceState::Running,
+            counts: Counts::default(),
+            conns: HashMap::new(),
+            per_ip: PerIp::new(config.per_ip),
+            pool,
+            refusals: RateLog::new("refused a connection: per_ip limit reached"),
+            timeouts: RateLog::new("cut a connection at idle_timeout/request_timeout"),
+            failures: RateLog::new("a connection failed"),
+            reserve: ReserveFd::new(),
+            parent: nix::unistd::getpid(),
+            paused: false,
+            logged: Counts::default(),
+            config: config.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.state == ServiceState::Running
+    }
+
+    /// fork mode: fewer live connections than `max_connections`.
+    pub fn conns_below_max(&self) -> bool {
+        self.conns.len() < self.config.max_connections as usize
+    }
+
+    /// Children (connections and workers) still alive.
+    pub fn child_count(&self) -> usize {
+        self.conns.len() + self.pool.as_ref().map_or(0, |p| p.alive())
+    }
+
+    /// Starts the pool's missing workers; `spawned` records each new pid.
+    pub fn spawn_workers(&mut self, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
+        if let Some(pool) = self.pool.as_mut() {
+            if self.state == ServiceState::Running {
+                pool.fill(
+                    &self.config,
+                    &*self.handler,
+                    &self.listeners,
+                    self.parent,
+                    now,
+                    spawned,
+                );
+            }
+        }
+    }
+
+    /// Stop, step 1: the caller has deregistered the listeners; close them,
+    /// tell pool workers to drain (SIGTERM), and give open connections
+    /// `drain_timeout`.
+    pub fn begin_drain(&mut self, now: Instant) {
+        if self.state != ServiceState::Running {
+            return;
+        }
+        for listener in &self.listeners {
+            listener.stop_listening();
+        }
+        self.listeners.clear();
+        if let Some(pool) = self.pool.as_mut() {
+            pool.signal_all(Signal::SIGTERM);
+        }
+        let deadline = now + self.config.drain_timeout;
+        self.state = ServiceState::Draining { deadline };
+        let open = self.child_count();
+        if open > 0 {
+            log::info!(
+                "service \"{}\": listeners closed; draining {open} process(es) for up to {}",
+                self.config.name,
+                crate::logging::human_duration(self.config.drain_timeout)
+            );
+        }
+    }
+
+    /// SIGKILL to every child now (second SIGTERM, SIGQUIT).
+    pub fn kill_all(&mut self, now: Instant) {
+        if self.state == ServiceState::Running {
+            self.begin_drain(now);
+        }
+        self.signal_connections(Signal::SIGKILL);
+        if let Some(pool) = self.pool.as_mut() {
+            pool.signal_all(Signal::SIGKILL);
+        }
+        self.state = ServiceState::Stopping { deadline: now };
+    }
+
+    fn signal_connections(&self, sig: Signal) {
+        for (pid, conn) in &self.conns {
+            let _ = if conn.exec.is_some() {
+                crate::process::signal_group(*pid, sig)
+            } else {
+                nix::sys::signal::kill(*pid, sig).map_err(std::io::Error::from)
+            };
+        }
+    }
+
+    /// The nearest time this service wants [`Service::on_timer`].
+    pub fn deadline(&self) -> Option<Instant> {
+        let drain = match self.state {
+            ServiceState::Running => None,
+            ServiceState::Draining { deadline } | ServiceState::Stopping { deadline } => {
+                Some(deadline)
+            }
+        };
+        let pool = self
+            .pool
+            .as_ref()
+            .and_then(|p| p.deadline(self.is_running()));
+        [
+            drain,
+            pool,
+            self.refusals.deadline(),
+            self.timeouts.deadline(),
+            self.failures.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs what is due: respawns, spare-worker upkeep, drain deadlines and
+    /// the periodic summaries of refusals and timeouts.
+    pub fn on_timer(&mut self, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
+        match self.state {
+            ServiceState::Running => {
+                if let Some(pool) = self.pool.as_mut() {
+                    pool.tick(
+                        &self.config,
+                        &*self.handler,
+                        &self.listeners,
+                        self.parent,
+                        now,
+                        spawned,
+                    );
+                }
+            }
+            ServiceState::Draining { deadline } if now >= deadline => {
+                if self.child_count() > 0 {
+                    log::warn!(
+                        "service \"{}\": drain_timeout passed with {} process(es) left; sending SIGTERM (SIGKILL to pool workers)",
+                        self.config.name,
+                        self.child_count()
+                    );
+                }
+                self.signal_connections(Signal::SIGTERM);
+                if let Some(pool) = self.pool.as_mut() {
+                    pool.signal_all(Signal::SIGKILL);
+                }
+                self.state = ServiceState::Stopping {
+                    deadline: now + STOP_GRACE,
+                };
+            }
+            ServiceState::Stopping { deadline } if now >= deadline => {
+                self.signal_connections(Signal::SIGKILL);
+                self.state = ServiceState::Stopping {
+                    deadline: now + STOP_GRACE,
+                };
+            }
+            _ => {}
+        }
+        self.log_worker_counts(now);
+        let name = self.config.name.clone();
+        for rate in [&mut self.refusals, &mut self.timeouts, &mut self.failures] {
+            if let Some(line) = rate.flush(now, &name) {
+                log::warn!("{line}");
+            }
+        }
+    }
+
+    /// Turns what pool workers counted since the last look into rate-limited
+    /// log lines (workers never log per connection).
+    fn log_worker_counts(&mut self, now: Instant) {
+        let Some(pool) = self.pool.as_ref() else {
+            return;
+        };
+        let total = pool.totals();
+        let name = self.config.name.clone();
+        let pairs = [
+            (
+                total.refused.saturating_sub(self.logged.refused),
+                &mut self.refusals,
+            ),
+            (
+                total.timeouts.saturating_sub(self.logged.timeouts),
+                &mut self.timeouts,
+            ),
+            (
+                total.errors.saturating_sub(self.logged.errors),
+                &mut self.failures,
+            ),
+        ];
+        for (new, rate) in pairs {
+            for _ in 0..new.min(1_000) {
+                if let Some(line) = rate.note(now, &name) {
+                    log::warn!("{line}");
+                }
+            }
+        }
+        self.logged = total;
+    }
+
+    /// A child of this service was reaped.
+    pub fn child_exited(
+        &mut self,
+        role: Role,
+        pid: Pid,
+        exit: ExitKind,
+        now: Instant,
+        spawned: &mut dyn FnMut(Pid, Role),
+    ) {
+        match role {
+            Role::Connection => self.connection_exited(pid, exit, now),
+            Role::Worker(index) => {
+                let running = self.is_running();
+                if let Some(pool) = self.pool.as_mut() {
+                    pool.exited(&self.config, index, pid, exit, running, now);
+                }
+                self.spawn_workers(now, spawned);
+            }
+        }
+    }
+
+    /// One JSON object for `forkctl status`.
+    pub fn status(&self) -> Value {
+        let mut counts = self.counts;
+        let mut connections = self.conns.len() as u64;
+        let mut workers = Vec::new();
+        if let Some(pool) = &self.pool {
+            counts += pool.totals();
+            connections += pool.board().live_connections();
+            workers.extend(pool.status());
+        }
+        let mut conns: Vec<(&Pid, &LiveConnection)> = self.conns.iter().collect();
+        conns.sort_by_key(|(pid, _)| pid.as_raw());
+        let base = workers.len();
+        workers.extend(conns.iter().enumerate().map(|(i, (pid, c))| {
+            json!({"index": base + i, "state": "busy", "pid": pid.as_raw(), "served": 0,
+                   "role": "connection", "started": c.started})
+        }));
+        json!({
+            "name": self.config.name,
+            "state": self.state.as_str(),
+            "mode": mode_name(self.config.mode),
+            "handler": self.handler.name(),
+            "listen": self.listeners.iter().map(Listener::bound).collect::<Vec<_>>(),
+            "connections": connections,
+            "accepted": counts.served,
+            "refused": counts.refused,
+            "errors": counts.errors,
+            "timeouts": counts.timeouts,
+            "workers": workers,
+        })
+    }
+}
+
+pub(super) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Fork => "fork",
+        Mode::Prefork => "prefork",
+        Mode::Event => "event",
+    }
+}
+
+/// Seconds since the epoch, for status.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,308 @@
+//! The body of a pre-forked worker process (`prefork`, `event`, and the
+//! datagram workers of UDP listeners in every mode).
+//!
+//! A worker waits in its own epoll on the service's listeners, registered
+//! with `EPOLLEXCLUSIVE` so a new connection wakes one worker instead of the
+//! whole herd (trap 8), and on a signalfd for SIGTERM (blocked otherwise, so
+//! no handler and no race between a flag check and the wait). `prefork`
+//! accepts one connection and serves it to its end with the blocking
+//! [`Handler::serve`]; `event` accepts into [`Sessions`]; a UDP socket is
+//! answered datagram by datagram. SIGTERM means drain: stop accepting,
+//! finish what is open, exit 0. The worker reports through its scoreboard
+//! slot only, and ends in `_exit` (via `process::fork_worker`), never
+//! returning into the supervisor's loop.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use super::event::{Sessions, SESSION_TOKEN_BASE};
+use super::limits::ip_key;
+use super::listener::{Accepted, Listener, ReserveFd, Socket};
+use super::scoreboard::{Scoreboard, Slot, SlotState};
+use crate::config::ServiceConfig;
+use crate::handlers::{Handler, Limits};
+
+const SIGNAL_TOKEN: u64 = u64::MAX;
+/// Accepts per wake-up before looking at other sources (fairness).
+const ACCEPT_BATCH: usize = 64;
+/// How often a worker paused by `max_connections` looks again.
+const PAUSE_RECHECK: Duration = Duration::from_millis(50);
+
+/// How a worker serves its stream listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// One connection at a time, blocking.
+    OneAtATime,
+    /// Many connections, multiplexed.
+    Multiplexed,
+}
+
+/// What a worker needs; borrowed from the supervisor's state before fork.
+pub struct Worker<'a> {
+    pub config: &'a ServiceConfig,
+    pub handler: &'a dyn Handler,
+    pub listeners: Vec<&'a Listener>,
+    pub board: &'a Scoreboard,
+    pub index: usize,
+    pub parent: Pid,
+    pub style: Style,
+}
+
+impl Worker<'_> {
+    /// Runs the worker; returns its exit code.
+    pub fn run(self) -> i32 {
+        let Some(slot) = self.board.slot(self.index) else {
+            return 1;
+        };
+        let mut keep: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .map(|l| l.as_fd().as_raw_fd())
+            .collect();
+        if !super::child::setup(self.parent, &mut keep, true) {
+            return 1;
+        }
+        match self.serve(slot) {
+            Ok(code) => code,
+            Err(e) => {
+                log::error!(
+                    "service \"{}\" worker #{}: {e}; exiting",
+                    self.config.name,
+                    self.index
+                );
+                1
+            }
+        }
+    }
+
+    fn serve(&self, slot: &Slot) -> nix::Result<i32> {
+        let mut term = SigSet::empty();
+        term.add(Signal::SIGTERM);
+        let signals = SignalFd::with_flags(&term, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(
+            signals.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
+        )?;
+        self.watch_listeners(&epoll)?;
+        let limits = Limits::of(self.config);
+        let mut sessions = Sessions::new(limits, self.config.per_ip);
+        let mut reserve = ReserveFd::new();
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut draining = false;
+        let mut paused = false;
+        slot.set_state(SlotState::Idle);
+        loop {
+            if draining && sessions.is_empty() {
+                return Ok(0);
+            }
+            let now = Instant::now();
+            let mut wake = sessions.next_sweep();
+            if paused {
+                wake = Some(wake.map_or(now + PAUSE_RECHECK, |w| w.min(now + PAUSE_RECHECK)));
+            }
+            let timeout = match wake {
+                None => EpollTimeout::NONE,
+                Some(at) => {
+                    let ms = at.saturating_duration_since(now).as_millis().min(60_000);
+                    EpollTimeout::try_from(ms as u32 + 1).unwrap_or(EpollTimeout::NONE)
+                }
+            };
+            let n = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    SIGNAL_TOKEN => {
+                        while let Ok(Some(_)) = signals.read_signal() {}
+                        if !draining {
+                            draining = true;
+                            slot.set_state(SlotState::Draining);
+                            self.close_listeners(&epoll, paused);
+                        }
+                    }
+                    token if token >= SESSION_TOKEN_BASE => {
+                        sessions.ready(&epoll, token, event.events(), slot);
+                    }
+                    token => {
+                        if draining || paused {
+                            continue;
+                        }
+                        let listener = self.listeners[token as usize];
+                        if let Socket::Udp(socket) = &listener.socket {
+                            self.answer_datagrams(socket, slot);
+                            continue;
+                        }
+                        match self.style {
+                            Style::OneAtATime => {
+                                if self.serve_one(listener, slot, &mut reserve) {
+                                    // max_requests reached: recycle.
+                                    return Ok(0);
+                                }
+                            }
+                            Style::Multiplexed => self.accept_many(
+                                listener,
+                                &epoll,
+                                &mut sessions,
+                                slot,
+                                &mut reserve,
+                            ),
+                        }
+                    }
+                }
+            }
+            sessions.expire(&epoll, Instant::now(), slot);
+            slot.set_connections(sessions.len() as u32);
+            if draining {
+                continue;
+            }
+            if self.style == Style::Multiplexed && self.recycle_due(slot) {
+                draining = true;
+                slot.set_state(SlotState::Draining);
+                self.close_listeners(&epoll, paused);
+                continue;
+            }
+            // Stop watching the listeners while the service is full, so a
+            // pending connection waits in the backlog instead of waking us.
+            let full = self.at_capacity();
+            if full != paused {
+                paused = full;
+                if paused {
+                    self.unwatch_listeners(&epoll);
+                } else {
+                    self.watch_listeners(&epoll)?;
+                }
+            }
+            if self.style == Style::Multiplexed {
+                slot.set_state(if sessions.is_empty() {
+                    SlotState::Idle
+                } else {
+                    SlotState::Busy
+                });
+            }
+        }
+    }
+
+    fn watch_listeners(&self, epoll: &Epoll) -> nix::Result<()> {
+        for (i, l) in self.listeners.iter().enumerate() {
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+            epoll.add(l.as_fd(), EpollEvent::new(flags, i as u64))?;
+        }
+        Ok(())
+    }
+
+    fn unwatch_listeners(&self, epoll: &Epoll) {
+        for l in &self.listeners {
+            let _ = epoll.delete(l.as_fd());
+        }
+    }
+
+    /// Draining: stop watching the listeners and close this process's
+    /// copies, so once the supervisor has closed its own the port refuses
+    /// new clients instead of queueing them for nobody.
+    fn close_listeners(&self, epoll: &Epoll, paused: bool) {
+        if !paused {
+            self.unwatch_listeners(epoll);
+        }
+        for l in &self.listeners {
+            // The `Listener` values belong to the supervisor's memory image
+            // and are never used or dropped again in this process (it ends
+            // in `_exit`), so closing the descriptor under them is sound.
+            let _ = nix::unistd::close(l.as_raw_fd());
+        }
+    }
+
+    /// Live connections over all workers reached `max_connections`.
+    fn at_capacity(&self) -> bool {
+        self.board.live_connections() >= u64::from(self.config.max_connections)
+    }
+
+    fn recycle_due(&self, slot: &Slot) -> bool {
+        self.config.max_requests > 0 && slot.served() >= self.config.max_requests
+    }
+
+    /// prefork: accept one connection and serve it to its end. Returns true
+    /// when the worker has served `max_requests` and should exit.
+    fn serve_one(&self, listener: &Listener, slot: &Slot, reserve: &mut ReserveFd) -> bool {
+        if self.at_capacity() {
+            return false;
+        }
+        let conn = match listener.accept(reserve) {
+            Accepted::Conn(conn) => conn,
+            _ => return false,
+        };
+        let key = conn.peer.ip().map_or(0, ip_key);
+        let per_ip = self.config.per_ip as usize;
+        if per_ip > 0 && key != 0 && self.board.serving_peer(key) >= per_ip {
+            slot.add_refused();
+            return false;
+        }
+        slot.set_peer(key);
+        slot.set_connections(1);
+        slot.set_state(SlotState::Busy);
+        let outcome = self.handler.serve(conn, &Limits::of(self.config));
+        slot.add_outcome(outcome);
+        slot.set_connections(0);
+        slot.set_peer(0);
+        let served = slot.add_served();
+        slot.set_state(SlotState::Idle);
+        self.config.max_requests > 0 && served >= self.config.max_requests
+    }
+
+    /// event: accept what is pending (bounded) into the session set.
+    fn accept_many(
+        &self,
+        listener: &Listener,
+        epoll: &Epoll,
+        sessions: &mut Sessions,
+        slot: &Slot,
+        reserve: &mut ReserveFd,
+    ) {
+        for _ in 0..ACCEPT_BATCH {
+            if self.at_capacity() {
+                return;
+            }
+            match listener.accept(reserve) {
+                Accepted::Conn(conn) => {
+                    let Some(session) = self.handler.session() else {
+                        return;
+                    };
+                    if sessions.add(epoll, conn, session) {
+                        slot.add_served();
+                        slot.set_connections(sessions.len() as u32);
+                    } else {
+                        slot.add_refused();
+                    }
+                }
+                Accepted::Retry | Accepted::Shed => continue,
+                Accepted::WouldBlock | Accepted::Error(_) => return,
+            }
+        }
+    }
+
+    /// Answers pending datagrams (bounded per wake-up).
+    fn answer_datagrams(&self, socket: &std::net::UdpSocket, slot: &Slot) {
+        let mut input = [0u8; 65536];
+        let mut out = Vec::with_capacity(2048);
+        for _ in 0..ACCEPT_BATCH {
+            let (n, from) = match socket.recv_from(&mut input) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            out.clear();
+            self.handler.datagram(&input[..n], &mut out);
+            if !out.is_empty() {
+                let _ = socket.send_to(&out, from);
+            }
+            slot.add_served();
+        }
+    }
+}
