@@ -225,3 +225,29 @@ fn usage_errors_exit_2() {
     let out = forkctl(&dir.file("control.sock"), &["frobnicate"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+#[test]
+fn a_log_cursor_at_u64_max_is_answered_and_forkd_keeps_serving() {
+    let dir = Scratch::new("ctl-log-cursor");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "talk"
+command = ["/bin/sh", "-c", "echo hello; exec sleep 1000"]
+"#,
+    );
+    forkd.log.wait_line("talk#0: hello", T);
+    // The cursor comes from the client; forkd must not do arithmetic on it
+    // that can overflow (a debug build panics, a release build wraps).
+    let request = br#"{"command":"log","name":"talk","after":{"0":18446744073709551615}}
+"#;
+    let replies = common::raw_control(&socket, request);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let reply: serde_json::Value = serde_json::from_str(&replies[0]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["instances"][0]["missed"], 0, "{reply}");
+    assert_eq!(reply["instances"][0]["lines"], serde_json::json!([]));
+    assert!(alive(forkd.pid()), "forkd survived the request");
+    assert_eq!(forkctl(&socket, &["status"]).code, 0);
+}

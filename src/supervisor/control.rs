@@ -434,9 +434,11 @@ impl Supervisor {
             let first = last + 1 - inst.recent.len() as u64;
             let numbered = inst.recent.iter().zip(first..);
             let (skip, missed) = match after.as_ref().and_then(|a| a.get(&i.to_string())) {
+                // `seen` is the client's word: any u64, so no arithmetic
+                // on it may overflow.
                 Some(&seen) => (
                     seen.saturating_sub(first - 1),
-                    first.saturating_sub(seen + 1),
+                    first.saturating_sub(seen.saturating_add(1)),
                 ),
                 None => (inst.recent.len().saturating_sub(wanted) as u64, 0),
             };
