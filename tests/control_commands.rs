@@ -251,3 +251,31 @@ command = ["/bin/sh", "-c", "echo hello; exec sleep 1000"]
     assert!(alive(forkd.pid()), "forkd survived the request");
     assert_eq!(forkctl(&socket, &["status"]).code, 0);
 }
+
+#[test]
+fn scaling_down_then_straight_back_up_runs_every_instance() {
+    let dir = Scratch::new("ctl-scale-bounce");
+    let (forkd, socket) = start_with_control(&dir, TWO_SLEEPERS);
+    wait_running(&socket, "web", 2);
+    assert_eq!(forkctl(&socket, &["scale", "web", "3"]).code, 0);
+    let before = wait_running(&socket, "web", 3);
+    // Both requests on one connection: the second is answered in the same
+    // loop turn, while web#1 and web#2 are still stopping.
+    let replies = common::raw_control(
+        &socket,
+        b"{\"command\":\"scale\",\"name\":\"web\",\"count\":1}\n\
+          {\"command\":\"scale\",\"name\":\"web\",\"count\":3}\n",
+    );
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(
+        replies.iter().all(|r| r.contains("\"ok\":true")),
+        "{replies:?}"
+    );
+    let after = wait_running(&socket, "web", 3);
+    assert_eq!(after[0], before[0], "web#0 was never stopped");
+    assert!(!after[1..].contains(&before[1]) && !after[1..].contains(&before[2]));
+    wait_until("the stopped instances were reaped", T, || {
+        before[1..].iter().all(|&p| !alive(p as i32))
+    });
+    assert!(common::zombies_below(forkd.pid()).is_empty());
+}

@@ -408,9 +408,10 @@ impl Supervisor {
                 self.apply(name, i, Event::Stop);
             }
         } else if wanted_up {
-            for i in was..target {
-                self.apply(name, i, Event::Start);
-            }
+            // Instances a scale-down left still stopping are kept, and
+            // start again once down (Start is ignored while Stopping).
+            let revived: Targets = (was..target).map(|i| (p, i)).collect();
+            self.start_targets(&revived);
         }
         log::info!("{name}: scaling from {was} to {target} instance(s) (forkctl)");
         json!({ "ok": true, "name": name, "from": was, "to": target, "started": wanted_up && target > was })
