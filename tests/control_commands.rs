@@ -279,3 +279,27 @@ fn scaling_down_then_straight_back_up_runs_every_instance() {
     });
     assert!(common::zombies_below(forkd.pid()).is_empty());
 }
+
+#[test]
+fn scaling_down_closes_the_removed_instances_log_pipes() {
+    let dir = Scratch::new("ctl-scale-fds");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "web"
+command = ["/bin/sleep", "1000"]
+"#,
+    );
+    wait_running(&socket, "web", 1);
+    // Each instance has a log pipe per stream: forkd holds both ends.
+    let at_one = common::fd_count(forkd.pid());
+    assert_eq!(forkctl(&socket, &["scale", "web", "10"]).code, 0);
+    wait_running(&socket, "web", 10);
+    assert!(common::fd_count(forkd.pid()) > at_one);
+    assert_eq!(forkctl(&socket, &["scale", "web", "1"]).code, 0);
+    forkd.log.wait_line("web scaled down to 1", T);
+    wait_until("forkd's fd count is back to one instance's", T, || {
+        common::fd_count(forkd.pid()) <= at_one
+    });
+}

@@ -132,6 +132,8 @@ impl Supervisor {
                     .is_some_and(|i| i.state.is_down() && i.pid.is_none())
             {
                 program.instances.pop();
+                let removed = program.instances.len();
+                program.forget_instance_pipes(removed);
             }
             if program.instances.len() <= target {
                 self.control.shrinking.remove(&name);
