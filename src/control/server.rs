@@ -10,16 +10,26 @@
 //! unsent output passes [`OUTPUT_HIGH_WATER`], so a client that never reads
 //! costs a bounded amount of memory and nothing else. This module never
 //! interprets a request: it hands each line to the caller's closure.
+//!
+//! Slots are shared out so that nobody locks the operator out: each uid
+//! holds at most [`MAX_CONNECTIONS_PER_UID`], the last [`OPERATOR_RESERVE`]
+//! slots are for root and forkd's user only, and a connection silent for
+//! [`IDLE_TIMEOUT`] is closed by the loop (see [`Connection::idle_deadline`]).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid};
 
-use super::{error_reply, reply_line, ErrorKind, MAX_CONNECTIONS, MAX_REQUEST};
+use super::{
+    error_reply, reply_line, ErrorKind, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID,
+    MAX_REQUEST, OPERATOR_RESERVE,
+};
 
 /// Unsent reply bytes above which a connection's requests wait unread.
 pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
@@ -44,6 +54,8 @@ pub struct ControlServer {
     group: Option<(String, Gid)>,
     own_uid: Uid,
     open: usize,
+    /// Open connections by peer uid (absent when none).
+    open_by_uid: HashMap<u32, usize>,
 }
 
 impl ControlServer {
@@ -91,6 +103,7 @@ impl ControlServer {
             group,
             own_uid: Uid::effective(),
             open: 0,
+            open_by_uid: HashMap::new(),
         })
     }
 
@@ -143,30 +156,46 @@ impl ControlServer {
                 let _ = stream.write(&reply_line(&reply));
                 continue;
             }
-            if self.open >= MAX_CONNECTIONS {
+            let operator = self.is_operator(peer.uid);
+            let by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            if let Err(why) = admission(self.open, by_uid, operator) {
                 log::warn!(
-                    "control socket: {MAX_CONNECTIONS} connections open; refusing pid {}",
+                    "control socket: refused uid {} (pid {}): {why}",
+                    peer.uid,
                     peer.pid
                 );
-                let reply = error_reply(ErrorKind::Busy, format!("forkd already serves {MAX_CONNECTIONS} control connections; close some and try again"));
+                let reply = error_reply(ErrorKind::Busy, format!("uid {}: {why}", peer.uid));
                 let _ = stream.write(&reply_line(&reply));
                 continue;
             }
             self.open += 1;
-            accepted.push(Connection::new(stream, peer));
+            *self.open_by_uid.entry(peer.uid).or_default() += 1;
+            accepted.push(Connection::new(stream, peer, Instant::now()));
         }
         accepted
     }
 
-    /// A connection from [`accept`](Self::accept) was closed.
-    pub fn closed(&mut self) {
+    /// A connection from [`accept`](Self::accept), from `peer`, was closed.
+    pub fn closed(&mut self, peer: &Peer) {
         self.open = self.open.saturating_sub(1);
+        if let Some(n) = self.open_by_uid.get_mut(&peer.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.open_by_uid.remove(&peer.uid);
+            }
+        }
+    }
+
+    /// Root and forkd's own user: always served, and they alone may take
+    /// the reserved slots.
+    fn is_operator(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid.as_raw()
     }
 
     /// Root, forkd's own user, and members of `control_group` (by the
     /// peer's gid or its supplementary groups) are served.
     fn authorize(&self, peer: &Peer) -> Result<(), String> {
-        if peer.uid == 0 || peer.uid == self.own_uid.as_raw() {
+        if self.is_operator(peer.uid) {
             return Ok(());
         }
         let Some((name, gid)) = &self.group else {
@@ -193,6 +222,27 @@ impl Drop for ControlServer {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Whether one more connection fits, given the connections open in all
+/// (`open`) and from the peer's uid (`by_uid`); `Err` says why not.
+fn admission(open: usize, by_uid: usize, operator: bool) -> Result<(), String> {
+    if by_uid >= MAX_CONNECTIONS_PER_UID {
+        return Err(format!(
+            "this user already holds {MAX_CONNECTIONS_PER_UID} control connections, the most one user may; close some and try again"
+        ));
+    }
+    if open >= MAX_CONNECTIONS {
+        return Err(format!(
+            "forkd already serves {MAX_CONNECTIONS} control connections; close some and try again"
+        ));
+    }
+    if !operator && open >= MAX_CONNECTIONS - OPERATOR_RESERVE {
+        return Err(format!(
+            "the last {OPERATOR_RESERVE} of forkd's {MAX_CONNECTIONS} control connections are kept for root and forkd's user; close some and try again"
+        ));
+    }
+    Ok(())
 }
 
 /// Removes a socket nobody answers on; refuses a live one or a non-socket.
@@ -254,10 +304,12 @@ pub struct Connection {
     skipping: bool,
     /// The peer has shut down its writing side.
     eof: bool,
+    /// When a byte last moved either way (or the connection was accepted).
+    last_active: Instant,
 }
 
 impl Connection {
-    fn new(stream: UnixStream, peer: Peer) -> Connection {
+    fn new(stream: UnixStream, peer: Peer, now: Instant) -> Connection {
         Connection {
             stream,
             peer,
@@ -265,11 +317,18 @@ impl Connection {
             output: Vec::new(),
             skipping: false,
             eof: false,
+            last_active: now,
         }
     }
 
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+
+    /// When this connection is closed unless a byte moves before: a peer
+    /// that neither asks nor reads must not hold a slot for good.
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_active + IDLE_TIMEOUT
     }
 
     /// Moves bytes both ways until the socket would block, answering each
@@ -315,7 +374,10 @@ impl Connection {
             }
             match self.stream.write(&self.output[sent..]) {
                 Ok(0) => break false,
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    sent += n;
+                    self.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break false,
@@ -334,6 +396,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
             Err(e) => return Err(e),
         };
+        self.last_active = Instant::now();
         if n == 0 {
             self.eof = true;
             return Ok(true);
@@ -379,5 +442,55 @@ impl Connection {
         );
         self.output
             .extend(reply_line(&error_reply(ErrorKind::TooLarge, message)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer {
+            uid: 65534,
+            gid: 65534,
+            pid: 1,
+        }
+    }
+
+    #[test]
+    fn each_uid_gets_a_bounded_share() {
+        assert!(admission(0, 0, false).is_ok());
+        let full = admission(10, MAX_CONNECTIONS_PER_UID, false).unwrap_err();
+        assert!(full.contains("already holds 16"), "{full}");
+        assert!(admission(10, MAX_CONNECTIONS_PER_UID, true).is_err());
+    }
+
+    #[test]
+    fn the_last_slots_are_kept_for_the_operator() {
+        let general = MAX_CONNECTIONS - OPERATOR_RESERVE;
+        assert!(admission(general - 1, 0, false).is_ok());
+        let kept = admission(general, 0, false).unwrap_err();
+        assert!(kept.contains("kept for root"), "{kept}");
+        for open in general..MAX_CONNECTIONS {
+            assert!(admission(open, 0, true).is_ok(), "{open}");
+        }
+        let busy = admission(MAX_CONNECTIONS, 0, true).unwrap_err();
+        assert!(busy.contains("already serves 64"), "{busy}");
+    }
+
+    #[test]
+    fn a_connection_expires_after_the_idle_timeout_unless_bytes_move() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let accepted = Instant::now();
+        let mut conn = Connection::new(ours, peer(), accepted);
+        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
+        // Nothing to read: pumping is not activity.
+        assert!(conn.pump(|_| unreachable!()));
+        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
+        // A request and its reply are.
+        theirs.write_all(b"{}\n").unwrap();
+        let before = Instant::now();
+        assert!(conn.pump(|_| b"{\"ok\":true}\n".to_vec()));
+        assert!(conn.idle_deadline() >= before + IDLE_TIMEOUT);
     }
 }

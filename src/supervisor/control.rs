@@ -74,7 +74,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     log::warn!("control socket: cannot watch a connection: {e}");
-                    self.control.server.closed();
+                    self.control.server.closed(&conn.peer);
                 }
             }
         }
@@ -97,7 +97,43 @@ impl Supervisor {
             self.sources.insert(token, Source::Control(conn));
         } else {
             let _ = self.poll.registry().deregister(conn.stream());
-            self.control.server.closed();
+            self.control.server.closed(&peer);
+        }
+    }
+
+    /// The nearest idle deadline of the control connections.
+    pub(super) fn control_deadline(&self) -> Option<Instant> {
+        self.sources
+            .values()
+            .filter_map(|source| match source {
+                Source::Control(conn) => Some(conn.idle_deadline()),
+                Source::Output(_) => None,
+            })
+            .min()
+    }
+
+    /// Closes the connections that moved no byte for the idle timeout.
+    pub(super) fn close_idle_control(&mut self, now: Instant) {
+        let idle: Vec<mio::Token> = self
+            .sources
+            .iter()
+            .filter(|(_, source)| {
+                matches!(source, Source::Control(conn) if conn.idle_deadline() <= now)
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for token in idle {
+            let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
+                continue;
+            };
+            log::info!(
+                "control socket: closed an idle connection (uid {}, pid {}): nothing moved for {}",
+                conn.peer.uid,
+                conn.peer.pid,
+                crate::logging::human_duration(crate::control::IDLE_TIMEOUT)
+            );
+            let _ = self.poll.registry().deregister(conn.stream());
+            self.control.server.closed(&conn.peer);
         }
     }
 

@@ -267,6 +267,7 @@ impl Supervisor {
             .filter_map(|i| i.deadline)
             .chain(self.retiring_deadline())
             .chain(self.systemd.deadline())
+            .chain(self.control_deadline())
             .min()
     }
 
@@ -284,6 +285,7 @@ impl Supervisor {
         }
         self.run_retiring_timers(now);
         self.systemd_timers(now);
+        self.close_idle_control(now);
     }
 
     fn handle_source(&mut self, token: Token) {
