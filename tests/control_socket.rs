@@ -293,3 +293,26 @@ fn other_users_idle_connections_never_lock_the_operator_out() {
     let out = forkctl(&socket, &["status"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn a_supplementary_group_counts_as_it_was_when_the_peer_connected() {
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
+        .unwrap()
+        .expect("a group with gid 1");
+    let dir = Scratch::new("ctl-peergroups");
+    let (_forkd, socket) = start_with_control(
+        &dir,
+        &format!("control_group = \"{}\"\n{ONE_SLEEPER}", group.name),
+    );
+    open_directory(&dir);
+    // Only the connecting thread is in the group; the test process's main
+    // thread (what /proc/PID/status shows) is not. The socket's own
+    // record of the peer is what counts, not whatever holds that pid now.
+    let mut stream = connect_as(&socket, 65534, 65534, &[1], 1).remove(0);
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.write_all(b"{\"command\":\"version\"}\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+}

@@ -3,7 +3,8 @@
 //! blocking the loop.
 //!
 //! Syscalls: bind/listen/accept4 (through mio), connect (to tell a stale
-//! socket from a live one), getsockopt(SO_PEERCRED), chmod/chown, unlink.
+//! socket from a live one), getsockopt(SO_PEERCRED, SO_PEERGROUPS),
+//! chmod/chown, unlink.
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
@@ -18,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -143,7 +145,7 @@ impl ControlServer {
                     continue;
                 }
             };
-            if let Err(why) = self.authorize(&peer) {
+            if let Err(why) = self.authorize(&peer, &stream) {
                 log::warn!(
                     "control socket: refused uid {} (pid {}): {why}",
                     peer.uid,
@@ -194,7 +196,7 @@ impl ControlServer {
 
     /// Root, forkd's own user, and members of `control_group` (by the
     /// peer's gid or its supplementary groups) are served.
-    fn authorize(&self, peer: &Peer) -> Result<(), String> {
+    fn authorize(&self, peer: &Peer, stream: &UnixStream) -> Result<(), String> {
         if self.is_operator(peer.uid) {
             return Ok(());
         }
@@ -204,7 +206,7 @@ impl ControlServer {
                 self.own_uid
             ));
         };
-        if peer.gid == gid.as_raw() || supplementary_groups(peer.pid).contains(&gid.as_raw()) {
+        if peer.gid == gid.as_raw() || peer_groups(stream, peer.pid).contains(&gid.as_raw()) {
             return Ok(());
         }
         Err(format!(
@@ -277,8 +279,56 @@ fn remove_stale(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The peer's supplementary groups as they were when it connected, like
+/// its SO_PEERCRED: /proc/PID/status would answer for whatever holds that
+/// pid now, or for another thread of the peer. Kernels before 4.13 have no
+/// SO_PEERGROUPS (ENOPROTOOPT) and get /proc as the fallback.
+fn peer_groups(stream: &UnixStream, pid: i32) -> Vec<u32> {
+    match so_peergroups(stream.as_fd()) {
+        Ok(groups) => groups,
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => proc_supplementary_groups(pid),
+        Err(e) => {
+            log::warn!("control socket: cannot read the peer's groups (pid {pid}): {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// getsockopt(SO_PEERGROUPS): socket(7). When the buffer is too small the
+/// kernel answers ERANGE with the size it needs in `len`.
+fn so_peergroups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: `fd` is a live socket for the call; the kernel writes at
+        // most `len` bytes into `groups`, which owns exactly that many, and
+        // stores the length it wrote (or needs) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let len = len as usize;
+        if rc == 0 {
+            groups.truncate(len / GID);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE) && len > groups.len() * GID {
+            groups.resize(len.div_ceil(GID), 0);
+            continue;
+        }
+        return Err(error);
+    }
+}
+
 /// The `Groups:` line of /proc/PID/status (supplementary groups).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
+fn proc_supplementary_groups(pid: i32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
     };
@@ -455,6 +505,20 @@ mod tests {
             gid: 65534,
             pid: 1,
         }
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut seen = so_peergroups(ours.as_fd()).unwrap();
+        mine.sort_unstable();
+        seen.sort_unstable();
+        assert_eq!(seen, mine);
     }
 
     #[test]
