@@ -9,7 +9,10 @@
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
 //! unsent output passes [`OUTPUT_HIGH_WATER`], so a client that never reads
-//! costs a bounded amount of memory and nothing else. This module never
+//! costs a bounded amount of memory and nothing else. A spare fd on
+//! /dev/null is held so that when accept fails with EMFILE or ENFILE the
+//! queued connections are still accepted, told, and closed: left queued,
+//! they would never raise another edge. This module never
 //! interprets a request: it hands each line to the caller's closure.
 //!
 //! Slots are shared out so that nobody locks the operator out: each uid
@@ -58,6 +61,10 @@ pub struct ControlServer {
     open: usize,
     /// Open connections by peer uid (absent when none).
     open_by_uid: HashMap<u32, usize>,
+    /// Given up to accept (and refuse) a connection when out of fds.
+    reserve_fd: Option<std::fs::File>,
+    /// The current run of fd exhaustion was logged.
+    out_of_fds: bool,
 }
 
 impl ControlServer {
@@ -106,6 +113,11 @@ impl ControlServer {
             own_uid: Uid::effective(),
             open: 0,
             open_by_uid: HashMap::new(),
+            reserve_fd: Some(
+                open_reserve_fd()
+                    .map_err(|e| fail(format!("cannot open /dev/null as a spare fd: {e}")))?,
+            ),
+            out_of_fds: false,
         })
     }
 
@@ -127,13 +139,18 @@ impl ControlServer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if self.refuse_one_without_fds(&e) {
+                        continue;
+                    }
+                    break;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the pending connection waits for
-                    // the next one to arrive; say so rather than spin.
                     log::warn!("control socket {}: accept failed: {e}", self.path.display());
                     break;
                 }
             };
+            self.out_of_fds = false;
             let peer = match getsockopt(&stream, PeerCredentials) {
                 Ok(c) => Peer {
                     uid: c.uid(),
@@ -175,6 +192,38 @@ impl ControlServer {
             accepted.push(Connection::new(stream, peer, Instant::now()));
         }
         accepted
+    }
+
+    /// accept failed for want of an fd: gives up the spare fd, accepts
+    /// one queued connection, tells it why, closes it, and takes the spare
+    /// back. True when a connection was refused, so the accept loop goes
+    /// on; false when nothing was queued or there is no spare (then the
+    /// queue waits until an fd is free and a new connection wakes us).
+    fn refuse_one_without_fds(&mut self, error: &io::Error) -> bool {
+        if !std::mem::replace(&mut self.out_of_fds, true) {
+            log::error!(
+                "control socket {}: accept failed: {error}; forkd is out of file descriptors and refuses control connections until some are free (raise its limit: LimitNOFILE=, ulimit -n)",
+                self.path.display()
+            );
+        }
+        let Some(spare) = self.reserve_fd.take() else {
+            return false;
+        };
+        drop(spare);
+        let refused = match self.listener.accept() {
+            Ok((mut stream, _)) => {
+                let reply = error_reply(
+                    ErrorKind::Busy,
+                    format!("forkd is out of file descriptors ({error}); try again later"),
+                );
+                let _ = stream.write(&reply_line(&reply));
+                true
+            }
+            Err(_) => false,
+        };
+        // The refused stream is closed by now, so its fd is free again.
+        self.reserve_fd = open_reserve_fd().ok();
+        refused
     }
 
     /// A connection from [`accept`](Self::accept), from `peer`, was closed.
@@ -224,6 +273,11 @@ impl Drop for ControlServer {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The spare fd (close-on-exec, like every fd std opens).
+fn open_reserve_fd() -> io::Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
 }
 
 /// Whether one more connection fits, given the connections open in all
