@@ -225,3 +225,81 @@ fn usage_errors_exit_2() {
     let out = forkctl(&dir.file("control.sock"), &["frobnicate"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+#[test]
+fn a_log_cursor_at_u64_max_is_answered_and_forkd_keeps_serving() {
+    let dir = Scratch::new("ctl-log-cursor");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "talk"
+command = ["/bin/sh", "-c", "echo hello; exec sleep 1000"]
+"#,
+    );
+    forkd.log.wait_line("talk#0: hello", T);
+    // The cursor comes from the client; forkd must not do arithmetic on it
+    // that can overflow (a debug build panics, a release build wraps).
+    let request = br#"{"command":"log","name":"talk","after":{"0":18446744073709551615}}
+"#;
+    let replies = common::raw_control(&socket, request);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let reply: serde_json::Value = serde_json::from_str(&replies[0]).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["instances"][0]["missed"], 0, "{reply}");
+    assert_eq!(reply["instances"][0]["lines"], serde_json::json!([]));
+    assert!(alive(forkd.pid()), "forkd survived the request");
+    assert_eq!(forkctl(&socket, &["status"]).code, 0);
+}
+
+#[test]
+fn scaling_down_then_straight_back_up_runs_every_instance() {
+    let dir = Scratch::new("ctl-scale-bounce");
+    let (forkd, socket) = start_with_control(&dir, TWO_SLEEPERS);
+    wait_running(&socket, "web", 2);
+    assert_eq!(forkctl(&socket, &["scale", "web", "3"]).code, 0);
+    let before = wait_running(&socket, "web", 3);
+    // Both requests on one connection: the second is answered in the same
+    // loop turn, while web#1 and web#2 are still stopping.
+    let replies = common::raw_control(
+        &socket,
+        b"{\"command\":\"scale\",\"name\":\"web\",\"count\":1}\n\
+          {\"command\":\"scale\",\"name\":\"web\",\"count\":3}\n",
+    );
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(
+        replies.iter().all(|r| r.contains("\"ok\":true")),
+        "{replies:?}"
+    );
+    let after = wait_running(&socket, "web", 3);
+    assert_eq!(after[0], before[0], "web#0 was never stopped");
+    assert!(!after[1..].contains(&before[1]) && !after[1..].contains(&before[2]));
+    wait_until("the stopped instances were reaped", T, || {
+        before[1..].iter().all(|&p| !alive(p as i32))
+    });
+    assert!(common::zombies_below(forkd.pid()).is_empty());
+}
+
+#[test]
+fn scaling_down_closes_the_removed_instances_log_pipes() {
+    let dir = Scratch::new("ctl-scale-fds");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "web"
+command = ["/bin/sleep", "1000"]
+"#,
+    );
+    wait_running(&socket, "web", 1);
+    // Each instance has a log pipe per stream: forkd holds both ends.
+    let at_one = common::fd_count(forkd.pid());
+    assert_eq!(forkctl(&socket, &["scale", "web", "10"]).code, 0);
+    wait_running(&socket, "web", 10);
+    assert!(common::fd_count(forkd.pid()) > at_one);
+    assert_eq!(forkctl(&socket, &["scale", "web", "1"]).code, 0);
+    forkd.log.wait_line("web scaled down to 1", T);
+    wait_until("forkd's fd count is back to one instance's", T, || {
+        common::fd_count(forkd.pid()) <= at_one
+    });
+}

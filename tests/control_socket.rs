@@ -171,3 +171,201 @@ fn a_path_that_is_not_a_socket_is_left_alone() {
     forkd.log.wait_line("is not a socket", T);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 }
+
+/// Sets this thread's own credentials. The raw syscalls change only the
+/// calling thread (glibc's wrappers would change every thread of the test
+/// process), and SO_PEERCRED and SO_PEERGROUPS record the credentials of
+/// the thread that connects.
+fn become_on_this_thread(uid: u32, gid: u32, groups: &[u32]) {
+    let gid_list: Vec<libc::gid_t> = groups.to_vec();
+    // SAFETY: setgroups reads `len` gids from a live Vec; the set*id calls
+    // take plain integers. Only this thread's credentials change.
+    let results = unsafe {
+        [
+            libc::syscall(libc::SYS_setgroups, gid_list.len(), gid_list.as_ptr()),
+            libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+            libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+        ]
+    };
+    assert_eq!(results, [0, 0, 0], "{}", std::io::Error::last_os_error());
+}
+
+/// `n` connections to `socket` made by a thread that is uid/gid/groups.
+fn connect_as(
+    socket: &std::path::Path,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    n: usize,
+) -> Vec<UnixStream> {
+    let socket = socket.to_path_buf();
+    let groups = groups.to_vec();
+    std::thread::spawn(move || {
+        become_on_this_thread(uid, gid, &groups);
+        (0..n)
+            .map(|_| UnixStream::connect(&socket).expect("connect"))
+            .collect()
+    })
+    .join()
+    .expect("connecting thread")
+}
+
+/// Lets other users reach the socket through the scratch directory.
+fn open_directory(dir: &Scratch) {
+    std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Connections and what forkd sent on each before closing it ("" while
+/// it keeps the connection open and silent).
+struct Held {
+    streams: Vec<(UnixStream, String, bool)>,
+}
+
+impl Held {
+    fn new(streams: Vec<UnixStream>) -> Held {
+        for s in &streams {
+            s.set_nonblocking(true).unwrap();
+        }
+        Held {
+            streams: streams
+                .into_iter()
+                .map(|s| (s, String::new(), false))
+                .collect(),
+        }
+    }
+
+    /// Reads what has arrived; returns the replies of closed connections.
+    fn refusals(&mut self) -> Vec<String> {
+        for (stream, text, closed) in &mut self.streams {
+            let mut buf = [0u8; 4096];
+            while !*closed {
+                match stream.read(&mut buf) {
+                    Ok(0) => *closed = true,
+                    Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.streams
+            .iter()
+            .filter(|(_, _, closed)| *closed)
+            .map(|(_, text, _)| text.clone())
+            .collect()
+    }
+
+    fn wait_refusals(&mut self, n: usize) -> Vec<String> {
+        wait_until(&format!("{n} connections refused"), T, || {
+            self.refusals().len() >= n
+        });
+        let refused = self.refusals();
+        assert_eq!(refused.len(), n, "{refused:?}");
+        refused
+    }
+}
+
+#[test]
+fn other_users_idle_connections_never_lock_the_operator_out() {
+    let dir = Scratch::new("ctl-slots");
+    let (_forkd, socket) =
+        start_with_control(&dir, &format!("control_group = \"nogroup\"\n{ONE_SLEEPER}"));
+    open_directory(&dir);
+    // One user opens every slot and sits on them: it gets its share only.
+    let mut nobody = Held::new(connect_as(&socket, 65534, 65534, &[], 64));
+    let refused = nobody.wait_refusals(64 - 16);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("uid 65534") && r.contains("already holds 16")),
+        "{refused:?}"
+    );
+    // Three more users in the group take what other users may: 60 slots.
+    let mut others = Held::new(
+        (65531..65534)
+            .flat_map(|uid| connect_as(&socket, uid, 65534, &[], 16))
+            .collect(),
+    );
+    let refused = others.wait_refusals(4);
+    assert!(
+        refused.iter().all(|r| r.contains("kept for root")),
+        "{refused:?}"
+    );
+    // The operator still gets in.
+    let out = forkctl(&socket, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_supplementary_group_counts_as_it_was_when_the_peer_connected() {
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
+        .unwrap()
+        .expect("a group with gid 1");
+    let dir = Scratch::new("ctl-peergroups");
+    let (_forkd, socket) = start_with_control(
+        &dir,
+        &format!("control_group = \"{}\"\n{ONE_SLEEPER}", group.name),
+    );
+    open_directory(&dir);
+    // Only the connecting thread is in the group; the test process's main
+    // thread (what /proc/PID/status shows) is not. The socket's own
+    // record of the peer is what counts, not whatever holds that pid now.
+    let mut stream = connect_as(&socket, 65534, 65534, &[1], 1).remove(0);
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.write_all(b"{\"command\":\"version\"}\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+}
+
+/// Sets the soft RLIMIT_NOFILE of another process; returns the old one.
+fn set_open_files_limit(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads; `old` is a live rlimit to fill.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a live rlimit the kernel only reads.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+#[test]
+fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
+    use std::io::BufRead;
+    let dir = Scratch::new("ctl-emfile");
+    let (forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    wait_until("web running", T, || running(&socket).is_some());
+    let pid = forkd.pid();
+    // Every fd number below the limit in use: the next accept is EMFILE.
+    let was = set_open_files_limit(pid, common::fd_count(pid) as u64);
+    let mut served = Vec::new();
+    let refusal = loop {
+        assert!(served.len() < 16, "forkd kept accepting past its fd limit");
+        let mut stream = UnixStream::connect(&socket).unwrap();
+        stream.set_read_timeout(Some(T)).unwrap();
+        // A refused connection may be closed before the request is sent.
+        let _ = stream.write_all(b"{\"command\":\"version\"}\n");
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .expect("an answer, not a connection left queued");
+        if line.contains("\"ok\":true") {
+            served.push(stream); // it fills a gap in forkd's fd numbers
+            continue;
+        }
+        break line;
+    };
+    assert!(refusal.contains("file descriptors"), "{refusal}");
+    forkd.log.wait_line("out of file descriptors", T);
+    set_open_files_limit(pid, was);
+    drop(served);
+    let out = forkctl(&socket, &["status"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

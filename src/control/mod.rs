@@ -29,10 +29,18 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 pub const MAX_REPLY: usize = 4 * 1024 * 1024;
 /// Connections served at once; more are answered "busy" and closed.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one peer uid may hold at once, so that one user cannot
+/// take every slot.
+pub const MAX_CONNECTIONS_PER_UID: usize = 16;
+/// The last slots of [`MAX_CONNECTIONS`], kept for root and forkd's own
+/// user: other users together never lock the operator out.
+pub const OPERATOR_RESERVE: usize = 4;
+/// A connection that moves no byte either way for this long is closed.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most log lines one `log` request returns per instance.
 pub const MAX_LOG_LINES: usize = 10_000;
 /// Most instances `scale` accepts for one program.
-pub const MAX_SCALE: u32 = 1024;
+pub const MAX_SCALE: u32 = crate::config::MAX_PROCESSES;
 
 /// One request. `name` accepts `NAME`, `NAME:INSTANCE` or `all`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

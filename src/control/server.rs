@@ -3,23 +3,38 @@
 //! blocking the loop.
 //!
 //! Syscalls: bind/listen/accept4 (through mio), connect (to tell a stale
-//! socket from a live one), getsockopt(SO_PEERCRED), chmod/chown, unlink.
+//! socket from a live one), getsockopt(SO_PEERCRED, SO_PEERGROUPS),
+//! chmod/chown, unlink.
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
 //! unsent output passes [`OUTPUT_HIGH_WATER`], so a client that never reads
-//! costs a bounded amount of memory and nothing else. This module never
+//! costs a bounded amount of memory and nothing else. A spare fd on
+//! /dev/null is held so that when accept fails with EMFILE or ENFILE the
+//! queued connections are still accepted, told, and closed: left queued,
+//! they would never raise another edge. This module never
 //! interprets a request: it hands each line to the caller's closure.
+//!
+//! Slots are shared out so that nobody locks the operator out: each uid
+//! holds at most [`MAX_CONNECTIONS_PER_UID`], the last [`OPERATOR_RESERVE`]
+//! slots are for root and forkd's user only, and a connection silent for
+//! [`IDLE_TIMEOUT`] is closed by the loop (see [`Connection::idle_deadline`]).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid};
 
-use super::{error_reply, reply_line, ErrorKind, MAX_CONNECTIONS, MAX_REQUEST};
+use super::{
+    error_reply, reply_line, ErrorKind, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID,
+    MAX_REQUEST, OPERATOR_RESERVE,
+};
 
 /// Unsent reply bytes above which a connection's requests wait unread.
 pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
@@ -44,6 +59,12 @@ pub struct ControlServer {
     group: Option<(String, Gid)>,
     own_uid: Uid,
     open: usize,
+    /// Open connections by peer uid (absent when none).
+    open_by_uid: HashMap<u32, usize>,
+    /// Given up to accept (and refuse) a connection when out of fds.
+    reserve_fd: Option<std::fs::File>,
+    /// The current run of fd exhaustion was logged.
+    out_of_fds: bool,
 }
 
 impl ControlServer {
@@ -91,6 +112,12 @@ impl ControlServer {
             group,
             own_uid: Uid::effective(),
             open: 0,
+            open_by_uid: HashMap::new(),
+            reserve_fd: Some(
+                open_reserve_fd()
+                    .map_err(|e| fail(format!("cannot open /dev/null as a spare fd: {e}")))?,
+            ),
+            out_of_fds: false,
         })
     }
 
@@ -112,13 +139,18 @@ impl ControlServer {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if self.refuse_one_without_fds(&e) {
+                        continue;
+                    }
+                    break;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the pending connection waits for
-                    // the next one to arrive; say so rather than spin.
                     log::warn!("control socket {}: accept failed: {e}", self.path.display());
                     break;
                 }
             };
+            self.out_of_fds = false;
             let peer = match getsockopt(&stream, PeerCredentials) {
                 Ok(c) => Peer {
                     uid: c.uid(),
@@ -130,7 +162,7 @@ impl ControlServer {
                     continue;
                 }
             };
-            if let Err(why) = self.authorize(&peer) {
+            if let Err(why) = self.authorize(&peer, &stream) {
                 log::warn!(
                     "control socket: refused uid {} (pid {}): {why}",
                     peer.uid,
@@ -143,30 +175,78 @@ impl ControlServer {
                 let _ = stream.write(&reply_line(&reply));
                 continue;
             }
-            if self.open >= MAX_CONNECTIONS {
+            let operator = self.is_operator(peer.uid);
+            let by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            if let Err(why) = admission(self.open, by_uid, operator) {
                 log::warn!(
-                    "control socket: {MAX_CONNECTIONS} connections open; refusing pid {}",
+                    "control socket: refused uid {} (pid {}): {why}",
+                    peer.uid,
                     peer.pid
                 );
-                let reply = error_reply(ErrorKind::Busy, format!("forkd already serves {MAX_CONNECTIONS} control connections; close some and try again"));
+                let reply = error_reply(ErrorKind::Busy, format!("uid {}: {why}", peer.uid));
                 let _ = stream.write(&reply_line(&reply));
                 continue;
             }
             self.open += 1;
-            accepted.push(Connection::new(stream, peer));
+            *self.open_by_uid.entry(peer.uid).or_default() += 1;
+            accepted.push(Connection::new(stream, peer, Instant::now()));
         }
         accepted
     }
 
-    /// A connection from [`accept`](Self::accept) was closed.
-    pub fn closed(&mut self) {
+    /// accept failed for want of an fd: gives up the spare fd, accepts
+    /// one queued connection, tells it why, closes it, and takes the spare
+    /// back. True when a connection was refused, so the accept loop goes
+    /// on; false when nothing was queued or there is no spare (then the
+    /// queue waits until an fd is free and a new connection wakes us).
+    fn refuse_one_without_fds(&mut self, error: &io::Error) -> bool {
+        if !std::mem::replace(&mut self.out_of_fds, true) {
+            log::error!(
+                "control socket {}: accept failed: {error}; forkd is out of file descriptors and refuses control connections until some are free (raise its limit: LimitNOFILE=, ulimit -n)",
+                self.path.display()
+            );
+        }
+        let Some(spare) = self.reserve_fd.take() else {
+            return false;
+        };
+        drop(spare);
+        let refused = match self.listener.accept() {
+            Ok((mut stream, _)) => {
+                let reply = error_reply(
+                    ErrorKind::Busy,
+                    format!("forkd is out of file descriptors ({error}); try again later"),
+                );
+                let _ = stream.write(&reply_line(&reply));
+                true
+            }
+            Err(_) => false,
+        };
+        // The refused stream is closed by now, so its fd is free again.
+        self.reserve_fd = open_reserve_fd().ok();
+        refused
+    }
+
+    /// A connection from [`accept`](Self::accept), from `peer`, was closed.
+    pub fn closed(&mut self, peer: &Peer) {
         self.open = self.open.saturating_sub(1);
+        if let Some(n) = self.open_by_uid.get_mut(&peer.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.open_by_uid.remove(&peer.uid);
+            }
+        }
+    }
+
+    /// Root and forkd's own user: always served, and they alone may take
+    /// the reserved slots.
+    fn is_operator(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own_uid.as_raw()
     }
 
     /// Root, forkd's own user, and members of `control_group` (by the
     /// peer's gid or its supplementary groups) are served.
-    fn authorize(&self, peer: &Peer) -> Result<(), String> {
-        if peer.uid == 0 || peer.uid == self.own_uid.as_raw() {
+    fn authorize(&self, peer: &Peer, stream: &UnixStream) -> Result<(), String> {
+        if self.is_operator(peer.uid) {
             return Ok(());
         }
         let Some((name, gid)) = &self.group else {
@@ -175,7 +255,7 @@ impl ControlServer {
                 self.own_uid
             ));
         };
-        if peer.gid == gid.as_raw() || supplementary_groups(peer.pid).contains(&gid.as_raw()) {
+        if peer.gid == gid.as_raw() || peer_groups(stream, peer.pid).contains(&gid.as_raw()) {
             return Ok(());
         }
         Err(format!(
@@ -193,6 +273,32 @@ impl Drop for ControlServer {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The spare fd (close-on-exec, like every fd std opens).
+fn open_reserve_fd() -> io::Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
+}
+
+/// Whether one more connection fits, given the connections open in all
+/// (`open`) and from the peer's uid (`by_uid`); `Err` says why not.
+fn admission(open: usize, by_uid: usize, operator: bool) -> Result<(), String> {
+    if by_uid >= MAX_CONNECTIONS_PER_UID {
+        return Err(format!(
+            "this user already holds {MAX_CONNECTIONS_PER_UID} control connections, the most one user may; close some and try again"
+        ));
+    }
+    if open >= MAX_CONNECTIONS {
+        return Err(format!(
+            "forkd already serves {MAX_CONNECTIONS} control connections; close some and try again"
+        ));
+    }
+    if !operator && open >= MAX_CONNECTIONS - OPERATOR_RESERVE {
+        return Err(format!(
+            "the last {OPERATOR_RESERVE} of forkd's {MAX_CONNECTIONS} control connections are kept for root and forkd's user; close some and try again"
+        ));
+    }
+    Ok(())
 }
 
 /// Removes a socket nobody answers on; refuses a live one or a non-socket.
@@ -227,8 +333,56 @@ fn remove_stale(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The peer's supplementary groups as they were when it connected, like
+/// its SO_PEERCRED: /proc/PID/status would answer for whatever holds that
+/// pid now, or for another thread of the peer. Kernels before 4.13 have no
+/// SO_PEERGROUPS (ENOPROTOOPT) and get /proc as the fallback.
+fn peer_groups(stream: &UnixStream, pid: i32) -> Vec<u32> {
+    match so_peergroups(stream.as_fd()) {
+        Ok(groups) => groups,
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => proc_supplementary_groups(pid),
+        Err(e) => {
+            log::warn!("control socket: cannot read the peer's groups (pid {pid}): {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// getsockopt(SO_PEERGROUPS): socket(7). When the buffer is too small the
+/// kernel answers ERANGE with the size it needs in `len`.
+fn so_peergroups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: `fd` is a live socket for the call; the kernel writes at
+        // most `len` bytes into `groups`, which owns exactly that many, and
+        // stores the length it wrote (or needs) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let len = len as usize;
+        if rc == 0 {
+            groups.truncate(len / GID);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE) && len > groups.len() * GID {
+            groups.resize(len.div_ceil(GID), 0);
+            continue;
+        }
+        return Err(error);
+    }
+}
+
 /// The `Groups:` line of /proc/PID/status (supplementary groups).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
+fn proc_supplementary_groups(pid: i32) -> Vec<u32> {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
     };
@@ -254,10 +408,12 @@ pub struct Connection {
     skipping: bool,
     /// The peer has shut down its writing side.
     eof: bool,
+    /// When a byte last moved either way (or the connection was accepted).
+    last_active: Instant,
 }
 
 impl Connection {
-    fn new(stream: UnixStream, peer: Peer) -> Connection {
+    fn new(stream: UnixStream, peer: Peer, now: Instant) -> Connection {
         Connection {
             stream,
             peer,
@@ -265,11 +421,18 @@ impl Connection {
             output: Vec::new(),
             skipping: false,
             eof: false,
+            last_active: now,
         }
     }
 
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+
+    /// When this connection is closed unless a byte moves before: a peer
+    /// that neither asks nor reads must not hold a slot for good.
+    pub fn idle_deadline(&self) -> Instant {
+        self.last_active + IDLE_TIMEOUT
     }
 
     /// Moves bytes both ways until the socket would block, answering each
@@ -315,7 +478,10 @@ impl Connection {
             }
             match self.stream.write(&self.output[sent..]) {
                 Ok(0) => break false,
-                Ok(n) => sent += n,
+                Ok(n) => {
+                    sent += n;
+                    self.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break false,
@@ -334,6 +500,7 @@ impl Connection {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
             Err(e) => return Err(e),
         };
+        self.last_active = Instant::now();
         if n == 0 {
             self.eof = true;
             return Ok(true);
@@ -379,5 +546,69 @@ impl Connection {
         );
         self.output
             .extend(reply_line(&error_reply(ErrorKind::TooLarge, message)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        Peer {
+            uid: 65534,
+            gid: 65534,
+            pid: 1,
+        }
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut seen = so_peergroups(ours.as_fd()).unwrap();
+        mine.sort_unstable();
+        seen.sort_unstable();
+        assert_eq!(seen, mine);
+    }
+
+    #[test]
+    fn each_uid_gets_a_bounded_share() {
+        assert!(admission(0, 0, false).is_ok());
+        let full = admission(10, MAX_CONNECTIONS_PER_UID, false).unwrap_err();
+        assert!(full.contains("already holds 16"), "{full}");
+        assert!(admission(10, MAX_CONNECTIONS_PER_UID, true).is_err());
+    }
+
+    #[test]
+    fn the_last_slots_are_kept_for_the_operator() {
+        let general = MAX_CONNECTIONS - OPERATOR_RESERVE;
+        assert!(admission(general - 1, 0, false).is_ok());
+        let kept = admission(general, 0, false).unwrap_err();
+        assert!(kept.contains("kept for root"), "{kept}");
+        for open in general..MAX_CONNECTIONS {
+            assert!(admission(open, 0, true).is_ok(), "{open}");
+        }
+        let busy = admission(MAX_CONNECTIONS, 0, true).unwrap_err();
+        assert!(busy.contains("already serves 64"), "{busy}");
+    }
+
+    #[test]
+    fn a_connection_expires_after_the_idle_timeout_unless_bytes_move() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let accepted = Instant::now();
+        let mut conn = Connection::new(ours, peer(), accepted);
+        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
+        // Nothing to read: pumping is not activity.
+        assert!(conn.pump(|_| unreachable!()));
+        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
+        // A request and its reply are.
+        theirs.write_all(b"{}\n").unwrap();
+        let before = Instant::now();
+        assert!(conn.pump(|_| b"{\"ok\":true}\n".to_vec()));
+        assert!(conn.idle_deadline() >= before + IDLE_TIMEOUT);
     }
 }

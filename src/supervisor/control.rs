@@ -74,7 +74,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     log::warn!("control socket: cannot watch a connection: {e}");
-                    self.control.server.closed();
+                    self.control.server.closed(&conn.peer);
                 }
             }
         }
@@ -97,7 +97,43 @@ impl Supervisor {
             self.sources.insert(token, Source::Control(conn));
         } else {
             let _ = self.poll.registry().deregister(conn.stream());
-            self.control.server.closed();
+            self.control.server.closed(&peer);
+        }
+    }
+
+    /// The nearest idle deadline of the control connections.
+    pub(super) fn control_deadline(&self) -> Option<Instant> {
+        self.sources
+            .values()
+            .filter_map(|source| match source {
+                Source::Control(conn) => Some(conn.idle_deadline()),
+                Source::Output(_) | Source::Listener { .. } => None,
+            })
+            .min()
+    }
+
+    /// Closes the connections that moved no byte for the idle timeout.
+    pub(super) fn close_idle_control(&mut self, now: Instant) {
+        let idle: Vec<mio::Token> = self
+            .sources
+            .iter()
+            .filter(|(_, source)| {
+                matches!(source, Source::Control(conn) if conn.idle_deadline() <= now)
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for token in idle {
+            let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
+                continue;
+            };
+            log::info!(
+                "control socket: closed an idle connection (uid {}, pid {}): nothing moved for {}",
+                conn.peer.uid,
+                conn.peer.pid,
+                crate::logging::human_duration(crate::control::IDLE_TIMEOUT)
+            );
+            let _ = self.poll.registry().deregister(conn.stream());
+            self.control.server.closed(&conn.peer);
         }
     }
 
@@ -132,6 +168,8 @@ impl Supervisor {
                     .is_some_and(|i| i.state.is_down() && i.pid.is_none())
             {
                 program.instances.pop();
+                let removed = program.instances.len();
+                program.forget_instance_pipes(removed);
             }
             if program.instances.len() <= target {
                 self.control.shrinking.remove(&name);
@@ -408,9 +446,10 @@ impl Supervisor {
                 self.apply(name, i, Event::Stop);
             }
         } else if wanted_up {
-            for i in was..target {
-                self.apply(name, i, Event::Start);
-            }
+            // Instances a scale-down left still stopping are kept, and
+            // start again once down (Start is ignored while Stopping).
+            let revived: Targets = (was..target).map(|i| (p, i)).collect();
+            self.start_targets(&revived);
         }
         log::info!("{name}: scaling from {was} to {target} instance(s) (forkctl)");
         json!({ "ok": true, "name": name, "from": was, "to": target, "started": wanted_up && target > was })
@@ -434,9 +473,11 @@ impl Supervisor {
             let first = last + 1 - inst.recent.len() as u64;
             let numbered = inst.recent.iter().zip(first..);
             let (skip, missed) = match after.as_ref().and_then(|a| a.get(&i.to_string())) {
+                // `seen` is the client's word: any u64, so no arithmetic
+                // on it may overflow.
                 Some(&seen) => (
                     seen.saturating_sub(first - 1),
-                    first.saturating_sub(seen + 1),
+                    first.saturating_sub(seen.saturating_add(1)),
                 ),
                 None => (inst.recent.len().saturating_sub(wanted) as u64, 0),
             };

@@ -305,6 +305,7 @@ impl Supervisor {
             .chain(self.retiring_deadline())
             .chain(self.systemd.deadline())
             .chain(self.service_deadline())
+            .chain(self.control_deadline())
             .min()
     }
 
@@ -323,6 +324,7 @@ impl Supervisor {
         self.run_retiring_timers(now);
         self.systemd_timers(now);
         self.service_timers(now);
+        self.close_idle_control(now);
     }
 
     fn handle_source(&mut self, token: Token) {

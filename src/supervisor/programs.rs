@@ -45,6 +45,14 @@ impl Program {
 }
 
 impl Program {
+    /// Closes forkd's write ends of instance `index`'s log pipes, once the
+    /// instance is removed: its readers then see EOF when the last process
+    /// holding the pipe is gone, and the loop drops them.
+    pub(super) fn forget_instance_pipes(&mut self, index: usize) {
+        self.log_writers.remove(&(index, false));
+        self.log_writers.remove(&(index, true));
+    }
+
     /// Feeds one event to one instance and returns the action with the pid
     /// the instance had before the event. For programs outside the table
     /// (retiring after a reload), which are only stopped, never spawned.
