@@ -401,6 +401,53 @@ fn print_status(reply: &Value) {
             }
         }
     }
+    let mut out = table(&rows);
+    let services = service_rows(reply);
+    if services.len() > 1 {
+        out.push('\n');
+        out.push_str(&table(&services));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+/// One row per service with its counters: the front end at a glance.
+fn service_rows(reply: &Value) -> Vec<Vec<String>> {
+    let mut rows = vec![[
+        "SERVICE", "MODE", "HANDLER", "LISTEN", "CONNS", "ACCEPTED", "REFUSED", "ERRORS",
+        "TIMEOUTS",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for entry in reply["services"].as_array().into_iter().flatten() {
+        let text = |key: &str| entry[key].as_str().unwrap_or("-").to_string();
+        let count = |key: &str| entry[key].as_u64().map_or("-".into(), |n| n.to_string());
+        let listen: Vec<&str> = entry["listen"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        rows.push(vec![
+            text("name"),
+            text("mode"),
+            text("handler"),
+            if listen.is_empty() {
+                "-".into()
+            } else {
+                listen.join(",")
+            },
+            count("connections"),
+            count("accepted"),
+            count("refused"),
+            count("errors"),
+            count("timeouts"),
+        ]);
+    }
+    rows
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
@@ -414,7 +461,7 @@ fn print_status(reply: &Value) {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    out
 }
 
 fn last_exit(v: &Value) -> String {
