@@ -248,13 +248,8 @@ impl Supervisor {
                 self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
                 self.drain_services();
-                let names: Vec<String> = self
-                    .programs
-                    .iter()
-                    .map(|p| p.config.name.clone())
-                    .collect();
-                for name in &names {
-                    self.stop_program(name, None);
+                for name in self.program_names() {
+                    self.stop_program(&name, None);
                 }
             }
             Some(_) => {
@@ -264,16 +259,19 @@ impl Supervisor {
         }
     }
 
+    /// Every program's name, in config order (a copy: handlers mutate).
+    fn program_names(&self) -> Vec<String> {
+        self.programs
+            .iter()
+            .map(|p| p.config.name.clone())
+            .collect()
+    }
+
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
         self.kill_services();
-        let names: Vec<String> = self
-            .programs
-            .iter()
-            .map(|p| p.config.name.clone())
-            .collect();
-        for name in &names {
-            self.kill_program(name);
+        for name in self.program_names() {
+            self.kill_program(&name);
         }
         self.kill_retiring();
     }
