@@ -335,3 +335,59 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
 fn port(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_replaced_unix_service_keeps_its_socket_file_and_shows_the_old_one_draining() {
+    let dir = Scratch::new("reload-unix");
+    let socket = dir.file("control.sock");
+    let path = dir.file("echo.sock");
+    let config = |idle: &str| {
+        format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n\n[[service]]\nname = \"echo\"\nlisten = [\"unix:{}\"]\nmode = \"fork\"\nhandler = \"echo\"\nidle_timeout = \"{idle}\"\ndrain_timeout = \"30s\"\n",
+            socket.display(),
+            path.display()
+        )
+    };
+    let file = dir.write("forkd.toml", &config("30s"));
+    let forkd = Forkd::start(&file);
+    let unix_path = path.to_str().unwrap();
+    wait_until("the unix socket answers", T, || {
+        std::os::unix::net::UnixStream::connect(&path).is_ok()
+    });
+    let mut open = common::unix(unix_path);
+    common::echo_exchange(&mut open, b"before\n");
+
+    dir.write("forkd.toml", &config("31s"));
+    forkd.signal(Signal::SIGHUP);
+    forkd.log.wait_line("reloaded ", T);
+    forkd.log.wait_line(
+        "reload: echo changed (idle_timeout), replacing it; the old one finishes",
+        T,
+    );
+    assert!(path.exists(), "the reused socket file was unlinked");
+    common::echo_exchange(&mut common::unix(unix_path), b"new service\n");
+    let states = || -> Vec<String> {
+        common::status_json(&socket)["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["name"].as_str().unwrap(),
+                    s["state"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(states(), ["echo running", "echo draining"]);
+    // The old service still serves what it had, then goes.
+    common::echo_exchange(&mut open, b"old connection\n");
+    drop(open);
+    forkd
+        .log
+        .wait_line("reload: echo (replaced): every old process is down", T);
+    assert_eq!(states(), ["echo running"]);
+    assert!(path.exists());
+    common::echo_exchange(&mut common::unix(unix_path), b"still\n");
+}

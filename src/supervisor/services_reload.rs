@@ -287,7 +287,7 @@ impl Supervisor {
         let open = r.service.child_count();
         match r.service.config.mode {
             Mode::Fork => format!(
-                "reload: {name} changed ({fields}), replacing it; {} finish in the old one",
+                "reload: {name} changed ({fields}), replacing it; the old one finishes {}",
                 connections(open)
             ),
             _ => format!(
