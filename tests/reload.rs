@@ -176,3 +176,218 @@ fn a_program_replaced_twice_quickly_still_has_every_old_instance_reaped() {
             && common::zombies_below(pid).is_empty()
     });
 }
+
+/// A config with a control socket and one echo service per `(name, mode)`,
+/// each on its own free port.
+fn services_config(socket: &std::path::Path, services: &[(&str, &str, u16)]) -> String {
+    let mut text = format!("[daemon]\ncontrol_socket = \"{}\"\n", socket.display());
+    for (name, mode, port) in services {
+        text.push_str(&format!(
+            "\n[[service]]\nname = \"{name}\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\nper_ip = 0\n"
+        ));
+    }
+    text
+}
+
+fn answers(addr: &str) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    stream.set_read_timeout(Some(T)).unwrap();
+    common::echo_exchange(&mut stream, b"are you there\n");
+    true
+}
+
+fn refused(addr: &str) -> bool {
+    matches!(
+        std::net::TcpStream::connect(addr),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[test]
+fn a_service_added_by_reload_answers_and_a_removed_one_stops_listening_and_is_reaped() {
+    let dir = Scratch::new("reload-services");
+    let socket = dir.file("control.sock");
+    let (stay, gone, fresh) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let config = dir.write(
+        "forkd.toml",
+        &services_config(
+            &socket,
+            &[("stay", "prefork", stay), ("gone", "prefork", gone)],
+        ),
+    );
+    let forkd = Forkd::start(&config);
+    let pid = forkd.pid();
+    let (stay, gone, fresh) = (
+        format!("127.0.0.1:{stay}"),
+        format!("127.0.0.1:{gone}"),
+        format!("127.0.0.1:{fresh}"),
+    );
+    wait_until("both services answer", T, || {
+        answers(&stay) && answers(&gone)
+    });
+    let worker_pids = |name: &str| -> Vec<i64> {
+        let status = common::status_json(&socket);
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == name)
+            .flat_map(|s| s["workers"].as_array().unwrap().clone())
+            .filter_map(|w| w["pid"].as_i64())
+            .collect()
+    };
+    wait_until("2 workers each", T, || {
+        worker_pids("stay").len() == 2 && worker_pids("gone").len() == 2
+    });
+    let stay_workers = worker_pids("stay");
+    let gone_workers = worker_pids("gone");
+
+    dir.write(
+        "forkd.toml",
+        &services_config(
+            &socket,
+            &[
+                ("stay", "prefork", port(&stay)),
+                ("fresh", "fork", port(&fresh)),
+            ],
+        ),
+    );
+    forkd.signal(Signal::SIGHUP);
+    forkd.log.wait_line("reloaded ", T);
+    forkd.log.wait_line("reload: fresh added", T);
+    forkd
+        .log
+        .wait_line("reload: gone removed, closing its listeners", T);
+    assert!(answers(&fresh), "the added service answers");
+    assert!(refused(&gone), "the removed service still listens");
+    assert!(answers(&stay));
+    for worker in &gone_workers {
+        wait_until("removed service's worker reaped", T, || {
+            common::proc_stat(*worker as i32).is_none()
+        });
+    }
+    forkd
+        .log
+        .wait_line("reload: gone (removed): every old process is down", T);
+    assert_eq!(
+        worker_pids("stay"),
+        stay_workers,
+        "unchanged service touched"
+    );
+    let status = common::status_json(&socket);
+    let names: Vec<&str> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stay", "fresh"]);
+    wait_until("no zombies", T, || common::zombies_below(pid).is_empty());
+}
+
+#[test]
+fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_keep_answering() {
+    let dir = Scratch::new("reload-bad-service");
+    let socket = dir.file("control.sock");
+    let (web, taken) = (common::free_port(), common::free_port());
+    let config = dir.write(
+        "forkd.toml",
+        &services_config(&socket, &[("web", "fork", web)]),
+    );
+    let forkd = Forkd::start(&config);
+    let web = format!("127.0.0.1:{web}");
+    wait_until("web answers", T, || answers(&web));
+    // The test holds the port the new config asks for.
+    let holder = std::net::TcpListener::bind(("127.0.0.1", taken)).expect("hold a port");
+
+    dir.write(
+        "forkd.toml",
+        &services_config(
+            &socket,
+            &[("web", "prefork", port(&web)), ("blocked", "fork", taken)],
+        ),
+    );
+    let out = common::forkctl(&socket, &["reload"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains(&format!(
+            "service \"blocked\": cannot listen on tcp://127.0.0.1:{taken}"
+        )),
+        "{out:?}"
+    );
+    forkd.log.wait_line("reload rejected", T);
+    assert!(answers(&web), "the old service stopped answering");
+    let status = common::status_json(&socket);
+    let services = status["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1, "{status}");
+    assert_eq!(services[0]["mode"], "fork", "web was replaced: {status}");
+    assert_eq!(forkd.log.count("reload: web changed"), 0);
+    drop(holder);
+}
+
+fn port(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_replaced_unix_service_keeps_its_socket_file_and_shows_the_old_one_draining() {
+    let dir = Scratch::new("reload-unix");
+    let socket = dir.file("control.sock");
+    let path = dir.file("echo.sock");
+    let config = |idle: &str| {
+        format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n\n[[service]]\nname = \"echo\"\nlisten = [\"unix:{}\"]\nmode = \"fork\"\nhandler = \"echo\"\nidle_timeout = \"{idle}\"\ndrain_timeout = \"30s\"\n",
+            socket.display(),
+            path.display()
+        )
+    };
+    let file = dir.write("forkd.toml", &config("30s"));
+    let forkd = Forkd::start(&file);
+    let unix_path = path.to_str().unwrap();
+    wait_until("the unix socket answers", T, || {
+        std::os::unix::net::UnixStream::connect(&path).is_ok()
+    });
+    let mut open = common::unix(unix_path);
+    common::echo_exchange(&mut open, b"before\n");
+
+    dir.write("forkd.toml", &config("31s"));
+    forkd.signal(Signal::SIGHUP);
+    forkd.log.wait_line("reloaded ", T);
+    forkd.log.wait_line(
+        "reload: echo changed (idle_timeout), replacing it; the old one finishes",
+        T,
+    );
+    assert!(path.exists(), "the reused socket file was unlinked");
+    common::echo_exchange(&mut common::unix(unix_path), b"new service\n");
+    let states = || -> Vec<String> {
+        common::status_json(&socket)["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["name"].as_str().unwrap(),
+                    s["state"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(states(), ["echo running", "echo draining"]);
+    // The old service still serves what it had, then goes.
+    common::echo_exchange(&mut open, b"old connection\n");
+    drop(open);
+    forkd
+        .log
+        .wait_line("reload: echo (replaced): every old process is down", T);
+    assert_eq!(states(), ["echo running"]);
+    assert!(path.exists());
+    common::echo_exchange(&mut common::unix(unix_path), b"still\n");
+}

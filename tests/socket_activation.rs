@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{children_running, free_port, have_tool, start_forkd_under, wait_until, Scratch};
+use common::{
+    children_running, echo_exchange, free_port, have_tool, start_forkd_under, tcp, wait_until,
+    Scratch,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -71,4 +74,69 @@ fn forkd_takes_over_the_socket_systemd_passed_and_keeps_it_from_programs() {
         forkd_fds.to_string_lossy().starts_with("socket:"),
         "{forkd_fds:?}"
     );
+}
+
+/// Its own control socket, so tests running side by side never meet.
+fn echo_config(dir: &Scratch, mode: &str, idle: &str) -> String {
+    format!(
+        "[daemon]\ncontrol_socket = \"{}\"\n\n[[service]]\nname = \"echo\"\nlisten = [\"systemd:echo\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\nper_ip = 0\nidle_timeout = \"{idle}\"\n",
+        dir.file("control.sock").display()
+    )
+}
+
+/// forkd serves on the socket `systemd-socket-activate` passed, also the
+/// connection that activated it, and still after reloads that replace the
+/// service (the inherited socket is handed over, never re-opened).
+fn inherited_socket_serves_before_and_after_reload(mode: &str) {
+    if !have_tool("systemd-socket-activate", "socket activation test") {
+        return;
+    }
+    let dir = Scratch::new(&format!("activation-{mode}"));
+    let config = dir.write("forkd.toml", &echo_config(&dir, mode, "30s"));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let forkd = start_forkd_under(
+        &["systemd-socket-activate", "-l", &listen, "--fdname=echo"],
+        &config,
+        &[],
+    );
+    let mut first = None;
+    wait_until("the activation socket accepts", T, || {
+        first = std::net::TcpStream::connect(&listen).ok();
+        first.is_some()
+    });
+    let mut first = first.unwrap();
+    first.set_read_timeout(Some(T)).unwrap();
+    echo_exchange(&mut first, b"the connection that woke forkd\n");
+    forkd
+        .log
+        .wait_line(&format!("service echo listening on tcp://{listen}"), T);
+    assert_eq!(forkd.log.count("was not used by any service"), 0);
+    echo_exchange(&mut tcp(&listen), b"before reload\n");
+
+    for (n, idle) in ["31s", "32s"].iter().enumerate() {
+        dir.write("forkd.toml", &echo_config(&dir, mode, idle));
+        forkd.signal(nix::sys::signal::Signal::SIGHUP);
+        forkd.log.wait_count("reloaded ", n + 1, T);
+        echo_exchange(&mut tcp(&listen), b"after reload\n");
+    }
+    assert_eq!(forkd.log.count("reload rejected"), 0);
+    assert_eq!(forkd.log.count("reload: echo changed (idle_timeout)"), 2);
+    // The socket the old service held stayed open: the client that
+    // connected before any reload is still served by the first service.
+    echo_exchange(&mut first, b"still here\n");
+    drop(first);
+    wait_until("no zombies", T, || {
+        common::zombies_below(forkd.pid()).is_empty()
+    });
+}
+
+#[test]
+fn fork_mode_serves_on_the_inherited_socket_across_reloads() {
+    inherited_socket_serves_before_and_after_reload("fork");
+}
+
+#[test]
+fn prefork_mode_serves_on_the_inherited_socket_across_reloads() {
+    inherited_socket_serves_before_and_after_reload("prefork");
 }

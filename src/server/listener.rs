@@ -121,12 +121,61 @@ impl Listener {
         !matches!(self.socket, Socket::Udp(_))
     }
 
+    /// A second descriptor for the same socket (`dup(2)`), for a reload:
+    /// the new service takes it while the old one still holds its own, so
+    /// the address is never closed and re-bound and its backlog is kept.
+    /// The copy owns no socket file: dropping it unlinks nothing, and
+    /// [`Listener::take_path`] moves the file over once the reload commits.
+    pub fn share(&self) -> io::Result<Listener> {
+        let socket = match &self.socket {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Udp(s) => Socket::Udp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        };
+        Ok(Listener {
+            addr: self.addr.clone(),
+            socket,
+            local: self.local,
+            owned_path: None,
+        })
+    }
+
+    /// Gives up the socket file this listener would remove on drop (a
+    /// reload handed the socket to a new service, which removes it later).
+    pub fn take_path(&mut self) -> Option<PathBuf> {
+        self.owned_path.take()
+    }
+
+    /// Makes this listener remove `path` on drop (see [`Listener::take_path`]).
+    pub fn own_path(&mut self, path: Option<PathBuf>) {
+        if path.is_some() {
+            self.owned_path = path;
+        }
+    }
+
+    /// The descriptor itself, for giving an inherited socket back to
+    /// [`crate::systemd::Inherited`] when its service goes away.
+    pub fn into_fd(mut self) -> io::Result<OwnedFd> {
+        self.owned_path = None;
+        // `Drop` forbids moving the socket out: keep a duplicate instead
+        // and let this descriptor close (the socket lives on in the copy).
+        self.as_fd().try_clone_to_owned()
+    }
+
+    /// Whether the socket came from systemd (`systemd:NAME`): systemd keeps
+    /// its own copy for the next start, so forkd never shuts it down.
+    pub fn is_inherited(&self) -> bool {
+        matches!(self.addr, ListenAddr::Systemd(_))
+    }
+
     /// Stops the socket itself from listening, in every process that holds
     /// it: on Linux `shutdown(2)` of a listening socket refuses new clients
     /// and resets those in the backlog. Used when a service stops, because
-    /// a prefork worker busy with a connection still holds a copy.
+    /// a prefork worker busy with a connection still holds a copy. Not for
+    /// a socket systemd passed: the `.socket` unit still owns it and queues
+    /// connections for the next forkd.
     pub fn stop_listening(&self) {
-        if self.is_stream() {
+        if self.is_stream() && !self.is_inherited() {
             let _ = socket::shutdown(self.as_raw_fd(), socket::Shutdown::Both);
         }
     }

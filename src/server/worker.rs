@@ -118,16 +118,15 @@ impl Worker<'_> {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e),
             };
+            // SIGTERM is handled after the rest of the batch: with
+            // EPOLLEXCLUSIVE a new connection wakes only this worker, and
+            // if it drained without accepting, the connection would wait
+            // in the backlog for the next one to wake another (a reload
+            // replacing this worker would stall that client).
+            let mut term = false;
             for event in &events[..n] {
                 match event.data() {
-                    SIGNAL_TOKEN => {
-                        while let Ok(Some(_)) = signals.read_signal() {}
-                        if !draining {
-                            draining = true;
-                            slot.set_state(SlotState::Draining);
-                            self.close_listeners(&epoll, paused);
-                        }
-                    }
+                    SIGNAL_TOKEN => term = true,
                     token if token >= SESSION_TOKEN_BASE => {
                         sessions.ready(&epoll, token, event.events(), slot);
                     }
@@ -156,6 +155,14 @@ impl Worker<'_> {
                             ),
                         }
                     }
+                }
+            }
+            if term {
+                while let Ok(Some(_)) = signals.read_signal() {}
+                if !draining {
+                    draining = true;
+                    slot.set_state(SlotState::Draining);
+                    self.close_listeners(&epoll, paused);
                 }
             }
             sessions.expire(&epoll, Instant::now(), slot);

@@ -20,6 +20,7 @@ mod programs;
 mod reload;
 mod retiring;
 mod services;
+mod services_reload;
 
 use std::collections::HashMap;
 use std::io;

@@ -7,7 +7,9 @@
 //! gracefully; changed ones are replaced, new instances first and only then
 //! the old ones stopped (nginx's order, so capacity never drops); unchanged
 //! ones are not touched (same pids). Old instances are tracked until reaped
-//! (`retiring.rs`). `[daemon] log_level` is applied unless `--log-level`
+//! (`retiring.rs`). Services follow the same rules, keeping every open
+//! listening socket whose address stays (`services_reload.rs`).
+//! `[daemon] log_level` is applied unless `--log-level`
 //! pinned it. systemd hears `RELOADING=1` at the start and `READY=1` at the
 //! end, whatever the outcome, with a `STATUS=` that names a failure.
 
@@ -109,15 +111,15 @@ impl Supervisor {
     /// is refused during a reload); `systemd:NAME` addresses are taken from
     /// `self.systemd.inherited` (crate::systemd::activation::Inherited).
     ///
-    /// On this branch services do not exist yet, so this does nothing; the
-    /// network front end fills it in.
+    /// How: `services_reload.rs` (build every new service first, then
+    /// start it, then retire the old one).
     pub(super) fn reload_services(
         &mut self,
-        _old: &Config,
-        _new: &Config,
-        _diff: &ConfigDiff,
+        old: &Config,
+        new: &Config,
+        diff: &ConfigDiff,
     ) -> Result<Vec<String>, Vec<String>> {
-        Ok(Vec::new())
+        self.apply_service_changes(old, new, diff)
     }
 
     /// `[daemon]`: the log level (unless pinned); the rest at next start.

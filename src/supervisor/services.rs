@@ -1,6 +1,7 @@
 //! `[[service]]`s in the loop: starting them (listeners opened here, before
 //! any program starts), fork mode's listener readiness, service children's
-//! exits, their timers, drain on shutdown, and `services_status()`.
+//! exits, their timers, drain on shutdown, and `services_status()`. What a
+//! reload does to them is in `services_reload.rs`.
 //!
 //! The mechanisms are in [`crate::server`]; this file only wires them to the
 //! loop's collections: `children` (pid → owner), `sources` (token → fd) and
@@ -21,17 +22,22 @@ use crate::server::{Listeners, Role, Service};
 /// A service, with the id its children and tokens refer to (stable while
 /// the service exists, unlike its position).
 pub(super) struct Running {
-    id: u64,
-    service: Service,
+    pub(super) id: u64,
+    pub(super) service: Service,
     /// fork mode: the mio tokens of its stream listeners, by listener index.
-    tokens: Vec<(Token, usize)>,
+    pub(super) tokens: Vec<(Token, usize)>,
+    /// Set when a reload removed or replaced it ("removed", "replaced"): it
+    /// drains, its children's exits still come here, and it is dropped
+    /// once the last of them is reaped.
+    pub(super) retired: Option<&'static str>,
 }
 
-/// Every running service.
+/// Every service: those of the current config in its order, then the
+/// retired ones still draining.
 #[derive(Default)]
 pub(super) struct Services {
-    list: Vec<Running>,
-    next_id: u64,
+    pub(super) list: Vec<Running>,
+    pub(super) next_id: u64,
 }
 
 impl Supervisor {
@@ -64,6 +70,7 @@ impl Supervisor {
                 id,
                 service,
                 tokens: Vec::new(),
+                retired: None,
             });
             let position = self.services.list.len() - 1;
             self.register_listeners(position)?;
@@ -73,7 +80,7 @@ impl Supervisor {
     }
 
     /// fork mode: the supervisor accepts, so its stream listeners join the loop.
-    fn register_listeners(&mut self, position: usize) -> Result<(), String> {
+    pub(super) fn register_listeners(&mut self, position: usize) -> Result<(), String> {
         let running = &self.services.list[position];
         if running.service.config.mode != Mode::Fork {
             return Ok(());
@@ -100,11 +107,11 @@ impl Supervisor {
         Ok(())
     }
 
-    fn position_of(&self, id: u64) -> Option<usize> {
+    pub(super) fn position_of(&self, id: u64) -> Option<usize> {
         self.services.list.iter().position(|r| r.id == id)
     }
 
-    fn spawn_service_workers(&mut self, position: usize) {
+    pub(super) fn spawn_service_workers(&mut self, position: usize) {
         let now = Instant::now();
         let Running { id, service, .. } = &mut self.services.list[position];
         let id = *id;
@@ -151,6 +158,7 @@ impl Supervisor {
                 while service.accept_ready(index, now, &mut record) {}
             }
         }
+        self.forget_if_drained(position);
     }
 
     /// The nearest deadline of any service.
@@ -194,7 +202,7 @@ impl Supervisor {
         }
     }
 
-    fn deregister_listeners(&mut self, position: usize) {
+    pub(super) fn deregister_listeners(&mut self, position: usize) {
         let running = &mut self.services.list[position];
         for (token, index) in running.tokens.drain(..) {
             self.sources.remove(&token);

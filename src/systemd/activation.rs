@@ -148,6 +148,33 @@ impl Inherited {
         ))
     }
 
+    /// Returns a socket taken by [`take`](Self::take) to the first entry
+    /// called `name` that has none (a reload that was rejected, or a
+    /// service that was removed), so a later reload can take it again.
+    /// A socket no entry is waiting for is closed.
+    pub fn give_back(&mut self, name: &str, fd: OwnedFd) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name && e.fd.is_none())
+        {
+            e.fd = Some(fd);
+            return;
+        }
+        // `systemd:N` took the N-th socket when no socket is called N.
+        if !self.entries.iter().any(|e| e.name == name) {
+            if let Some(e) = name
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.entries.get_mut(i))
+            {
+                if e.fd.is_none() {
+                    e.fd = Some(fd);
+                }
+            }
+        }
+    }
+
     /// A closure for code that opens listeners and takes a lookup
     /// (`&mut dyn FnMut(&str) -> Option<OwnedFd>`).
     pub fn lookup(&mut self) -> impl FnMut(&str) -> Option<OwnedFd> + '_ {
@@ -256,6 +283,15 @@ mod tests {
 
     fn socket() -> OwnedFd {
         std::os::unix::net::UnixDatagram::unbound().unwrap().into()
+    }
+
+    #[test]
+    fn a_socket_given_back_can_be_taken_again() {
+        let mut inherited = Inherited::from_fds(vec![("web".into(), socket())]);
+        let fd = inherited.take("web").expect("first take");
+        assert!(inherited.take("web").is_none());
+        inherited.give_back("web", fd);
+        assert!(inherited.take("web").is_some());
     }
 
     #[test]

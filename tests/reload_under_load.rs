@@ -1,0 +1,191 @@
+//! Reload without dropping a connection: a client keeps opening
+//! connections to an echo service while forkd is reloaded 20 times, and
+//! not one connection is refused, reset or left unanswered, whether the
+//! reload changes something else or the echo service itself (then its open
+//! listening socket is handed from the old service to the new one).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(10);
+const RELOADS: usize = 20;
+/// The client's bounds, whatever the reloads do.
+const MAX_CONNECTIONS: usize = 20_000;
+const MAX_TIME: Duration = Duration::from_secs(30);
+
+/// Generation `n` of the config: `vary` and `other` change every time;
+/// `echo` too when `echo_changes`; `keep` never.
+fn config(socket: &std::path::Path, mode: &str, n: usize, echo_changes: bool) -> String {
+    let (idle, workers) = if echo_changes {
+        (format!("{}s", 30 + n), 2 + n % 2)
+    } else {
+        ("30s".to_string(), 2)
+    };
+    format!(
+        r#"[daemon]
+control_socket = "{socket}"
+
+[[program]]
+name = "keep"
+command = ["/bin/sleep", "1001"]
+
+[[program]]
+name = "vary"
+command = ["/bin/sleep", "1002"]
+env = {{ GENERATION = "{n}" }}
+
+[[service]]
+name = "echo"
+listen = ["tcp://127.0.0.1:0"]
+mode = "{mode}"
+handler = "echo"
+workers = {workers}
+idle_timeout = "{idle}"
+max_connections = 64
+per_ip = 0
+
+[[service]]
+name = "other"
+listen = ["tcp://127.0.0.1:0"]
+mode = "prefork"
+handler = "echo"
+workers = 1
+idle_timeout = "{}s"
+"#,
+        10 + n,
+        socket = socket.display(),
+    )
+}
+
+/// One connection, one request, one reply; the error, if any.
+fn one_exchange(addr: &str, i: usize) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let msg = format!("request {i}\n");
+    s.write_all(msg.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).map_err(|e| format!("reply: {e}"))?;
+    if got != msg.to_ascii_uppercase().as_bytes() {
+        return Err(format!("wrong reply {:?}", String::from_utf8_lossy(&got)));
+    }
+    Ok(())
+}
+
+fn reloads_under_load(mode: &str, echo_changes: bool) {
+    let dir = Scratch::new(&format!("reload-load-{mode}-{echo_changes}"));
+    let socket = dir.file("control.sock");
+    let path = dir.write("forkd.toml", &config(&socket, mode, 0, echo_changes));
+    let forkd = Forkd::start(&path);
+    let pid = forkd.pid();
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    wait_until("programs up", T, || {
+        children_running(pid, "/bin/sleep 1001").len() == 1
+            && children_running(pid, "/bin/sleep 1002").len() == 1
+    });
+    let keep = children_running(pid, "/bin/sleep 1001");
+
+    let stop = AtomicBool::new(false);
+    let made = AtomicUsize::new(0);
+    let (done, errors) = std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            let started = Instant::now();
+            let mut done = 0;
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed)
+                && done < MAX_CONNECTIONS
+                && started.elapsed() < MAX_TIME
+            {
+                if let Err(e) = one_exchange(&addr, done) {
+                    errors.push(format!("connection {done}: {e}"));
+                }
+                done += 1;
+                made.store(done, Ordering::Relaxed);
+            }
+            (done, errors)
+        });
+        for n in 1..=RELOADS {
+            // Each reload lands while connections are being made.
+            let before = made.load(Ordering::Relaxed);
+            wait_until("the client to make progress", T, || {
+                made.load(Ordering::Relaxed) >= before + 10
+            });
+            dir.write("forkd.toml", &config(&socket, mode, n, echo_changes));
+            forkd.signal(Signal::SIGHUP);
+            forkd.log.wait_count("reloaded ", n, T);
+        }
+        let last = made.load(Ordering::Relaxed);
+        wait_until("the client to go on after the last reload", T, || {
+            made.load(Ordering::Relaxed) >= last + 10
+        });
+        stop.store(true, Ordering::Relaxed);
+        client.join().expect("client thread")
+    });
+    assert!(
+        errors.is_empty(),
+        "{mode}: {} of {done} connections failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(10)]
+    );
+    assert!(
+        done >= RELOADS * 10,
+        "{mode}: only {done} connections were made"
+    );
+    assert_eq!(forkd.log.count("reload rejected"), 0);
+    if echo_changes {
+        assert_eq!(
+            forkd
+                .log
+                .count("reload: echo changed (workers, idle_timeout)"),
+            RELOADS
+        );
+    } else {
+        assert_eq!(forkd.log.count("reload: echo changed"), 0);
+    }
+
+    // The address never changed, the old services are gone once drained,
+    // the unchanged program was not touched, and everything was reaped.
+    wait_until("only the current services remain", T, || {
+        let status = status_json(&socket);
+        let services = status["services"].as_array().unwrap().clone();
+        services.len() == 2 && services.iter().all(|s| s["state"] == "running")
+    });
+    let status = status_json(&socket);
+    let echo = &status["services"][0];
+    assert_eq!(echo["name"], "echo");
+    assert_eq!(echo["listen"][0], format!("tcp://{addr}"));
+    assert_eq!(children_running(pid, "/bin/sleep 1001"), keep, "keep's pid");
+    wait_until("the last vary running alone", T, || {
+        children_running(pid, "/bin/sleep 1002").len() == 1
+    });
+    wait_until("no zombies below forkd", T, || {
+        zombies_below(pid).is_empty()
+    });
+}
+
+#[test]
+fn fork_mode_serves_every_connection_across_20_reloads_of_other_things() {
+    reloads_under_load("fork", false);
+}
+
+#[test]
+fn prefork_mode_serves_every_connection_across_20_reloads_of_other_things() {
+    reloads_under_load("prefork", false);
+}
+
+#[test]
+fn fork_mode_serves_every_connection_while_the_service_itself_is_replaced_20_times() {
+    reloads_under_load("fork", true);
+}
+
+#[test]
+fn prefork_mode_serves_every_connection_while_the_service_itself_is_replaced_20_times() {
+    reloads_under_load("prefork", true);
+}
