@@ -488,6 +488,8 @@ pub fn start_forkd_under(launcher: &[&str], config: &Path, args: &[&str]) -> For
         .arg("--config")
         .arg(config)
         .args(args)
+        // As in `Forkd::start_with`: a control socket of its own by default.
+        .env("RUNTIME_DIRECTORY", config.with_extension("run"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
