@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -139,15 +138,10 @@ pub(super) fn octal_mode(text: &str) -> Result<u32, String> {
 
 /// A signal name, `"TERM"` or `"SIGTERM"`, any case, to its number.
 pub(super) fn signal(text: &str) -> Result<i32, String> {
-    let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper.clone()
-    } else {
-        format!("SIG{upper}")
-    };
-    if let Ok(signal) = Signal::from_str(&full) {
+    if let Some(signal) = crate::process::parse_signal(text) {
         return Ok(signal as i32);
     }
+    let upper = text.to_ascii_uppercase();
     let names: Vec<&str> = Signal::iterator()
         .map(|s| s.as_str().trim_start_matches("SIG"))
         .collect();

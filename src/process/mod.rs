@@ -156,6 +156,21 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
+/// A signal as operators write it: `USR1`, `SIGUSR1`, `usr1` or `10`.
+/// The one parser behind `stop_signal` and `forkctl signal`.
+pub fn parse_signal(text: &str) -> Option<Signal> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = text.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
+}
+
 /// Every pid that waitpid(-1, WNOHANG) hands back now, with how it ended.
 /// SIGCHLD coalesces, so this loops until no exited child remains.
 pub fn reap_all() -> Vec<(Pid, ExitKind)> {
@@ -230,4 +245,18 @@ pub fn resolve_credentials(
         None => vec![gid],
     };
     Ok(Some(Credentials { uid, gid, groups }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("USR1"), Some(Signal::SIGUSR1));
+        assert_eq!(parse_signal("sighup"), Some(Signal::SIGHUP));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("999"), None);
+    }
 }

@@ -12,7 +12,6 @@ use std::io;
 use std::time::Instant;
 
 use mio::Interest;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
@@ -380,7 +379,7 @@ impl Supervisor {
     }
 
     fn signal_reply(&mut self, target: &str, signal: &str) -> Value {
-        let Some(sig) = parse_signal(signal) else {
+        let Some(sig) = crate::process::parse_signal(signal) else {
             return error_reply(
                 ErrorKind::BadRequest,
                 format!("unknown signal \"{signal}\": use a name like HUP, USR1, TERM (with or without SIG) or a number"),
@@ -494,33 +493,5 @@ impl Supervisor {
             }));
         }
         json!({ "ok": true, "instances": instances })
-    }
-}
-
-/// `USR1`, `SIGUSR1`, `usr1` or `10`.
-fn parse_signal(text: &str) -> Option<Signal> {
-    if let Ok(n) = text.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let upper = text.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("USR1"), Some(Signal::SIGUSR1));
-        assert_eq!(parse_signal("sighup"), Some(Signal::SIGHUP));
-        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
-        assert_eq!(parse_signal("NOPE"), None);
-        assert_eq!(parse_signal("999"), None);
     }
 }
