@@ -12,13 +12,14 @@ use nix::unistd::Pid;
 
 use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
 use crate::config::ServiceConfig;
-use crate::process::{exec::child_environment, ChildFd, ExecPlan, ExecReport};
+use crate::process::{exec::child_environment, ChildFd, ExecPlan, ExecReport, Prepared};
 
-/// The exec handler: the command and the environment every child starts from.
+/// The exec handler: the command, prepared once (resolved path, argv and
+/// the environment every child starts from, as C strings).
 #[derive(Debug, Clone)]
 pub struct Exec {
     command: Vec<String>,
-    base_env: Vec<(String, String)>,
+    prepared: Prepared,
 }
 
 impl Exec {
@@ -30,24 +31,22 @@ impl Exec {
                 config.name
             )));
         }
-        let base_env = child_environment(std::iter::empty())
+        let base_env: Vec<(String, String)> = child_environment(std::iter::empty())
             .into_iter()
             .filter(|(k, _)| !UCSPI.contains(&k.as_str()))
             .collect();
-        Ok(Exec { command, base_env })
+        let prepared = Prepared::new(&command, &base_env)
+            .map_err(|e| HandlerError::Setup(format!("service \"{}\": {e}", config.name)))?;
+        Ok(Exec { command, prepared })
     }
 
-    /// The plan that runs `command` on `conn`: the socket on fds 0 and 1.
-    pub fn plan(&self, conn: Connection) -> Result<ExecPlan, String> {
-        let mut env = self.base_env.clone();
-        env.extend(ucspi(&conn.peer));
-        let mut plan = ExecPlan::new(&self.command, &env).map_err(|e| e.to_string())?;
-        let stdout = conn
-            .stream
-            .as_fd_owned()
-            .map_err(|e| format!("dup of the connection: {e}"))?;
-        plan.stdout = ChildFd::Fd(stdout);
+    /// The plan that runs `command` on `conn`: the socket on fds 0 and 1
+    /// (one fd in forkd: the child copies its stdin to stdout).
+    pub fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
+        let mut plan = self.prepared.plan();
+        add_ucspi(&mut plan, &conn.peer).map_err(|e| e.to_string())?;
         plan.stdin = ChildFd::Fd(conn.stream.into_owned());
+        plan.stdout = ChildFd::Stdin;
         Ok(plan)
     }
 
@@ -81,26 +80,22 @@ const UCSPI: [&str; 5] = [
     "TCPLOCALPORT",
 ];
 
-/// The UCSPI variables of one connection.
-fn ucspi(peer: &Peer) -> Vec<(String, String)> {
+/// Adds the UCSPI variables of one connection to `plan`.
+fn add_ucspi(plan: &mut ExecPlan<'_>, peer: &Peer) -> Result<(), crate::process::SpawnError> {
     match peer {
-        Peer::Tcp { remote, local } => vec![
-            ("PROTO".into(), "TCP".into()),
-            ("TCPREMOTEIP".into(), remote.ip().to_string()),
-            ("TCPREMOTEPORT".into(), remote.port().to_string()),
-            ("TCPLOCALIP".into(), local.ip().to_string()),
-            ("TCPLOCALPORT".into(), local.port().to_string()),
-        ],
-        Peer::Unix => vec![("PROTO".into(), "UNIX".into())],
+        Peer::Tcp { remote, local } => {
+            plan.add_env("PROTO", "TCP")?;
+            plan.add_env("TCPREMOTEIP", remote.ip())?;
+            plan.add_env("TCPREMOTEPORT", remote.port())?;
+            plan.add_env("TCPLOCALIP", local.ip())?;
+            plan.add_env("TCPLOCALPORT", local.port())?;
+        }
+        Peer::Unix => plan.add_env("PROTO", "UNIX")?,
     }
+    Ok(())
 }
 
 impl Stream {
-    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsFd;
-        self.as_fd().try_clone_to_owned()
-    }
-
     fn into_owned(self) -> std::os::fd::OwnedFd {
         match self {
             Stream::Tcp(s) => s.into(),
@@ -144,16 +139,27 @@ impl Handler for Exec {
 mod tests {
     use super::*;
 
+    fn added(peer: &Peer) -> Vec<String> {
+        let prepared = Prepared::new(&["/bin/true".to_string()], &[]).unwrap();
+        let mut plan = prepared.plan();
+        add_ucspi(&mut plan, peer).unwrap();
+        plan.added_env()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
     #[test]
     fn ucspi_environment_names_both_ends() {
         let peer = Peer::Tcp {
             remote: "127.0.0.1:5000".parse().unwrap(),
             local: "[::1]:7000".parse().unwrap(),
         };
-        let env = ucspi(&peer);
-        assert!(env.contains(&("PROTO".into(), "TCP".into())));
-        assert!(env.contains(&("TCPREMOTEPORT".into(), "5000".into())));
-        assert!(env.contains(&("TCPLOCALIP".into(), "::1".into())));
-        assert_eq!(ucspi(&Peer::Unix), vec![("PROTO".into(), "UNIX".into())]);
+        let env = added(&peer);
+        assert!(env.contains(&"PROTO=TCP".into()));
+        assert!(env.contains(&"TCPREMOTEIP=127.0.0.1".into()));
+        assert!(env.contains(&"TCPREMOTEPORT=5000".into()));
+        assert!(env.contains(&"TCPLOCALIP=::1".into()));
+        assert!(env.contains(&"TCPLOCALPORT=7000".into()));
+        assert_eq!(added(&Peer::Unix), vec!["PROTO=UNIX".to_string()]);
     }
 }

@@ -9,20 +9,28 @@
 //! reports "exec failed: No such file or directory" instead of a bare 127.
 
 use std::ffi::{CString, OsStr};
+use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::unistd::{Gid, Pid, Uid};
 
 /// Where one of the child's standard fds comes from.
 #[derive(Debug)]
-pub enum ChildFd {
+pub enum ChildFd<'fd> {
     /// Keep forkd's own fd.
     Inherit,
     /// `dup2` this fd (owned by the plan until the spawn returns).
     Fd(OwnedFd),
+    /// `dup2` this fd, which the caller keeps (no dup and close in forkd
+    /// per spawn: the /dev/null and log pipes kept for every spawn).
+    Borrowed(BorrowedFd<'fd>),
+    /// The same open file as the child's stdin (`dup2(0, n)` in the child):
+    /// a connection on fds 0 and 1 without a second fd in forkd.
+    Stdin,
 }
 
 /// A privilege drop, resolved from names in the parent.
@@ -33,21 +41,39 @@ pub struct Credentials {
     pub groups: Vec<Gid>,
 }
 
-/// Everything `child_exec` needs, built in the parent.
+/// A command prepared once and spawned many times: the resolved path, argv
+/// and environment as C strings, shared (cloning is a reference count).
+/// [`Prepared::plan`] makes an [`ExecPlan`]; per-spawn variables go in with
+/// [`ExecPlan::add_env`].
+#[derive(Debug, Clone)]
+pub struct Prepared(Arc<PreparedInner>);
+
 #[derive(Debug)]
-pub struct ExecPlan {
-    /// Path given to `execve`: `argv[0]` resolved against `PATH`.
-    path: CString,
+struct PreparedInner {
+    /// `argv[0]` resolved against `PATH`, or `None` if no such file was
+    /// found (then each plan searches again: the file may appear later).
+    path: Option<CString>,
+    path_var: String,
     argv: Vec<CString>,
     envp: Vec<CString>,
+}
+
+/// Everything `child_exec` needs, built in the parent.
+#[derive(Debug)]
+pub struct ExecPlan<'fd> {
+    /// Path given to `execve`: `argv[0]` resolved against `PATH`.
+    path: CString,
+    command: Prepared,
+    /// Variables added for this spawn only, after the prepared ones.
+    extra_env: Vec<CString>,
     cwd: Option<CString>,
     pub credentials: Option<Credentials>,
     pub umask: Option<u32>,
     /// `(resource, value)` pairs; the value sets soft and hard limits.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
-    pub stdin: ChildFd,
-    pub stdout: ChildFd,
-    pub stderr: ChildFd,
+    pub stdin: ChildFd<'fd>,
+    pub stdout: ChildFd<'fd>,
+    pub stderr: ChildFd<'fd>,
     /// Start a new session (and process group) so the whole tree can be signalled.
     pub new_session: bool,
     /// Signal the child gets when forkd dies (PR_SET_PDEATHSIG).
@@ -121,23 +147,30 @@ impl Step {
     }
 }
 
-impl ExecPlan {
-    /// A plan that runs `argv` with exactly `env` as its environment.
-    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<ExecPlan, SpawnError> {
-        let cstr = |s: &[u8], what: &str| {
-            CString::new(s).map_err(|_| SpawnError::Prepare(format!("{what} contains a NUL byte")))
-        };
+fn cstr(s: &[u8], what: &str) -> Result<CString, SpawnError> {
+    CString::new(s).map_err(|_| SpawnError::Prepare(format!("{what} contains a NUL byte")))
+}
+
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+impl Prepared {
+    /// Prepares `argv` to run with exactly `env` as its environment.
+    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<Prepared, SpawnError> {
         let first = argv
             .first()
             .ok_or_else(|| SpawnError::Prepare("empty command".into()))?;
         let path_var = env
             .iter()
             .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin");
-        let resolved = resolve_in_path(first, path_var);
-        Ok(ExecPlan {
-            path: cstr(resolved.as_os_str().as_bytes(), "command")?,
+            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+        cstr(first.as_bytes(), "command")?;
+        let path = match resolve_in_path(first, path_var) {
+            Some(found) => Some(cstr(found.as_os_str().as_bytes(), "command")?),
+            None => None,
+        };
+        Ok(Prepared(Arc::new(PreparedInner {
+            path,
+            path_var: path_var.to_string(),
             argv: argv
                 .iter()
                 .map(|a| cstr(a.as_bytes(), "an argument"))
@@ -146,6 +179,31 @@ impl ExecPlan {
                 .iter()
                 .map(|(k, v)| cstr(format!("{k}={v}").as_bytes(), "an environment variable"))
                 .collect::<Result<_, _>>()?,
+        })))
+    }
+
+    /// A plan for one spawn with the defaults: own session, SIGKILL when
+    /// forkd dies, forkd's standard fds, no cwd, credentials or limits.
+    pub fn plan<'fd>(&self) -> ExecPlan<'fd> {
+        let inner = &*self.0;
+        let path = match &inner.path {
+            Some(p) => p.clone(),
+            None => {
+                // Not found when prepared: search again (a NUL was ruled out
+                // by `new`), else execve reports ENOENT for the bare name.
+                let first = inner.argv[0].to_bytes();
+                let name = String::from_utf8_lossy(first);
+                match resolve_in_path(&name, &inner.path_var) {
+                    Some(found) => CString::new(found.as_os_str().as_bytes())
+                        .unwrap_or_else(|_| inner.argv[0].clone()),
+                    None => inner.argv[0].clone(),
+                }
+            }
+        };
+        ExecPlan {
+            path,
+            command: self.clone(),
+            extra_env: Vec::new(),
             cwd: None,
             credentials: None,
             umask: None,
@@ -155,7 +213,39 @@ impl ExecPlan {
             stderr: ChildFd::Inherit,
             new_session: true,
             death_signal: Some(libc::SIGKILL),
+        }
+    }
+
+    /// Whether the prepared environment sets `name`.
+    fn has_env(&self, name: &str) -> bool {
+        self.0.envp.iter().any(|e| {
+            let e = e.to_bytes();
+            e.len() > name.len() && e.starts_with(name.as_bytes()) && e[name.len()] == b'='
         })
+    }
+}
+
+impl<'fd> ExecPlan<'fd> {
+    /// A plan that runs `argv` with exactly `env` as its environment.
+    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<ExecPlan<'fd>, SpawnError> {
+        Ok(Prepared::new(argv, env)?.plan())
+    }
+
+    /// Adds `name=value` to this spawn's environment. `name` must not be in
+    /// the prepared environment (the child would see both).
+    pub fn add_env(&mut self, name: &str, value: impl fmt::Display) -> Result<(), SpawnError> {
+        use std::io::Write;
+        debug_assert!(!self.command.has_env(name), "{name} is already prepared");
+        let mut var = Vec::with_capacity(name.len() + 48);
+        // Writing into a Vec cannot fail.
+        let _ = write!(var, "{name}={value}");
+        self.extra_env.push(cstr(&var, "an environment variable")?);
+        Ok(())
+    }
+
+    /// The variables added with [`ExecPlan::add_env`], in order.
+    pub fn added_env(&self) -> impl Iterator<Item = &std::ffi::CStr> {
+        self.extra_env.iter().map(|v| v.as_c_str())
     }
 
     pub fn set_cwd(&mut self, dir: &Path) -> Result<(), SpawnError> {
@@ -189,8 +279,8 @@ impl ExecPlan {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SpawnError::Fork(e.into()))?;
         // Pointer arrays are built here: the child must not allocate.
-        let argv = null_terminated(&self.argv);
-        let envp = null_terminated(&self.envp);
+        let argv = null_terminated(&self.command.0.argv, &[]);
+        let envp = null_terminated(&self.command.0.envp, &self.extra_env);
         let groups: Vec<libc::gid_t> = self
             .credentials
             .as_ref()
@@ -250,29 +340,28 @@ impl ExecReport {
     }
 }
 
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
+fn null_terminated(first: &[CString], then: &[CString]) -> Vec<*const libc::c_char> {
+    let mut ptrs = Vec::with_capacity(first.len() + then.len() + 1);
+    ptrs.extend(first.iter().chain(then).map(|s| s.as_ptr()));
+    ptrs.push(std::ptr::null());
+    ptrs
 }
 
-/// `execvp`'s search, done in the parent: the first executable file named
-/// `name` in `path_var`, or `name` itself (exec then reports ENOENT).
-fn resolve_in_path(name: &str, path_var: &str) -> std::path::PathBuf {
+/// `execvp`'s search, done in the parent: `name` itself if it has a slash,
+/// else the first executable file named `name` in `path_var`; `None` if
+/// there is none (exec of the bare name then reports ENOENT).
+fn resolve_in_path(name: &str, path_var: &str) -> Option<std::path::PathBuf> {
     if name.contains('/') {
-        return name.into();
+        return Some(name.into());
     }
-    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(OsStr::new(name));
-        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
-            && candidate.is_file()
-        {
-            return candidate;
-        }
-    }
-    name.into()
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|dir| Path::new(dir).join(OsStr::new(name)))
+        .find(|candidate| {
+            nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok()
+                && candidate.is_file()
+        })
 }
 
 /// The child side of [`ExecPlan::spawn`]. Never returns.
@@ -284,7 +373,7 @@ fn resolve_in_path(name: &str, path_var: &str) -> std::path::PathBuf {
 /// Must only be called in a freshly forked child of a single-threaded
 /// process, with `argv`/`envp` null-terminated arrays pointing into `plan`.
 unsafe fn child_exec(
-    plan: &ExecPlan,
+    plan: &ExecPlan<'_>,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     groups: &[libc::gid_t],
@@ -365,14 +454,20 @@ unsafe fn child_exec(
             fail(Step::Chdir);
         }
     }
-    // 7. Standard fds. dup2 clears FD_CLOEXEC on the copy. forkd keeps fds
-    //    0-2 open (on /dev/null at worst), so no source is itself 0-2.
+    // 7. Standard fds, in order (`Stdin` copies the new fd 0). dup2 clears
+    //    FD_CLOEXEC on the copy. forkd keeps fds 0-2 open (on /dev/null at
+    //    worst), so no other source is itself 0-2.
     for (target, source) in [(0, &plan.stdin), (1, &plan.stdout), (2, &plan.stderr)] {
-        if let ChildFd::Fd(fd) = source {
-            // SAFETY: both are open fds for the duration of the call.
-            if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
-                fail(Step::Dup2);
-            }
+        let fd = match source {
+            ChildFd::Inherit => continue,
+            ChildFd::Fd(fd) => fd.as_raw_fd(),
+            ChildFd::Borrowed(fd) => fd.as_raw_fd(),
+            ChildFd::Stdin if target == 0 => continue,
+            ChildFd::Stdin => 0,
+        };
+        // SAFETY: both are open fds for the duration of the call.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            fail(Step::Dup2);
         }
     }
     // 8. Everything else is close-on-exec: forkd opens its fds with
@@ -430,4 +525,87 @@ pub fn child_environment<'a>(
         env.push((k.clone(), v.clone()));
     }
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    fn run(plan: ExecPlan<'_>) {
+        let pid = plan.spawn().expect("spawn");
+        let status = nix::sys::wait::waitpid(pid, None).expect("waitpid");
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+    }
+
+    #[test]
+    fn child_starts_with_no_ignored_blocked_or_caught_signal() {
+        // This test process ignores SIGPIPE (Rust's runtime), and under
+        // `cargo test` signal 32, reserved by glibc: the child must not.
+        assert!(super::super::signals_to_reset().contains(libc::SIGPIPE));
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let prepared =
+            Prepared::new(&["cat".to_string(), "/proc/self/status".to_string()], &[]).unwrap();
+        let mut plan = prepared.plan();
+        plan.stdout = ChildFd::Borrowed(write.as_fd());
+        run(plan);
+        drop(write);
+        let mut status = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut status)
+            .unwrap();
+        for field in ["SigBlk:", "SigIgn:", "SigCgt:"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert!(
+                line.trim_start_matches(field)
+                    .trim()
+                    .bytes()
+                    .all(|b| b == b'0'),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn stdin_socket_doubles_as_stdout_and_env_is_added() {
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let env = [("KEEP".to_string(), "1".to_string())];
+        let prepared = Prepared::new(
+            &[
+                "sh".to_string(),
+                "-c".to_string(),
+                "read line; echo \"$line $KEEP $ADDED\"".to_string(),
+            ],
+            &env,
+        )
+        .unwrap();
+        let mut plan = prepared.plan();
+        plan.add_env("ADDED", 42).unwrap();
+        plan.stdin = ChildFd::Fd(theirs.into());
+        plan.stdout = ChildFd::Stdin;
+        let mut mine = mine;
+        mine.write_all(b"hello\n").unwrap();
+        run(plan);
+        let mut reply = String::new();
+        mine.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "hello 1 42\n");
+        // The prepared command is unchanged by the spawn's additions.
+        assert_eq!(prepared.plan().added_env().count(), 0);
+    }
+
+    #[test]
+    fn missing_command_is_searched_again_and_reported() {
+        let env = [("PATH".to_string(), "/nonexistent".to_string())];
+        let prepared = Prepared::new(&["no-such-forkd-command".to_string()], &env).unwrap();
+        match prepared.plan().spawn() {
+            Err(SpawnError::Child {
+                step: "exec",
+                source,
+            }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOENT))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -22,15 +22,18 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 pub use backoff::Backoff;
-pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, SpawnError};
+pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, SpawnError};
 
-/// Forks with every signal blocked. The child resets all signal
-/// dispositions to their defaults, unblocks signals and runs `child`, which
-/// must not return (it execs or calls `_exit`). The parent gets the pid.
+/// Forks with every signal blocked. The child resets to `SIG_DFL` every
+/// disposition that is not already the default (see [`signals_to_reset`]),
+/// unblocks signals and runs `child`, which must not return (it execs or
+/// calls `_exit`). The parent gets the pid.
 ///
 /// Blocking first closes the window in which a signal delivered to the child
 /// would run forkd's handler (and write into forkd's self-pipe).
 pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Result<Pid> {
+    // Built in the parent (allocation-free to read in the child).
+    let resets = signals_to_reset();
     let mut old = SigSet::empty();
     signal::sigprocmask(
         SigmaskHow::SIG_SETMASK,
@@ -43,7 +46,7 @@ pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Resu
     let result = unsafe { nix::unistd::fork() };
     match result {
         Ok(ForkResult::Child) => {
-            reset_signals();
+            reset_signals(resets);
             // `Infallible` stands for "never returns": exec or `_exit`.
             #[allow(unreachable_code)]
             match child() {}
@@ -59,17 +62,176 @@ pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Resu
     }
 }
 
-/// In a new child: every disposition back to `SIG_DFL` (ignored signals
-/// would survive exec; Rust's runtime ignores SIGPIPE) and an empty mask.
-/// Only sigaction and sigprocmask: async-signal-safe.
-fn reset_signals() {
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+/// Signals whose disposition a new child must put back to `SIG_DFL`, in a
+/// fixed-size array so the child reads it without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalResets {
+    /// `(signal, reserved)`: reserved numbers (glibc's own, between 31 and
+    /// `SIGRTMIN`) go through the raw syscall, which glibc's wrapper refuses.
+    signals: [(libc::c_int, bool); SignalResets::CAPACITY],
+    len: usize,
+}
+
+impl SignalResets {
+    /// Every signal number Linux has (1..=64) fits.
+    const CAPACITY: usize = 64;
+
+    pub fn contains(&self, sig: libc::c_int) -> bool {
+        self.entries().iter().any(|&(s, _)| s == sig)
+    }
+
+    fn push(&mut self, sig: libc::c_int, reserved: bool) {
+        if !self.contains(sig) && self.len < Self::CAPACITY {
+            self.signals[self.len] = (sig, reserved);
+            self.len += 1;
+        }
+    }
+
+    fn entries(&self) -> &[(libc::c_int, bool)] {
+        &self.signals[..self.len]
+    }
+
+    /// The signal numbers, for messages and tests.
+    pub fn numbers(&self) -> impl Iterator<Item = libc::c_int> + '_ {
+        self.entries().iter().map(|&(s, _)| s)
+    }
+}
+
+/// Signals forkd itself catches or ignores, reset in every child even if
+/// the snapshot was taken before their handlers were installed: the
+/// supervisor's signal-hook handlers, and SIGPIPE (ignored by Rust's runtime).
+const ALWAYS_RESET: [libc::c_int; 6] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGPIPE,
+];
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` (x86-64, arm64 and
+/// most other Linux ports: handler first; only the handler is read).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The signals not at `SIG_DFL` in this process right now (handlers: forkd's
+/// own, Rust's SIGSEGV/SIGBUS stack-overflow handler; `SIG_IGN`: SIGPIPE,
+/// and whatever forkd's own parent ignored, which would survive exec),
+/// plus [`ALWAYS_RESET`]. One `sigaction` query per signal number,
+/// real-time ones included. Numbers glibc reserves for itself are listed
+/// only when ignored: its handlers there are its own (and exec resets them).
+pub fn scan_signal_dispositions() -> SignalResets {
+    let mut resets = SignalResets {
+        signals: [(0, false); SignalResets::CAPACITY],
+        len: 0,
+    };
+    for sig in ALWAYS_RESET {
+        resets.push(sig, false);
+    }
+    let rtmin = libc::SIGRTMIN();
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL runs no Rust code in a handler.
+        let reserved = sig > 31 && sig < rtmin;
+        let handler = if reserved {
+            let mut old = KernelSigaction {
+                handler: libc::SIG_DFL,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            // SAFETY: a null new action only queries; `old` is a valid
+            // kernel sigaction on this stack, and 8 is the kernel's sigset size.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<KernelSigaction>(),
+                    &mut old as *mut KernelSigaction,
+                    8usize,
+                )
+            };
+            if r != 0 || old.handler != libc::SIG_IGN {
+                continue;
+            }
+            old.handler
+        } else {
+            // SAFETY: a null `act` only queries; `old` is a valid sigaction
+            // on this stack.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                    continue;
+                }
+                old.sa_sigaction
+            }
+        };
+        if handler != libc::SIG_DFL {
+            resets.push(sig, reserved);
+        }
+    }
+    resets
+}
+
+/// The cached [`scan_signal_dispositions`], taken at the first fork.
+/// forkd installs no handler and ignores no signal after start-up except
+/// the supervisor's, which [`ALWAYS_RESET`] covers whenever the snapshot is
+/// taken. Debug builds re-scan at every fork and check the cache still
+/// covers every non-default disposition, so the integration tests catch a
+/// handler added later.
+pub fn signals_to_reset() -> &'static SignalResets {
+    static RESETS: std::sync::OnceLock<SignalResets> = std::sync::OnceLock::new();
+    let resets = RESETS.get_or_init(scan_signal_dispositions);
+    if cfg!(debug_assertions) {
+        let now = scan_signal_dispositions();
+        debug_assert!(
+            now.numbers().all(|s| resets.contains(s)),
+            "a signal disposition changed after the first fork: {:?} not in {:?}",
+            now.numbers().collect::<Vec<_>>(),
+            resets.numbers().collect::<Vec<_>>()
+        );
+    }
+    resets
+}
+
+/// In a new child: the listed dispositions back to `SIG_DFL` (handlers are
+/// forkd's; ignored signals would survive exec) and an empty mask. Every
+/// other signal is already at `SIG_DFL`. Only sigaction and sigprocmask on
+/// memory built in the parent: async-signal-safe, no allocation.
+fn reset_signals(resets: &SignalResets) {
+    for &(sig, reserved) in resets.entries() {
+        if reserved {
+            let dfl = KernelSigaction {
+                handler: libc::SIG_DFL,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            // SAFETY: SIG_DFL with no flags needs no restorer; `dfl` lives on
+            // this stack; 8 is the kernel's sigset size.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no Rust code in a handler; `dfl`
+        // lives on this stack.
         unsafe {
-            let _ = signal::signal(sig, signal::SigHandler::SigDfl);
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
     }
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -258,5 +420,17 @@ mod tests {
         assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
         assert_eq!(parse_signal("NOPE"), None);
         assert_eq!(parse_signal("999"), None);
+    }
+
+    #[test]
+    fn scan_lists_ignored_and_caught_signals_only() {
+        // Rust's runtime ignores SIGPIPE and catches SIGSEGV (stack overflow).
+        let resets = scan_signal_dispositions();
+        assert!(resets.contains(libc::SIGPIPE));
+        assert!(resets.contains(libc::SIGSEGV));
+        assert!(!resets.contains(libc::SIGUSR1));
+        assert!(!resets.contains(libc::SIGKILL));
+        // The supervisor's signals are listed even before it installs them.
+        assert!(ALWAYS_RESET.iter().all(|&s| resets.contains(s)));
     }
 }

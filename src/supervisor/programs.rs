@@ -3,7 +3,7 @@
 //! operator's words (`api#2 (pid 4242) exited with code 3`).
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use mio::Interest;
@@ -14,7 +14,7 @@ use super::instance::{self, Action, Event, Instance, Policy, State};
 use super::output::OutputPipe;
 use super::{Owner, Source, Supervisor};
 use crate::config::{Output, ProgramConfig};
-use crate::process::{self, Backoff, ChildFd, ExecPlan, ExitKind};
+use crate::process::{self, Backoff, ChildFd, Credentials, ExitKind, Prepared};
 
 /// A program and its instances.
 #[derive(Debug)]
@@ -25,6 +25,50 @@ pub struct Program {
     log_writers: HashMap<(usize, bool), OwnedFd>,
     policy: Policy,
     backoff: Backoff,
+    /// What every spawn of this program shares, built at the first spawn
+    /// and again after a failed one (the command may have been installed,
+    /// the user created): see [`Supervisor::prepared`].
+    prepared: Option<PreparedProgram>,
+}
+
+/// The per-program part of a spawn, kept across restarts: argv, the
+/// environment (with `FORKD_PROGRAM`, without `FORKD_INSTANCE`, which is
+/// added per instance), the resolved path and credentials, the limits.
+#[derive(Debug)]
+struct PreparedProgram {
+    command: Prepared,
+    credentials: Option<Credentials>,
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+}
+
+impl PreparedProgram {
+    fn new(config: &ProgramConfig) -> Result<PreparedProgram, String> {
+        let program = ("FORKD_PROGRAM".to_string(), config.name.clone());
+        let mut env = process::exec::child_environment(
+            config
+                .env
+                .iter()
+                .chain(std::iter::once((&program.0, &program.1))),
+        );
+        env.retain(|(k, _)| k != "FORKD_INSTANCE");
+        let limits = &config.rlimits;
+        Ok(PreparedProgram {
+            command: Prepared::new(&config.command, &env).map_err(|e| e.to_string())?,
+            credentials: process::resolve_credentials(
+                config.user.as_deref(),
+                config.group.as_deref(),
+            )?,
+            rlimits: [
+                (libc::RLIMIT_NOFILE, limits.nofile),
+                (libc::RLIMIT_NPROC, limits.nproc),
+                (libc::RLIMIT_CORE, limits.core),
+                (libc::RLIMIT_AS, limits.address_space),
+            ]
+            .into_iter()
+            .filter_map(|(resource, value)| value.map(|v| (resource, v)))
+            .collect(),
+        })
+    }
 }
 
 impl Program {
@@ -40,6 +84,7 @@ impl Program {
             log_writers: HashMap::new(),
             policy: Policy::from(config),
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
+            prepared: None,
         }
     }
 }
@@ -151,78 +196,71 @@ impl Supervisor {
     }
 
     fn spawn_instance(&mut self, p: usize, index: usize) {
-        let config = self.programs[p].config.clone();
-        let name = config.name.as_str();
-        match self.spawn_plan(&config, index) {
+        let name = self.programs[p].config.name.clone();
+        match self.spawn_plan(p, index) {
             Ok(pid) => {
                 log::debug!("{name}#{index} spawned (pid {pid})");
                 self.children.insert(
                     pid,
                     Owner::Instance {
-                        program: config.name.clone(),
+                        program: name.clone(),
                         index,
                     },
                 );
-                self.apply(name, index, Event::Spawned(pid));
+                self.apply(&name, index, Event::Spawned(pid));
             }
             Err(e) => {
-                log::error!("{name}#{index}: cannot start {:?}: {e}", config.command[0]);
-                self.apply(name, index, Event::SpawnFailed);
+                let program = &mut self.programs[p];
+                // Prepare afresh next time: PATH, users and groups may change.
+                program.prepared = None;
+                log::error!(
+                    "{name}#{index}: cannot start {:?}: {e}",
+                    program.config.command[0]
+                );
+                self.apply(&name, index, Event::SpawnFailed);
             }
         }
     }
 
-    /// Builds the plan for `config#index`, wires its output, and spawns it.
-    fn spawn_plan(&mut self, config: &ProgramConfig, index: usize) -> Result<Pid, String> {
-        let index_text = index.to_string();
-        let extra = [
-            ("FORKD_PROGRAM".to_string(), config.name.clone()),
-            ("FORKD_INSTANCE".to_string(), index_text),
-        ];
-        let env = process::exec::child_environment(
-            config.env.iter().chain(extra.iter().map(|(k, v)| (k, v))),
-        );
-        let mut plan = ExecPlan::new(&config.command, &env).map_err(|e| e.to_string())?;
+    /// Builds the plan for program `p`, instance `index`, wires its output,
+    /// and spawns it. Per spawn only `FORKD_INSTANCE`, the cwd and output
+    /// files are new; /dev/null and log pipes are lent, not duplicated.
+    fn spawn_plan(&mut self, p: usize, index: usize) -> Result<Pid, String> {
+        for stderr in [false, true] {
+            self.ensure_log_pipe(p, index, stderr)?;
+        }
+        if self.programs[p].prepared.is_none() {
+            self.programs[p].prepared = Some(PreparedProgram::new(&self.programs[p].config)?);
+        }
+        let program = &self.programs[p];
+        let config = &program.config;
+        let prepared = program.prepared.as_ref().expect("prepared above");
+        let mut plan = prepared.command.plan();
+        plan.add_env("FORKD_INSTANCE", index)
+            .map_err(|e| e.to_string())?;
         if let Some(cwd) = &config.cwd {
             plan.set_cwd(cwd).map_err(|e| e.to_string())?;
         }
-        plan.credentials =
-            process::resolve_credentials(config.user.as_deref(), config.group.as_deref())?;
+        plan.credentials.clone_from(&prepared.credentials);
         plan.umask = config.umask;
-        let limits = &config.rlimits;
-        plan.rlimits = [
-            (libc::RLIMIT_NOFILE, limits.nofile),
-            (libc::RLIMIT_NPROC, limits.nproc),
-            (libc::RLIMIT_CORE, limits.core),
-            (libc::RLIMIT_AS, limits.address_space),
-        ]
-        .into_iter()
-        .filter_map(|(resource, value)| value.map(|v| (resource, v)))
-        .collect();
-        plan.stdin = ChildFd::Fd(self.dev_null_fd()?);
-        plan.stdout = self.output_fd(config, index, &config.stdout, false)?;
-        plan.stderr = self.output_fd(config, index, &config.stderr, true)?;
+        plan.rlimits.clone_from(&prepared.rlimits);
+        plan.stdin = ChildFd::Borrowed(self.dev_null.as_fd());
+        plan.stdout = self.output_fd(program, index, &config.stdout, false)?;
+        plan.stderr = self.output_fd(program, index, &config.stderr, true)?;
         plan.spawn().map_err(|e| e.to_string())
     }
 
-    fn dev_null_fd(&self) -> Result<OwnedFd, String> {
-        self.dev_null
-            .try_clone()
-            .map(OwnedFd::from)
-            .map_err(|e| format!("dup /dev/null: {e}"))
-    }
-
     /// The child's end for one output stream.
-    fn output_fd(
-        &mut self,
-        config: &ProgramConfig,
+    fn output_fd<'a>(
+        &'a self,
+        program: &'a Program,
         index: usize,
         output: &Output,
         stderr: bool,
-    ) -> Result<ChildFd, String> {
+    ) -> Result<ChildFd<'a>, String> {
         Ok(match output {
             Output::Inherit => ChildFd::Inherit,
-            Output::Null => ChildFd::Fd(self.dev_null_fd()?),
+            Output::Null => ChildFd::Borrowed(self.dev_null.as_fd()),
             Output::File(path) => ChildFd::Fd(
                 std::fs::File::options()
                     .create(true)
@@ -231,46 +269,49 @@ impl Supervisor {
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))?
                     .into(),
             ),
-            Output::Log => {
-                let writer = self.log_pipe(config, index, stderr)?;
-                ChildFd::Fd(writer.try_clone().map_err(|e| format!("dup: {e}"))?)
-            }
+            Output::Log => ChildFd::Borrowed(
+                program
+                    .log_writers
+                    .get(&(index, stderr))
+                    .ok_or("no log pipe")?
+                    .as_fd(),
+            ),
         })
     }
 
-    /// The write end of `name#index`'s log pipe for one stream, created on
-    /// first use. The pipe lives as long as the instance, across restarts:
+    /// Creates the write end of program `p`'s instance `index` log pipe
+    /// for one stream, if that stream goes to the log and it has none yet.
+    /// The pipe lives as long as the instance, across restarts:
     /// no per-spawn pipe or epoll registration, and lines from a previous
     /// run's leftovers still reach the log. Its reader sees EOF once the
     /// instance is removed and every process holding the pipe has exited.
-    fn log_pipe(
-        &mut self,
-        config: &ProgramConfig,
-        index: usize,
-        stderr: bool,
-    ) -> Result<&OwnedFd, String> {
-        let p = self
-            .program_index(&config.name)
-            .ok_or_else(|| format!("no program {:?}", config.name))?;
+    fn ensure_log_pipe(&mut self, p: usize, index: usize, stderr: bool) -> Result<(), String> {
+        let program = &self.programs[p];
+        let output = if stderr {
+            &program.config.stderr
+        } else {
+            &program.config.stdout
+        };
         let key = (index, stderr);
-        if !self.programs[p].log_writers.contains_key(&key) {
-            let (sender, receiver) = mio::unix::pipe::new().map_err(|e| format!("pipe: {e}"))?;
-            // The child's end must block: programs expect ordinary stdio.
-            sender
-                .set_nonblocking(false)
-                .map_err(|e| format!("pipe: {e}"))?;
-            let token = self.allocate_token();
-            let mut pipe = OutputPipe::new(receiver, &config.name, index, stderr);
-            self.poll
-                .registry()
-                .register(pipe.receiver(), token, Interest::READABLE)
-                .map_err(|e| format!("cannot watch output: {e}"))?;
-            self.sources.insert(token, Source::Output(pipe));
-            self.programs[p]
-                .log_writers
-                .insert(key, OwnedFd::from(sender));
+        if !matches!(output, Output::Log) || program.log_writers.contains_key(&key) {
+            return Ok(());
         }
-        Ok(&self.programs[p].log_writers[&key])
+        let (sender, receiver) = mio::unix::pipe::new().map_err(|e| format!("pipe: {e}"))?;
+        // The child's end must block: programs expect ordinary stdio.
+        sender
+            .set_nonblocking(false)
+            .map_err(|e| format!("pipe: {e}"))?;
+        let token = self.allocate_token();
+        let mut pipe = OutputPipe::new(receiver, &self.programs[p].config.name, index, stderr);
+        self.poll
+            .registry()
+            .register(pipe.receiver(), token, Interest::READABLE)
+            .map_err(|e| format!("cannot watch output: {e}"))?;
+        self.sources.insert(token, Source::Output(pipe));
+        self.programs[p]
+            .log_writers
+            .insert(key, OwnedFd::from(sender));
+        Ok(())
     }
 }
 
