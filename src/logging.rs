@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::LogLevel;
@@ -79,11 +80,43 @@ impl log::Log for Logger {
                 record.args()
             )
         };
-        // One write per record; a full or closed stderr must not stop forkd.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        write_record(line.as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// Records dropped because stderr was not keeping up, reported with the
+/// next record that gets through.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// One write per record. A reader of forkd's stderr that stops reading
+/// (a stalled pipe) must not stall the event loop: when stderr cannot take
+/// a small write right now (poll with a zero timeout; a pipe that polls
+/// writable takes PIPE_BUF bytes without blocking) the record is dropped
+/// and counted. O_NONBLOCK is not an option: stderr's file description is
+/// shared with the terminal and with programs whose output is `inherit`.
+fn write_record(bytes: &[u8]) {
+    let stderr = std::io::stderr();
+    let mut fds = [nix::poll::PollFd::new(
+        stderr.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    let writable =
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0);
+    if !writable {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut out = stderr.lock();
+    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+    if dropped > 0 {
+        let _ = writeln!(
+            out,
+            "forkd: {dropped} log record(s) dropped: stderr was not being read fast enough"
+        );
+    }
+    let _ = out.write_all(bytes);
 }
 
 /// A duration as an operator reads it: `250ms`, `1.5s`, `2m30s`.

@@ -8,20 +8,6 @@ use std::time::Duration;
 
 use common::{alive, proc_stat, wait_until, Scratch, FORKD};
 
-/// Kills the daemon named by the pidfile if a test fails half-way.
-struct DaemonGuard(i32);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        if alive(self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 #[test]
 fn daemon_detaches_holds_a_locked_pidfile_and_a_second_one_refuses() {
     let dir = Scratch::new("daemon");
@@ -51,7 +37,7 @@ command = ["/bin/sleep", "1000"]
         .trim()
         .parse()
         .unwrap();
-    let _guard = DaemonGuard(pid);
+    let _guard = common::KillOnDrop(pid);
     assert!(alive(pid));
     let (_, ppid) = proc_stat(pid).unwrap();
     assert_ne!(

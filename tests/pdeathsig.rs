@@ -57,24 +57,11 @@ cwd = "/"
     assert!(alive(pid));
     forkd.signal(Signal::SIGKILL);
     assert_eq!(forkd.wait_exit(Duration::from_secs(5)), None);
-    let guard = scopeguard_kill(pid);
+    let guard = common::KillOnDrop(pid);
     wait_until(
         "the unprivileged program died with forkd",
         Duration::from_secs(5),
         || !alive(pid),
     );
     drop(guard);
-}
-
-/// Kills `pid` when dropped, so a failing assertion leaves nothing behind.
-fn scopeguard_kill(pid: i32) -> impl Drop {
-    struct Kill(i32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            if alive(self.0) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
-            }
-        }
-    }
-    Kill(pid)
 }

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fd_count, output_of, proc_stat, wait_until, zombies_below, Forkd, Scratch};
+use common::{
+    fd_count, output_of, proc_stat, wait_until, zombies_below, Forkd, KillOnDrop, Scratch,
+};
 
 #[test]
 fn a_double_forked_grandchild_is_adopted_and_reaped_by_forkd() {
@@ -46,20 +48,6 @@ restart = "never"
     );
     assert!(proc_stat(grandchild).is_none());
     assert!(zombies_below(forkd.pid()).is_empty());
-}
-
-/// SIGKILLs a pid the test started indirectly, if it is still there.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if proc_stat(self.0).is_some() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
 }
 
 #[test]

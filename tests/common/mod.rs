@@ -658,3 +658,24 @@ pub fn echo_under_32_clients(mode: &str) {
     assert_eq!(answered, 32, "every UDP client got its datagram answered");
     assert!(zombies_below(forkd.pid()).is_empty());
 }
+
+/// SIGKILLs a pid the test started indirectly (a daemon, an orphan) when
+/// dropped, if it is still there: a failing assertion leaves nothing behind.
+pub struct KillOnDrop(pub i32);
+
+impl KillOnDrop {
+    pub fn new(pid: i32) -> KillOnDrop {
+        KillOnDrop(pid)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if proc_stat(self.0).is_some() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
