@@ -105,3 +105,18 @@ fn process_counts_are_capped_so_a_typo_cannot_fork_bomb_the_host() {
         "{stderr}"
     );
 }
+
+#[test]
+fn spare_counts_are_capped_too() {
+    let dir = Scratch::new("spares");
+    let path = dir.write(
+        "spares.toml",
+        "[[service]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\"]\nmode = \"prefork\"\nhandler = \"echo\"\nmin_spare = 3000000000\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("{}:6:13: ", path.display())),
+        "{stderr}"
+    );
+}

@@ -184,6 +184,12 @@ impl<'a, 'i> Section<'a, 'i> {
             .map_or(default, |n| n as u32)
     }
 
+    /// An optional process count, `0..=MAX_PROCESSES`.
+    pub(super) fn optional_processes(&mut self, key: &str) -> Option<u32> {
+        self.int(key, 0, super::MAX_PROCESSES.into())
+            .map(|n| n as u32)
+    }
+
     pub(super) fn u64(&mut self, key: &str, default: u64) -> u64 {
         self.int(key, 0, u64::MAX.into())
             .map_or(default, |n| n as u64)
@@ -192,10 +198,6 @@ impl<'a, 'i> Section<'a, 'i> {
     pub(super) fn usize(&mut self, key: &str, default: usize) -> usize {
         self.int(key, 0, usize::MAX as i128)
             .map_or(default, |n| n as usize)
-    }
-
-    pub(super) fn optional_u32(&mut self, key: &str) -> Option<u32> {
-        self.int(key, 0, u32::MAX.into()).map(|n| n as u32)
     }
 
     pub(super) fn duration(&mut self, key: &str, default: Duration) -> Duration {

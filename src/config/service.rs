@@ -60,8 +60,8 @@ pub(super) fn service(
         mode,
         handler: handler.unwrap_or(HandlerKind::Echo),
         workers: s.processes("workers", default_workers(mode), 1),
-        min_spare: s.optional_u32("min_spare"),
-        max_spare: s.optional_u32("max_spare"),
+        min_spare: s.optional_processes("min_spare"),
+        max_spare: s.optional_processes("max_spare"),
         max_workers: s
             .int("max_workers", 1, super::MAX_PROCESSES.into())
             .map(|n| n as u32),

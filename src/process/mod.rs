@@ -244,6 +244,13 @@ pub fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<Pid> {
         // A panic must not unwind into the supervisor's frames (their
         // destructors unlink the control socket and pidfile): it becomes
         // exit code 70 (EX_SOFTWARE) here.
+        // This child runs Rust I/O, not a program: a peer that hangs up must
+        // be an EPIPE error, not a fatal SIGPIPE (whatever the std version's
+        // use of MSG_NOSIGNAL). Exec'd children reset it to SIG_DFL anyway.
+        // SAFETY: installing SIG_IGN runs no code in a handler.
+        unsafe {
+            let _ = signal::signal(Signal::SIGPIPE, signal::SigHandler::SigIgn);
+        }
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(70);
         // SAFETY: `_exit` skips atexit handlers and unwinding, which belong
         // to the supervisor, not to this child.

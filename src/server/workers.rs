@@ -75,9 +75,10 @@ impl WorkerPool {
             Mode::Event => (Style::Multiplexed, false),
         };
         let spares = match (config.mode, config.min_spare, config.max_spare) {
-            (Mode::Prefork, Some(min), max) => {
-                Some((min as usize, max.unwrap_or(min.max(1) * 2) as usize))
-            }
+            (Mode::Prefork, Some(min), max) => Some((
+                min as usize,
+                max.unwrap_or(min.max(1).saturating_mul(2)) as usize,
+            )),
             (Mode::Prefork, None, Some(max)) => Some((1.min(max as usize), max as usize)),
             _ => None,
         };
