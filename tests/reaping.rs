@@ -47,7 +47,7 @@ restart = "never"
         Duration::from_secs(10),
     );
     assert!(proc_stat(grandchild).is_none());
-    assert!(zombies_below(forkd.pid()).is_empty());
+    common::wait_no_zombies(forkd.pid());
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn sigkilled_prefork_worker_is_replaced_in_its_slot() {
     );
     let mut again = tcp(&addr);
     echo_exchange(&mut again, b"served by the replacement\n");
-    assert!(zombies_below(forkd.pid()).is_empty());
+    common::wait_no_zombies(forkd.pid());
 }
 
 #[test]

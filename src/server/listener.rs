@@ -16,7 +16,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
@@ -205,6 +205,25 @@ impl Listener {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Accepted::Retry,
             // The peer gave up between SYN and accept: nothing to serve.
             Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Accepted::Retry,
+            // accept(2): errors of the pending connection's network, to be
+            // treated like EAGAIN by retrying (the backlog still holds others).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::ENETDOWN
+                            | libc::EPROTO
+                            | libc::ENOPROTOOPT
+                            | libc::EHOSTDOWN
+                            | libc::ENONET
+                            | libc::EHOSTUNREACH
+                            | libc::EOPNOTSUPP
+                            | libc::ENETUNREACH
+                    )
+                ) =>
+            {
+                Accepted::Retry
+            }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 reserve.shed(self);
                 Accepted::Shed
@@ -340,10 +359,21 @@ fn remove_stale(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket; remove it or choose another path",
         ));
     }
-    if UnixStream::connect(path).is_ok() {
-        return Err(io::Error::other(
-            "another process is listening there; stop it or choose another path",
-        ));
+    // A non-blocking probe: a live listener with a full backlog answers
+    // EAGAIN at once instead of hanging start-up or a reload.
+    match mio::net::UnixStream::connect(path) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Ok(_) => {
+            return Err(io::Error::other(
+                "another process is listening there; stop it or choose another path",
+            ))
+        }
+        Err(e) => {
+            return Err(io::Error::other(format!(
+                "cannot tell whether another process listens there ({e}); remove it or choose another path"
+            )))
+        }
     }
     std::fs::remove_file(path)
 }

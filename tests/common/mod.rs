@@ -656,7 +656,7 @@ pub fn echo_under_32_clients(mode: &str) {
         0
     });
     assert_eq!(answered, 32, "every UDP client got its datagram answered");
-    assert!(zombies_below(forkd.pid()).is_empty());
+    wait_no_zombies(forkd.pid());
 }
 
 /// SIGKILLs a pid the test started indirectly (a daemon, an orphan) when
@@ -678,4 +678,13 @@ impl Drop for KillOnDrop {
             );
         }
     }
+}
+
+/// Waits until no zombie is left below `pid`. A child that exited a moment
+/// ago is a zombie until forkd's loop handles SIGCHLD; one that stays past
+/// the deadline was never reaped.
+pub fn wait_no_zombies(pid: i32) {
+    wait_until("no zombie below forkd", Duration::from_secs(5), || {
+        zombies_below(pid).is_empty()
+    });
 }
