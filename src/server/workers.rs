@@ -291,8 +291,26 @@ impl WorkerPool {
             return;
         };
         let idle = self.board.idle();
-        if idle < min {
-            let mut want = (min - idle).min(SPAWN_BURST);
+        // Workers on their way count as idle-to-be: wanted slots not yet
+        // forked (or waiting out a respawn back-off) and forked ones still
+        // starting. Without them every tick would ask for more, overshoot,
+        // and a crash-looping handler would spread to every slot.
+        let coming = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, life)| {
+                life.wanted
+                    && !life.retiring
+                    && (life.pid.is_none()
+                        || self
+                            .board
+                            .slot(*i)
+                            .is_some_and(|s| s.state() == SlotState::Starting))
+            })
+            .count();
+        if idle + coming < min {
+            let mut want = (min - idle - coming).min(SPAWN_BURST);
             for life in self.slots.iter_mut() {
                 if want == 0 {
                     break;
