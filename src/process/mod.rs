@@ -22,7 +22,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 pub use backoff::Backoff;
-pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, SpawnError};
+pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, ReportPipe, SpawnError};
 
 /// Forks with every signal blocked. The child resets to `SIG_DFL` every
 /// disposition that is not already the default (see [`signals_to_reset`]),
