@@ -303,10 +303,10 @@ impl<'fd> ExecPlan<'fd> {
             .as_ref()
             .map(|c| c.groups.iter().map(|g| g.as_raw()).collect())
             .unwrap_or_default();
-        let child = super::fork_with_signals_blocked(|| {
-            // SAFETY: we are the freshly forked child of a single-threaded
-            // process; `child_exec` only makes async-signal-safe calls on
-            // memory prepared before the fork.
+        let child = super::vfork_exec(|| {
+            // SAFETY: we are the vfork-style child of the calling thread;
+            // `child_exec` only makes async-signal-safe calls, reads memory
+            // prepared before the clone and writes only its own stack.
             unsafe { child_exec(&self, &argv, &envp, &groups, parent.as_raw(), report) }
         })
         .map_err(SpawnError::Fork)?;
