@@ -449,19 +449,22 @@ pub fn parse_signal(text: &str) -> Option<Signal> {
     full.parse().ok()
 }
 
-/// Every pid that waitpid(-1, WNOHANG) hands back now, with how it ended.
-/// SIGCHLD coalesces, so this loops until no exited child remains.
-pub fn reap_all() -> Vec<(Pid, ExitKind)> {
-    let mut reaped = Vec::new();
+/// One pid that waitpid(-1, WNOHANG) hands back now, with how it ended;
+/// `None` once no exited child remains. SIGCHLD coalesces, so call it until
+/// `None` (no Vec of exits: the loop must not allocate per connection).
+pub fn reap_one() -> Option<(Pid, ExitKind)> {
     loop {
         match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-            Ok(status) => reaped.extend(ExitKind::from_wait(status)),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return None,
+            Ok(status) => {
+                if let Some(exit) = ExitKind::from_wait(status) {
+                    return Some(exit);
+                }
+            }
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(_) => return None,
         }
     }
-    reaped
 }
 
 /// Signals a whole process group (the child leads its own session).
