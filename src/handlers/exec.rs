@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
 use crate::config::ServiceConfig;
-use crate::process::{exec::child_environment, ChildFd, ExecPlan, ExecReport, Prepared};
+use crate::process::{exec::child_environment, ChildFd, ExecPlan, Prepared, ReportPipe};
 
 /// The exec handler: the command, prepared once (resolved path, argv and
 /// the environment every child starts from, as C strings).
@@ -52,9 +52,16 @@ impl Exec {
 
     /// Spawns the command for `conn` without waiting for the exec (fork
     /// mode: the loop must not wait); the report says later whether it ran.
-    pub fn spawn_unconfirmed(&self, conn: Connection) -> Result<(Pid, ExecReport), String> {
+    /// A failure before exec goes to `reports` (read it with
+    /// [`ReportPipe::failure`] once the child has exited with 127).
+    pub fn spawn_reporting(
+        &self,
+        conn: Connection,
+        reports: &ReportPipe,
+        parent: Pid,
+    ) -> Result<Pid, String> {
         self.plan(conn)?
-            .spawn_unconfirmed()
+            .spawn_reporting(reports, parent)
             .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
     }
 

@@ -278,6 +278,23 @@ impl<'fd> ExecPlan<'fd> {
     pub fn spawn_unconfirmed(self) -> Result<(Pid, ExecReport), SpawnError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SpawnError::Fork(e.into()))?;
+        let parent = nix::unistd::getpid();
+        let child = self.fork_exec(parent, report_write.as_raw_fd())?;
+        drop(report_write);
+        Ok((child, ExecReport(report_read)))
+    }
+
+    /// Like [`ExecPlan::spawn_unconfirmed`], but a failure before exec is
+    /// written to the long-lived `reports` pipe shared by many spawns
+    /// instead of a pipe of its own: no pipe2/close/read/close per spawn.
+    /// Once the child has exited with 127, [`ReportPipe::failure`] tells
+    /// whether it failed before exec. `parent` is the calling process's pid
+    /// (for the child's PDEATHSIG re-check).
+    pub fn spawn_reporting(self, reports: &ReportPipe, parent: Pid) -> Result<Pid, SpawnError> {
+        self.fork_exec(parent, reports.write.as_raw_fd())
+    }
+
+    fn fork_exec(self, parent: Pid, report: RawFd) -> Result<Pid, SpawnError> {
         // Pointer arrays are built here: the child must not allocate.
         let argv = null_terminated(&self.command.0.argv, &[]);
         let envp = null_terminated(&self.command.0.envp, &self.extra_env);
@@ -286,39 +303,45 @@ impl<'fd> ExecPlan<'fd> {
             .as_ref()
             .map(|c| c.groups.iter().map(|g| g.as_raw()).collect())
             .unwrap_or_default();
-        let parent = nix::unistd::getpid();
-        let child = super::fork_with_signals_blocked(|| {
-            // SAFETY: we are the freshly forked child of a single-threaded
-            // process; `child_exec` only makes async-signal-safe calls on
-            // memory prepared before the fork.
-            unsafe {
-                child_exec(
-                    &self,
-                    &argv,
-                    &envp,
-                    &groups,
-                    parent.as_raw(),
-                    report_write.as_raw_fd(),
-                )
-            }
+        let child = super::vfork_exec(|| {
+            // SAFETY: we are the vfork-style child of the calling thread;
+            // `child_exec` only makes async-signal-safe calls, reads memory
+            // prepared before the clone and writes only its own stack.
+            unsafe { child_exec(&self, &argv, &envp, &groups, parent.as_raw(), report) }
         })
         .map_err(SpawnError::Fork)?;
-        drop(report_write);
         // The child's fds (pipe ends, /dev/null) are dropped with `self`.
         drop(self);
-        Ok((child, ExecReport(report_read)))
+        Ok(child)
     }
 }
 
+/// A failed child's report: its pid, the step that failed, and the errno.
+/// 12 bytes, below PIPE_BUF, so reports from many children never interleave.
+const REPORT_LEN: usize = 12;
+
+fn decode_report(report: &[u8; REPORT_LEN]) -> (libc::pid_t, SpawnError) {
+    let pid = i32::from_ne_bytes(report[0..4].try_into().expect("4 bytes"));
+    let step = u32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
+    let errno = i32::from_ne_bytes(report[8..12].try_into().expect("4 bytes"));
+    (
+        pid,
+        SpawnError::Child {
+            step: Step::from_report(step),
+            source: io::Error::from_raw_os_error(errno),
+        },
+    )
+}
+
 /// The read end of a spawn's close-on-exec report pipe: EOF means the exec
-/// happened; 8 bytes are the failed step and its errno.
+/// happened; a report is the failed step and its errno.
 #[derive(Debug)]
 pub struct ExecReport(OwnedFd);
 
 impl ExecReport {
     /// Blocks until the child has exec'd or failed; `None` if it exec'd.
     pub fn wait(self) -> Option<SpawnError> {
-        let mut report = [0u8; 8];
+        let mut report = [0u8; REPORT_LEN];
         let mut got = 0;
         while got < report.len() {
             match nix::unistd::read(&self.0, &mut report[got..]) {
@@ -328,15 +351,60 @@ impl ExecReport {
                 Err(e) => return Some(SpawnError::Fork(e.into())),
             }
         }
-        if got == 0 {
+        if got < REPORT_LEN {
             return None;
         }
-        let step = u32::from_ne_bytes(report[0..4].try_into().expect("4 bytes"));
-        let errno = i32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
-        Some(SpawnError::Child {
-            step: Step::from_report(step),
-            source: io::Error::from_raw_os_error(errno),
+        Some(decode_report(&report).1)
+    }
+}
+
+/// One close-on-exec, non-blocking pipe that many unconfirmed spawns write
+/// their pre-exec failure to (see [`ExecPlan::spawn_reporting`]). A child
+/// writes its report before `_exit(127)`, so by the time the parent reaps
+/// it with code 127 the report is in the pipe. If the pipe is ever full
+/// (thousands of unread failures) the report is dropped and the exit reads
+/// as the program's own 127.
+#[derive(Debug)]
+pub struct ReportPipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Reports read from the pipe for children not reaped yet, by pid.
+    pending: std::collections::HashMap<libc::pid_t, SpawnError>,
+}
+
+impl ReportPipe {
+    pub fn new() -> io::Result<ReportPipe> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        Ok(ReportPipe {
+            read,
+            write,
+            pending: std::collections::HashMap::new(),
         })
+    }
+
+    /// The failure `pid` reported before exec, if any. Call once `pid` has
+    /// been reaped (only worth calling for exit code 127).
+    pub fn failure(&mut self, pid: Pid) -> Option<SpawnError> {
+        let mut buf = [0u8; REPORT_LEN * 64];
+        loop {
+            match nix::unistd::read(&self.read, &mut buf) {
+                Ok(n) if n > 0 => {
+                    // Writes of REPORT_LEN bytes are atomic, so reads
+                    // return whole reports.
+                    for chunk in buf[..n].chunks_exact(REPORT_LEN) {
+                        let (pid, error) = decode_report(chunk.try_into().expect("12 bytes"));
+                        self.pending.insert(pid, error);
+                    }
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                _ => break,
+            }
+        }
+        self.pending.remove(&pid.as_raw())
     }
 }
 
@@ -386,9 +454,10 @@ unsafe fn child_exec(
         // `msg` lives on this stack.
         unsafe {
             let errno = *libc::__errno_location();
-            let mut msg = [0u8; 8];
-            msg[0..4].copy_from_slice(&(step as u32).to_ne_bytes());
-            msg[4..8].copy_from_slice(&errno.to_ne_bytes());
+            let mut msg = [0u8; REPORT_LEN];
+            msg[0..4].copy_from_slice(&libc::getpid().to_ne_bytes());
+            msg[4..8].copy_from_slice(&(step as u32).to_ne_bytes());
+            msg[8..12].copy_from_slice(&errno.to_ne_bytes());
             libc::write(report, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         }

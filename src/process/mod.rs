@@ -22,7 +22,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 pub use backoff::Backoff;
-pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, SpawnError};
+pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, ReportPipe, SpawnError};
 
 /// Forks with every signal blocked. The child resets to `SIG_DFL` every
 /// disposition that is not already the default (see [`signals_to_reset`]),
@@ -59,6 +59,122 @@ pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Resu
             let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
             Err(e.into())
         }
+    }
+}
+
+/// Like [`fork_with_signals_blocked`], for a child that only execs (or
+/// `_exit`s): `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as
+/// `posix_spawn` does. The child shares forkd's memory until its execve,
+/// so nothing is copied (no page tables, no copy-on-write faults) and
+/// nothing torn down at the exec; forkd's thread waits meanwhile, which is
+/// shorter than copying its address space.
+///
+/// `child` runs on the borrowed memory of the caller: it must only make
+/// async-signal-safe calls, allocate nothing and write nothing but its own
+/// stack, then exec or `_exit` (it must never return). Signals are blocked
+/// across the clone and reset in the child as for a fork.
+pub fn vfork_exec<F: FnOnce() -> Infallible>(child: F) -> io::Result<Pid> {
+    /// What the trampoline needs, on the parent's stack (shared, read-only
+    /// for the child).
+    struct Start<F> {
+        child: Option<F>,
+        resets: &'static SignalResets,
+    }
+    extern "C" fn trampoline<G: FnOnce() -> Infallible>(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `Start` on the parent's stack, which stays
+        // alive while the parent is suspended (CLONE_VFORK). Taking the
+        // closure out writes to it, but the parent never reads it again.
+        let start = unsafe { &mut *(arg as *mut Start<G>) };
+        reset_signals(start.resets);
+        let child = start.child.take().expect("run once");
+        #[allow(unreachable_code)]
+        match child() {}
+    }
+    /// `child_exec` needs a few KiB at most (debug builds); 256 KiB leaves
+    /// a wide margin and costs only the pages touched.
+    const STACK: usize = 256 * 1024;
+    const GUARD: usize = 64 * 1024;
+    /// An mmap'd stack with an inaccessible guard region below it, so an
+    /// overflow faults instead of writing into forkd's memory.
+    struct ChildStack(*mut libc::c_void);
+    impl ChildStack {
+        fn new() -> io::Result<ChildStack> {
+            // SAFETY: a fresh anonymous mapping, owned by the result.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    GUARD + STACK,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let stack = ChildStack(base);
+            // SAFETY: the guard is the first GUARD bytes of that mapping.
+            if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stack)
+        }
+        /// The top (the stack grows down on every Linux port forkd builds for).
+        fn top(&self) -> *mut libc::c_void {
+            // SAFETY: one past the end of the mapping, page-aligned.
+            unsafe { self.0.cast::<u8>().add(GUARD + STACK).cast() }
+        }
+    }
+    impl Drop for ChildStack {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, no longer used by anyone.
+            unsafe { libc::munmap(self.0, GUARD + STACK) };
+        }
+    }
+    thread_local! {
+        // One stack per thread, reused: CLONE_VFORK suspends this thread
+        // until the child has exec'd or exited, so two children never run
+        // on it at once.
+        static CHILD_STACK: std::cell::OnceCell<ChildStack> =
+            const { std::cell::OnceCell::new() };
+    }
+    let resets = signals_to_reset();
+    let mut start = Start {
+        child: Some(child),
+        resets,
+    };
+    let mut old = SigSet::empty();
+    signal::sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut old),
+    )?;
+    let pid = CHILD_STACK.with(|cell| {
+        let stack = match cell.get() {
+            Some(stack) => stack,
+            None => match ChildStack::new() {
+                Ok(stack) => cell.get_or_init(|| stack),
+                Err(e) => return Err(e),
+            },
+        };
+        // SAFETY: `trampoline` gets a valid `Start`, runs on `stack` (the
+        // parent is suspended until the child execs or exits), and never
+        // returns into this frame.
+        Ok(unsafe {
+            libc::clone(
+                trampoline::<F>,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &mut start as *mut Start<F> as *mut libc::c_void,
+            )
+        })
+    });
+    let error = io::Error::last_os_error();
+    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    match pid? {
+        pid if pid < 0 => Err(error),
+        pid => Ok(Pid::from_raw(pid)),
     }
 }
 
@@ -340,19 +456,22 @@ pub fn parse_signal(text: &str) -> Option<Signal> {
     full.parse().ok()
 }
 
-/// Every pid that waitpid(-1, WNOHANG) hands back now, with how it ended.
-/// SIGCHLD coalesces, so this loops until no exited child remains.
-pub fn reap_all() -> Vec<(Pid, ExitKind)> {
-    let mut reaped = Vec::new();
+/// One pid that waitpid(-1, WNOHANG) hands back now, with how it ended;
+/// `None` once no exited child remains. SIGCHLD coalesces, so call it until
+/// `None` (no Vec of exits: the loop must not allocate per connection).
+pub fn reap_one() -> Option<(Pid, ExitKind)> {
     loop {
         match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-            Ok(status) => reaped.extend(ExitKind::from_wait(status)),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return None,
+            Ok(status) => {
+                if let Some(exit) = ExitKind::from_wait(status) {
+                    return Some(exit);
+                }
+            }
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
+            Err(_) => return None,
         }
     }
-    reaped
 }
 
 /// Signals a whole process group (the child leads its own session).

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use super::listener::Accepted;
 use super::service::{unix_now, LiveConnection, Role, Service, ServiceState};
 use crate::handlers::{Connection, Limits, Outcome};
-use crate::process::{ExecReport, ExitKind};
+use crate::process::ExitKind;
 
 /// Accepts per readiness before returning to the loop (fairness with other
 /// sources; the listener is edge-triggered, so the caller re-runs us while
@@ -99,11 +99,11 @@ impl Service {
 
     /// The child for one connection; `conn` is closed in the parent when
     /// this returns (moved into the closure or the exec plan and dropped).
-    fn fork_connection(&self, conn: Connection) -> Result<(Pid, Option<ExecReport>), String> {
-        if let Some(exec) = &self.exec {
+    fn fork_connection(&self, conn: Connection) -> Result<(Pid, bool), String> {
+        if let Some((exec, reports)) = &self.exec {
             return exec
-                .spawn_unconfirmed(conn)
-                .map(|(pid, report)| (pid, Some(report)));
+                .spawn_reporting(conn, reports, self.parent)
+                .map(|pid| (pid, true));
         }
         let handler = &*self.handler;
         let limits = Limits::of(&self.config);
@@ -115,7 +115,7 @@ impl Service {
             }
             handler.serve(conn, &limits).exit_code()
         })
-        .map(|pid| (pid, None))
+        .map(|pid| (pid, false))
         .map_err(|e| format!("fork failed while serving a connection: {e}"))
     }
 
@@ -125,11 +125,15 @@ impl Service {
             return;
         };
         self.per_ip.release(conn.ip);
-        let exec_failed = conn.exec.and_then(|report| report.wait());
+        // Only a child that failed before exec reports, and it then exits 127.
+        let exec_failed = match (&mut self.exec, exit) {
+            (Some((_, reports)), ExitKind::Code(127)) if conn.exec => reports.failure(pid),
+            _ => None,
+        };
         if let Some(e) = exec_failed {
             self.counts.errors += 1;
             if let Some(line) = self.failures.note(now, &self.config.name) {
-                let program = self.exec.as_ref().map_or("?", |x| x.program());
+                let program = self.exec.as_ref().map_or("?", |(x, _)| x.program());
                 log::error!("{line}: cannot run {program:?}: {e}");
             }
             return;

@@ -57,9 +57,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(super) struct LiveConnection {
     pub ip: Option<IpAddr>,
-    /// An exec'd command (it leads its own process group): whether the
-    /// exec itself succeeded, read once the child has exited.
-    pub exec: Option<crate::process::ExecReport>,
+    /// An exec'd command (it leads its own process group); whether the
+    /// exec itself succeeded is in the service's report pipe.
+    pub exec: bool,
     pub started: u64,
 }
 
@@ -67,8 +67,9 @@ pub(super) struct LiveConnection {
 pub struct Service {
     pub config: ServiceConfig,
     pub(super) handler: Box<dyn Handler>,
-    /// fork mode + exec handler: the supervisor spawns the command directly.
-    pub(super) exec: Option<Exec>,
+    /// fork mode + exec handler: the supervisor spawns the command directly,
+    /// and its children report failures before exec to the one pipe.
+    pub(super) exec: Option<(Exec, crate::process::ReportPipe)>,
     pub listeners: Vec<Listener>,
     pub state: ServiceState,
     /// fork mode: accepted, refused, errors, timeouts; pools: what workers
@@ -119,7 +120,12 @@ impl Service {
             listeners.push(listener);
         }
         let exec = match (config.mode, config.handler) {
-            (Mode::Fork, HandlerKind::Exec) => Some(Exec::new(config).map_err(|e| e.to_string())?),
+            (Mode::Fork, HandlerKind::Exec) => {
+                let exec = Exec::new(config).map_err(|e| e.to_string())?;
+                let reports = crate::process::ReportPipe::new()
+                    .map_err(|e| format!("service \"{name}\": cannot open a pipe: {e}"))?;
+                Some((exec, reports))
+            }
             _ => None,
         };
         let pool = WorkerPool::for_service(config, &listeners)
@@ -218,7 +224,7 @@ impl Service {
 
     fn signal_connections(&self, sig: Signal) {
         for (pid, conn) in &self.conns {
-            let _ = if conn.exec.is_some() {
+            let _ = if conn.exec {
                 crate::process::signal_group(*pid, sig)
             } else {
                 nix::sys::signal::kill(*pid, sig).map_err(std::io::Error::from)

@@ -3,7 +3,8 @@
 //! One thread, one `mio::Poll`. Each turn takes its timeout from the
 //! nearest deadline, waits, then handles in a fixed order: signals (through
 //! signal-hook's self-pipe, never work in a handler), reaped children
-//! (`waitpid(-1, WNOHANG)` until nothing is left, since SIGCHLD coalesces),
+//! (SIGCHLD is blocked and read from a signalfd; then `waitpid(-1, WNOHANG)`
+//! until nothing is left, since SIGCHLD coalesces),
 //! timers, then ready file descriptors (program output, and the sources other
 //! modules register). Handlers change state and schedule; they never block
 //! or sleep. forkd is the child subreaper, so orphaned grandchildren come
@@ -24,11 +25,12 @@ mod services_reload;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::{Events, Interest, Poll, Token};
 use nix::unistd::Pid;
-use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -38,6 +40,8 @@ pub use instance::{Instance, State};
 pub use programs::Program;
 
 const SIGNALS: Token = Token(0);
+/// SIGCHLD, through a signalfd (see `Supervisor::new`).
+const CHILD_EXITS: Token = Token(2);
 /// The control socket's listener (connections get dynamic tokens).
 const CONTROL: Token = Token(1);
 /// Tokens below this are fixed (signals, control socket); dynamic sources
@@ -90,6 +94,10 @@ pub struct Supervisor {
     config: Config,
     poll: Poll,
     signals: Signals,
+    /// SIGCHLD, blocked and read here instead of through a handler: one
+    /// read per wake-up, no signal frame, handler, self-pipe send and
+    /// receive per child exit (in fork mode, per connection).
+    child_exits: nix::sys::signalfd::SignalFd,
     programs: Vec<Program>,
     services: services::Services,
     children: HashMap<Pid, Owner>,
@@ -111,9 +119,24 @@ impl Supervisor {
     pub fn new(config: Config) -> io::Result<Supervisor> {
         ensure_single_threaded()?;
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        // Blocked in this (only) thread, so it is only ever read from the
+        // signalfd. Children start with an empty mask (`process` resets it
+        // after every fork and clone).
+        let mut sigchld = nix::sys::signal::SigSet::empty();
+        sigchld.add(nix::sys::signal::Signal::SIGCHLD);
+        sigchld.thread_block()?;
+        let child_exits = nix::sys::signalfd::SignalFd::with_flags(
+            &sigchld,
+            nix::sys::signalfd::SfdFlags::SFD_NONBLOCK | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+        )?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&child_exits.as_raw_fd()),
+            CHILD_EXITS,
+            Interest::READABLE,
+        )?;
         crate::process::become_subreaper()?;
         let mut control = control::ControlState::bind(&config.daemon)?;
         poll.registry()
@@ -123,6 +146,7 @@ impl Supervisor {
             config,
             poll,
             signals,
+            child_exits,
             programs,
             services: services::Services::default(),
             children: HashMap::new(),
@@ -191,19 +215,28 @@ impl Supervisor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let mut signalled = false;
-            let mut ready = Vec::new();
-            for event in events.iter() {
-                match event.token() {
-                    SIGNALS => signalled = true,
-                    token => ready.push(token),
-                }
-            }
+            // Nothing on the per-connection path allocates or copies the
+            // events: after each fork every heap page the loop writes is
+            // copy-on-write, so a malloc/free pair or a Vec of tokens costs
+            // page faults, not a few ns. Signals are looked for first, the
+            // other sources handled in a second pass.
+            let signalled = events.iter().any(|e| e.token() == SIGNALS);
+            let children_exited = events.iter().any(|e| e.token() == CHILD_EXITS);
             if signalled {
                 self.handle_signals();
             }
+            if children_exited {
+                // A standard signal is pending at most once: one read
+                // consumes it, and an exit after the reap below raises a
+                // new SIGCHLD, hence a new edge.
+                let _ = self.child_exits.read_signal();
+                self.reap();
+            }
             self.run_timers(Instant::now());
-            for token in ready {
+            for token in events.iter().map(|e| e.token()) {
+                if token == SIGNALS || token == CHILD_EXITS {
+                    continue;
+                }
                 self.handle_source(token);
             }
             self.control_reconcile();
@@ -218,11 +251,15 @@ impl Supervisor {
 
     /// Signals first, in nginx's spirit: a fixed order per turn.
     fn handle_signals(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
-        let mut child_exited = false;
-        for sig in pending {
+        // A bit per signal number (every Linux signal is below 64), so
+        // taking them out of the iterator allocates nothing.
+        let pending = self
+            .signals
+            .pending()
+            .filter(|&sig| (0..64).contains(&sig))
+            .fold(0u64, |set, sig| set | 1 << sig);
+        for sig in (0..64).filter(|&sig| pending & (1 << sig) != 0) {
             match sig {
-                SIGCHLD => child_exited = true,
                 SIGTERM | SIGINT => self.begin_shutdown(sig),
                 SIGQUIT => {
                     log::info!("SIGQUIT: killing every child now");
@@ -235,9 +272,6 @@ impl Supervisor {
                 }
                 _ => {}
             }
-        }
-        if child_exited {
-            self.reap();
         }
     }
 
@@ -279,7 +313,7 @@ impl Supervisor {
 
     /// Reaps every exited child and hands each exit to its owner.
     fn reap(&mut self) {
-        for (pid, exit) in crate::process::reap_all() {
+        while let Some((pid, exit)) = crate::process::reap_one() {
             match self.children.remove(&pid) {
                 Some(Owner::Instance { program, index }) => {
                     self.instance_exited(&program, index, pid, exit)
