@@ -119,6 +119,15 @@ fn write_record(bytes: &[u8]) {
     let _ = out.write_all(bytes);
 }
 
+/// `1 instance`, `3 instances`: a count with its noun, for log lines.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// A duration as an operator reads it: `250ms`, `1.5s`, `2m30s`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();

@@ -172,7 +172,7 @@ impl Supervisor {
             let program = self.programs.remove(pos);
             log::info!(
                 "reload: {name} removed, stopping {}",
-                instances(live(&program))
+                crate::logging::count(live(&program), "instance", "instances")
             );
             let key = self.retire(program, "removed");
             self.stop_retiring(key);
@@ -196,12 +196,12 @@ impl Supervisor {
             } else if running == wanted {
                 log::info!(
                     "reload: {name} changed ({fields}), replacing {}",
-                    instances(running)
+                    crate::logging::count(running, "instance", "instances")
                 );
             } else {
                 log::info!(
                     "reload: {name} changed ({fields}), replacing {} with {wanted}",
-                    instances(running)
+                    crate::logging::count(running, "instance", "instances")
                 );
             }
             // Old pids are re-keyed before any new one with the same name
@@ -221,7 +221,7 @@ impl Supervisor {
             if config.autostart {
                 log::info!(
                     "reload: {name} added, starting {}",
-                    instances(config.instances as usize)
+                    crate::logging::count(config.instances as usize, "instance", "instances")
                 );
                 self.start_program(name, None);
             } else {
@@ -250,14 +250,6 @@ fn live(program: &Program) -> usize {
         .iter()
         .filter(|i| !i.state.is_down())
         .count()
-}
-
-fn instances(n: usize) -> String {
-    if n == 1 {
-        "1 instance".into()
-    } else {
-        format!("{n} instances")
-    }
 }
 
 /// The keys whose values differ, in the words of forkd.toml.

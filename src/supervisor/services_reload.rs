@@ -86,7 +86,7 @@ impl Supervisor {
             };
             lines.push(format!(
                 "reload: {name} removed, closing its listeners and draining {}",
-                processes(r.service.child_count())
+                crate::logging::count(r.service.child_count(), "process", "processes")
             ));
             retire.push((r.id, "removed"));
         }
@@ -288,11 +288,11 @@ impl Supervisor {
         match r.service.config.mode {
             Mode::Fork => format!(
                 "reload: {name} changed ({fields}), replacing it; the old one finishes {}",
-                connections(open)
+                crate::logging::count(open, "open connection", "open connections")
             ),
             _ => format!(
                 "reload: {name} changed ({fields}), replacing {}",
-                workers(open)
+                crate::logging::count(open, "worker", "workers")
             ),
         }
     }
@@ -301,31 +301,10 @@ impl Supervisor {
 fn starting(config: &ServiceConfig) -> String {
     match config.mode {
         Mode::Fork => "accepting connections".into(),
-        _ => format!("starting {}", workers(config.workers.max(1) as usize)),
-    }
-}
-
-fn workers(n: usize) -> String {
-    if n == 1 {
-        "1 worker".into()
-    } else {
-        format!("{n} workers")
-    }
-}
-
-fn connections(n: usize) -> String {
-    if n == 1 {
-        "1 open connection".into()
-    } else {
-        format!("{n} open connections")
-    }
-}
-
-fn processes(n: usize) -> String {
-    if n == 1 {
-        "1 process".into()
-    } else {
-        format!("{n} processes")
+        _ => format!(
+            "starting {}",
+            crate::logging::count(config.workers.max(1) as usize, "worker", "workers")
+        ),
     }
 }
 
