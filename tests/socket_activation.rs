@@ -19,9 +19,14 @@ fn forkd_takes_over_the_socket_systemd_passed_and_keeps_it_from_programs() {
         return;
     }
     let dir = Scratch::new("activation");
+    // systemd-socket-activate passes forkd no environment but LISTEN_*:
+    // the control socket is named here, so parallel tests never share one.
     let config = dir.write(
         "forkd.toml",
-        "[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n",
+        &format!(
+            "[daemon]\ncontrol_socket = \"{}\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n",
+            dir.file("control.sock").display()
+        ),
     );
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

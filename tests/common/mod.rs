@@ -488,7 +488,8 @@ pub fn start_forkd_under(launcher: &[&str], config: &Path, args: &[&str]) -> For
         .arg("--config")
         .arg(config)
         .args(args)
-        // As in `Forkd::start_with`: a control socket of its own by default.
+        // As in `Forkd::start_with`: a control socket of its own by default
+        // (a launcher that clears the environment needs `control_socket`).
         .env("RUNTIME_DIRECTORY", config.with_extension("run"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
