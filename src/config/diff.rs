@@ -1,7 +1,8 @@
 //! What a reload changes: programs, pools and services added, removed,
 //! changed or unchanged, matched by name.
 //!
-//! Pure comparison of two validated [`Config`]s; deciding what to start,
+//! Also which keys of one entry differ, in forkd.toml's words, for the
+//! reload log. Pure comparison of two validated [`Config`]s; deciding what to start,
 //! stop or restart is the supervisor's job. An entry is "changed" when any
 //! of its settings differs (structural equality of its config struct).
 //! Dependencies are not followed: a service whose pool changed is itself
@@ -88,6 +89,74 @@ fn diff_kind<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -
         }
     }
     out
+}
+
+/// The keys whose values differ, in the words of forkd.toml.
+pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str> {
+    let fields = [
+        ("command", a.command != b.command),
+        ("restart", a.restart != b.restart),
+        ("backoff_initial", a.backoff_initial != b.backoff_initial),
+        ("backoff_max", a.backoff_max != b.backoff_max),
+        ("stable_after", a.stable_after != b.stable_after),
+        ("start_retries", a.start_retries != b.start_retries),
+        ("instances", a.instances != b.instances),
+        ("autostart", a.autostart != b.autostart),
+        ("user", a.user != b.user),
+        ("group", a.group != b.group),
+        ("cwd", a.cwd != b.cwd),
+        ("env", a.env != b.env),
+        ("umask", a.umask != b.umask),
+        ("rlimits", a.rlimits != b.rlimits),
+        ("stop_signal", a.stop_signal != b.stop_signal),
+        ("stop_timeout", a.stop_timeout != b.stop_timeout),
+        ("stdout", a.stdout != b.stdout),
+        ("stderr", a.stderr != b.stderr),
+    ];
+    named_differences(&fields)
+}
+
+/// The keys whose values differ, in the words of forkd.toml.
+pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str> {
+    let fields = [
+        ("listen", a.listen != b.listen),
+        ("mode", a.mode != b.mode),
+        ("handler", a.handler != b.handler),
+        ("workers", a.workers != b.workers),
+        ("min_spare", a.min_spare != b.min_spare),
+        ("max_spare", a.max_spare != b.max_spare),
+        ("max_workers", a.max_workers != b.max_workers),
+        ("max_requests", a.max_requests != b.max_requests),
+        ("max_connections", a.max_connections != b.max_connections),
+        ("per_ip", a.per_ip != b.per_ip),
+        ("idle_timeout", a.idle_timeout != b.idle_timeout),
+        ("request_timeout", a.request_timeout != b.request_timeout),
+        ("drain_timeout", a.drain_timeout != b.drain_timeout),
+        ("backlog", a.backlog != b.backlog),
+        ("max_line", a.max_line != b.max_line),
+        ("max_frame", a.max_frame != b.max_frame),
+        ("socket_mode", a.socket_mode != b.socket_mode),
+        ("tcp_nodelay", a.tcp_nodelay != b.tcp_nodelay),
+        ("pool", a.pool != b.pool),
+        ("command", a.command != b.command),
+        ("root", a.root != b.root),
+    ];
+    named_differences(&fields)
+}
+
+/// The names whose flag is set, or `["settings"]` when none is (a change
+/// the list does not name).
+fn named_differences(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
+    let changed: Vec<&'static str> = fields
+        .iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(name, _)| *name)
+        .collect();
+    if changed.is_empty() {
+        vec!["settings"]
+    } else {
+        changed
+    }
 }
 
 #[cfg(test)]

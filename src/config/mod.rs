@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diff::{diff, ConfigDiff, KindDiff};
+pub use diff::{diff, program_changes, service_changes, ConfigDiff, KindDiff};
 pub use parse::{ConfigError, ConfigErrors};
 
 /// Where forkd reads its configuration when `--config` is not given.

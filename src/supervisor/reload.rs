@@ -188,7 +188,7 @@ impl Supervisor {
                 continue;
             };
             let running = live(&self.programs[pos]);
-            let fields = changed_fields(before, &after).join(", ");
+            let fields = config::program_changes(before, &after).join(", ");
             let start = after.autostart || running > 0;
             let wanted = after.instances as usize;
             if !start {
@@ -250,38 +250,4 @@ fn live(program: &Program) -> usize {
         .iter()
         .filter(|i| !i.state.is_down())
         .count()
-}
-
-/// The keys whose values differ, in the words of forkd.toml.
-fn changed_fields(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str> {
-    let fields = [
-        ("command", a.command != b.command),
-        ("restart", a.restart != b.restart),
-        ("backoff_initial", a.backoff_initial != b.backoff_initial),
-        ("backoff_max", a.backoff_max != b.backoff_max),
-        ("stable_after", a.stable_after != b.stable_after),
-        ("start_retries", a.start_retries != b.start_retries),
-        ("instances", a.instances != b.instances),
-        ("autostart", a.autostart != b.autostart),
-        ("user", a.user != b.user),
-        ("group", a.group != b.group),
-        ("cwd", a.cwd != b.cwd),
-        ("env", a.env != b.env),
-        ("umask", a.umask != b.umask),
-        ("rlimits", a.rlimits != b.rlimits),
-        ("stop_signal", a.stop_signal != b.stop_signal),
-        ("stop_timeout", a.stop_timeout != b.stop_timeout),
-        ("stdout", a.stdout != b.stdout),
-        ("stderr", a.stderr != b.stderr),
-    ];
-    let changed: Vec<&'static str> = fields
-        .iter()
-        .filter(|(_, differs)| *differs)
-        .map(|(name, _)| *name)
-        .collect();
-    if changed.is_empty() {
-        vec!["settings"]
-    } else {
-        changed
-    }
 }

@@ -279,7 +279,10 @@ impl Supervisor {
             .services
             .iter()
             .find(|s| &s.name == name)
-            .map_or_else(|| vec!["settings"], |before| changed_fields(before, new))
+            .map_or_else(
+                || vec!["settings"],
+                |before| crate::config::service_changes(before, new),
+            )
             .join(", ");
         let Some(r) = self.services.list.iter().find(|r| r.id == old_id) else {
             return format!("reload: {name} changed ({fields})");
@@ -305,42 +308,5 @@ fn starting(config: &ServiceConfig) -> String {
             "starting {}",
             crate::logging::count(config.workers.max(1) as usize, "worker", "workers")
         ),
-    }
-}
-
-/// The keys whose values differ, in the words of forkd.toml.
-fn changed_fields(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str> {
-    let fields = [
-        ("listen", a.listen != b.listen),
-        ("mode", a.mode != b.mode),
-        ("handler", a.handler != b.handler),
-        ("workers", a.workers != b.workers),
-        ("min_spare", a.min_spare != b.min_spare),
-        ("max_spare", a.max_spare != b.max_spare),
-        ("max_workers", a.max_workers != b.max_workers),
-        ("max_requests", a.max_requests != b.max_requests),
-        ("max_connections", a.max_connections != b.max_connections),
-        ("per_ip", a.per_ip != b.per_ip),
-        ("idle_timeout", a.idle_timeout != b.idle_timeout),
-        ("request_timeout", a.request_timeout != b.request_timeout),
-        ("drain_timeout", a.drain_timeout != b.drain_timeout),
-        ("backlog", a.backlog != b.backlog),
-        ("max_line", a.max_line != b.max_line),
-        ("max_frame", a.max_frame != b.max_frame),
-        ("socket_mode", a.socket_mode != b.socket_mode),
-        ("tcp_nodelay", a.tcp_nodelay != b.tcp_nodelay),
-        ("pool", a.pool != b.pool),
-        ("command", a.command != b.command),
-        ("root", a.root != b.root),
-    ];
-    let changed: Vec<&'static str> = fields
-        .iter()
-        .filter(|(_, differs)| *differs)
-        .map(|(name, _)| *name)
-        .collect();
-    if changed.is_empty() {
-        vec!["settings"]
-    } else {
-        changed
     }
 }
