@@ -28,19 +28,7 @@ fn forkd_takes_over_the_socket_systemd_passed_and_keeps_it_from_programs() {
             dir.file("control.sock").display()
         ),
     );
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let forkd = start_forkd_under(
-        &["systemd-socket-activate", "-l", &listen, "--fdname=echo"],
-        &config,
-        &[],
-    );
-    // systemd-socket-activate execs forkd when the first connection comes.
-    let mut _client = None;
-    wait_until("the activation socket accepts", T, || {
-        _client = std::net::TcpStream::connect(&listen).ok();
-        _client.is_some()
-    });
+    let (forkd, _listen, _client) = activate(&config);
     forkd
         .log
         .wait_line("socket activation: 1 fd: echo (fd 3)", T);
@@ -81,6 +69,25 @@ fn forkd_takes_over_the_socket_systemd_passed_and_keeps_it_from_programs() {
     );
 }
 
+/// Runs forkd under `systemd-socket-activate` with a socket named `echo` on
+/// a free loopback port, and makes the first connection, which is what
+/// makes systemd-socket-activate exec forkd. Returns forkd, the address and
+/// that connection.
+fn activate(config: &std::path::Path) -> (common::Forkd, String, std::net::TcpStream) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let forkd = start_forkd_under(
+        &["systemd-socket-activate", "-l", &listen, "--fdname=echo"],
+        config,
+        &[],
+    );
+    let mut client = None;
+    wait_until("the activation socket accepts", T, || {
+        client = std::net::TcpStream::connect(&listen).ok();
+        client.is_some()
+    });
+    (forkd, listen, client.unwrap())
+}
+
 /// Its own control socket, so tests running side by side never meet.
 fn echo_config(dir: &Scratch, mode: &str, idle: &str) -> String {
     format!(
@@ -98,19 +105,7 @@ fn inherited_socket_serves_before_and_after_reload(mode: &str) {
     }
     let dir = Scratch::new(&format!("activation-{mode}"));
     let config = dir.write("forkd.toml", &echo_config(&dir, mode, "30s"));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let forkd = start_forkd_under(
-        &["systemd-socket-activate", "-l", &listen, "--fdname=echo"],
-        &config,
-        &[],
-    );
-    let mut first = None;
-    wait_until("the activation socket accepts", T, || {
-        first = std::net::TcpStream::connect(&listen).ok();
-        first.is_some()
-    });
-    let mut first = first.unwrap();
+    let (forkd, listen, mut first) = activate(&config);
     first.set_read_timeout(Some(T)).unwrap();
     echo_exchange(&mut first, b"the connection that woke forkd\n");
     forkd
