@@ -116,6 +116,10 @@ impl Handler for Exec {
         "exec"
     }
 
+    fn as_exec(&self) -> Option<&Exec> {
+        Some(self)
+    }
+
     fn session(&self) -> Option<Box<dyn Session>> {
         None
     }

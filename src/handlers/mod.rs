@@ -203,6 +203,12 @@ pub trait Handler {
 
     /// Answers one datagram: appends the reply to `out` (nothing = no reply).
     fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
+
+    /// The exec handler, which fork mode spawns straight from the
+    /// supervisor instead of forking a child that runs [`Handler::serve`].
+    fn as_exec(&self) -> Option<&Exec> {
+        None
+    }
 }
 
 /// The per-connection bounds a handler applies.

@@ -10,15 +10,16 @@
 //! token. This module never accepts (the worker loop does) and never forks.
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use super::limits::PerIp;
+use nix::unistd::Pid;
+
+use super::per_ip::PerIp;
 use super::scoreboard::Slot;
-use crate::handlers::{Connection, Flow, Limits, Outcome, Session, Stream};
+use crate::handlers::{Connection, Flow, Limits, Outcome, Peer, Session, Stream};
 
 /// Epoll tokens at or above this are connections (`token - BASE` = slot).
 pub const SESSION_TOKEN_BASE: u64 = 1 << 32;
@@ -30,7 +31,7 @@ struct Conn {
     sent: usize,
     /// Last read (idle clock) or, while output is pending, last write progress.
     last: Instant,
-    ip: Option<IpAddr>,
+    peer: Peer,
     close_after_send: bool,
     /// Waiting for EPOLLOUT (interest switched from EPOLLIN).
     writing: bool,
@@ -38,23 +39,27 @@ struct Conn {
 }
 
 /// The connections of one event-mode worker.
-pub struct Sessions {
+pub struct Sessions<'a> {
     slab: Vec<Option<Conn>>,
     free: Vec<usize>,
     live: usize,
-    pub per_ip: PerIp,
+    /// The service's counts, shared with the other workers.
+    per_ip: &'a PerIp,
+    /// This worker's pid: the owner of what it claims in `per_ip`.
+    me: Pid,
     limits: Limits,
     buf: Vec<u8>,
     next_sweep: Instant,
 }
 
-impl Sessions {
-    pub fn new(limits: Limits, per_ip: u32) -> Sessions {
+impl<'a> Sessions<'a> {
+    pub fn new(limits: Limits, per_ip: &'a PerIp) -> Sessions<'a> {
         Sessions {
             slab: Vec::new(),
             free: Vec::new(),
             live: 0,
-            per_ip: PerIp::new(per_ip),
+            per_ip,
+            me: nix::unistd::getpid(),
             buf: vec![0; limits.read_buffer()],
             limits,
             next_sweep: Instant::now() + sweep_interval(&limits),
@@ -72,12 +77,12 @@ impl Sessions {
     /// Adds an accepted connection; false (and the connection closed) if
     /// the client's IP is over `per_ip` or the socket cannot be watched.
     pub fn add(&mut self, epoll: &Epoll, conn: Connection, session: Box<dyn Session>) -> bool {
-        let ip = conn.peer.ip();
-        if !self.per_ip.admit(ip) {
+        let peer = conn.peer;
+        if !self.per_ip.admit(&peer, self.me) {
             return false;
         }
         if conn.stream.set_nonblocking(true).is_err() {
-            self.per_ip.release(ip);
+            self.per_ip.release(&peer, self.me);
             return false;
         }
         let index = self.free.pop().unwrap_or_else(|| {
@@ -93,7 +98,7 @@ impl Sessions {
             .is_err()
         {
             self.free.push(index);
-            self.per_ip.release(ip);
+            self.per_ip.release(&peer, self.me);
             return false;
         }
         self.slab[index] = Some(Conn {
@@ -102,7 +107,7 @@ impl Sessions {
             out: Vec::new(),
             sent: 0,
             last: Instant::now(),
-            ip,
+            peer,
             close_after_send: false,
             writing: false,
             token,
@@ -164,7 +169,7 @@ impl Sessions {
     fn close(&mut self, epoll: &Epoll, index: usize, outcome: Outcome, slot: &Slot) {
         if let Some(conn) = self.slab[index].take() {
             let _ = epoll.delete(conn.stream.as_fd());
-            self.per_ip.release(conn.ip);
+            self.per_ip.release(&conn.peer, self.me);
             self.free.push(index);
             self.live -= 1;
             slot.add_outcome(outcome);

@@ -64,8 +64,8 @@ impl Service {
                     return false;
                 }
             };
-            let ip = conn.peer.ip();
-            if !self.per_ip.admit(ip) {
+            let peer = conn.peer;
+            if !self.per_ip.admit(&peer, self.parent) {
                 self.counts.refused += 1;
                 if let Some(line) = self.refusals.note(now, &self.config.name) {
                     log::warn!("{line}");
@@ -78,7 +78,7 @@ impl Service {
                     self.conns.insert(
                         pid,
                         LiveConnection {
-                            ip,
+                            peer,
                             exec,
                             started: unix_now(),
                         },
@@ -86,7 +86,7 @@ impl Service {
                     spawned(pid, Role::Connection);
                 }
                 Err(e) => {
-                    self.per_ip.release(ip);
+                    self.per_ip.release(&peer, self.parent);
                     self.counts.errors += 1;
                     if let Some(line) = self.failures.note(now, &self.config.name) {
                         log::error!("{line}: {e}");
@@ -100,7 +100,7 @@ impl Service {
     /// The child for one connection; `conn` is closed in the parent when
     /// this returns (moved into the closure or the exec plan and dropped).
     fn fork_connection(&self, conn: Connection) -> Result<(Pid, bool), String> {
-        if let Some((exec, reports)) = &self.exec {
+        if let (Some(exec), Some(reports)) = (self.handler.as_exec(), &self.reports) {
             return exec
                 .spawn_reporting(conn, reports, self.parent)
                 .map(|pid| (pid, true));
@@ -124,21 +124,21 @@ impl Service {
         let Some(conn) = self.conns.remove(&pid) else {
             return;
         };
-        self.per_ip.release(conn.ip);
+        self.per_ip.release(&conn.peer, self.parent);
         // Only a child that failed before exec reports, and it then exits 127.
-        let exec_failed = match (&mut self.exec, exit) {
-            (Some((_, reports)), ExitKind::Code(127)) if conn.exec => reports.failure(pid),
+        let exec_failed = match (&mut self.reports, exit) {
+            (Some(reports), ExitKind::Code(127)) if conn.exec => reports.failure(pid),
             _ => None,
         };
         if let Some(e) = exec_failed {
             self.counts.errors += 1;
             if let Some(line) = self.failures.note(now, &self.config.name) {
-                let program = self.exec.as_ref().map_or("?", |(x, _)| x.program());
+                let program = self.handler.as_exec().map_or("?", |x| x.program());
                 log::error!("{line}: cannot run {program:?}: {e}");
             }
             return;
         }
-        let group = self.exec.is_some();
+        let group = self.reports.is_some();
         let outcome = match exit {
             ExitKind::Code(code) if !group => Outcome::from_exit_code(code),
             ExitKind::Code(0) => Outcome::Done,

@@ -1,71 +1,11 @@
-//! Connection limits and the bookkeeping behind them: live connections per
-//! client IP, and log lines that summarise refusals and timeouts once per
+//! Log lines that summarise refusals, timeouts and failures once per
 //! interval instead of once per connection (a flood must not become a log
 //! flood). Pure data: no syscalls, no clock reads except through arguments.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// How often a summary of refusals or timeouts is logged at most.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Live connections per client IP (`per_ip`; 0 = unlimited).
-#[derive(Debug, Default)]
-pub struct PerIp {
-    limit: u32,
-    live: HashMap<IpAddr, u32>,
-}
-
-impl PerIp {
-    pub fn new(limit: u32) -> PerIp {
-        PerIp {
-            limit,
-            live: HashMap::new(),
-        }
-    }
-
-    /// Counts a new connection from `ip`, or returns false (refuse) when the
-    /// IP already has `per_ip` live ones. Unix peers (`None`) are not limited.
-    pub fn admit(&mut self, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return true };
-        if self.limit == 0 {
-            return true;
-        }
-        let n = self.live.entry(ip).or_insert(0);
-        if *n >= self.limit {
-            return false;
-        }
-        *n += 1;
-        true
-    }
-
-    /// A connection from `ip` ended.
-    pub fn release(&mut self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
-        if let Some(n) = self.live.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.live.remove(&ip);
-            }
-        }
-    }
-}
-
-/// A stable, non-zero 64-bit key for an IP, for the shared scoreboard.
-pub fn ip_key(ip: IpAddr) -> u64 {
-    let bytes = match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
-    // FNV-1a: deterministic across processes (unlike RandomState).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
-}
 
 /// Events counted between two log lines.
 #[derive(Debug)]
@@ -138,18 +78,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_ip_refuses_beyond_the_limit_and_frees_on_release() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut p = PerIp::new(2);
-        assert!(p.admit(Some(ip)) && p.admit(Some(ip)));
-        assert!(!p.admit(Some(ip)));
-        assert!(p.admit(None));
-        p.release(Some(ip));
-        assert!(p.admit(Some(ip)));
-        assert!(PerIp::new(0).admit(Some(ip)));
-    }
-
-    #[test]
     fn rate_log_says_the_first_event_then_summarises() {
         let t0 = Instant::now();
         let mut r = RateLog::new("refused a connection (per_ip)");
@@ -159,9 +87,5 @@ mod tests {
         let line = r.flush(t0 + LOG_INTERVAL, "echo").unwrap();
         assert!(line.contains("x2"), "{line}");
         assert!(r.flush(t0 + LOG_INTERVAL * 3, "echo").is_none());
-        assert_ne!(
-            ip_key("::1".parse().unwrap()),
-            ip_key("127.0.0.1".parse().unwrap())
-        );
     }
 }

@@ -11,7 +11,9 @@
 //! loop; `workers.rs` keeps the pool at strength; `worker.rs` is a pool
 //! worker's body, with `event.rs` for multiplexed connections; `child.rs`
 //! the first steps of every forked child; `scoreboard.rs` the shared slots;
-//! `limits.rs` per-IP counts and rate-limited log lines; `service.rs` ties
+//! `per_ip.rs` per-IP counts shared by every process of a service, with
+//! `sockdiag.rs` asking the kernel when they look full; `shm.rs` the shared
+//! mappings; `limits.rs` rate-limited log lines; `service.rs` ties
 //! them together and reports status.
 //!
 //! Every method here is called from the supervisor's single-threaded loop
@@ -27,8 +29,11 @@ mod event;
 mod fork;
 pub mod limits;
 pub mod listener;
+mod per_ip;
 pub mod scoreboard;
 mod service;
+mod shm;
+mod sockdiag;
 mod worker;
 mod workers;
 

@@ -2,20 +2,19 @@
 //! memory, written by the worker and read by the supervisor (Apache's
 //! scoreboard).
 //!
-//! The mapping is `mmap(MAP_SHARED | MAP_ANONYMOUS)` made by the supervisor
-//! before any worker forks, so every worker sees the same pages and no file
-//! or name exists to clean up. The layout is `#[repr(C)]`: a header with a
+//! The mapping is a [`Mapping`] made by the supervisor before any worker
+//! forks. The layout is `#[repr(C)]`: a header with a
 //! magic and a version, then `slots` fixed-size [`Slot`]s whose fields are
 //! atomics (workers and supervisor never lock). A worker writes only its own
 //! slot; the supervisor resets a slot when it reaps the slot's worker, so a
-//! SIGKILLed worker's slot recovers. All `unsafe` of the module is in
-//! [`Mapping`]. This module never forks and never signals.
+//! SIGKILLed worker's slot recovers. This module never forks and never signals.
 
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 
+use super::shm::{Mapping, Shared};
+
 const MAGIC: u32 = 0x666b_7364; // "fksd"
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[repr(C)]
 struct Header {
@@ -24,6 +23,11 @@ struct Header {
     slots: AtomicU32,
     slot_size: AtomicU32,
 }
+
+// SAFETY: every field of Header and Slot is an atomic.
+unsafe impl Shared for Header {}
+// SAFETY: as above.
+unsafe impl Shared for Slot {}
 
 /// What a worker is doing, as stored in its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +66,7 @@ impl SlotState {
     }
 }
 
-/// One worker's record. 48 bytes, naturally aligned.
+/// One worker's record. 40 bytes, naturally aligned.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Slot {
@@ -76,8 +80,6 @@ pub struct Slot {
     connections: AtomicU32,
     /// Connections refused (per_ip) since the worker started.
     refused: AtomicU32,
-    /// A hash of the peer IP being served (prefork `per_ip`), 0 = none.
-    peer: AtomicU64,
     /// Connections that ended in an error / a timeout.
     errors: AtomicU32,
     timeouts: AtomicU32,
@@ -126,12 +128,6 @@ impl Slot {
     pub fn set_connections(&self, n: u32) {
         self.connections.store(n, Relaxed);
     }
-    pub fn peer(&self) -> u64 {
-        self.peer.load(Relaxed)
-    }
-    pub fn set_peer(&self, hash: u64) {
-        self.peer.store(hash, Relaxed);
-    }
 
     pub fn add_refused(&self) {
         self.refused.fetch_add(1, Relaxed);
@@ -166,7 +162,6 @@ impl Slot {
         self.errors.store(0, Relaxed);
         self.timeouts.store(0, Relaxed);
         self.connections.store(0, Relaxed);
-        self.peer.store(0, Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -184,7 +179,6 @@ impl Slot {
     pub fn clear(&self) {
         self.pid.store(0, Relaxed);
         self.connections.store(0, Relaxed);
-        self.peer.store(0, Relaxed);
         self.set_state(SlotState::Empty);
     }
 }
@@ -200,8 +194,7 @@ impl Scoreboard {
     /// Maps a zeroed scoreboard of `slots` slots.
     pub fn new(slots: usize) -> std::io::Result<Scoreboard> {
         let slots = slots.max(1);
-        let len = std::mem::size_of::<Header>() + slots * std::mem::size_of::<Slot>();
-        let map = Mapping::new(len)?;
+        let map = Mapping::new::<Header, Slot>(slots)?;
         let board = Scoreboard { map, slots };
         let header = board.header();
         header.magic.store(MAGIC, Relaxed);
@@ -223,11 +216,11 @@ impl Scoreboard {
 
     /// Slot `i`, or `None` past the end.
     pub fn slot(&self, i: usize) -> Option<&Slot> {
-        self.map.parts(self.slots).1.get(i)
+        self.map.parts::<Header, Slot>(self.slots).1.get(i)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.map.parts(self.slots).1.iter()
+        self.map.parts::<Header, Slot>(self.slots).1.iter()
     }
 
     /// Counters of every slot, summed.
@@ -249,71 +242,8 @@ impl Scoreboard {
         self.iter().filter(|s| s.state() == SlotState::Idle).count()
     }
 
-    /// Workers serving a client whose IP hashes to `peer`.
-    pub fn serving_peer(&self, peer: u64) -> usize {
-        self.iter()
-            .filter(|s| peer != 0 && s.peer() == peer)
-            .count()
-    }
-
     fn header(&self) -> &Header {
-        self.map.parts(self.slots).0
-    }
-}
-
-/// The raw mapping; owns the pages and unmaps them on drop.
-#[derive(Debug)]
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> std::io::Result<Mapping> {
-        use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
-        let size = std::num::NonZeroUsize::new(len).expect("scoreboard size is not zero");
-        // SAFETY: a fresh anonymous mapping aliases no Rust object; the
-        // kernel zero-fills it, and zero is a valid value of every field.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    /// The header and the `count` slots after it, bounds-checked against
-    /// the mapping's length.
-    fn parts(&self, count: usize) -> (&Header, &[Slot]) {
-        let start = std::mem::size_of::<Header>();
-        assert!(start + count * std::mem::size_of::<Slot>() <= self.len);
-        assert_eq!(start % std::mem::align_of::<Slot>(), 0);
-        // SAFETY: the header and the slot range lie inside our live,
-        // page-aligned mapping (asserted above) and `start` is a multiple of
-        // Slot's alignment. Every field is an atomic (or unused padding),
-        // for which the kernel's zero fill is a valid value, and every
-        // process touches the memory only through those atomics. The
-        // references borrow `self`, so they cannot outlive the mapping.
-        unsafe {
-            let base = self.ptr.as_ptr();
-            let header = &*base.cast::<Header>();
-            let slots = std::slice::from_raw_parts(base.add(start).cast::<Slot>(), count);
-            (header, slots)
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, and no
-        // reference into the mapping outlives `self` (they borrow it).
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+        self.map.parts::<Header, Slot>(self.slots).0
     }
 }
 

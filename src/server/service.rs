@@ -2,19 +2,19 @@
 //! stop and drain, timers, child exits, and the status report.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use super::limits::{PerIp, RateLog};
+use super::limits::RateLog;
 use super::listener::{InheritedLookup, Listener, Listeners, ReserveFd};
+use super::per_ip::PerIp;
 use super::scoreboard::Counts;
-use super::workers::WorkerPool;
-use crate::config::{HandlerKind, Mode, ServiceConfig};
-use crate::handlers::{self, Exec, Handler};
+use super::workers::{Spawn, WorkerPool};
+use crate::config::{Mode, ServiceConfig};
+use crate::handlers::{self, Handler, Peer};
 use crate::process::ExitKind;
 
 /// What a service child is, for the supervisor's pid → owner table.
@@ -50,13 +50,33 @@ impl ServiceState {
     }
 }
 
+/// What a service's workers are forked with. A macro, not a method, so
+/// that it borrows only the fields it names while `pool` is borrowed
+/// mutably.
+macro_rules! spawn_context {
+    ($service:expr) => {
+        Spawn {
+            config: &$service.config,
+            handler: &*$service.handler,
+            listeners: &$service.listeners,
+            per_ip: &$service.per_ip,
+            parent: $service.parent,
+        }
+    };
+}
+
+/// How soon a reaped worker's `per_ip` claims are tried again when a
+/// worker held the table's lock.
+const FORGET_RETRY: Duration = Duration::from_millis(5);
+
 /// Grace between SIGTERM at the end of a drain and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A fork-mode connection child.
 #[derive(Debug)]
 pub(super) struct LiveConnection {
-    pub ip: Option<IpAddr>,
+    /// Its client, released from `per_ip` when the child is reaped.
+    pub peer: Peer,
     /// An exec'd command (it leads its own process group); whether the
     /// exec itself succeeded is in the service's report pipe.
     pub exec: bool,
@@ -67,9 +87,10 @@ pub(super) struct LiveConnection {
 pub struct Service {
     pub config: ServiceConfig,
     pub(super) handler: Box<dyn Handler>,
-    /// fork mode + exec handler: the supervisor spawns the command directly,
-    /// and its children report failures before exec to the one pipe.
-    pub(super) exec: Option<(Exec, crate::process::ReportPipe)>,
+    /// fork mode + exec handler: the supervisor spawns the command directly
+    /// ([`Handler::as_exec`]), and its children report failures before exec
+    /// to this one pipe.
+    pub(super) reports: Option<crate::process::ReportPipe>,
     pub listeners: Vec<Listener>,
     pub state: ServiceState,
     /// fork mode: accepted, refused, errors, timeouts; pools: what workers
@@ -77,6 +98,9 @@ pub struct Service {
     pub(super) counts: Counts,
     pub(super) conns: HashMap<Pid, LiveConnection>,
     pub(super) per_ip: PerIp,
+    /// Reaped workers whose `per_ip` claims are still to be dropped (the
+    /// table was locked by a worker at the time).
+    pub(super) unforgotten: Vec<Pid>,
     pub(super) pool: Option<WorkerPool>,
     pub(super) refusals: RateLog,
     pub(super) timeouts: RateLog,
@@ -112,32 +136,36 @@ impl Service {
             let listener = Listener::open(addr, config, reuse, inherited)?;
             if !listener.is_stream() && !handler.speaks_udp() {
                 return Err(format!(
-                    "service \"{name}\": handler \"{}\" cannot serve {}; only echo speaks UDP",
+                    "service \"{name}\": handler \"{}\" cannot serve {}: it does not speak UDP",
                     handler.name(),
                     listener.bound()
                 ));
             }
             listeners.push(listener);
         }
-        let exec = match (config.mode, config.handler) {
-            (Mode::Fork, HandlerKind::Exec) => {
-                let exec = Exec::new(config).map_err(|e| e.to_string())?;
-                let reports = crate::process::ReportPipe::new()
-                    .map_err(|e| format!("service \"{name}\": cannot open a pipe: {e}"))?;
-                Some((exec, reports))
-            }
+        let reports = match (config.mode, handler.as_exec()) {
+            (Mode::Fork, Some(_)) => Some(
+                crate::process::ReportPipe::new()
+                    .map_err(|e| format!("service \"{name}\": cannot open a pipe: {e}"))?,
+            ),
             _ => None,
         };
+        if config.mode == Mode::Event {
+            log_open_file_limit(config);
+        }
         let pool = WorkerPool::for_service(config, &listeners)
             .map_err(|e| format!("service \"{name}\": cannot map the scoreboard: {e}"))?;
+        let per_ip = PerIp::new(config.per_ip, config.max_connections)
+            .map_err(|e| format!("service \"{name}\": cannot map the per_ip table: {e}"))?;
         Ok(Service {
             handler,
-            exec,
+            reports,
             listeners,
             state: ServiceState::Running,
             counts: Counts::default(),
             conns: HashMap::new(),
-            per_ip: PerIp::new(config.per_ip),
+            per_ip,
+            unforgotten: Vec::new(),
             pool,
             refusals: RateLog::new("refused a connection: per_ip limit reached"),
             timeouts: RateLog::new("cut a connection at idle_timeout/request_timeout"),
@@ -172,14 +200,7 @@ impl Service {
     pub fn spawn_workers(&mut self, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
         if let Some(pool) = self.pool.as_mut() {
             if self.state == ServiceState::Running {
-                pool.fill(
-                    &self.config,
-                    &*self.handler,
-                    &self.listeners,
-                    self.parent,
-                    now,
-                    spawned,
-                );
+                pool.fill(&spawn_context!(self), now, spawned);
             }
         }
     }
@@ -244,9 +265,11 @@ impl Service {
             .pool
             .as_ref()
             .and_then(|p| p.deadline(self.is_running()));
+        let forget = (!self.unforgotten.is_empty()).then(|| Instant::now() + FORGET_RETRY);
         [
             drain,
             pool,
+            forget,
             self.refusals.deadline(),
             self.timeouts.deadline(),
             self.failures.deadline(),
@@ -262,14 +285,7 @@ impl Service {
         match self.state {
             ServiceState::Running => {
                 if let Some(pool) = self.pool.as_mut() {
-                    pool.tick(
-                        &self.config,
-                        &*self.handler,
-                        &self.listeners,
-                        self.parent,
-                        now,
-                        spawned,
-                    );
+                    pool.tick(&spawn_context!(self), now, spawned);
                 }
             }
             ServiceState::Draining { deadline } if now >= deadline => {
@@ -296,6 +312,7 @@ impl Service {
             }
             _ => {}
         }
+        self.forget_workers();
         self.log_worker_counts(now);
         let name = self.config.name.clone();
         for rate in [&mut self.refusals, &mut self.timeouts, &mut self.failures] {
@@ -303,6 +320,14 @@ impl Service {
                 log::warn!("{line}");
             }
         }
+    }
+
+    /// Drops the `per_ip` claims of reaped workers, as far as the table's
+    /// lock allows without waiting.
+    fn forget_workers(&mut self) {
+        let (per_ip, me) = (&self.per_ip, self.parent);
+        self.unforgotten
+            .retain(|pid| !per_ip.forget_owner(*pid, me));
     }
 
     /// Turns what pool workers counted since the last look into rate-limited
@@ -349,6 +374,8 @@ impl Service {
         match role {
             Role::Connection => self.connection_exited(pid, exit, now),
             Role::Worker(index) => {
+                self.unforgotten.push(pid);
+                self.forget_workers();
                 let running = self.is_running();
                 if let Some(pool) = self.pool.as_mut() {
                     pool.exited(&self.config, index, pid, exit, running, now);
@@ -388,6 +415,20 @@ impl Service {
             "timeouts": counts.timeouts,
             "workers": workers,
         })
+    }
+}
+
+/// Says what an event service's workers will do to their open-file limit.
+fn log_open_file_limit(config: &ServiceConfig) {
+    use nix::sys::resource::{getrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            log::info!(
+                "service \"{}\": event workers raise their open-file limit (RLIMIT_NOFILE) from {soft} to {hard}; max_connections = {}",
+                config.name,
+                config.max_connections
+            );
+        }
     }
 }
 

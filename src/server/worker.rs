@@ -21,8 +21,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use super::event::{Sessions, SESSION_TOKEN_BASE};
-use super::limits::ip_key;
 use super::listener::{Accepted, Listener, ReserveFd, Socket};
+use super::per_ip::PerIp;
 use super::scoreboard::{Scoreboard, Slot, SlotState};
 use crate::config::ServiceConfig;
 use crate::handlers::{Handler, Limits};
@@ -32,6 +32,19 @@ const SIGNAL_TOKEN: u64 = u64::MAX;
 const ACCEPT_BATCH: usize = 64;
 /// How often a worker paused by `max_connections` looks again.
 const PAUSE_RECHECK: Duration = Duration::from_millis(50);
+
+/// An event worker holds a descriptor per connection: it raises its soft
+/// RLIMIT_NOFILE to the hard limit (the default `max_connections` of event
+/// mode counts on it). Only the worker: forkd and the programs it runs keep
+/// the limits they were given, as select(2)-based code needs.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
 
 /// How a worker serves its stream listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +61,8 @@ pub struct Worker<'a> {
     pub handler: &'a dyn Handler,
     pub listeners: Vec<&'a Listener>,
     pub board: &'a Scoreboard,
+    /// The service's per-IP counts, shared by every worker.
+    pub per_ip: &'a PerIp,
     pub index: usize,
     pub parent: Pid,
     pub style: Style,
@@ -66,6 +81,9 @@ impl Worker<'_> {
             .collect();
         if !super::child::setup(self.parent, &mut keep, true) {
             return 1;
+        }
+        if self.style == Style::Multiplexed {
+            raise_open_file_limit();
         }
         match self.serve(slot) {
             Ok(code) => code,
@@ -91,7 +109,7 @@ impl Worker<'_> {
         )?;
         self.watch_listeners(&epoll)?;
         let limits = Limits::of(self.config);
-        let mut sessions = Sessions::new(limits, self.config.per_ip);
+        let mut sessions = Sessions::new(limits, self.per_ip);
         let mut reserve = ReserveFd::new();
         let mut events = vec![EpollEvent::empty(); 256];
         let mut draining = false;
@@ -245,19 +263,18 @@ impl Worker<'_> {
             Accepted::Conn(conn) => conn,
             _ => return false,
         };
-        let key = conn.peer.ip().map_or(0, ip_key);
-        let per_ip = self.config.per_ip as usize;
-        if per_ip > 0 && key != 0 && self.board.serving_peer(key) >= per_ip {
+        let peer = conn.peer;
+        let me = nix::unistd::getpid();
+        if !self.per_ip.admit(&peer, me) {
             slot.add_refused();
             return false;
         }
-        slot.set_peer(key);
         slot.set_connections(1);
         slot.set_state(SlotState::Busy);
         let outcome = self.handler.serve(conn, &Limits::of(self.config));
         slot.add_outcome(outcome);
+        self.per_ip.release(&peer, me);
         slot.set_connections(0);
-        slot.set_peer(0);
         let served = slot.add_served();
         slot.set_state(SlotState::Idle);
         self.config.max_requests > 0 && served >= self.config.max_requests

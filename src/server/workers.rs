@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use super::listener::Listener;
+use super::per_ip::PerIp;
 use super::scoreboard::{Counts, Scoreboard, SlotState};
 use super::service::Role;
 use super::worker::{Style, Worker};
@@ -43,6 +44,16 @@ struct SlotLife {
     respawn_at: Option<Instant>,
     /// Should hold a worker.
     wanted: bool,
+}
+
+/// What a worker is forked with, borrowed from its service.
+pub struct Spawn<'a> {
+    pub config: &'a ServiceConfig,
+    pub handler: &'a dyn Handler,
+    pub listeners: &'a [Listener],
+    pub per_ip: &'a PerIp,
+    /// forkd's pid, for the workers' PDEATHSIG re-check.
+    pub parent: Pid,
 }
 
 /// The pre-forked workers of one service.
@@ -127,15 +138,14 @@ impl WorkerPool {
     }
 
     /// Forks a worker into every wanted, empty slot whose back-off is over.
-    pub fn fill(
-        &mut self,
-        config: &ServiceConfig,
-        handler: &dyn Handler,
-        listeners: &[Listener],
-        parent: Pid,
-        now: Instant,
-        spawned: &mut dyn FnMut(Pid, Role),
-    ) {
+    pub fn fill(&mut self, spawn: &Spawn<'_>, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
+        let Spawn {
+            config,
+            handler,
+            listeners,
+            per_ip,
+            parent,
+        } = *spawn;
         for index in 0..self.slots.len() {
             let life = self.slots[index];
             if !life.wanted || life.pid.is_some() || life.respawn_at.is_some_and(|t| t > now) {
@@ -155,6 +165,7 @@ impl WorkerPool {
                     .filter(|l| !self.udp_only || !l.is_stream())
                     .collect(),
                 board: &self.board,
+                per_ip,
                 index,
                 parent,
                 style: self.style,
@@ -268,20 +279,12 @@ impl WorkerPool {
     }
 
     /// Respawns due workers and keeps the idle count within the spares.
-    pub fn tick(
-        &mut self,
-        config: &ServiceConfig,
-        handler: &dyn Handler,
-        listeners: &[Listener],
-        parent: Pid,
-        now: Instant,
-        spawned: &mut dyn FnMut(Pid, Role),
-    ) {
+    pub fn tick(&mut self, spawn: &Spawn<'_>, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
-            self.keep_spares(&config.name);
+            self.keep_spares(&spawn.config.name);
         }
-        self.fill(config, handler, listeners, parent, now, spawned);
+        self.fill(spawn, now, spawned);
     }
 
     /// Apache's rule: fewer than `min_spare` idle → start more (a burst, up

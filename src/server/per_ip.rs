@@ -1,0 +1,529 @@
+//! `per_ip`: the connections each client address has open, counted once
+//! for the whole service, whichever process accepted them (the supervisor
+//! in fork mode, any of the workers in prefork and event mode).
+//!
+//! The counts live in a [`Mapping`] shared with the workers: a hash table of
+//! (address, owner pid) → connections, open addressing with linear probing
+//! and backward-shift deletion, so it never fills with tombstones. One lock
+//! (a word holding the holder's pid) makes check-and-claim one atomic step
+//! across processes. A dead holder's lock is taken over, and what a dead
+//! worker had claimed is dropped when the supervisor reaps it
+//! ([`PerIp::forget_owner`]), so a SIGKILLed worker leaks nothing.
+//!
+//! The table over-counts for a moment: a connection the client has closed
+//! stays counted until its process has noticed and let go. So when an
+//! address looks full, the kernel decides ([`sockdiag::established`]): the
+//! connection is admitted if the client really holds no more than `per_ip`
+//! open, this one included. A client below its limit is never refused; the
+//! (N+1)th connection it holds open is. Unix peers are never limited.
+//!
+//! The supervisor only ever *tries* the lock ([`PerIp::forget_owner`]), so a
+//! stopped worker cannot stall the loop. This module never forks and never
+//! logs.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use nix::unistd::Pid;
+
+use super::shm::{Mapping, Shared};
+use super::sockdiag::{self, Tuple};
+use crate::handlers::Peer;
+
+const MAGIC: u32 = 0x666b_6970; // "fkip"
+const VERSION: u32 = 1;
+/// Most entries a table gets (48 MiB of address space, touched sparsely).
+const MAX_CAPACITY: usize = 1 << 20;
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU32,
+    version: AtomicU32,
+    capacity: AtomicU32,
+    /// The pid holding the lock, 0 when free.
+    lock: AtomicI32,
+}
+
+/// One open connection. Empty while `owner` is 0.
+#[repr(C)]
+struct Entry {
+    /// The client's address (the key), as 128 bits (IPv4 v4-mapped).
+    remote_high: AtomicU64,
+    remote_low: AtomicU64,
+    /// The address it arrived at.
+    local_high: AtomicU64,
+    local_low: AtomicU64,
+    /// Client port << 16 | local port.
+    ports: AtomicU32,
+    /// The pid that admitted it and will release it.
+    owner: AtomicI32,
+    /// 1 once the kernel said the client has closed it.
+    closed: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+// SAFETY: every field of Header and Entry is an atomic.
+unsafe impl Shared for Header {}
+// SAFETY: as above.
+unsafe impl Shared for Entry {}
+
+/// A connection as the table stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    remote: u128,
+    local: u128,
+    ports: u32,
+}
+
+impl Key {
+    fn of(remote: SocketAddr, local: SocketAddr) -> Key {
+        Key {
+            remote: bits(remote.ip()),
+            local: bits(local.ip()),
+            ports: u32::from(remote.port()) << 16 | u32::from(local.port()),
+        }
+    }
+
+    fn tuple(&self) -> Tuple {
+        let ip = |b: u128| {
+            let v6 = Ipv6Addr::from(b);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        };
+        Tuple {
+            local: SocketAddr::new(ip(self.local), self.ports as u16),
+            remote: SocketAddr::new(ip(self.remote), (self.ports >> 16) as u16),
+        }
+    }
+}
+
+/// An address as 128 bits: IPv4 as its v4-mapped IPv6 form, so a v4
+/// client counts the same on a dual-stack listener.
+fn bits(ip: IpAddr) -> u128 {
+    u128::from(match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    })
+}
+
+/// The home slot of a client address (every connection of one client
+/// lies in the probe run from there).
+fn hash(remote: u128) -> usize {
+    let mixed = (remote as u64) ^ ((remote >> 64) as u64).rotate_left(29);
+    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 24) as usize
+}
+
+impl Entry {
+    fn owner(&self) -> i32 {
+        self.owner.load(Ordering::Relaxed)
+    }
+    fn remote(&self) -> u128 {
+        (u128::from(self.remote_high.load(Ordering::Relaxed)) << 64)
+            | u128::from(self.remote_low.load(Ordering::Relaxed))
+    }
+    fn key(&self) -> Key {
+        Key {
+            remote: self.remote(),
+            local: (u128::from(self.local_high.load(Ordering::Relaxed)) << 64)
+                | u128::from(self.local_low.load(Ordering::Relaxed)),
+            ports: self.ports.load(Ordering::Relaxed),
+        }
+    }
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed) != 0
+    }
+    fn set(&self, key: Key, owner: i32, closed: bool) {
+        self.remote_high
+            .store((key.remote >> 64) as u64, Ordering::Relaxed);
+        self.remote_low.store(key.remote as u64, Ordering::Relaxed);
+        self.local_high
+            .store((key.local >> 64) as u64, Ordering::Relaxed);
+        self.local_low.store(key.local as u64, Ordering::Relaxed);
+        self.ports.store(key.ports, Ordering::Relaxed);
+        self.closed.store(u32::from(closed), Ordering::Relaxed);
+        self.owner.store(owner, Ordering::Relaxed);
+    }
+    fn clear(&self) {
+        self.set(Key::of(unspecified(), unspecified()), 0, false);
+    }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+}
+
+/// A service's `per_ip` limit and its shared table of open connections.
+#[derive(Debug)]
+pub struct PerIp {
+    limit: u32,
+    /// None when there is no limit: nothing to count.
+    table: Option<Mapping>,
+    capacity: usize,
+}
+
+/// What the scan of a client's probe run found.
+struct Probe {
+    /// Its connections not known to be closed by the client.
+    open: u32,
+    /// The first empty slot after the run (None: the table is full).
+    free: Option<usize>,
+}
+
+impl PerIp {
+    /// A limit of `limit` open connections per client address (0: none)
+    /// for a service of at most `max_connections` connections.
+    pub fn new(limit: u32, max_connections: u32) -> std::io::Result<PerIp> {
+        let capacity = (max_connections as usize)
+            .saturating_mul(2)
+            .clamp(64, MAX_CAPACITY)
+            .next_power_of_two();
+        let table = if limit == 0 {
+            None
+        } else {
+            let map = Mapping::new::<Header, Entry>(capacity)?;
+            let (header, _) = map.parts::<Header, Entry>(capacity);
+            header.magic.store(MAGIC, Ordering::Relaxed);
+            header.version.store(VERSION, Ordering::Relaxed);
+            header.capacity.store(capacity as u32, Ordering::Relaxed);
+            Some(map)
+        };
+        Ok(PerIp {
+            limit,
+            table,
+            capacity,
+        })
+    }
+
+    /// Records a new connection for process `owner` (the caller, which
+    /// will release it), or returns false
+    /// (refuse it) when its client already holds `per_ip` others open.
+    pub fn admit(&self, peer: &Peer, owner: Pid) -> bool {
+        let (Peer::Tcp { remote, local }, Some((header, entries))) = (peer, self.parts()) else {
+            return true;
+        };
+        let key = Key::of(*remote, *local);
+        let _lock = Lock::take(header, owner.as_raw());
+        let mut probe = self.probe(entries, key.remote);
+        if probe.open >= self.limit {
+            self.ask_kernel(entries, key.remote);
+            probe = self.probe(entries, key.remote);
+            if probe.open >= self.limit {
+                return false;
+            }
+        }
+        match probe.free {
+            Some(i) => {
+                entries[i].set(key, owner.as_raw(), false);
+                true
+            }
+            // Full: more connections than twice max_connections.
+            None => false,
+        }
+    }
+
+    /// A connection that `owner` admitted has ended.
+    pub fn release(&self, peer: &Peer, owner: Pid) {
+        let (Peer::Tcp { remote, local }, Some((header, entries))) = (peer, self.parts()) else {
+            return;
+        };
+        let key = Key::of(*remote, *local);
+        let _lock = Lock::take(header, owner.as_raw());
+        let found = self
+            .run(entries, key.remote)
+            .find(|&i| entries[i].owner() == owner.as_raw() && entries[i].key() == key);
+        if let Some(i) = found {
+            self.remove(entries, i);
+        }
+    }
+
+    /// Drops whatever `owner` (a reaped worker) had admitted. Never waits
+    /// for the lock: returns false when another process holds it (call
+    /// again later).
+    pub fn forget_owner(&self, owner: Pid, me: Pid) -> bool {
+        let Some((header, entries)) = self.parts() else {
+            return true;
+        };
+        let Some(_lock) = Lock::try_take(header, me.as_raw(), owner.as_raw()) else {
+            return false;
+        };
+        let mut i = 0;
+        while i < entries.len() {
+            if entries[i].owner() == owner.as_raw() {
+                // Do not advance: a shifted entry may now sit at `i`.
+                self.remove(entries, i);
+            } else {
+                i += 1;
+            }
+        }
+        true
+    }
+
+    fn parts(&self) -> Option<(&Header, &[Entry])> {
+        let map = self.table.as_ref()?;
+        Some(map.parts::<Header, Entry>(self.capacity))
+    }
+
+    /// The occupied slots of the probe run that starts at `remote`'s home.
+    fn run<'e>(&self, entries: &'e [Entry], remote: u128) -> impl Iterator<Item = usize> + 'e {
+        let mask = self.capacity - 1;
+        let home = hash(remote) & mask;
+        (0..self.capacity)
+            .map(move |step| (home + step) & mask)
+            .take_while(move |&i| entries[i].owner() != 0)
+    }
+
+    fn probe(&self, entries: &[Entry], remote: u128) -> Probe {
+        let mut open = 0u32;
+        let mut last = None;
+        for i in self.run(entries, remote) {
+            last = Some(i);
+            let e = &entries[i];
+            if e.remote() == remote && !e.is_closed() {
+                open = open.saturating_add(1);
+            }
+        }
+        let mask = self.capacity - 1;
+        let next = last.map_or(hash(remote) & mask, |i| (i + 1) & mask);
+        let free = (entries[next].owner() == 0).then_some(next);
+        Probe { open, free }
+    }
+
+    /// Marks the client's connections that the kernel says it has closed.
+    /// An error marks nothing: the counts stay, and the limit holds.
+    fn ask_kernel(&self, entries: &[Entry], remote: u128) {
+        let candidates: Vec<usize> = self
+            .run(entries, remote)
+            .filter(|&i| entries[i].remote() == remote && !entries[i].is_closed())
+            .collect();
+        let tuples: Vec<Tuple> = candidates
+            .iter()
+            .map(|&i| entries[i].key().tuple())
+            .collect();
+        let Ok(open) = sockdiag::still_open(&tuples) else {
+            return;
+        };
+        for (i, open) in candidates.into_iter().zip(open) {
+            if !open {
+                entries[i].closed.store(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Empties slot `hole`, shifting later entries of its run back so that
+    /// every entry stays reachable from its home slot (Knuth's Algorithm R).
+    fn remove(&self, entries: &[Entry], mut hole: usize) {
+        let mask = self.capacity - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let e = &entries[j];
+            if e.owner() == 0 || j == hole {
+                break;
+            }
+            let home = hash(e.remote()) & mask;
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                entries[hole].set(e.key(), e.owner(), e.is_closed());
+                hole = j;
+            }
+        }
+        entries[hole].clear();
+    }
+
+    /// Connections recorded for `ip`, closed or not.
+    #[cfg(test)]
+    fn counted(&self, ip: IpAddr) -> usize {
+        let (_, entries) = self.parts().expect("a limit");
+        let remote = bits(ip);
+        self.run(entries, remote)
+            .filter(|&i| entries[i].remote() == remote)
+            .count()
+    }
+}
+
+/// The table's lock, held until dropped.
+struct Lock<'a> {
+    word: &'a AtomicI32,
+}
+
+impl<'a> Lock<'a> {
+    /// Spins (yielding the CPU) until the lock is ours; a holder that no
+    /// longer exists loses it.
+    fn take(header: &'a Header, me: i32) -> Lock<'a> {
+        loop {
+            match header
+                .lock
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Lock { word: &header.lock },
+                Err(holder) if !alive(holder) => {
+                    let stolen = header.lock.compare_exchange(
+                        holder,
+                        me,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    );
+                    if stolen.is_ok() {
+                        return Lock { word: &header.lock };
+                    }
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// The lock if it is free or held by `dead` (a worker just reaped).
+    fn try_take(header: &'a Header, me: i32, dead: i32) -> Option<Lock<'a>> {
+        for from in [0, dead] {
+            let taken =
+                header
+                    .lock
+                    .compare_exchange(from, me, Ordering::Acquire, Ordering::Relaxed);
+            if taken.is_ok() {
+                return Some(Lock { word: &header.lock });
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        self.word.store(0, Ordering::Release);
+    }
+}
+
+/// Whether process `pid` still exists (a zombie does, until reaped).
+fn alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connection from `client` (no such socket in the kernel).
+    fn peer(client: &str, port: u16) -> Peer {
+        Peer::Tcp {
+            remote: SocketAddr::new(client.parse().unwrap(), port),
+            local: "192.0.2.1:7000".parse().unwrap(),
+        }
+    }
+
+    fn served(stream: &TcpStream) -> Peer {
+        Peer::Tcp {
+            remote: stream.peer_addr().unwrap(),
+            local: stream.local_addr().unwrap(),
+        }
+    }
+
+    #[test]
+    fn counts_over_owners_and_refuses_the_one_past_the_limit() {
+        let p = PerIp::new(2, 8).unwrap();
+        let (a, b) = (Pid::from_raw(100), Pid::from_raw(200));
+        assert!(p.admit(&peer("10.0.0.1", 1), a));
+        assert!(p.admit(&peer("10.0.0.1", 2), b));
+        assert!(
+            p.admit(&peer("10.0.0.2", 1), a),
+            "another address has its own count"
+        );
+        assert!(p.admit(&Peer::Unix, a), "unix peers are not limited");
+        p.release(&peer("10.0.0.1", 2), b);
+        assert_eq!(p.counted("10.0.0.1".parse().unwrap()), 1);
+        assert!(PerIp::new(0, 8).unwrap().admit(&peer("10.0.0.1", 3), a));
+    }
+
+    #[test]
+    fn a_reaped_owner_gives_back_everything_it_held() {
+        let p = PerIp::new(3, 32).unwrap();
+        let (dead, live) = (Pid::from_raw(300), Pid::from_raw(400));
+        for i in 0..40u16 {
+            let owner = if i < 20 { dead } else { live };
+            assert!(p.admit(&peer(&format!("10.0.1.{}", i % 20), i), owner));
+        }
+        assert!(p.forget_owner(dead, Pid::from_raw(1)));
+        for i in 0..20 {
+            let n = p.counted(format!("10.0.1.{i}").parse().unwrap());
+            assert_eq!(n, 1, "10.0.1.{i}: only the live owner's connection is left");
+        }
+        for i in 20..40u16 {
+            p.release(&peer(&format!("10.0.1.{}", i % 20), i), live);
+        }
+        let (_, entries) = p.parts().unwrap();
+        assert!(
+            entries.iter().all(|e| e.owner() == 0),
+            "the table is empty again"
+        );
+    }
+
+    #[test]
+    fn the_limit_holds_for_connections_the_client_keeps_open() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let p = PerIp::new(2, 8).unwrap();
+        let (a, b) = (Pid::from_raw(11), Pid::from_raw(12));
+        let clients: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(local).unwrap()).collect();
+        let served: Vec<TcpStream> = (0..3).map(|_| listener.accept().unwrap().0).collect();
+        assert!(p.admit(&super::tests::served(&served[0]), a));
+        assert!(p.admit(&super::tests::served(&served[1]), b));
+        assert!(
+            !p.admit(&super::tests::served(&served[2]), a),
+            "a third one held open"
+        );
+        drop(clients);
+    }
+
+    #[test]
+    fn a_connection_the_client_closed_does_not_count_against_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let p = PerIp::new(1, 8).unwrap();
+        let me = Pid::from_raw(9);
+        let first = TcpStream::connect(local).unwrap();
+        let (served_first, _) = listener.accept().unwrap();
+        assert!(p.admit(&served(&served_first), me));
+        // The client closes it, but its process has not let go yet.
+        drop(first);
+        let _second = TcpStream::connect(local).unwrap();
+        let (served_second, _) = listener.accept().unwrap();
+        assert!(p.admit(&served(&served_second), me));
+        assert_eq!(p.counted("127.0.0.1".parse().unwrap()), 2);
+        p.release(&served(&served_first), me);
+        assert_eq!(p.counted("127.0.0.1".parse().unwrap()), 1);
+    }
+
+    #[test]
+    fn v4_and_v4_mapped_v6_are_one_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let p = PerIp::new(1, 8).unwrap();
+        let _client = TcpStream::connect(local).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        assert!(p.admit(&served(&stream), Pid::from_raw(7)));
+        let Peer::Tcp { remote, .. } = served(&stream) else {
+            unreachable!()
+        };
+        let mapped = Peer::Tcp {
+            remote: SocketAddr::new(bits(remote.ip()).to_be_bytes().into(), 1),
+            local: "[::1]:7000".parse().unwrap(),
+        };
+        assert!(!p.admit(&mapped, Pid::from_raw(7)));
+    }
+
+    #[test]
+    fn a_dead_holder_loses_the_lock() {
+        let p = PerIp::new(1, 8).unwrap();
+        let (header, _) = p.parts().unwrap();
+        // A pid that cannot exist (above any pid_max) holds it.
+        header.lock.store(i32::MAX, Ordering::Relaxed);
+        assert!(p.admit(&peer("10.0.0.9", 1), Pid::from_raw(5)));
+        assert_eq!(header.lock.load(Ordering::Relaxed), 0);
+    }
+}
