@@ -1,8 +1,9 @@
-//! Reload without dropping a connection: a client keeps opening
-//! connections to an echo service while forkd is reloaded 20 times, and
-//! not one connection is refused, reset or left unanswered, whether the
-//! reload changes something else or the echo service itself (then its open
-//! listening socket is handed from the old service to the new one).
+//! Reload without dropping a connection: eight clients keep opening
+//! connections to an echo service with the default limits while forkd is
+//! reloaded 10 times, and not one connection is refused, reset or left
+//! unanswered, whether the reload changes something else or the echo
+//! service itself (then its open listening socket is handed from the old
+//! service to the new one), in fork, prefork and event mode.
 
 mod common;
 
@@ -15,9 +16,11 @@ use common::*;
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(10);
-const RELOADS: usize = 20;
+const RELOADS: usize = 10;
+/// Clients at once, all from 127.0.0.1.
+const CLIENTS: usize = 8;
 /// The client's bounds, whatever the reloads do.
-const MAX_CONNECTIONS: usize = 20_000;
+const MAX_CONNECTIONS: usize = 400_000;
 const MAX_TIME: Duration = Duration::from_secs(30);
 
 /// Generation `n` of the config: `vary` and `other` change every time;
@@ -48,8 +51,6 @@ mode = "{mode}"
 handler = "echo"
 workers = {workers}
 idle_timeout = "{idle}"
-max_connections = 64
-per_ip = 0
 
 [[service]]
 name = "other"
@@ -95,27 +96,32 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
     let stop = AtomicBool::new(false);
     let made = AtomicUsize::new(0);
     let (done, errors) = std::thread::scope(|scope| {
-        let client = scope.spawn(|| {
-            let started = Instant::now();
-            let mut done = 0;
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed)
-                && done < MAX_CONNECTIONS
-                && started.elapsed() < MAX_TIME
-            {
-                if let Err(e) = one_exchange(&addr, done) {
-                    errors.push(format!("connection {done}: {e}"));
-                }
-                done += 1;
-                made.store(done, Ordering::Relaxed);
-            }
-            (done, errors)
-        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (stop, made, addr) = (&stop, &made, &addr);
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let mut done = 0;
+                    let mut errors = Vec::new();
+                    while !stop.load(Ordering::Relaxed)
+                        && done < MAX_CONNECTIONS / CLIENTS
+                        && started.elapsed() < MAX_TIME
+                    {
+                        if let Err(e) = one_exchange(addr, done) {
+                            errors.push(format!("client {c} connection {done}: {e}"));
+                        }
+                        done += 1;
+                        made.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (done, errors)
+                })
+            })
+            .collect();
         for n in 1..=RELOADS {
             // Each reload lands while connections are being made.
             let before = made.load(Ordering::Relaxed);
             wait_until("the client to make progress", T, || {
-                made.load(Ordering::Relaxed) >= before + 10
+                made.load(Ordering::Relaxed) >= before + 10 * CLIENTS
             });
             dir.write("forkd.toml", &config(&socket, mode, n, echo_changes));
             forkd.signal(Signal::SIGHUP);
@@ -123,10 +129,16 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
         }
         let last = made.load(Ordering::Relaxed);
         wait_until("the client to go on after the last reload", T, || {
-            made.load(Ordering::Relaxed) >= last + 10
+            made.load(Ordering::Relaxed) >= last + 10 * CLIENTS
         });
         stop.store(true, Ordering::Relaxed);
-        client.join().expect("client thread")
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client thread"))
+            .fold((0, Vec::new()), |(n, mut all), (done, errors)| {
+                all.extend(errors);
+                (n + done, all)
+            })
     });
     assert!(
         errors.is_empty(),
@@ -135,17 +147,18 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
         &errors[..errors.len().min(10)]
     );
     assert!(
-        done >= RELOADS * 10,
+        done >= RELOADS * 10 * CLIENTS,
         "{mode}: only {done} connections were made"
     );
     assert_eq!(forkd.log.count("reload rejected"), 0);
     if echo_changes {
-        assert_eq!(
-            forkd
-                .log
-                .count("reload: echo changed (workers, idle_timeout)"),
-            RELOADS
-        );
+        // In event mode the default max_connections follows workers.
+        let changed = if mode == "event" {
+            "reload: echo changed (workers, max_connections, idle_timeout)"
+        } else {
+            "reload: echo changed (workers, idle_timeout)"
+        };
+        assert_eq!(forkd.log.count(changed), RELOADS);
     } else {
         assert_eq!(forkd.log.count("reload: echo changed"), 0);
     }
@@ -171,21 +184,31 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
 }
 
 #[test]
-fn fork_mode_serves_every_connection_across_20_reloads_of_other_things() {
+fn fork_mode_serves_every_connection_across_10_reloads_of_other_things() {
     reloads_under_load("fork", false);
 }
 
 #[test]
-fn prefork_mode_serves_every_connection_across_20_reloads_of_other_things() {
+fn prefork_mode_serves_every_connection_across_10_reloads_of_other_things() {
     reloads_under_load("prefork", false);
 }
 
 #[test]
-fn fork_mode_serves_every_connection_while_the_service_itself_is_replaced_20_times() {
+fn fork_mode_serves_every_connection_while_the_service_itself_is_replaced_10_times() {
     reloads_under_load("fork", true);
 }
 
 #[test]
-fn prefork_mode_serves_every_connection_while_the_service_itself_is_replaced_20_times() {
+fn prefork_mode_serves_every_connection_while_the_service_itself_is_replaced_10_times() {
     reloads_under_load("prefork", true);
+}
+
+#[test]
+fn event_mode_serves_every_connection_across_10_reloads_of_other_things() {
+    reloads_under_load("event", false);
+}
+
+#[test]
+fn event_mode_serves_every_connection_while_the_service_itself_is_replaced_10_times() {
+    reloads_under_load("event", true);
 }

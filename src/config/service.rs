@@ -54,24 +54,29 @@ pub(super) fn service(
     if !s.has("handler") {
         s.missing("handler", "handler = \"echo\"");
     }
+    let workers = s.processes("workers", default_workers(mode), 1);
     let config = ServiceConfig {
         name,
         listen,
         mode,
         handler: handler.unwrap_or(HandlerKind::Echo),
-        workers: s.processes("workers", default_workers(mode), 1),
+        workers,
         min_spare: s.optional_processes("min_spare"),
         max_spare: s.optional_processes("max_spare"),
         max_workers: s
             .int("max_workers", 1, super::MAX_PROCESSES.into())
             .map(|n| n as u32),
         max_requests: s.u64("max_requests", 0),
-        max_connections: s.u32("max_connections", 256, 1),
-        per_ip: s.u32("per_ip", 32, 0),
-        idle_timeout: s.duration("idle_timeout", Duration::from_secs(60)),
+        max_connections: s.u32("max_connections", default_max_connections(mode, workers), 1),
+        // No limit, as xinetd's per_source and systemd's
+        // MaxConnectionsPerSource=: behind a proxy, a load balancer or in a
+        // load test every connection comes from one address.
+        per_ip: s.u32("per_ip", 0, 0),
+        idle_timeout: s.duration("idle_timeout", Duration::from_secs(300)),
         request_timeout: s.duration("request_timeout", Duration::from_secs(30)),
         drain_timeout: s.duration("drain_timeout", Duration::from_secs(10)),
-        backlog: s.u32("backlog", 511, 1),
+        // Linux's own somaxconn default since 5.4; the kernel caps it there.
+        backlog: s.u32("backlog", 4096, 1),
         max_line: s.size("max_line", 64 << 10, MAX_FRAME_LIMIT),
         max_frame: s.size("max_frame", DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT),
         socket_mode: s.mode("socket_mode").unwrap_or(0o660),
@@ -85,6 +90,39 @@ pub(super) fn service(
     }
     check_worker_counts(&mut s, &config);
     Named { config, name_span }
+}
+
+/// fork and prefork: every connection has a process of its own, and at the
+/// limit new clients wait in the listen backlog (they are not refused), so
+/// the cap is a process count a host carries. event: what the workers' file
+/// descriptors allow, since each raises its soft RLIMIT_NOFILE to the hard
+/// limit at start ([`event_connections_per_worker`]).
+pub const PROCESS_CONNECTIONS: u32 = 1024;
+
+fn default_max_connections(mode: Mode, workers: u32) -> u32 {
+    match mode {
+        Mode::Fork | Mode::Prefork => PROCESS_CONNECTIONS,
+        Mode::Event => event_connections_per_worker().saturating_mul(workers),
+    }
+}
+
+/// Descriptors an event worker keeps for itself (listeners, epoll,
+/// signalfd, the EMFILE reserve, logging).
+const EVENT_FD_RESERVE: u64 = 64;
+/// Connections per event worker when the hard limit is unlimited.
+const EVENT_CONNECTIONS_UNLIMITED: u64 = 1 << 20;
+
+/// Connections one event worker can hold: the hard RLIMIT_NOFILE, less a
+/// reserve.
+pub fn event_connections_per_worker() -> u32 {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    let fds = if hard == RLIM_INFINITY {
+        EVENT_CONNECTIONS_UNLIMITED
+    } else {
+        hard.min(EVENT_CONNECTIONS_UNLIMITED)
+    };
+    u32::try_from(fds.saturating_sub(EVENT_FD_RESERVE).max(EVENT_FD_RESERVE)).unwrap_or(u32::MAX)
 }
 
 /// prefork: 4; event: one per CPU; fork: 1 (the acceptor).

@@ -192,6 +192,12 @@ impl Forkd {
 
 impl Drop for Forkd {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What forkd said, for the failure's report.
+            let lines = self.log.snapshot();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- forkd's last log lines ---\n{}", tail.join("\n"));
+        }
         if let Ok(None) = self.child.try_wait() {
             let pid = self.pid();
             let children = descendants(pid);

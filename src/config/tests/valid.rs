@@ -210,13 +210,17 @@ socket_mode = 0o600
     assert_eq!((p.mode, p.workers), (Mode::Prefork, 4));
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
     assert_eq!((e.mode, e.workers), (Mode::Event, cpus));
-    assert_eq!((f.max_requests, f.max_connections, f.per_ip), (0, 256, 32));
-    assert_eq!(f.idle_timeout, Duration::from_secs(60));
+    assert_eq!((f.max_requests, f.max_connections, f.per_ip), (0, 1024, 0));
+    assert_eq!(p.max_connections, 1024);
+    let per_worker = crate::config::service::event_connections_per_worker();
+    assert!(per_worker >= 64, "{per_worker}");
+    assert_eq!(e.max_connections, per_worker * cpus);
+    assert_eq!(f.idle_timeout, Duration::from_secs(300));
     assert_eq!(f.request_timeout, Duration::from_secs(30));
     assert_eq!(f.drain_timeout, Duration::from_secs(10));
     assert_eq!(
         (f.backlog, f.max_line, f.max_frame),
-        (511, 64 << 10, 16 << 20)
+        (4096, 64 << 10, 16 << 20)
     );
     assert_eq!((f.socket_mode, f.tcp_nodelay), (0o660, true));
     assert_eq!(e.socket_mode, 0o600);
