@@ -157,6 +157,12 @@ fn per_ip_counts_open_connections_exactly(mode: &str, handler: &str, extra: &str
     forkd
         .log
         .wait_line("per_ip limit reached", Duration::from_secs(5));
+    let socket = scratch.file("forkd.run").join("control.sock");
+    wait_until(
+        "forkctl status counts the refusal",
+        Duration::from_secs(5),
+        || status_json(&socket)["services"][0]["refused"] == 1,
+    );
     // The client closes one: the next is served at once, even before the
     // server side has noticed the close.
     drop(held.pop());

@@ -183,7 +183,7 @@ fn services_config(socket: &std::path::Path, services: &[(&str, &str, u16)]) -> 
     let mut text = format!("[daemon]\ncontrol_socket = \"{}\"\n", socket.display());
     for (name, mode, port) in services {
         text.push_str(&format!(
-            "\n[[service]]\nname = \"{name}\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\nper_ip = 0\n"
+            "\n[[service]]\nname = \"{name}\"\nlisten = [\"tcp://127.0.0.1:{port}\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\n"
         ));
     }
     text

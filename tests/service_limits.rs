@@ -41,7 +41,7 @@ fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
 }
 
 fn max_connections_holds_extra_clients_in_the_backlog(mode: &str) {
-    let (_scratch, _forkd, addr) = start(mode, "max_connections = 2\nper_ip = 0");
+    let (_scratch, _forkd, addr) = start(mode, "max_connections = 2");
     let mut a = tcp(&addr);
     let mut b = tcp(&addr);
     echo_exchange(&mut a, b"first\n");

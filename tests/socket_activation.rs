@@ -91,7 +91,7 @@ fn activate(config: &std::path::Path) -> (common::Forkd, String, std::net::TcpSt
 /// Its own control socket, so tests running side by side never meet.
 fn echo_config(dir: &Scratch, mode: &str, idle: &str) -> String {
     format!(
-        "[daemon]\ncontrol_socket = \"{}\"\n\n[[service]]\nname = \"echo\"\nlisten = [\"systemd:echo\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\nper_ip = 0\nidle_timeout = \"{idle}\"\n",
+        "[daemon]\ncontrol_socket = \"{}\"\n\n[[service]]\nname = \"echo\"\nlisten = [\"systemd:echo\"]\nmode = \"{mode}\"\nhandler = \"echo\"\nworkers = 2\nidle_timeout = \"{idle}\"\n",
         dir.file("control.sock").display()
     )
 }

@@ -202,10 +202,10 @@ impl PerIp {
         };
         let key = Key::of(*remote, *local);
         let _lock = Lock::take(header, owner.as_raw());
-        let mut probe = self.probe(entries, key.remote);
+        let mut probe = self.probe(entries, key);
         if probe.open >= self.limit {
             self.ask_kernel(entries, key.remote);
-            probe = self.probe(entries, key.remote);
+            probe = self.probe(entries, key);
             if probe.open >= self.limit {
                 return false;
             }
@@ -227,9 +227,17 @@ impl PerIp {
         };
         let key = Key::of(*remote, *local);
         let _lock = Lock::take(header, owner.as_raw());
-        let found = self
-            .run(entries, key.remote)
-            .find(|&i| entries[i].owner() == owner.as_raw() && entries[i].key() == key);
+        // Two entries may share the 4-tuple (see `probe`): the one already
+        // known closed goes first, so the open one keeps counting.
+        let mut found = None;
+        for i in self.run(entries, key.remote) {
+            if entries[i].owner() == owner.as_raw() && entries[i].key() == key {
+                found = Some(i);
+                if entries[i].is_closed() {
+                    break;
+                }
+            }
+        }
         if let Some(i) = found {
             self.remove(entries, i);
         }
@@ -271,18 +279,28 @@ impl PerIp {
             .take_while(move |&i| entries[i].owner() != 0)
     }
 
-    fn probe(&self, entries: &[Entry], remote: u128) -> Probe {
+    /// Counts `new`'s client's open connections. An entry with `new`'s own
+    /// 4-tuple is a connection that ended with its process not yet done
+    /// (Linux reuses a loopback client's port while the old socket lingers,
+    /// tcp_tw_reuse = 2): a 4-tuple names one live socket, so that one is
+    /// closed.
+    fn probe(&self, entries: &[Entry], new: Key) -> Probe {
         let mut open = 0u32;
         let mut last = None;
-        for i in self.run(entries, remote) {
+        for i in self.run(entries, new.remote) {
             last = Some(i);
             let e = &entries[i];
-            if e.remote() == remote && !e.is_closed() {
+            if e.remote() != new.remote || e.is_closed() {
+                continue;
+            }
+            if e.key() == new {
+                e.closed.store(1, Ordering::Relaxed);
+            } else {
                 open = open.saturating_add(1);
             }
         }
         let mask = self.capacity - 1;
-        let next = last.map_or(hash(remote) & mask, |i| (i + 1) & mask);
+        let next = last.map_or(hash(new.remote) & mask, |i| (i + 1) & mask);
         let free = (entries[next].owner() == 0).then_some(next);
         Probe { open, free }
     }
@@ -497,6 +515,25 @@ mod tests {
         assert_eq!(p.counted("127.0.0.1".parse().unwrap()), 2);
         p.release(&served(&served_first), me);
         assert_eq!(p.counted("127.0.0.1".parse().unwrap()), 1);
+    }
+
+    #[test]
+    fn a_reused_client_port_does_not_count_twice() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let p = PerIp::new(1, 8).unwrap();
+        let me = Pid::from_raw(13);
+        let _client = TcpStream::connect(local).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        // An earlier connection with the same 4-tuple, not yet released.
+        assert!(p.admit(&served(&stream), me));
+        assert!(p.admit(&served(&stream), me), "the old one is known closed");
+        // Its release takes the closed one: the open one still counts.
+        p.release(&served(&stream), me);
+        let (_, entries) = p.parts().unwrap();
+        let left: Vec<&Entry> = entries.iter().filter(|e| e.owner() != 0).collect();
+        assert_eq!(left.len(), 1);
+        assert!(!left[0].is_closed());
     }
 
     #[test]

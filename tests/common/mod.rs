@@ -610,7 +610,7 @@ pub fn echo_under_32_clients(mode: &str) {
     let config = service_config(
         &scratch,
         &format!(
-            "listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\", \"unix:{}\"]\nmode = \"{mode}\"\nworkers = 4\nhandler = \"echo\"\nmax_connections = 64\nper_ip = 0",
+            "listen = [\"tcp://127.0.0.1:0\", \"udp://127.0.0.1:0\", \"unix:{}\"]\nmode = \"{mode}\"\nworkers = 4\nhandler = \"echo\"",
             sock.display()
         ),
     );
