@@ -3,7 +3,8 @@
 //! reloaded 10 times, and not one connection is refused, reset or left
 //! unanswered, whether the reload changes something else or the echo
 //! service itself (then its open listening socket is handed from the old
-//! service to the new one), in fork, prefork and event mode.
+//! service to the new one), in fork, prefork and event mode. A UDP client
+//! beside them has every datagram answered.
 
 mod common;
 
@@ -46,7 +47,7 @@ env = {{ GENERATION = "{n}" }}
 
 [[service]]
 name = "echo"
-listen = ["tcp://127.0.0.1:0"]
+listen = ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]
 mode = "{mode}"
 handler = "echo"
 workers = {workers}
@@ -87,6 +88,7 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
     let forkd = Forkd::start(&path);
     let pid = forkd.pid();
     let addr = bound_address(&forkd.log, "echo", "tcp://");
+    let udp_addr = bound_address(&forkd.log, "echo", "udp://");
     wait_until("programs up", T, || {
         children_running(pid, "/bin/sleep 1001").len() == 1
             && children_running(pid, "/bin/sleep 1002").len() == 1
@@ -117,6 +119,25 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
                 })
             })
             .collect();
+        let datagrams = scope.spawn(|| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let (mut done, mut errors) = (0, Vec::new());
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) && done < MAX_CONNECTIONS {
+                let msg = format!("datagram {done}");
+                socket.send_to(msg.as_bytes(), &udp_addr).unwrap();
+                match socket.recv_from(&mut buf) {
+                    Ok((n, _)) if buf[..n] == *msg.to_ascii_uppercase().as_bytes() => {}
+                    Ok((n, _)) => errors.push(format!("{msg}: wrong reply {:?}", &buf[..n])),
+                    Err(e) => errors.push(format!("{msg}: no reply: {e}")),
+                }
+                done += 1;
+            }
+            (done, errors)
+        });
         for n in 1..=RELOADS {
             // Each reload lands while connections are being made.
             let before = made.load(Ordering::Relaxed);
@@ -132,6 +153,13 @@ fn reloads_under_load(mode: &str, echo_changes: bool) {
             made.load(Ordering::Relaxed) >= last + 10 * CLIENTS
         });
         stop.store(true, Ordering::Relaxed);
+        let (sent, lost) = datagrams.join().expect("datagram client");
+        assert!(
+            lost.is_empty(),
+            "{mode}: {} of {sent} datagrams went unanswered: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
         clients
             .into_iter()
             .map(|c| c.join().expect("client thread"))

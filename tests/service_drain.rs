@@ -79,3 +79,41 @@ fn connections_are_stopped_when_drain_timeout_passes() {
         }
     }
 }
+
+#[test]
+fn a_reload_that_replaces_a_service_stops_connections_left_at_drain_timeout() {
+    for mode in ["fork", "prefork", "event"] {
+        let scratch = Scratch::new(&format!("drain-reload-{mode}"));
+        let body = |workers: u32| {
+            format!("listen = [\"tcp://127.0.0.1:0\"]\nmode = \"{mode}\"\nworkers = {workers}\nhandler = \"echo\"\ndrain_timeout = \"1s\"")
+        };
+        let config = service_config(&scratch, &body(2));
+        let forkd = Forkd::start(&config);
+        let addr = bound_address(&forkd.log, "echo", "tcp://");
+        let mut held = tcp(&addr);
+        echo_exchange(&mut held, b"held across the reload\n");
+        service_config(&scratch, &body(3));
+        forkd.signal(Signal::SIGHUP);
+        forkd
+            .log
+            .wait_line("reload: echo changed", Duration::from_secs(5));
+        // New clients are served by the new service at once.
+        echo_exchange(&mut tcp(&addr), b"new client\n");
+        let line = forkd
+            .log
+            .wait_line("drain_timeout passed", Duration::from_secs(10));
+        assert!(line.contains("echo"), "{mode}: {line}");
+        // The connection held across the reload is closed now.
+        let mut buf = [0u8; 8];
+        use std::io::Read;
+        held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(
+            matches!(held.read(&mut buf), Ok(0) | Err(_)),
+            "{mode}: the connection outlived drain_timeout"
+        );
+        forkd
+            .log
+            .wait_line("every old process is down", Duration::from_secs(10));
+        wait_no_zombies(forkd.pid());
+    }
+}

@@ -224,3 +224,37 @@ fn status_counts_live_connections_refusals_and_accepts() {
         assert!(table.stdout.contains("echo"), "{}", table.stdout);
     }
 }
+
+#[test]
+fn refusals_are_logged_once_then_summarised_every_10s() {
+    let scratch = Scratch::new("refusal-summary");
+    let (forkd, addr, _) = serve(
+        &scratch,
+        "listen = [\"tcp://127.0.0.1:0\"]\nhandler = \"echo\"\nper_ip = 1",
+    );
+    let mut held = tcp(&addr);
+    echo_exchange(&mut held, b"the one allowed\n");
+    let refuse = || {
+        let mut c = tcp(&addr);
+        let _ = c.write_all(b"x\n");
+        let mut buf = [0u8; 4];
+        assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "was served");
+    };
+    refuse();
+    let first = forkd
+        .log
+        .wait_line("refused a connection: per_ip limit reached", T);
+    assert!(first.contains("summarised every 10s"), "{first}");
+    for _ in 0..5 {
+        refuse();
+    }
+    let summary = forkd
+        .log
+        .wait_line("x5 in the last 10s", Duration::from_secs(15));
+    assert!(summary.contains("per_ip limit reached"), "{summary}");
+    assert_eq!(
+        forkd.log.count("per_ip limit reached"),
+        2,
+        "six refusals, two lines"
+    );
+}
