@@ -687,6 +687,25 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The time of day of a forkd log line (`2026-12-01T09:51:14.083Z ...`),
+/// so a test measures between the events forkd logged rather than from
+/// whenever its own thread happened to run.
+pub fn log_time(line: &str) -> Duration {
+    let clock = line
+        .split('T')
+        .nth(1)
+        .and_then(|rest| rest.split('Z').next())
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let mut parts = clock.split([':', '.']).map(|p| p.parse::<u64>().unwrap());
+    let (h, m, s, ms) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms)
+}
+
 /// Waits until no zombie is left below `pid`. A child that exited a moment
 /// ago is a zombie until forkd's loop handles SIGCHLD; one that stays past
 /// the deadline was never reaped.
