@@ -154,3 +154,46 @@ fn many_forkctl_clients_at_once_are_all_answered() {
     });
     assert_eq!(answered, 60, "every status request was answered");
 }
+
+#[test]
+fn log_follow_prints_new_lines_as_the_program_writes_them() {
+    use std::io::BufRead;
+    let dir = Scratch::new("ctl-log-follow");
+    let (_forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "talker"
+command = ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.1; done"]
+"#,
+    );
+    wait_until("talker up", T, || running(&socket, "talker") == 1);
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_forkctl"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["log", "talker", "-n", "1", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop::new(follower.id() as i32);
+    let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    let number = |line: &str| -> u64 {
+        line.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line:?}"))
+    };
+    let first = lines.next().unwrap().unwrap();
+    // Lines keep coming, in order, without forkctl being run again.
+    let mut last = number(&first);
+    for _ in 0..5 {
+        let line = lines.next().expect("forkctl log -f ended").unwrap();
+        let n = number(&line);
+        assert_eq!(n, last + 1, "{line}");
+        last = n;
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
