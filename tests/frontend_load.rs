@@ -247,3 +247,44 @@ fn event_mode_at_the_defaults_holds_10000_idle_connections_from_one_address() {
     );
     assert_eq!(forkd.log.count("refused"), 0);
 }
+
+/// Across a reload that replaces the service, connections the old one
+/// still drains go on counting against their client.
+fn per_ip_holds_across_a_reload(mode: &str) {
+    let scratch = Scratch::new(&format!("per-ip-reload-{mode}"));
+    let body = |workers: u32| format!("per_ip = 2\nworkers = {workers}");
+    let (forkd, addr) = serve(&scratch, mode, "echo", &body(4));
+    let mut held: Vec<TcpStream> = (0..2).map(|_| tcp(&addr)).collect();
+    for s in held.iter_mut() {
+        echo_exchange(s, b"held\n");
+    }
+    let config = forkd.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("workers = 4", "workers = 5")).unwrap();
+    forkd.signal(nix::sys::signal::Signal::SIGHUP);
+    forkd
+        .log
+        .wait_line("reload: echo changed (workers", Duration::from_secs(5));
+    let mut third = tcp(&addr);
+    assert!(
+        refused(&mut third),
+        "{mode}: a third connection was served after the reload"
+    );
+    drop(held.pop());
+    exchange(&addr, "after a close\n", true).expect("served after a close");
+}
+
+#[test]
+fn fork_mode_per_ip_holds_across_a_reload() {
+    per_ip_holds_across_a_reload("fork");
+}
+
+#[test]
+fn prefork_mode_per_ip_holds_across_a_reload() {
+    per_ip_holds_across_a_reload("prefork");
+}
+
+#[test]
+fn event_mode_per_ip_holds_across_a_reload() {
+    per_ip_holds_across_a_reload("event");
+}

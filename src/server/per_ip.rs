@@ -22,6 +22,7 @@
 //! logs.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use nix::unistd::Pid;
@@ -151,12 +152,22 @@ fn unspecified() -> SocketAddr {
     SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
 }
 
+/// Table slots for a service of `max_connections`: twice as many, so
+/// probe runs stay short.
+fn capacity_for(max_connections: u32) -> usize {
+    (max_connections as usize)
+        .saturating_mul(2)
+        .clamp(64, MAX_CAPACITY)
+        .next_power_of_two()
+}
+
 /// A service's `per_ip` limit and its shared table of open connections.
 #[derive(Debug)]
 pub struct PerIp {
     limit: u32,
-    /// None when there is no limit: nothing to count.
-    table: Option<Mapping>,
+    /// None when there is no limit: nothing to count. Shared with the
+    /// service a reload replaced ([`PerIp::shared_with`]).
+    table: Option<Rc<Mapping>>,
     capacity: usize,
 }
 
@@ -172,10 +183,7 @@ impl PerIp {
     /// A limit of `limit` open connections per client address (0: none)
     /// for a service of at most `max_connections` connections.
     pub fn new(limit: u32, max_connections: u32) -> std::io::Result<PerIp> {
-        let capacity = (max_connections as usize)
-            .saturating_mul(2)
-            .clamp(64, MAX_CAPACITY)
-            .next_power_of_two();
+        let capacity = capacity_for(max_connections);
         let table = if limit == 0 {
             None
         } else {
@@ -184,12 +192,23 @@ impl PerIp {
             header.magic.store(MAGIC, Ordering::Relaxed);
             header.version.store(VERSION, Ordering::Relaxed);
             header.capacity.store(capacity as u32, Ordering::Relaxed);
-            Some(map)
+            Some(Rc::new(map))
         };
         Ok(PerIp {
             limit,
             table,
             capacity,
+        })
+    }
+
+    /// The same table under the same limit, for a service that replaces
+    /// this one, if `limit` and `max_connections` give it the same shape.
+    pub fn shared_with(&self, limit: u32, max_connections: u32) -> Option<PerIp> {
+        let same = limit == self.limit && capacity_for(max_connections) == self.capacity;
+        (same && self.table.is_some()).then(|| PerIp {
+            limit,
+            table: self.table.clone(),
+            capacity: self.capacity,
         })
     }
 

@@ -182,6 +182,19 @@ impl Service {
         &self.config.name
     }
 
+    /// On reload: count `per_ip` in the table of the service this one
+    /// replaces, so connections its draining processes still serve go on
+    /// counting against their clients. Only when the limit and the table's
+    /// size are the same.
+    pub fn share_per_ip(&mut self, old: &Service) {
+        if let Some(shared) = old
+            .per_ip
+            .shared_with(self.config.per_ip, self.config.max_connections)
+        {
+            self.per_ip = shared;
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.state == ServiceState::Running
     }

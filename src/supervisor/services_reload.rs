@@ -140,11 +140,18 @@ impl Supervisor {
                 copy
             };
             match Service::start(config, &mut reuse, &mut lookup) {
-                Ok(service) => built.push(Built {
-                    service,
-                    replaces,
-                    took,
-                }),
+                Ok(mut service) => {
+                    // The old service's connections go on counting against
+                    // their clients while they drain.
+                    if let Some(old) = self.current_service(name) {
+                        service.share_per_ip(&old.service);
+                    }
+                    built.push(Built {
+                        service,
+                        replaces,
+                        took,
+                    });
+                }
                 Err(e) => errors.push(e),
             }
         }
