@@ -116,6 +116,9 @@ pub struct Instance {
     /// Sequence number of the newest line in `recent` (lines ever seen), so
     /// `forkctl log -f` can ask for what came after.
     pub recent_seq: u64,
+    /// forkd sent this run SIGKILL itself (stop_timeout ran out, a second
+    /// SIGTERM, SIGQUIT): its death by SIGKILL is then no surprise.
+    pub killed: bool,
 }
 
 impl Default for Instance {
@@ -131,7 +134,19 @@ impl Default for Instance {
             next_delay: None,
             recent: VecDeque::new(),
             recent_seq: 0,
+            killed: false,
         }
+    }
+}
+
+impl Instance {
+    /// Whether `exit` is one forkd asked for: a success, or any exit while
+    /// stopping except a SIGKILL that forkd had not sent (someone else's,
+    /// the OOM killer's, during the stop_timeout).
+    pub fn expects(&self, exit: ExitKind) -> bool {
+        exit.success()
+            || (self.state == State::Stopping
+                && (self.killed || exit != ExitKind::Signal(libc::SIGKILL)))
     }
 }
 
@@ -160,6 +175,7 @@ pub fn step(
         (_, Event::Spawned(pid)) => {
             inst.state = Running;
             inst.pid = Some(pid);
+            inst.killed = false;
             inst.started = Some((now, SystemTime::now()));
             inst.deadline = None;
             inst.next_delay = None;
@@ -202,6 +218,7 @@ pub fn step(
         (Running | Stopping, Event::Kill) | (Stopping, Event::Timer) => {
             inst.state = Stopping;
             inst.deadline = None;
+            inst.killed = true;
             Action::Signal(libc::SIGKILL)
         }
         (Backoff, Event::Stop | Event::Kill) => {
@@ -368,10 +385,14 @@ mod tests {
             Action::Signal(libc::SIGTERM)
         );
         assert_eq!(inst.deadline, Some(now + p.stop_timeout));
+        let sigkill = ExitKind::Signal(libc::SIGKILL);
+        assert!(!inst.expects(sigkill), "forkd has sent only SIGTERM");
+        assert!(inst.expects(ExitKind::Signal(libc::SIGTERM)));
         assert_eq!(
             step(&mut inst, &p, &mut b, Event::Timer, now),
             Action::Signal(libc::SIGKILL)
         );
+        assert!(inst.expects(sigkill), "forkd sent SIGKILL itself");
         step(
             &mut inst,
             &p,

@@ -178,15 +178,14 @@ impl Supervisor {
 
     /// A reaped pid that belonged to `name#index`.
     pub(super) fn instance_exited(&mut self, name: &str, index: usize, pid: Pid, exit: ExitKind) {
-        let stopping = self
+        let instance = self
             .program_index(name)
-            .and_then(|p| self.programs[p].instances.get(index))
-            .is_some_and(|i| i.state == State::Stopping);
-        let expected = stopping || exit.success();
-        if expected {
+            .and_then(|p| self.programs[p].instances.get(index));
+        let stopping = instance.is_some_and(|i| i.state == State::Stopping);
+        if instance.is_some_and(|i| i.expects(exit)) {
             log::info!("{name}#{index} (pid {pid}) {exit}");
         } else {
-            log::warn!("{name}#{index} (pid {pid}) {exit}");
+            log::warn!("{name}#{index} (pid {pid}) {}", exit.unexpected());
         }
         if stopping {
             // The leader is gone; take down what it left in its group.
