@@ -300,7 +300,7 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
         "forkd.toml",
         &services_config(&socket, &[("web", "fork", web)]),
     );
-    let forkd = Forkd::start(&config);
+    let mut forkd = Forkd::start(&config);
     let web = format!("127.0.0.1:{web}");
     wait_until("web answers", T, || answers(&web));
     // The test holds the port the new config asks for.
@@ -322,7 +322,9 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
         )),
         "{out:?}"
     );
-    forkd.log.wait_line("reload rejected", T);
+    forkd
+        .log
+        .wait_line("still running the previous configuration", T);
     assert!(answers(&web), "the old service stopped answering");
     let status = common::status_json(&socket);
     let services = status["services"].as_array().unwrap();
@@ -330,6 +332,14 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
     assert_eq!(services[0]["mode"], "fork", "web was replaced: {status}");
     assert_eq!(forkd.log.count("reload: web changed"), 0);
     drop(holder);
+    // Each error is logged once, however the reload was asked for: count
+    // once forkd has written its last line.
+    forkd.signal(Signal::SIGTERM);
+    assert_eq!(forkd.wait_exit(T), Some(0));
+    forkd.log.wait_line("forkd stopped", T);
+    let error =
+        format!("reload rejected: service \"blocked\": cannot listen on tcp://127.0.0.1:{taken}");
+    assert_eq!(forkd.log.count(&error), 1, "{:#?}", forkd.log.snapshot());
 }
 
 fn port(addr: &str) -> u16 {
