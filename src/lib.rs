@@ -10,7 +10,9 @@
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
 //! - [`logging`]: forkd's own log records (journald-aware).
-//! - [`systemd`]: sd_notify, the watchdog and socket activation.
+//! - [`systemd`]: sd_notify, the watchdog and socket activation;
+//! - [`socket_file`]: unix socket files on disk (stale or live), shared by
+//!   the control socket and `unix:` listeners.
 //!
 //! The supervisor process never starts a thread: every forked child may run
 //! Rust code safely because no other thread can hold a lock at fork time.
@@ -22,5 +24,6 @@ pub mod handlers;
 pub mod logging;
 pub mod process;
 pub mod server;
+pub mod socket_file;
 pub mod supervisor;
 pub mod systemd;

@@ -147,6 +147,50 @@ fn a_second_forkd_on_a_live_socket_refuses_to_start() {
 }
 
 #[test]
+fn a_live_socket_with_a_full_backlog_is_refused_at_once_not_waited_on() {
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let dir = Scratch::new("ctl-full");
+    let path = dir.file("control.sock");
+    let addr = UnixAddr::new(&path).unwrap();
+    // A listener that never accepts, its backlog filled with connections.
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let client = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&client), &addr) {
+            Ok(()) => queued.push(client),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(queued.len() < 64, "the backlog never filled");
+    }
+    let config = dir.write(
+        "forkd.toml",
+        &format!("[daemon]\ncontrol_socket = \"{}\"\n", path.display()),
+    );
+    let mut forkd = Forkd::start(&config);
+    assert_eq!(forkd.wait_exit(T), Some(1), "forkd hung on a busy socket");
+    forkd.log.wait_line("already serving this socket", T);
+    assert!(path.exists(), "the live socket was removed");
+}
+
+#[test]
 fn a_stale_socket_file_is_replaced() {
     let dir = Scratch::new("ctl-stale");
     let socket = dir.file("control.sock");

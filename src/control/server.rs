@@ -2,9 +2,9 @@
 //! peer's credentials, and moving bytes for each connection without ever
 //! blocking the loop.
 //!
-//! Syscalls: bind/listen/accept4 (through mio), connect (to tell a stale
-//! socket from a live one), getsockopt(SO_PEERCRED, SO_PEERGROUPS),
-//! chmod/chown, unlink.
+//! Syscalls: bind/listen/accept4 (through mio), getsockopt(SO_PEERCRED,
+//! SO_PEERGROUPS), chmod/chown, unlink; a stale socket is told from a live
+//! one by [`crate::socket_file`].
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -301,35 +301,26 @@ fn admission(open: usize, by_uid: usize, operator: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes a socket nobody answers on; refuses a live one or a non-socket.
+/// Removes a control socket left by a crashed forkd (see
+/// [`crate::socket_file`]); a live one or another kind of file is an error
+/// that says what to do.
 fn remove_stale(path: &Path) -> Result<(), String> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.to_string()),
-    };
-    if !meta.file_type().is_socket() {
-        return Err("the path exists and is not a socket; remove it or choose another [daemon] control_socket".into());
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(stream) => {
-            let pid = getsockopt(&stream, PeerCredentials)
-                .map(|c| format!(" (pid {})", c.pid()))
-                .unwrap_or_default();
-            Err(format!(
-                "another forkd{pid} is already serving this socket; stop it first, or give this one another [daemon] control_socket"
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)
-                .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
+    use crate::socket_file::{Stale, StaleError};
+    match crate::socket_file::remove_stale(path) {
+        Ok(Stale::Absent) => Ok(()),
+        Ok(Stale::Removed) => {
             log::info!(
                 "removed a stale control socket {} (nothing answered on it)",
                 path.display()
             );
             Ok(())
         }
-        Err(e) => Err(format!("cannot tell whether another forkd uses it: {e}")),
+        Err(StaleError::NotASocket) => Err("the path exists and is not a socket; remove it or choose another [daemon] control_socket".into()),
+        Err(StaleError::Live { pid }) => Err(format!(
+            "another forkd{} is already serving this socket; stop it first, or give this one another [daemon] control_socket",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
