@@ -361,25 +361,6 @@ fn a_supplementary_group_counts_as_it_was_when_the_peer_connected() {
     assert!(reply.contains("\"ok\":true"), "{reply}");
 }
 
-/// Sets the soft RLIMIT_NOFILE of another process; returns the old one.
-fn set_open_files_limit(pid: i32, soft: u64) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a null new limit only reads; `old` is a live rlimit to fill.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: `new` is a live rlimit the kernel only reads.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    old.rlim_cur
-}
-
 #[test]
 fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     use std::io::BufRead;
@@ -388,7 +369,7 @@ fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     wait_until("web running", T, || running(&socket).is_some());
     let pid = forkd.pid();
     // Every fd number below the limit in use: the next accept is EMFILE.
-    let was = set_open_files_limit(pid, common::fd_count(pid) as u64);
+    let was = common::set_open_files_limit(pid, common::fd_count(pid) as u64);
     let mut served = Vec::new();
     let refusal = loop {
         assert!(served.len() < 16, "forkd kept accepting past its fd limit");
@@ -408,7 +389,7 @@ fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     };
     assert!(refusal.contains("file descriptors"), "{refusal}");
     forkd.log.wait_line("out of file descriptors", T);
-    set_open_files_limit(pid, was);
+    common::set_open_files_limit(pid, was);
     drop(served);
     let out = forkctl(&socket, &["status"]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -90,6 +90,13 @@ pub enum SpawnError {
     },
     #[error("fork failed: {0}")]
     Fork(io::Error),
+    /// pipe2(2) for the exec report failed, before any fork (EMFILE or
+    /// ENFILE: forkd or the system is out of file descriptors).
+    #[error("cannot create the pipe that reports a failed exec: {0}")]
+    Pipe(io::Error),
+    /// Reading the exec report failed: whether the child exec'd is unknown.
+    #[error("cannot read the child's exec report: {0}")]
+    Report(io::Error),
     #[error("{0}")]
     Prepare(String),
 }
@@ -277,7 +284,7 @@ impl<'fd> ExecPlan<'fd> {
     /// child has exited, whether it failed before exec (and why).
     pub fn spawn_unconfirmed(self) -> Result<(Pid, ExecReport), SpawnError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| SpawnError::Fork(e.into()))?;
+            .map_err(|e| SpawnError::Pipe(e.into()))?;
         let parent = nix::unistd::getpid();
         let child = self.fork_exec(parent, report_write.as_raw_fd())?;
         drop(report_write);
@@ -348,7 +355,7 @@ impl ExecReport {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Some(SpawnError::Fork(e.into())),
+                Err(e) => return Some(SpawnError::Report(e.into())),
             }
         }
         if got < REPORT_LEN {
