@@ -1,18 +1,20 @@
 //! Unix socket files on disk: telling one left by a crashed run (nobody
-//! listens on it any more) from a live one, and removing only the former.
-//! The control socket and `unix:` listeners share this, so both decide the
-//! same way before they bind.
+//! listens on it any more) from a live one, and removing only the former;
+//! and the directory a socket goes in, created when missing and removed
+//! again at exit. The control socket and `unix:` listeners share this, so
+//! both decide the same way before they bind.
 //!
 //! Syscalls: lstat, socket + connect (non-blocking), getsockopt
-//! (SO_PEERCRED), unlink. The probe never blocks: a live listener whose
-//! backlog is full answers `EAGAIN` at once (unix(7)), where a blocking
-//! connect would hang start-up or a reload until it accepted. This module
-//! never binds, listens or accepts, and never removes anything but a
-//! socket file nobody answers on.
+//! (SO_PEERCRED), unlink, mkdir, rmdir. The probe never blocks: a live
+//! listener whose backlog is full answers `EAGAIN` at once (unix(7)),
+//! where a blocking connect would hang start-up or a reload until it
+//! accepted. This module never binds, listens or accepts, never removes
+//! anything but a socket file nobody answers on, and never removes a
+//! directory it did not create or one that is not empty.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
@@ -71,6 +73,60 @@ pub fn remove_stale(path: &Path) -> Result<Stale, StaleError> {
     }
 }
 
+/// The directories [`create_parent`] made for a socket file, removed
+/// again (deepest first, each only if empty) when this is dropped: after
+/// the socket file itself, when it is a field of the socket's owner.
+#[derive(Debug, Default)]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// The directories made, outermost first.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.0
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            // rmdir(2) refuses a directory that is not empty: anything put
+            // there since (another socket, a user's file) keeps it.
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Creates the missing directories above the socket file `path` (mode
+/// 0777 less the umask, as mkdir(1) does) and remembers which ones it
+/// made, so that dropping the result removes them again.
+pub fn create_parent(path: &Path) -> io::Result<CreatedDirs> {
+    let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(CreatedDirs::default());
+    };
+    let missing: Vec<PathBuf> = parent
+        .ancestors()
+        .take_while(|dir| !dir.as_os_str().is_empty() && std::fs::symlink_metadata(dir).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    let mut created = CreatedDirs::default();
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => created.0.push(dir),
+            // Made by someone else meanwhile: theirs, not ours to remove.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create the directory {}: {e}", dir.display()),
+                ))
+            }
+        }
+    }
+    Ok(created)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +158,25 @@ mod tests {
         std::fs::write(&file, "keep").unwrap();
         assert!(matches!(remove_stale(&file), Err(StaleError::NotASocket)));
         assert!(file.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_the_directories_made_are_removed_and_only_when_empty() {
+        let dir = scratch("dirs");
+        let socket = dir.join("a/b/s.sock");
+        let created = create_parent(&socket).unwrap();
+        assert_eq!(created.paths(), [dir.join("a"), dir.join("a/b")]);
+        assert!(dir.join("a/b").is_dir());
+        drop(created);
+        assert!(!dir.join("a").exists(), "both made, both removed");
+        assert!(dir.exists(), "the existing parent stays");
+
+        let created = create_parent(&socket).unwrap();
+        std::fs::write(dir.join("a/b/keep"), "").unwrap();
+        drop(created);
+        assert!(dir.join("a/b/keep").exists(), "a directory in use stays");
+        assert!(create_parent(&socket).unwrap().paths().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

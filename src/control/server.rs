@@ -4,7 +4,8 @@
 //!
 //! Syscalls: bind/listen/accept4 (through mio), getsockopt(SO_PEERCRED,
 //! SO_PEERGROUPS), chmod/chown, unlink; a stale socket is told from a live
-//! one by [`crate::socket_file`].
+//! one, and a missing run directory made (and removed at exit), by
+//! [`crate::socket_file`].
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
@@ -65,13 +66,17 @@ pub struct ControlServer {
     reserve_fd: Option<std::fs::File>,
     /// The current run of fd exhaustion was logged.
     out_of_fds: bool,
+    /// The run directory forkd made for the socket (none when it existed):
+    /// removed, if empty, after the socket file.
+    _created_dirs: crate::socket_file::CreatedDirs,
 }
 
 impl ControlServer {
     /// Binds `path` (mode 0660 and owned by `group` when one is given,
-    /// else 0600). A stale socket left by a crashed forkd is replaced; a
-    /// live one, or a file that is not a socket, is an error that says
-    /// what to do.
+    /// else 0600). Missing directories above it are created (and removed
+    /// at exit if empty). A stale socket left by a crashed forkd is
+    /// replaced; a live one, or a file that is not a socket, is an error
+    /// that says what to do.
     pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
         let fail =
             |why: String| io::Error::other(format!("control socket {}: {why}", path.display()));
@@ -87,14 +92,11 @@ impl ControlServer {
                 Err(e) => return Err(fail(format!("cannot look up control_group \"{name}\": {e}"))),
             },
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                fail(format!(
-                    "cannot create the directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+        let created_dirs = crate::socket_file::create_parent(path).map_err(|e| {
+            fail(format!(
+                "{e}; run forkd as root, set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, or choose another [daemon] control_socket"
+            ))
+        })?;
         remove_stale(path).map_err(fail)?;
         let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
         let mode = if group.is_some() { 0o660 } else { 0o600 };
@@ -118,6 +120,7 @@ impl ControlServer {
                     .map_err(|e| fail(format!("cannot open /dev/null as a spare fd: {e}")))?,
             ),
             out_of_fds: false,
+            _created_dirs: created_dirs,
         })
     }
 
