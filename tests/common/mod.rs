@@ -151,12 +151,29 @@ impl Forkd {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Forkd::spawn(cmd, config)
+    }
+
+    /// Starts `forkd --config PATH` as a user would from a shell: without
+    /// systemd's `RUNTIME_DIRECTORY` and with `XDG_RUNTIME_DIR` set to
+    /// `runtime_dir` (a test's own), so its default control socket is
+    /// `runtime_dir/forkd/control.sock`, where [`forkctl_from_shell`] looks.
+    pub fn start_from_shell(config: &Path, runtime_dir: &Path) -> Forkd {
+        let mut cmd = Command::new(FORKD);
+        cmd.arg("--config").arg(config);
+        from_shell(&mut cmd, runtime_dir);
+        Forkd::spawn(cmd, config)
+    }
+
+    /// Spawns `cmd` (forkd, or a launcher that execs it in its own pid)
+    /// with its log on a pipe.
+    fn spawn(mut cmd: Command, config: &Path) -> Forkd {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn forkd");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let log = LogLines::default();
         log.follow(child.stderr.take().unwrap());
         Forkd {
@@ -323,14 +340,30 @@ pub fn forkctl_as(wrapper: &[&str], socket: &Path, args: &[&str]) -> CtlOutput {
         }
         None => Command::new(FORKCTL),
     };
-    let out = cmd
-        .arg("--socket")
+    cmd.arg("--socket")
         .arg(socket)
         .args(args)
-        .env_remove("FORKD_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run forkctl");
+        .env_remove("FORKD_SOCKET");
+    run_forkctl(cmd)
+}
+
+/// `forkctl ARGS...` with no `--socket` and no `FORKD_SOCKET`, in the
+/// environment of [`Forkd::start_from_shell`]: it must find the socket itself.
+pub fn forkctl_from_shell(runtime_dir: &Path, args: &[&str]) -> CtlOutput {
+    let mut cmd = Command::new(FORKCTL);
+    cmd.args(args).env_remove("FORKD_SOCKET");
+    from_shell(&mut cmd, runtime_dir);
+    run_forkctl(cmd)
+}
+
+/// A shell user's environment: `XDG_RUNTIME_DIR`, no `RUNTIME_DIRECTORY`.
+fn from_shell(cmd: &mut Command, runtime_dir: &Path) {
+    cmd.env_remove("RUNTIME_DIRECTORY")
+        .env("XDG_RUNTIME_DIR", runtime_dir);
+}
+
+fn run_forkctl(mut cmd: Command) -> CtlOutput {
+    let out = cmd.stdin(Stdio::null()).output().expect("run forkctl");
     CtlOutput {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -501,27 +534,16 @@ pub fn free_port() -> u16 {
 /// `systemd-socket-activate`, which execs forkd in its own pid, so the
 /// returned [`Forkd`] still kills the right process).
 pub fn start_forkd_under(launcher: &[&str], config: &Path, args: &[&str]) -> Forkd {
-    let mut child = Command::new(launcher[0])
-        .args(&launcher[1..])
+    let mut cmd = Command::new(launcher[0]);
+    cmd.args(&launcher[1..])
         .arg(FORKD)
         .arg("--config")
         .arg(config)
         .args(args)
         // As in `Forkd::start_with`: a control socket of its own by default
         // (a launcher that clears the environment needs `control_socket`).
-        .env("RUNTIME_DIRECTORY", config.with_extension("run"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", launcher[0]));
-    let log = LogLines::default();
-    log.follow(child.stderr.take().unwrap());
-    Forkd {
-        child,
-        log,
-        config: config.to_path_buf(),
-    }
+        .env("RUNTIME_DIRECTORY", config.with_extension("run"));
+    Forkd::spawn(cmd, config)
 }
 
 /// A process's command line, arguments joined by spaces ("" when gone).
