@@ -33,6 +33,55 @@ backoff_initial = "10ms"
     assert_eq!(forkd.log.count("exited with code 127"), 0);
 }
 
+#[test]
+fn a_program_fatal_for_want_of_its_command_shows_the_exec_error_in_status_log_and_start() {
+    let dir = Scratch::new("execfail-ctl");
+    let (forkd, socket) = common::start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "ghost"
+command = ["/nonexistent/forkd-test-binary"]
+start_retries = 0
+"#,
+    );
+    forkd
+        .log
+        .wait_line("ghost#0 failed 1 times", Duration::from_secs(10));
+    let errno = "exec failed: No such file or directory";
+
+    let status = common::forkctl(&socket, &["status", "ghost"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let row = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ghost"))
+        .unwrap_or_else(|| panic!("no ghost row: {}", status.stdout));
+    assert!(
+        row.contains("fatal") && row.contains(errno),
+        "LAST EXIT: {row}"
+    );
+    let json = common::status_json(&socket);
+    let last = &json["programs"][0]["instances"][0]["last_exit"];
+    assert!(last["error"].as_str().unwrap().contains(errno), "{last}");
+
+    let log = common::forkctl(&socket, &["log", "ghost"]);
+    assert_eq!(log.code, 0, "{log:?}");
+    assert!(
+        log.stdout
+            .contains("cannot start \"/nonexistent/forkd-test-binary\"")
+            && log.stdout.contains(errno),
+        "forkctl log ghost: {log:?}"
+    );
+
+    let start = common::forkctl(&socket, &["start", "ghost"]);
+    assert_eq!(start.code, 1, "{start:?}");
+    assert!(
+        start.stdout.contains(errno) && start.stdout.contains("see forkctl log ghost"),
+        "{start:?}"
+    );
+}
+
 /// The lowest fd number `pid` has free.
 fn lowest_free_fd(pid: i32) -> u64 {
     let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))

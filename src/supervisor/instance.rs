@@ -58,12 +58,22 @@ pub enum Event {
     Kill,
     /// The spawn succeeded: the program was exec'd.
     Spawned(Pid),
-    /// The spawn failed before exec (the reason is logged by the caller).
-    SpawnFailed,
+    /// The spawn failed before the program ran: the reason, as the
+    /// caller logged it (`exec failed: No such file or directory`).
+    SpawnFailed(String),
     /// The process was reaped.
     Exited(ExitKind),
     /// The instance's deadline passed.
     Timer,
+}
+
+/// How an instance's last run ended, for `forkctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The process was reaped.
+    Exit(ExitKind),
+    /// No process ran: the spawn failed, for this reason.
+    SpawnFailed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +116,7 @@ pub struct Instance {
     pub failures: u32,
     /// Restarts scheduled by the policy since forkd started.
     pub restarts: u64,
-    pub last_exit: Option<(ExitKind, SystemTime)>,
+    pub last_exit: Option<(Ended, SystemTime)>,
     /// When the next timer event is due (restart or SIGKILL).
     pub deadline: Option<Instant>,
     /// The delay chosen for the pending restart, for operators.
@@ -140,6 +150,19 @@ impl Default for Instance {
 }
 
 impl Instance {
+    /// Keeps `line` in the ring of recent output that `forkctl log` reads,
+    /// at most `keep` lines (0 keeps none, but the line still counts).
+    pub fn remember(&mut self, line: String, keep: usize) {
+        self.recent_seq += 1;
+        if keep == 0 {
+            return;
+        }
+        while self.recent.len() >= keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
+    }
+
     /// Whether `exit` is one forkd asked for: a success, or any exit while
     /// stopping except a SIGKILL that forkd had not sent (someone else's,
     /// the OOM killer's, during the stop_timeout).
@@ -181,14 +204,15 @@ pub fn step(
             inst.next_delay = None;
             Action::None
         }
-        (_, Event::SpawnFailed) => {
+        (_, Event::SpawnFailed(reason)) => {
             inst.started = Some((now, SystemTime::now()));
+            inst.last_exit = Some((Ended::SpawnFailed(reason), SystemTime::now()));
             after_failure(inst, policy, backoff, true, true, now)
         }
         (Running, Event::Exited(exit)) => {
             let uptime = inst.started.map(|(at, _)| now - at).unwrap_or_default();
             inst.pid = None;
-            inst.last_exit = Some((exit, SystemTime::now()));
+            inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
             let restart = match policy.restart {
                 RestartPolicy::Always => true,
                 RestartPolicy::OnFailure => !exit.success(),
@@ -207,7 +231,7 @@ pub fn step(
             inst.state = Stopped;
             inst.pid = None;
             inst.deadline = None;
-            inst.last_exit = Some((exit, SystemTime::now()));
+            inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
             Action::None
         }
         (Running, Event::Stop) => {
@@ -424,7 +448,9 @@ mod tests {
         let mut inst = Instance::default();
         let now = Instant::now();
         step(&mut inst, &p, &mut b, Event::Start, now);
-        step(&mut inst, &p, &mut b, Event::SpawnFailed, now);
+        let why = "exec failed: No such file or directory".to_string();
+        step(&mut inst, &p, &mut b, Event::SpawnFailed(why.clone()), now);
         assert_eq!(inst.state, State::Fatal);
+        assert!(matches!(&inst.last_exit, Some((Ended::SpawnFailed(w), _)) if *w == why));
     }
 }

@@ -209,14 +209,17 @@ impl Supervisor {
                 self.apply(&name, index, Event::Spawned(pid));
             }
             Err(e) => {
+                let keep = self.config.daemon.log_lines;
                 let program = &mut self.programs[p];
                 // Prepare afresh next time: PATH, users and groups may change.
                 program.prepared = None;
-                log::error!(
-                    "{name}#{index}: cannot start {:?}: {e}",
-                    program.config.command[0]
-                );
-                self.apply(&name, index, Event::SpawnFailed);
+                let why = format!("cannot start {:?}: {e}", program.config.command[0]);
+                log::error!("{name}#{index}: {why}");
+                // No output will ever explain it: `forkctl log` shows forkd's word.
+                if let Some(inst) = program.instances.get_mut(index) {
+                    inst.remember(format!("forkd: {why}"), keep);
+                }
+                self.apply(&name, index, Event::SpawnFailed(e));
             }
         }
     }
