@@ -342,6 +342,52 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
     assert_eq!(forkd.log.count(&error), 1, "{:#?}", forkd.log.snapshot());
 }
 
+#[test]
+fn a_reload_that_replaces_a_services_workers_says_so_in_its_summary() {
+    let dir = Scratch::new("reload-summary");
+    let socket = dir.file("control.sock");
+    let web = common::free_port();
+    let config = dir.write(
+        "forkd.toml",
+        &services_config(&socket, &[("web", "prefork", web)]),
+    );
+    let forkd = Forkd::start(&config);
+    let web = format!("127.0.0.1:{web}");
+    wait_until("web answers", T, || answers(&web));
+
+    let out = common::forkctl(&socket, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(": nothing changed"), "{out:?}");
+
+    dir.write(
+        "forkd.toml",
+        &services_config(&socket, &[("web", "prefork", port(&web))])
+            .replace("workers = 2", "workers = 3"),
+    );
+    let out = common::forkctl(&socket, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("services: 0 added, 0 removed, 1 changed, 0 unchanged"),
+        "forkctl reload: {out:?}"
+    );
+    assert!(
+        !out.stdout.contains("programs:"),
+        "no programs to count: {out:?}"
+    );
+    forkd.log.wait_count("reloaded ", 2, T);
+    let lines = forkd.log.snapshot();
+    let line = lines.iter().rfind(|l| l.contains("reloaded ")).unwrap();
+    assert!(
+        line.contains("services: 0 added, 0 removed, 1 changed"),
+        "{line}"
+    );
+    forkd
+        .log
+        .wait_line("reload: web changed (workers), replacing 2 workers", T);
+    assert!(answers(&web), "web answers after the reload");
+}
+
 fn port(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
