@@ -55,7 +55,10 @@ rlimits = {{ nofile = 123 }}
 #[test]
 fn a_program_runs_as_its_configured_user_with_supplementary_groups() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to drop privileges");
+        common::skip(
+            "a_program_runs_as_its_configured_user_with_supplementary_groups",
+            "needs root to drop privileges",
+        );
         return;
     }
     let dir = Scratch::new("user");

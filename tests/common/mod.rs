@@ -570,15 +570,45 @@ pub fn children_running(pid: i32, command: &str) -> Vec<i32> {
     pids
 }
 
-/// Whether `tool` is on PATH; prints why a test is skipped when it is not.
+/// Whether `tool` is on PATH; says why `test` is skipped when it is not,
+/// naming the Debian package to install.
 pub fn have_tool(tool: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = on_path(tool);
     if !found {
-        eprintln!("skipping {test}: {tool} is not installed (apt-get install systemd)");
+        skip(test, &missing_tool(tool));
     }
     found
+}
+
+/// Whether an executable file named `tool` is on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// `systemd-nspawn is not installed (apt-get install systemd-container)`.
+pub fn missing_tool(tool: &str) -> String {
+    let package = match tool {
+        "systemd-nspawn" => "systemd-container",
+        "nsenter" | "setpriv" => "util-linux",
+        "systemd-analyze" | "systemd-socket-activate" => "systemd",
+        // debootstrap, socat, mandoc: the package is named after the tool.
+        other => other,
+    };
+    format!("{tool} is not installed (apt-get install {package})")
+}
+
+/// Says that `test` is skipped, and why, where `cargo test` shows it.
+///
+/// libtest captures what a test prints with `print!`/`eprint!` and shows
+/// it only when the test fails, so a skip said with `eprintln!` is never
+/// seen. It captures only those macros, not writes to the stderr handle
+/// itself: this line reaches cargo test's own stderr (the terminal, or
+/// CI's log) whether the test passes or not.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "skipping {test}: {why}");
 }
 
 /// Waits for forkd's `service NAME listening on SCHEME...` line and returns
