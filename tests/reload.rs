@@ -95,7 +95,11 @@ fn reload_starts_added_stops_removed_replaces_changed_and_keeps_unchanged_pids()
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no line with {needle:?}: {log:#?}"))
     };
-    let last_spawn = position("change#1 spawned");
+    // The replacement's start: the last "change#1 started" line.
+    let last_spawn = log
+        .iter()
+        .rposition(|l| l.contains("change#1 started (pid"))
+        .unwrap_or_else(|| panic!("no new change#1: {log:#?}"));
     let first_stop = position("(replaced, pid");
     assert!(
         last_spawn < first_stop,
@@ -121,20 +125,21 @@ fn a_changed_log_level_applies_on_reload_unless_given_on_the_command_line() {
         forkd.log.wait_line("started", T);
         dir.write(
             "forkd.toml",
-            "[daemon]\nlog_level = \"debug\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n\n[[program]]\nname = \"b\"\ncommand = [\"/bin/sleep\", \"1002\"]\n",
+            // b leaves an orphan behind for forkd (the subreaper) to reap.
+            "[daemon]\nlog_level = \"debug\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n\n[[program]]\nname = \"b\"\ncommand = [\"/bin/sh\", \"-c\", \"(/bin/true &); exec /bin/sleep 1002\"]\n",
         );
         forkd.signal(Signal::SIGHUP);
         forkd.log.wait_line("reloaded ", T);
         wait_until("b running", T, || {
             children_running(forkd.pid(), "/bin/sleep 1002").len() == 1
         });
-        // "b#0 spawned" is a debug record: it shows only at the new level.
+        // "reaped orphan pid" is a debug record: it shows only at the new level.
         if pinned {
             forkd.log.wait_line("ignored: --log-level was given", T);
-            assert_eq!(forkd.log.count("b#0 spawned"), 0);
+            assert_eq!(forkd.log.count("reaped orphan pid"), 0);
         } else {
             forkd.log.wait_line("reload: log_level Info -> Debug", T);
-            forkd.log.wait_line("b#0 spawned", T);
+            forkd.log.wait_line("reaped orphan pid", T);
         }
     }
 }

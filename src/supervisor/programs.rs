@@ -198,7 +198,7 @@ impl Supervisor {
         let name = self.programs[p].config.name.clone();
         match self.spawn_plan(p, index) {
             Ok(pid) => {
-                log::debug!("{name}#{index} spawned (pid {pid})");
+                log::info!("{name}#{index} started (pid {pid})");
                 self.children.insert(
                     pid,
                     Owner::Instance {
