@@ -9,7 +9,9 @@
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
-//! - [`logging`]: forkd's own log records (journald-aware).
+//! - [`logging`]: forkd's own log records (journald-aware);
+//! - [`preflight`]: the warnings of `forkd --check` (commands that cannot
+//!   be exec'd, tables not built yet);
 //! - [`systemd`]: sd_notify, the watchdog and socket activation;
 //! - [`socket_file`]: unix socket files on disk (stale or live), shared by
 //!   the control socket and `unix:` listeners.
@@ -22,6 +24,7 @@ pub mod control;
 pub mod exit;
 pub mod handlers;
 pub mod logging;
+pub mod preflight;
 pub mod process;
 pub mod server;
 pub mod socket_file;
