@@ -215,10 +215,12 @@ impl Drop for Forkd {
             let _ = self.child.kill();
             let _ = self.child.wait();
             for c in children {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(c),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let pid = nix::unistd::Pid::from_raw(c);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                // Each program leads its own process group: its group takes
+                // along a child it forked after the snapshot above (`sh -c
+                // "echo; sleep"` between the two). ESRCH when not a leader.
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }
