@@ -9,8 +9,12 @@
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
-//! - [`logging`]: forkd's own log records (journald-aware).
-//! - [`systemd`]: sd_notify, the watchdog and socket activation.
+//! - [`logging`]: forkd's own log records (journald-aware);
+//! - [`preflight`]: the warnings of `forkd --check` (commands that cannot
+//!   be exec'd, tables not built yet);
+//! - [`systemd`]: sd_notify, the watchdog and socket activation;
+//! - [`socket_file`]: unix socket files on disk (stale or live), shared by
+//!   the control socket and `unix:` listeners.
 //!
 //! The supervisor process never starts a thread: every forked child may run
 //! Rust code safely because no other thread can hold a lock at fork time.
@@ -20,7 +24,9 @@ pub mod control;
 pub mod exit;
 pub mod handlers;
 pub mod logging;
+pub mod preflight;
 pub mod process;
 pub mod server;
+pub mod socket_file;
 pub mod supervisor;
 pub mod systemd;

@@ -27,6 +27,73 @@ fn the_bundled_config_is_valid() {
     let (code, stdout, stderr) = check(&bundled);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("OK"));
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn a_command_that_cannot_run_is_a_warning_and_the_file_still_checks_ok() {
+    let dir = Scratch::new("check-warn");
+    let script = dir.write("not-executable.sh", "#!/bin/sh\n");
+    let path = dir.write(
+        "forkd.toml",
+        &format!(
+            r#"
+[[program]]
+name = "ok"
+command = ["sleep", "1"]
+
+[[program]]
+name = "ghost"
+command = ["/nonexistent/forkd-test-binary"]
+
+[[program]]
+name = "typo"
+command = ["forkd-no-such-command"]
+env = {{ PATH = "/bin:/usr/bin" }}
+
+[[program]]
+name = "plain"
+command = ["{}"]
+
+[[service]]
+name = "cat"
+listen = ["tcp://127.0.0.1:0"]
+handler = "exec"
+command = ["/nonexistent/cat"]
+"#,
+            script.display()
+        ),
+    );
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "warnings do not fail the check: {stderr}");
+    assert!(stdout.contains("OK, 4 warnings"), "{stdout}");
+    let file = path.display().to_string();
+    for (name, gist) in [
+        (
+            "program \"ghost\"",
+            "/nonexistent/forkd-test-binary does not exist".to_string(),
+        ),
+        (
+            "program \"typo\"",
+            "not an executable file in any PATH directory (/bin:/usr/bin)".into(),
+        ),
+        (
+            "program \"plain\"",
+            format!("{} is not executable", script.display()),
+        ),
+        ("service \"cat\"", "/nonexistent/cat does not exist".into()),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{file}: warning: {name}: ")) && l.contains(&gist)),
+            "missing {name}: {gist} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("\"ok\""),
+        "sleep is found through PATH: {stderr}"
+    );
 }
 
 #[test]
@@ -66,6 +133,22 @@ instances = "two"
             "missing {prefix}…{gist} in:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn a_pool_is_validated_but_said_to_be_not_built_yet() {
+    let dir = Scratch::new("check-pool");
+    let path = dir.write(
+        "forkd.toml",
+        "[[pool]]\nname = \"upper\"\nworker = \"builtin:upper\"\n",
+    );
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("OK, 1 warning"), "{stdout}");
+    assert!(
+        stderr.contains("warning: pool \"upper\": worker pools are not built yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

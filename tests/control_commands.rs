@@ -159,6 +159,10 @@ command = ["/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; don
     let out = forkctl(&socket, &["log", "counter", "-n", "3"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "line 8\nline 9\nline 10\n");
+    // Naming the instance keeps the prefix forkd's own log has.
+    let out = forkctl(&socket, &["log", "counter:0", "-n", "2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "counter#0: line 9\ncounter#0: line 10\n");
     let json = forkctl(&socket, &["--json", "log", "counter", "-n", "1"]);
     let reply: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(reply["instances"][0]["lines"][0]["seq"], 10);

@@ -9,8 +9,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use common::{
-    forkctl, forkctl_as, instance_states, raw_control, start_with_control, wait_until, Forkd,
-    Scratch,
+    forkctl, forkctl_as, instance_states, raw_control, running_as_root, start_with_control,
+    wait_until, Forkd, Scratch,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -30,6 +30,12 @@ fn running(socket: &std::path::Path) -> Option<i64> {
 
 #[test]
 fn another_uid_is_refused_and_nothing_changes() {
+    if !running_as_root(
+        "another_uid_is_refused_and_nothing_changes",
+        "run forkctl as another uid (setpriv)",
+    ) {
+        return;
+    }
     let dir = Scratch::new("ctl-denied");
     let (forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
     wait_until("web running", T, || running(&socket).is_some());
@@ -144,6 +150,50 @@ fn a_second_forkd_on_a_live_socket_refuses_to_start() {
         0,
         "the first still serves"
     );
+}
+
+#[test]
+fn a_live_socket_with_a_full_backlog_is_refused_at_once_not_waited_on() {
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let dir = Scratch::new("ctl-full");
+    let path = dir.file("control.sock");
+    let addr = UnixAddr::new(&path).unwrap();
+    // A listener that never accepts, its backlog filled with connections.
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let client = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&client), &addr) {
+            Ok(()) => queued.push(client),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(queued.len() < 64, "the backlog never filled");
+    }
+    let config = dir.write(
+        "forkd.toml",
+        &format!("[daemon]\ncontrol_socket = \"{}\"\n", path.display()),
+    );
+    let mut forkd = Forkd::start(&config);
+    assert_eq!(forkd.wait_exit(T), Some(1), "forkd hung on a busy socket");
+    forkd.log.wait_line("already serving this socket", T);
+    assert!(path.exists(), "the live socket was removed");
 }
 
 #[test]
@@ -265,6 +315,12 @@ impl Held {
 
 #[test]
 fn other_users_idle_connections_never_lock_the_operator_out() {
+    if !running_as_root(
+        "other_users_idle_connections_never_lock_the_operator_out",
+        "connect as other uids",
+    ) {
+        return;
+    }
     let dir = Scratch::new("ctl-slots");
     let (_forkd, socket) =
         start_with_control(&dir, &format!("control_group = \"nogroup\"\n{ONE_SLEEPER}"));
@@ -296,6 +352,12 @@ fn other_users_idle_connections_never_lock_the_operator_out() {
 
 #[test]
 fn a_supplementary_group_counts_as_it_was_when_the_peer_connected() {
+    if !running_as_root(
+        "a_supplementary_group_counts_as_it_was_when_the_peer_connected",
+        "connect as another uid",
+    ) {
+        return;
+    }
     let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(1))
         .unwrap()
         .expect("a group with gid 1");
@@ -317,25 +379,6 @@ fn a_supplementary_group_counts_as_it_was_when_the_peer_connected() {
     assert!(reply.contains("\"ok\":true"), "{reply}");
 }
 
-/// Sets the soft RLIMIT_NOFILE of another process; returns the old one.
-fn set_open_files_limit(pid: i32, soft: u64) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a null new limit only reads; `old` is a live rlimit to fill.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: `new` is a live rlimit the kernel only reads.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    old.rlim_cur
-}
-
 #[test]
 fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     use std::io::BufRead;
@@ -344,7 +387,7 @@ fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     wait_until("web running", T, || running(&socket).is_some());
     let pid = forkd.pid();
     // Every fd number below the limit in use: the next accept is EMFILE.
-    let was = set_open_files_limit(pid, common::fd_count(pid) as u64);
+    let was = common::set_open_files_limit(pid, common::fd_count(pid) as u64);
     let mut served = Vec::new();
     let refusal = loop {
         assert!(served.len() < 16, "forkd kept accepting past its fd limit");
@@ -364,7 +407,7 @@ fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     };
     assert!(refusal.contains("file descriptors"), "{refusal}");
     forkd.log.wait_line("out of file descriptors", T);
-    set_open_files_limit(pid, was);
+    common::set_open_files_limit(pid, was);
     drop(served);
     let out = forkctl(&socket, &["status"]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -37,7 +37,10 @@ command = ["/bin/sh", "-c", "echo $$; exec sleep 1000"]
 #[test]
 fn a_program_that_dropped_privileges_still_dies_with_forkd() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to drop privileges");
+        common::skip(
+            "a_program_that_dropped_privileges_still_dies_with_forkd",
+            "needs root to drop privileges",
+        );
         return;
     }
     let dir = Scratch::new("pdeathsig-user");

@@ -54,8 +54,10 @@ rlimits = {{ nofile = 123 }}
 
 #[test]
 fn a_program_runs_as_its_configured_user_with_supplementary_groups() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to drop privileges");
+    if !common::running_as_root(
+        "a_program_runs_as_its_configured_user_with_supplementary_groups",
+        "drop privileges",
+    ) {
         return;
     }
     let dir = Scratch::new("user");

@@ -95,7 +95,11 @@ fn reload_starts_added_stops_removed_replaces_changed_and_keeps_unchanged_pids()
             .position(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no line with {needle:?}: {log:#?}"))
     };
-    let last_spawn = position("change#1 spawned");
+    // The replacement's start: the last "change#1 started" line.
+    let last_spawn = log
+        .iter()
+        .rposition(|l| l.contains("change#1 started (pid"))
+        .unwrap_or_else(|| panic!("no new change#1: {log:#?}"));
     let first_stop = position("(replaced, pid");
     assert!(
         last_spawn < first_stop,
@@ -121,20 +125,21 @@ fn a_changed_log_level_applies_on_reload_unless_given_on_the_command_line() {
         forkd.log.wait_line("started", T);
         dir.write(
             "forkd.toml",
-            "[daemon]\nlog_level = \"debug\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n\n[[program]]\nname = \"b\"\ncommand = [\"/bin/sleep\", \"1002\"]\n",
+            // b leaves an orphan behind for forkd (the subreaper) to reap.
+            "[daemon]\nlog_level = \"debug\"\n\n[[program]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1001\"]\n\n[[program]]\nname = \"b\"\ncommand = [\"/bin/sh\", \"-c\", \"(/bin/true &); exec /bin/sleep 1002\"]\n",
         );
         forkd.signal(Signal::SIGHUP);
         forkd.log.wait_line("reloaded ", T);
         wait_until("b running", T, || {
             children_running(forkd.pid(), "/bin/sleep 1002").len() == 1
         });
-        // "b#0 spawned" is a debug record: it shows only at the new level.
+        // "reaped orphan pid" is a debug record: it shows only at the new level.
         if pinned {
             forkd.log.wait_line("ignored: --log-level was given", T);
-            assert_eq!(forkd.log.count("b#0 spawned"), 0);
+            assert_eq!(forkd.log.count("reaped orphan pid"), 0);
         } else {
             forkd.log.wait_line("reload: log_level Info -> Debug", T);
-            forkd.log.wait_line("b#0 spawned", T);
+            forkd.log.wait_line("reaped orphan pid", T);
         }
     }
 }
@@ -300,7 +305,7 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
         "forkd.toml",
         &services_config(&socket, &[("web", "fork", web)]),
     );
-    let forkd = Forkd::start(&config);
+    let mut forkd = Forkd::start(&config);
     let web = format!("127.0.0.1:{web}");
     wait_until("web answers", T, || answers(&web));
     // The test holds the port the new config asks for.
@@ -322,7 +327,9 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
         )),
         "{out:?}"
     );
-    forkd.log.wait_line("reload rejected", T);
+    forkd
+        .log
+        .wait_line("still running the previous configuration", T);
     assert!(answers(&web), "the old service stopped answering");
     let status = common::status_json(&socket);
     let services = status["services"].as_array().unwrap();
@@ -330,6 +337,60 @@ fn a_reload_whose_new_service_cannot_listen_is_rejected_and_the_old_services_kee
     assert_eq!(services[0]["mode"], "fork", "web was replaced: {status}");
     assert_eq!(forkd.log.count("reload: web changed"), 0);
     drop(holder);
+    // Each error is logged once, however the reload was asked for: count
+    // once forkd has written its last line.
+    forkd.signal(Signal::SIGTERM);
+    assert_eq!(forkd.wait_exit(T), Some(0));
+    forkd.log.wait_line("forkd stopped", T);
+    let error =
+        format!("reload rejected: service \"blocked\": cannot listen on tcp://127.0.0.1:{taken}");
+    assert_eq!(forkd.log.count(&error), 1, "{:#?}", forkd.log.snapshot());
+}
+
+#[test]
+fn a_reload_that_replaces_a_services_workers_says_so_in_its_summary() {
+    let dir = Scratch::new("reload-summary");
+    let socket = dir.file("control.sock");
+    let web = common::free_port();
+    let config = dir.write(
+        "forkd.toml",
+        &services_config(&socket, &[("web", "prefork", web)]),
+    );
+    let forkd = Forkd::start(&config);
+    let web = format!("127.0.0.1:{web}");
+    wait_until("web answers", T, || answers(&web));
+
+    let out = common::forkctl(&socket, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(": nothing changed"), "{out:?}");
+
+    dir.write(
+        "forkd.toml",
+        &services_config(&socket, &[("web", "prefork", port(&web))])
+            .replace("workers = 2", "workers = 3"),
+    );
+    let out = common::forkctl(&socket, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("services: 0 added, 0 removed, 1 changed, 0 unchanged"),
+        "forkctl reload: {out:?}"
+    );
+    assert!(
+        !out.stdout.contains("programs:"),
+        "no programs to count: {out:?}"
+    );
+    forkd.log.wait_count("reloaded ", 2, T);
+    let lines = forkd.log.snapshot();
+    let line = lines.iter().rfind(|l| l.contains("reloaded ")).unwrap();
+    assert!(
+        line.contains("services: 0 added, 0 removed, 1 changed"),
+        "{line}"
+    );
+    forkd
+        .log
+        .wait_line("reload: web changed (workers), replacing 2 workers", T);
+    assert!(answers(&web), "web answers after the reload");
 }
 
 fn port(addr: &str) -> u16 {

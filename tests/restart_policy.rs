@@ -44,6 +44,17 @@ start_retries = 3
     let lines = forkd.log.snapshot();
     // One first start plus three retries, each exiting with code 3.
     assert_eq!(forkd.log.count("crasher#0 (pid"), 4, "{lines:#?}");
+    // Every start, restarts too, is logged with its pid, the one its exit names.
+    let starts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("crasher#0 started (pid "))
+        .collect();
+    assert_eq!(starts.len(), 4, "{lines:#?}");
+    for start in starts {
+        let pid = start.rsplit("(pid ").next().unwrap().trim_end_matches(')');
+        let exit = format!("crasher#0 (pid {pid}) exited with code 3");
+        assert_eq!(forkd.log.count(&exit), 1, "{lines:#?}");
+    }
     assert_eq!(forkd.log.count("exited with code 3"), 4);
     let delays = delays_ms(&lines);
     assert_eq!(delays.len(), 3, "{lines:#?}");

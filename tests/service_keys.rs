@@ -146,8 +146,10 @@ fn nodelay_of_a_prefork_connection(setting: &str) -> bool {
 
 #[test]
 fn tcp_nodelay_is_set_on_accepted_connections_unless_turned_off() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped tcp_nodelay test: pidfd_getfd(2) of a worker needs root here");
+    if !running_as_root(
+        "tcp_nodelay_is_set_on_accepted_connections_unless_turned_off",
+        "take a copy of a worker's socket with pidfd_getfd(2)",
+    ) {
         return;
     }
     assert!(nodelay_of_a_prefork_connection(""), "default: on");
@@ -157,7 +159,10 @@ fn tcp_nodelay_is_set_on_accepted_connections_unless_turned_off() {
 #[test]
 fn an_ipv6_listener_serves_ipv6_clients() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        println!("skipped IPv6 test: ::1 cannot be bound on this machine");
+        skip(
+            "an_ipv6_listener_serves_ipv6_clients",
+            "::1 cannot be bound here",
+        );
         return;
     }
     for mode in ["fork", "prefork", "event"] {

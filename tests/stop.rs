@@ -53,7 +53,26 @@ fn sigterm_kills_a_program_that_ignores_it_after_stop_timeout() {
         took < Duration::from_secs(3),
         "stop took {took:?} (stop_timeout is 1s)"
     );
+    let line = forkd
+        .log
+        .wait_line("killed by SIGKILL", Duration::from_secs(5));
+    // forkd sent that SIGKILL itself: no guess about the OOM killer.
+    assert!(!line.contains("out of memory"), "{line}");
+    assert!(line.contains("INFO"), "an expected kill is info: {line}");
     wait_until("program gone", Duration::from_secs(5), || !alive(pid));
+}
+
+#[test]
+fn a_sigkill_forkd_did_not_send_is_a_warning_that_suggests_out_of_memory() {
+    let dir = Scratch::new("oom-hint");
+    let (forkd, pid) = start_stubborn(&dir, "30s");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let line = forkd.log.wait_line(
+        &format!("stubborn#0 (pid {pid}) killed by SIGKILL"),
+        Duration::from_secs(5),
+    );
+    assert!(line.contains("(perhaps out of memory?)"), "{line}");
+    assert!(line.contains("WARN"), "{line}");
 }
 
 #[test]

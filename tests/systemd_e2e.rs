@@ -5,9 +5,11 @@
 //!
 //! Slow and needs root, so it runs only when a root is already cached
 //! (`/var/cache/forkd-e2e/root`, or `FORKD_E2E_ROOT`) and the tools are
-//! installed, or when `FORKD_E2E=1` asks for it, in which case a missing
-//! root is built with `debootstrap --variant=minbase --include=systemd,dbus
-//! bookworm` first (minutes). Otherwise it prints why it skipped.
+//! installed (Debian's `systemd-container` and `util-linux`), or when
+//! `FORKD_E2E=1` asks for it, in which case a missing root is built with
+//! `debootstrap --variant=minbase --include=systemd,dbus bookworm` (package
+//! `debootstrap`) first (minutes). Otherwise it prints why it skipped, in
+//! `cargo test`'s own output (see `common::skip`).
 //! Commands reach the container with `nsenter` into its init's namespaces,
 //! so no systemd-machined is needed on the host. The container's root is
 //! an overlay (`--volatile=overlay`): the cache is never modified.
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{children, have_tool, wait_until, Scratch, FORKD};
+use common::{children, missing_tool, on_path, skip, wait_until, Scratch, FORKD};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -36,8 +38,8 @@ fn prepare_root() -> Result<PathBuf, String> {
         return Err("systemd-nspawn needs root".into());
     }
     for tool in ["systemd-nspawn", "nsenter"] {
-        if !have_tool(tool, "systemd end-to-end test") {
-            return Err(format!("{tool} is missing"));
+        if !on_path(tool) {
+            return Err(missing_tool(tool));
         }
     }
     if root.join("lib/systemd/systemd").exists() {
@@ -49,8 +51,8 @@ fn prepare_root() -> Result<PathBuf, String> {
             root.display()
         ));
     }
-    if !have_tool("debootstrap", "systemd end-to-end test") {
-        return Err("debootstrap is missing (apt-get install debootstrap)".into());
+    if !on_path("debootstrap") {
+        return Err(missing_tool("debootstrap"));
     }
     let partial = root.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
@@ -196,7 +198,7 @@ fn forkd_service_starts_reloads_and_stops_under_systemd() {
     let root = match prepare_root() {
         Ok(root) => root,
         Err(why) => {
-            eprintln!("skipping the systemd end-to-end test: {why}");
+            skip("the systemd end-to-end test", &why);
             return;
         }
     };

@@ -9,8 +9,8 @@ use forkd::config::{Config, LogLevel};
 use forkd::exit;
 use forkd::systemd::Systemd;
 
-/// A Unix process and IPC toolkit daemon: supervises programs, feeds
-/// worker pools and serves network clients with forked workers.
+/// A Unix process supervisor and forking front end: supervises programs
+/// and serves network clients with forked, pre-forked or exec'd workers.
 #[derive(Debug, Parser)]
 #[command(name = "forkd", version, max_term_width = 100)]
 struct Args {
@@ -22,7 +22,8 @@ struct Args {
         default_value = "/etc/forkd/forkd.toml"
     )]
     config: PathBuf,
-    /// Validate the configuration, print every error, and exit 0 or 1.
+    /// Validate the configuration, print every error (and warnings, such as a
+    /// command that does not exist), and exit 0 or 1.
     #[arg(long)]
     check: bool,
     /// Detach with the double fork; return once the daemon is up.
@@ -75,7 +76,19 @@ fn run(args: Args) -> i32 {
         }
     };
     if args.check {
-        println!("{}: OK", path.display());
+        // Valid, so exit 0 whatever the warnings say.
+        let warnings = forkd::preflight::warnings(&config);
+        for warning in &warnings {
+            eprintln!("{}: warning: {warning}", path.display());
+        }
+        match warnings.len() {
+            0 => println!("{}: OK", path.display()),
+            n => println!(
+                "{}: OK, {}",
+                path.display(),
+                forkd::logging::count(n, "warning", "warnings")
+            ),
+        }
         return exit::OK;
     }
     forkd::logging::init(args.log_level.unwrap_or(config.daemon.log_level));

@@ -26,6 +26,25 @@ impl KindDiff {
     pub fn is_unchanged(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
+
+    /// True when neither file has an entry of this kind.
+    pub fn is_absent(&self) -> bool {
+        self.is_unchanged() && self.unchanged.is_empty()
+    }
+}
+
+/// `1 added, 0 removed, 2 changed, 3 unchanged`.
+impl std::fmt::Display for KindDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} added, {} removed, {} changed, {} unchanged",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len(),
+            self.unchanged.len()
+        )
+    }
 }
 
 /// Everything a reload from `old` to `new` changes.
@@ -45,6 +64,47 @@ impl ConfigDiff {
             && self.programs.is_unchanged()
             && self.pools.is_unchanged()
             && self.services.is_unchanged()
+    }
+
+    /// One line for the reload log and `forkctl reload`: the counts of
+    /// each kind that either file has, then whether `[daemon]` changed, or
+    /// `nothing changed`.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use forkd::config::{diff, Config};
+    ///
+    /// let old = Config::parse(
+    ///     "[[service]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\"]\nhandler = \"echo\"\n",
+    ///     Path::new("forkd.toml"),
+    /// ).unwrap();
+    /// let new = Config::parse(
+    ///     "[[service]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\"]\nhandler = \"echo\"\nmode = \"prefork\"\n",
+    ///     Path::new("forkd.toml"),
+    /// ).unwrap();
+    /// assert_eq!(
+    ///     diff(&old, &new).summary(),
+    ///     "services: 0 added, 0 removed, 1 changed, 0 unchanged"
+    /// );
+    /// assert_eq!(diff(&old, &old).summary(), "nothing changed");
+    /// ```
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "nothing changed".into();
+        }
+        let mut parts: Vec<String> = [
+            ("programs", &self.programs),
+            ("services", &self.services),
+            ("pools", &self.pools),
+        ]
+        .into_iter()
+        .filter(|(_, kind)| !kind.is_absent())
+        .map(|(name, kind)| format!("{name}: {kind}"))
+        .collect();
+        if self.daemon_changed {
+            parts.push("[daemon] changed".into());
+        }
+        parts.join("; ")
     }
 }
 

@@ -247,7 +247,9 @@ impl Ctl {
                 Err(e) => return Err(e),
             };
             let instances = reply["instances"].as_array().cloned().unwrap_or_default();
-            let prefix = instances.len() > 1;
+            // Bare output only for a bare name with one instance: NAME:N
+            // and `all` say which instance each line is from, as forkd's log does.
+            let prefix = instances.len() > 1 || name.contains(':') || name == "all";
             let cursor = after.get_or_insert_with(Default::default);
             let mut text = String::new();
             if self.json {

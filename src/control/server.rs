@@ -2,9 +2,10 @@
 //! peer's credentials, and moving bytes for each connection without ever
 //! blocking the loop.
 //!
-//! Syscalls: bind/listen/accept4 (through mio), connect (to tell a stale
-//! socket from a live one), getsockopt(SO_PEERCRED, SO_PEERGROUPS),
-//! chmod/chown, unlink.
+//! Syscalls: bind/listen/accept4 (through mio), getsockopt(SO_PEERCRED,
+//! SO_PEERGROUPS), chmod/chown, unlink; a stale socket is told from a live
+//! one, and a missing run directory made (and removed at exit), by
+//! [`crate::socket_file`].
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
 //! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
@@ -23,7 +24,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -65,13 +66,17 @@ pub struct ControlServer {
     reserve_fd: Option<std::fs::File>,
     /// The current run of fd exhaustion was logged.
     out_of_fds: bool,
+    /// The run directory forkd made for the socket (none when it existed):
+    /// removed, if empty, after the socket file.
+    _created_dirs: crate::socket_file::CreatedDirs,
 }
 
 impl ControlServer {
     /// Binds `path` (mode 0660 and owned by `group` when one is given,
-    /// else 0600). A stale socket left by a crashed forkd is replaced; a
-    /// live one, or a file that is not a socket, is an error that says
-    /// what to do.
+    /// else 0600). Missing directories above it are created (and removed
+    /// at exit if empty). A stale socket left by a crashed forkd is
+    /// replaced; a live one, or a file that is not a socket, is an error
+    /// that says what to do.
     pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
         let fail =
             |why: String| io::Error::other(format!("control socket {}: {why}", path.display()));
@@ -87,14 +92,11 @@ impl ControlServer {
                 Err(e) => return Err(fail(format!("cannot look up control_group \"{name}\": {e}"))),
             },
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                fail(format!(
-                    "cannot create the directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+        let created_dirs = crate::socket_file::create_parent(path).map_err(|e| {
+            fail(format!(
+                "{e}; run forkd as root, set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, or choose another [daemon] control_socket"
+            ))
+        })?;
         remove_stale(path).map_err(fail)?;
         let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
         let mode = if group.is_some() { 0o660 } else { 0o600 };
@@ -118,6 +120,7 @@ impl ControlServer {
                     .map_err(|e| fail(format!("cannot open /dev/null as a spare fd: {e}")))?,
             ),
             out_of_fds: false,
+            _created_dirs: created_dirs,
         })
     }
 
@@ -301,35 +304,26 @@ fn admission(open: usize, by_uid: usize, operator: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes a socket nobody answers on; refuses a live one or a non-socket.
+/// Removes a control socket left by a crashed forkd (see
+/// [`crate::socket_file`]); a live one or another kind of file is an error
+/// that says what to do.
 fn remove_stale(path: &Path) -> Result<(), String> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.to_string()),
-    };
-    if !meta.file_type().is_socket() {
-        return Err("the path exists and is not a socket; remove it or choose another [daemon] control_socket".into());
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(stream) => {
-            let pid = getsockopt(&stream, PeerCredentials)
-                .map(|c| format!(" (pid {})", c.pid()))
-                .unwrap_or_default();
-            Err(format!(
-                "another forkd{pid} is already serving this socket; stop it first, or give this one another [daemon] control_socket"
-            ))
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)
-                .map_err(|e| format!("cannot remove the stale socket: {e}"))?;
+    use crate::socket_file::{Stale, StaleError};
+    match crate::socket_file::remove_stale(path) {
+        Ok(Stale::Absent) => Ok(()),
+        Ok(Stale::Removed) => {
             log::info!(
                 "removed a stale control socket {} (nothing answered on it)",
                 path.display()
             );
             Ok(())
         }
-        Err(e) => Err(format!("cannot tell whether another forkd uses it: {e}")),
+        Err(StaleError::NotASocket) => Err("the path exists and is not a socket; remove it or choose another [daemon] control_socket".into()),
+        Err(StaleError::Live { pid }) => Err(format!(
+            "another forkd{} is already serving this socket; stop it first, or give this one another [daemon] control_socket",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

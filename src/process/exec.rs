@@ -90,6 +90,13 @@ pub enum SpawnError {
     },
     #[error("fork failed: {0}")]
     Fork(io::Error),
+    /// pipe2(2) for the exec report failed, before any fork (EMFILE or
+    /// ENFILE: forkd or the system is out of file descriptors).
+    #[error("cannot create the pipe that reports a failed exec: {0}")]
+    Pipe(io::Error),
+    /// Reading the exec report failed: whether the child exec'd is unknown.
+    #[error("cannot read the child's exec report: {0}")]
+    Report(io::Error),
     #[error("{0}")]
     Prepare(String),
 }
@@ -277,7 +284,7 @@ impl<'fd> ExecPlan<'fd> {
     /// child has exited, whether it failed before exec (and why).
     pub fn spawn_unconfirmed(self) -> Result<(Pid, ExecReport), SpawnError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| SpawnError::Fork(e.into()))?;
+            .map_err(|e| SpawnError::Pipe(e.into()))?;
         let parent = nix::unistd::getpid();
         let child = self.fork_exec(parent, report_write.as_raw_fd())?;
         drop(report_write);
@@ -348,7 +355,7 @@ impl ExecReport {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Some(SpawnError::Fork(e.into())),
+                Err(e) => return Some(SpawnError::Report(e.into())),
             }
         }
         if got < REPORT_LEN {
@@ -430,6 +437,46 @@ fn resolve_in_path(name: &str, path_var: &str) -> Option<std::path::PathBuf> {
             nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok()
                 && candidate.is_file()
         })
+}
+
+/// Why `argv0` could not be exec'd as things stand, looked up as
+/// execvp(3) would: a bare name through the `PATH` of `env` (or the
+/// default one), a relative path from `cwd`. `None` when an executable
+/// file is there. Only a warning's worth (`forkd --check`): the file may
+/// appear, or go, before the program starts, and the exec then runs with
+/// the program's own credentials.
+pub fn command_problem(
+    argv0: &str,
+    env: &[(String, String)],
+    cwd: Option<&Path>,
+) -> Option<String> {
+    if !argv0.contains('/') {
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+        if resolve_in_path(argv0, path_var).is_some() {
+            return None;
+        }
+        return Some(format!(
+            "{argv0:?} is not an executable file in any PATH directory ({path_var})"
+        ));
+    }
+    let path = match cwd {
+        Some(dir) if Path::new(argv0).is_relative() => dir.join(argv0),
+        _ => Path::new(argv0).to_path_buf(),
+    };
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Some(format!("{} does not exist", path.display()))
+        }
+        Err(e) => Some(format!("{}: {e}", path.display())),
+        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
+        Ok(_) if nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).is_err() => {
+            Some(format!("{} is not executable", path.display()))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// The child side of [`ExecPlan::spawn`]. Never returns.
@@ -661,6 +708,33 @@ mod tests {
         assert_eq!(reply, "hello 1 42\n");
         // The prepared command is unchanged by the spawn's additions.
         assert_eq!(prepared.plan().added_env().count(), 0);
+    }
+
+    #[test]
+    fn command_problems_are_found_as_execvp_would_look() {
+        let env = [("PATH".to_string(), "/nonexistent:/bin".to_string())];
+        assert_eq!(command_problem("sh", &env, None), None);
+        assert_eq!(command_problem("/bin/sh", &env, None), None);
+        let missing = command_problem("no-such-forkd-command", &env, None).unwrap();
+        assert!(missing.contains("/nonexistent:/bin"), "{missing}");
+        let gone = command_problem("/nonexistent/forkd", &env, None).unwrap();
+        assert_eq!(gone, "/nonexistent/forkd does not exist");
+        let dir = command_problem("/bin", &env, None).unwrap();
+        assert!(dir.ends_with("is a directory"), "{dir}");
+        let relative = command_problem("./sh", &env, Some(Path::new("/bin")));
+        assert_eq!(relative, None, "a relative path starts from cwd");
+        // A file with no x bit at all (root too needs one for access(X_OK)).
+        let text =
+            std::env::temp_dir().join(format!("forkd-not-executable-{}", std::process::id()));
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&text, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let problem = command_problem(text.to_str().unwrap(), &env, None);
+        let _ = std::fs::remove_file(&text);
+        assert_eq!(
+            problem,
+            Some(format!("{} is not executable", text.display()))
+        );
     }
 
     #[test]

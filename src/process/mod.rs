@@ -417,20 +417,37 @@ impl ExitKind {
     pub fn success(self) -> bool {
         self == ExitKind::Code(0)
     }
+
+    /// The exit as a log line about an exit forkd did not ask for reads:
+    /// a SIGKILL nobody in forkd sent is most often the kernel's OOM
+    /// killer, so it gets gunicorn's hint. A SIGKILL forkd sent itself
+    /// (stop_timeout ran out, a second SIGTERM, SIGQUIT) is displayed
+    /// plainly, with [`ExitKind`]'s own `Display`.
+    pub fn unexpected(self) -> Unexpected {
+        Unexpected(self)
+    }
 }
 
 impl fmt::Display for ExitKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitKind::Code(c) => write!(f, "exited with code {c}"),
-            ExitKind::Signal(s) => {
-                write!(f, "killed by {}", signal_name(s))?;
-                if s == libc::SIGKILL {
-                    write!(f, " (perhaps out of memory?)")?;
-                }
-                Ok(())
-            }
+            ExitKind::Signal(s) => write!(f, "killed by {}", signal_name(s)),
         }
+    }
+}
+
+/// An exit forkd did not expect, for the log: see [`ExitKind::unexpected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unexpected(ExitKind);
+
+impl fmt::Display for Unexpected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        if self.0 == ExitKind::Signal(libc::SIGKILL) {
+            write!(f, " (perhaps out of memory?)")?;
+        }
+        Ok(())
     }
 }
 
@@ -546,6 +563,22 @@ mod tests {
         assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
         assert_eq!(parse_signal("NOPE"), None);
         assert_eq!(parse_signal("999"), None);
+    }
+
+    #[test]
+    fn only_an_unexpected_sigkill_hints_at_the_oom_killer() {
+        let kill = ExitKind::Signal(libc::SIGKILL);
+        assert_eq!(kill.to_string(), "killed by SIGKILL");
+        assert_eq!(
+            kill.unexpected().to_string(),
+            "killed by SIGKILL (perhaps out of memory?)"
+        );
+        let term = ExitKind::Signal(libc::SIGTERM);
+        assert_eq!(term.unexpected().to_string(), "killed by SIGTERM");
+        assert_eq!(
+            ExitKind::Code(3).unexpected().to_string(),
+            "exited with code 3"
+        );
     }
 
     #[test]

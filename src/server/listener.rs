@@ -15,7 +15,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
@@ -348,34 +348,24 @@ fn open_unix(path: &Path, config: &ServiceConfig) -> io::Result<UnixListener> {
     Ok(UnixListener::from(fd))
 }
 
-/// Removes a socket file nobody listens on any more; refuses to touch a
-/// live socket or a file that is not a socket.
+/// Removes a socket file left by a crashed run (see
+/// [`crate::socket_file`]); refuses to touch a live socket or a file that
+/// is not a socket, saying what to do.
 fn remove_stale(path: &Path) -> io::Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
+    use crate::socket_file::{Stale, StaleError};
+    let what_to_do = match crate::socket_file::remove_stale(path) {
+        Ok(Stale::Absent) => return Ok(()),
+        Ok(Stale::Removed) => {
+            log::info!(
+                "removed a stale socket file {} (nothing answered on it)",
+                path.display()
+            );
+            return Ok(());
+        }
+        Err(e @ StaleError::Live { .. }) => format!("{e}; stop it or choose another path"),
+        Err(e) => format!("{e}; remove it or choose another path"),
     };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::other(
-            "the path exists and is not a socket; remove it or choose another path",
-        ));
-    }
-    // A non-blocking probe: a live listener with a full backlog answers
-    // EAGAIN at once instead of hanging start-up or a reload.
-    match mio::net::UnixStream::connect(path) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Ok(_) => {
-            return Err(io::Error::other(
-                "another process is listening there; stop it or choose another path",
-            ))
-        }
-        Err(e) => {
-            return Err(io::Error::other(format!(
-                "cannot tell whether another process listens there ({e}); remove it or choose another path"
-            )))
-        }
-    }
-    std::fs::remove_file(path)
+    Err(io::Error::other(what_to_do))
 }
 
 /// Takes ownership of an inherited socket, whatever its type.

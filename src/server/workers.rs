@@ -240,14 +240,18 @@ impl WorkerPool {
         if young {
             life.respawn_at = Some(now + self.backoff);
             log::warn!(
-                "service \"{name}\" worker #{index} (pid {pid}) {exit} soon after starting; replacing it in {}",
+                "service \"{name}\" worker #{index} (pid {pid}) {} soon after starting; replacing it in {}",
+                exit.unexpected(),
                 crate::logging::human_duration(self.backoff)
             );
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         } else {
             self.backoff = BACKOFF_MIN;
             life.respawn_at = None;
-            log::warn!("service \"{name}\" worker #{index} (pid {pid}) {exit}; replacing it");
+            log::warn!(
+                "service \"{name}\" worker #{index} (pid {pid}) {}; replacing it",
+                exit.unexpected()
+            );
         }
     }
 

@@ -227,20 +227,18 @@ impl Supervisor {
             Request::Restart { name } => self.with_targets(&name, Self::restart_targets),
             Request::Signal { name, signal } => self.signal_reply(&name, &signal),
             Request::Scale { name, count } => self.scale_reply(&name, count),
-            Request::Reload => match self.reload() {
-                Ok(summary) => {
-                    log::info!("reload (forkctl): {summary}");
-                    json!({ "ok": true, "message": summary })
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        log::error!("reload rejected: {e}");
+            Request::Reload => {
+                // reload() logs what it did, or every error, once.
+                log::info!("reload requested over the control socket");
+                match self.reload() {
+                    Ok(summary) => json!({ "ok": true, "message": summary }),
+                    Err(errors) => {
+                        let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
+                        reply["errors"] = json!(errors);
+                        reply
                     }
-                    let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
-                    reply["errors"] = json!(errors);
-                    reply
                 }
-            },
+            }
             Request::Shutdown => {
                 log::info!("shutdown requested over the control socket");
                 self.control.shutdown_requested = true;

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use super::instance::{Instance, State};
+use super::instance::{Ended, Instance, State};
 use super::{Program, Supervisor};
 use crate::control::{error_reply, ErrorKind};
 use crate::process::ExitKind;
@@ -80,16 +80,21 @@ fn instance_json(index: usize, inst: &Instance) -> Value {
         .started
         .filter(|_| running)
         .map(|(at, _)| at.elapsed().as_secs());
-    let last_exit = inst.last_exit.map(|(exit, at)| {
+    let last_exit = inst.last_exit.as_ref().map(|(ended, at)| {
         let ago = SystemTime::now()
-            .duration_since(at)
+            .duration_since(*at)
             .unwrap_or_default()
             .as_secs();
-        let (code, signal) = match exit {
-            ExitKind::Code(c) => (Some(c), None),
-            ExitKind::Signal(s) => (None, Some(crate::process::signal_name(s))),
+        let (code, signal, error, text) = match ended {
+            Ended::Exit(exit @ ExitKind::Code(c)) => (Some(*c), None, None, exit.to_string()),
+            Ended::Exit(exit @ ExitKind::Signal(s)) => {
+                let name = crate::process::signal_name(*s);
+                (None, Some(name), None, exit.to_string())
+            }
+            // No process ran: the reason is the whole story.
+            Ended::SpawnFailed(why) => (None, None, Some(why), why.clone()),
         };
-        json!({ "code": code, "signal": signal, "text": exit.to_string(), "secs_ago": ago })
+        json!({ "code": code, "signal": signal, "error": error, "text": text, "secs_ago": ago })
     });
     json!({
         "index": index,

@@ -58,12 +58,22 @@ pub enum Event {
     Kill,
     /// The spawn succeeded: the program was exec'd.
     Spawned(Pid),
-    /// The spawn failed before exec (the reason is logged by the caller).
-    SpawnFailed,
+    /// The spawn failed before the program ran: the reason, as the
+    /// caller logged it (`exec failed: No such file or directory`).
+    SpawnFailed(String),
     /// The process was reaped.
     Exited(ExitKind),
     /// The instance's deadline passed.
     Timer,
+}
+
+/// How an instance's last run ended, for `forkctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The process was reaped.
+    Exit(ExitKind),
+    /// No process ran: the spawn failed, for this reason.
+    SpawnFailed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +116,7 @@ pub struct Instance {
     pub failures: u32,
     /// Restarts scheduled by the policy since forkd started.
     pub restarts: u64,
-    pub last_exit: Option<(ExitKind, SystemTime)>,
+    pub last_exit: Option<(Ended, SystemTime)>,
     /// When the next timer event is due (restart or SIGKILL).
     pub deadline: Option<Instant>,
     /// The delay chosen for the pending restart, for operators.
@@ -116,6 +126,9 @@ pub struct Instance {
     /// Sequence number of the newest line in `recent` (lines ever seen), so
     /// `forkctl log -f` can ask for what came after.
     pub recent_seq: u64,
+    /// forkd sent this run SIGKILL itself (stop_timeout ran out, a second
+    /// SIGTERM, SIGQUIT): its death by SIGKILL is then no surprise.
+    pub killed: bool,
 }
 
 impl Default for Instance {
@@ -131,7 +144,32 @@ impl Default for Instance {
             next_delay: None,
             recent: VecDeque::new(),
             recent_seq: 0,
+            killed: false,
         }
+    }
+}
+
+impl Instance {
+    /// Keeps `line` in the ring of recent output that `forkctl log` reads,
+    /// at most `keep` lines (0 keeps none, but the line still counts).
+    pub fn remember(&mut self, line: String, keep: usize) {
+        self.recent_seq += 1;
+        if keep == 0 {
+            return;
+        }
+        while self.recent.len() >= keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line);
+    }
+
+    /// Whether `exit` is one forkd asked for: a success, or any exit while
+    /// stopping except a SIGKILL that forkd had not sent (someone else's,
+    /// the OOM killer's, during the stop_timeout).
+    pub fn expects(&self, exit: ExitKind) -> bool {
+        exit.success()
+            || (self.state == State::Stopping
+                && (self.killed || exit != ExitKind::Signal(libc::SIGKILL)))
     }
 }
 
@@ -160,19 +198,21 @@ pub fn step(
         (_, Event::Spawned(pid)) => {
             inst.state = Running;
             inst.pid = Some(pid);
+            inst.killed = false;
             inst.started = Some((now, SystemTime::now()));
             inst.deadline = None;
             inst.next_delay = None;
             Action::None
         }
-        (_, Event::SpawnFailed) => {
+        (_, Event::SpawnFailed(reason)) => {
             inst.started = Some((now, SystemTime::now()));
+            inst.last_exit = Some((Ended::SpawnFailed(reason), SystemTime::now()));
             after_failure(inst, policy, backoff, true, true, now)
         }
         (Running, Event::Exited(exit)) => {
             let uptime = inst.started.map(|(at, _)| now - at).unwrap_or_default();
             inst.pid = None;
-            inst.last_exit = Some((exit, SystemTime::now()));
+            inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
             let restart = match policy.restart {
                 RestartPolicy::Always => true,
                 RestartPolicy::OnFailure => !exit.success(),
@@ -191,7 +231,7 @@ pub fn step(
             inst.state = Stopped;
             inst.pid = None;
             inst.deadline = None;
-            inst.last_exit = Some((exit, SystemTime::now()));
+            inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
             Action::None
         }
         (Running, Event::Stop) => {
@@ -202,6 +242,7 @@ pub fn step(
         (Running | Stopping, Event::Kill) | (Stopping, Event::Timer) => {
             inst.state = Stopping;
             inst.deadline = None;
+            inst.killed = true;
             Action::Signal(libc::SIGKILL)
         }
         (Backoff, Event::Stop | Event::Kill) => {
@@ -368,10 +409,14 @@ mod tests {
             Action::Signal(libc::SIGTERM)
         );
         assert_eq!(inst.deadline, Some(now + p.stop_timeout));
+        let sigkill = ExitKind::Signal(libc::SIGKILL);
+        assert!(!inst.expects(sigkill), "forkd has sent only SIGTERM");
+        assert!(inst.expects(ExitKind::Signal(libc::SIGTERM)));
         assert_eq!(
             step(&mut inst, &p, &mut b, Event::Timer, now),
             Action::Signal(libc::SIGKILL)
         );
+        assert!(inst.expects(sigkill), "forkd sent SIGKILL itself");
         step(
             &mut inst,
             &p,
@@ -403,7 +448,9 @@ mod tests {
         let mut inst = Instance::default();
         let now = Instant::now();
         step(&mut inst, &p, &mut b, Event::Start, now);
-        step(&mut inst, &p, &mut b, Event::SpawnFailed, now);
+        let why = "exec failed: No such file or directory".to_string();
+        step(&mut inst, &p, &mut b, Event::SpawnFailed(why.clone()), now);
         assert_eq!(inst.state, State::Fatal);
+        assert!(matches!(&inst.last_exit, Some((Ended::SpawnFailed(w), _)) if *w == why));
     }
 }

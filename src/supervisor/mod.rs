@@ -167,6 +167,9 @@ impl Supervisor {
     /// that start-up is done, and runs the loop until shutdown completes.
     /// Returns the process exit code.
     pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
+        for warning in crate::preflight::unbuilt(&self.config) {
+            log::warn!("{warning}");
+        }
         // Listeners first: a port that cannot be bound stops start-up
         // before any program runs (nginx does the same).
         if let Err(why) = self.start_services() {

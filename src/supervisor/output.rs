@@ -84,14 +84,7 @@ impl OutputPipe {
             .find(|p| p.config.name == self.program)
             .and_then(|p| p.instances.get_mut(self.index));
         if let Some(instance) = instance {
-            instance.recent_seq += 1;
-            if keep == 0 {
-                return;
-            }
-            while instance.recent.len() >= keep {
-                instance.recent.pop_front();
-            }
-            instance.recent.push_back(line);
+            instance.remember(line, keep);
         }
     }
 }

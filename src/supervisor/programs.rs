@@ -178,15 +178,14 @@ impl Supervisor {
 
     /// A reaped pid that belonged to `name#index`.
     pub(super) fn instance_exited(&mut self, name: &str, index: usize, pid: Pid, exit: ExitKind) {
-        let stopping = self
+        let instance = self
             .program_index(name)
-            .and_then(|p| self.programs[p].instances.get(index))
-            .is_some_and(|i| i.state == State::Stopping);
-        let expected = stopping || exit.success();
-        if expected {
+            .and_then(|p| self.programs[p].instances.get(index));
+        let stopping = instance.is_some_and(|i| i.state == State::Stopping);
+        if instance.is_some_and(|i| i.expects(exit)) {
             log::info!("{name}#{index} (pid {pid}) {exit}");
         } else {
-            log::warn!("{name}#{index} (pid {pid}) {exit}");
+            log::warn!("{name}#{index} (pid {pid}) {}", exit.unexpected());
         }
         if stopping {
             // The leader is gone; take down what it left in its group.
@@ -199,7 +198,7 @@ impl Supervisor {
         let name = self.programs[p].config.name.clone();
         match self.spawn_plan(p, index) {
             Ok(pid) => {
-                log::debug!("{name}#{index} spawned (pid {pid})");
+                log::info!("{name}#{index} started (pid {pid})");
                 self.children.insert(
                     pid,
                     Owner::Instance {
@@ -210,14 +209,17 @@ impl Supervisor {
                 self.apply(&name, index, Event::Spawned(pid));
             }
             Err(e) => {
+                let keep = self.config.daemon.log_lines;
                 let program = &mut self.programs[p];
                 // Prepare afresh next time: PATH, users and groups may change.
                 program.prepared = None;
-                log::error!(
-                    "{name}#{index}: cannot start {:?}: {e}",
-                    program.config.command[0]
-                );
-                self.apply(&name, index, Event::SpawnFailed);
+                let why = format!("cannot start {:?}: {e}", program.config.command[0]);
+                log::error!("{name}#{index}: {why}");
+                // No output will ever explain it: `forkctl log` shows forkd's word.
+                if let Some(inst) = program.instances.get_mut(index) {
+                    inst.remember(format!("forkd: {why}"), keep);
+                }
+                self.apply(&name, index, Event::SpawnFailed(e));
             }
         }
     }

@@ -87,14 +87,15 @@ impl Supervisor {
             log::info!("{line}");
         }
         self.reload_programs(&old, &diff);
-        let p = &diff.programs;
+        let pools_waiting = if diff.pools.is_unchanged() {
+            ""
+        } else {
+            " (pools apply when forkd restarts)"
+        };
         Ok(format!(
-            "reloaded {}: programs: {} added, {} removed, {} changed, {} unchanged",
+            "reloaded {}: {}{pools_waiting}",
             self.config.path.display(),
-            p.added.len(),
-            p.removed.len(),
-            p.changed.len(),
-            p.unchanged.len()
+            diff.summary()
         ))
     }
 

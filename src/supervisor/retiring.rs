@@ -69,11 +69,17 @@ impl Supervisor {
         exit: ExitKind,
     ) {
         if let Some(r) = self.reload.retiring.iter().find(|r| r.key == key) {
-            log::info!(
-                "{}#{index} ({}, pid {pid}) {exit}",
-                r.program.config.name,
-                r.why
-            );
+            let name = &r.program.config.name;
+            let why = r.why;
+            if r.program
+                .instances
+                .get(index)
+                .is_some_and(|i| i.expects(exit))
+            {
+                log::info!("{name}#{index} ({why}, pid {pid}) {exit}");
+            } else {
+                log::warn!("{name}#{index} ({why}, pid {pid}) {}", exit.unexpected());
+            }
         }
         // The leader is gone; take down what it left in its group.
         let _ = process::signal_group(pid, Signal::SIGKILL);

@@ -79,27 +79,33 @@ impl Supervisor {
         Ok(())
     }
 
-    /// fork mode: the supervisor accepts, so its stream listeners join the loop.
+    /// fork mode: the supervisor accepts, so its stream listeners join the
+    /// loop. The error names the service and the address.
     pub(super) fn register_listeners(&mut self, position: usize) -> Result<(), String> {
         let running = &self.services.list[position];
         if running.service.config.mode != Mode::Fork {
             return Ok(());
         }
         let id = running.id;
-        let fds: Vec<(usize, i32)> = running
+        let name = running.service.name().to_string();
+        let fds: Vec<(usize, i32, String)> = running
             .service
             .listeners
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_stream())
-            .map(|(i, l)| (i, l.as_raw_fd()))
+            .map(|(i, l)| (i, l.as_raw_fd(), l.bound()))
             .collect();
-        for (index, fd) in fds {
+        for (index, fd, bound) in fds {
             let token = self.allocate_token();
             self.poll
                 .registry()
                 .register(&mut SourceFd(&fd), token, Interest::READABLE)
-                .map_err(|e| format!("cannot watch a listener: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "service \"{name}\": cannot watch its listener on {bound} (epoll_ctl): {e}"
+                    )
+                })?;
             self.sources
                 .insert(token, Source::Listener { service: id, index });
             self.services.list[position].tokens.push((token, index));

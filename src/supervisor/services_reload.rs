@@ -76,7 +76,7 @@ impl Supervisor {
             });
             let position = self.services.list.len() - 1;
             if let Err(e) = self.register_listeners(position) {
-                log::error!("service \"{name}\": {e}");
+                log::error!("{e}");
             }
             self.spawn_service_workers(position);
         }

@@ -151,12 +151,29 @@ impl Forkd {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Forkd::spawn(cmd, config)
+    }
+
+    /// Starts `forkd --config PATH` as a user would from a shell: without
+    /// systemd's `RUNTIME_DIRECTORY` and with `XDG_RUNTIME_DIR` set to
+    /// `runtime_dir` (a test's own), so its default control socket is
+    /// `runtime_dir/forkd/control.sock`, where [`forkctl_from_shell`] looks.
+    pub fn start_from_shell(config: &Path, runtime_dir: &Path) -> Forkd {
+        let mut cmd = Command::new(FORKD);
+        cmd.arg("--config").arg(config);
+        from_shell(&mut cmd, runtime_dir);
+        Forkd::spawn(cmd, config)
+    }
+
+    /// Spawns `cmd` (forkd, or a launcher that execs it in its own pid)
+    /// with its log on a pipe.
+    fn spawn(mut cmd: Command, config: &Path) -> Forkd {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn forkd");
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
         let log = LogLines::default();
         log.follow(child.stderr.take().unwrap());
         Forkd {
@@ -204,10 +221,12 @@ impl Drop for Forkd {
             let _ = self.child.kill();
             let _ = self.child.wait();
             for c in children {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(c),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let pid = nix::unistd::Pid::from_raw(c);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                // Each program leads its own process group: its group takes
+                // along a child it forked after the snapshot above (`sh -c
+                // "echo; sleep"` between the two). ESRCH when not a leader.
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }
@@ -278,6 +297,25 @@ pub fn zombies_below(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Sets the soft RLIMIT_NOFILE of another process; returns the old one.
+pub fn set_open_files_limit(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads; `old` is a live rlimit to fill.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a live rlimit the kernel only reads.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
 /// Number of open fds of `pid`.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -310,14 +348,30 @@ pub fn forkctl_as(wrapper: &[&str], socket: &Path, args: &[&str]) -> CtlOutput {
         }
         None => Command::new(FORKCTL),
     };
-    let out = cmd
-        .arg("--socket")
+    cmd.arg("--socket")
         .arg(socket)
         .args(args)
-        .env_remove("FORKD_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run forkctl");
+        .env_remove("FORKD_SOCKET");
+    run_forkctl(cmd)
+}
+
+/// `forkctl ARGS...` with no `--socket` and no `FORKD_SOCKET`, in the
+/// environment of [`Forkd::start_from_shell`]: it must find the socket itself.
+pub fn forkctl_from_shell(runtime_dir: &Path, args: &[&str]) -> CtlOutput {
+    let mut cmd = Command::new(FORKCTL);
+    cmd.args(args).env_remove("FORKD_SOCKET");
+    from_shell(&mut cmd, runtime_dir);
+    run_forkctl(cmd)
+}
+
+/// A shell user's environment: `XDG_RUNTIME_DIR`, no `RUNTIME_DIRECTORY`.
+fn from_shell(cmd: &mut Command, runtime_dir: &Path) {
+    cmd.env_remove("RUNTIME_DIRECTORY")
+        .env("XDG_RUNTIME_DIR", runtime_dir);
+}
+
+fn run_forkctl(mut cmd: Command) -> CtlOutput {
+    let out = cmd.stdin(Stdio::null()).output().expect("run forkctl");
     CtlOutput {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -488,27 +542,16 @@ pub fn free_port() -> u16 {
 /// `systemd-socket-activate`, which execs forkd in its own pid, so the
 /// returned [`Forkd`] still kills the right process).
 pub fn start_forkd_under(launcher: &[&str], config: &Path, args: &[&str]) -> Forkd {
-    let mut child = Command::new(launcher[0])
-        .args(&launcher[1..])
+    let mut cmd = Command::new(launcher[0]);
+    cmd.args(&launcher[1..])
         .arg(FORKD)
         .arg("--config")
         .arg(config)
         .args(args)
         // As in `Forkd::start_with`: a control socket of its own by default
         // (a launcher that clears the environment needs `control_socket`).
-        .env("RUNTIME_DIRECTORY", config.with_extension("run"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", launcher[0]));
-    let log = LogLines::default();
-    log.follow(child.stderr.take().unwrap());
-    Forkd {
-        child,
-        log,
-        config: config.to_path_buf(),
-    }
+        .env("RUNTIME_DIRECTORY", config.with_extension("run"));
+    Forkd::spawn(cmd, config)
 }
 
 /// A process's command line, arguments joined by spaces ("" when gone).
@@ -535,15 +578,55 @@ pub fn children_running(pid: i32, command: &str) -> Vec<i32> {
     pids
 }
 
-/// Whether `tool` is on PATH; prints why a test is skipped when it is not.
+/// Whether `tool` is on PATH; says why `test` is skipped when it is not,
+/// naming the Debian package to install.
 pub fn have_tool(tool: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = on_path(tool);
     if !found {
-        eprintln!("skipping {test}: {tool} is not installed (apt-get install systemd)");
+        skip(test, &missing_tool(tool));
     }
     found
+}
+
+/// Whether an executable file named `tool` is on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// `systemd-nspawn is not installed (apt-get install systemd-container)`.
+pub fn missing_tool(tool: &str) -> String {
+    let package = match tool {
+        "systemd-nspawn" => "systemd-container",
+        "nsenter" | "setpriv" => "util-linux",
+        "ss" => "iproute2",
+        "systemd-analyze" | "systemd-socket-activate" => "systemd",
+        // debootstrap, socat, mandoc: the package is named after the tool.
+        other => other,
+    };
+    format!("{tool} is not installed (apt-get install {package})")
+}
+
+/// Whether the test runs as root; says why `test` is skipped when not.
+pub fn running_as_root(test: &str, for_what: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        skip(test, &format!("needs root to {for_what}"));
+    }
+    root
+}
+
+/// Says that `test` is skipped, and why, where `cargo test` shows it.
+///
+/// libtest captures what a test prints with `print!`/`eprint!` and shows
+/// it only when the test fails, so a skip said with `eprintln!` is never
+/// seen. It captures only those macros, not writes to the stderr handle
+/// itself: this line reaches cargo test's own stderr (the terminal, or
+/// CI's log) whether the test passes or not.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "skipping {test}: {why}");
 }
 
 /// Waits for forkd's `service NAME listening on SCHEME...` line and returns
