@@ -241,7 +241,10 @@ fn event_mode_at_the_defaults_holds_10000_idle_connections_from_one_address() {
     assert_eq!(status["services"][0]["connections"], IDLE as u64);
     let workers: Vec<i32> = children(forkd.pid());
     let total: u64 = rss_kib(forkd.pid()) + workers.iter().map(|w| rss_kib(*w)).sum::<u64>();
-    println!(
+    // Written past libtest's capture, so the figure shows in every run.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
         "{IDLE} idle connections: forkd {} KiB, {} workers {} KiB, {:.1} MiB in all",
         rss_kib(forkd.pid()),
         workers.len(),
