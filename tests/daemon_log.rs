@@ -111,17 +111,22 @@ instances = 2
     // Fewer is fewer: log_lines is a bound, not a count.
     let two = forkctl(&socket, &["log", "chatty:1", "-n", "2"]);
     assert_eq!(two.code, 0, "{two:?}");
-    assert_eq!(two.stdout, "line 9 of 1\nline 10 of 1\n");
+    assert_eq!(
+        two.stdout,
+        "chatty#1: line 9 of 1\nchatty#1: line 10 of 1\n"
+    );
 }
 
 /// The end of a `[daemon]` table and a program that prints, then fails
-/// once and goes FATAL: one line of each priority, with debug on.
+/// twice (one restart between), leaves an orphan behind and goes FATAL:
+/// one line of each priority, with debug on.
 const ONE_OF_EACH_LEVEL: &str = r#"log_level = "debug"
 
 [[program]]
 name = "crasher"
-command = ["/bin/sh", "-c", "echo about to fail; exit 3"]
-start_retries = 0
+command = ["/bin/sh", "-c", "(sleep 0 &); echo about to fail; exit 3"]
+start_retries = 1
+backoff_initial = "10ms"
 "#;
 
 #[test]
@@ -175,10 +180,12 @@ fn stderr_on_the_journal_gets_priority_prefixes_instead_of_timestamps() {
         })
     };
     wait_for("<6>forkd 0.1.0 started");
-    wait_for("<7>crasher#0 spawned (pid ");
+    wait_for("<6>crasher#0 started (pid ");
+    // The orphaned grandchild forkd reaps as subreaper: a debug line.
+    wait_for("<7>reaped orphan pid ");
     wait_for("<6>crasher#0: about to fail");
     wait_for("<4>crasher#0 (pid ");
-    wait_for("<3>crasher#0 failed 1 times in a row");
+    wait_for("<3>crasher#0 failed 2 times in a row");
     let lines = lines.lock().unwrap().clone();
     let exit = lines
         .iter()
@@ -210,7 +217,7 @@ fn a_journal_stream_naming_another_file_keeps_plain_timestamped_lines() {
     let null = nix::sys::stat::stat("/dev/null").unwrap();
     let elsewhere = format!("{}:{}", null.st_dev, null.st_ino);
     let forkd = Forkd::start_with(&config, &[], &[("JOURNAL_STREAM", &elsewhere)]);
-    let fatal = forkd.log.wait_line("crasher#0 failed 1 times in a row", T);
+    let fatal = forkd.log.wait_line("crasher#0 failed 2 times in a row", T);
     assert!(fatal.contains(" forkd["), "{fatal}");
     assert!(fatal.contains("ERROR"), "{fatal}");
     assert!(
