@@ -7,6 +7,8 @@
 //! - [`process`]: fork/exec, the child-side setup between fork and exec,
 //!   the double fork, restart back-off;
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
+//! - [`lifecycle`]: the life of one worker slot (wanted, forked, replaced
+//!   with back-off, retired), a pure state machine every worker pool uses;
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
 //! - [`logging`]: forkd's own log records (journald-aware);
@@ -23,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod exit;
 pub mod handlers;
+pub mod lifecycle;
 pub mod logging;
 pub mod preflight;
 pub mod process;

@@ -13,7 +13,8 @@ use std::time::Instant;
 use nix::unistd::Pid;
 
 use super::listener::Accepted;
-use super::service::{unix_now, LiveConnection, Role, Service, ServiceState};
+use super::service::{unix_now, LiveConnection, Service, ServiceState};
+use super::Role;
 use crate::handlers::{Connection, Limits, Outcome};
 use crate::process::ExitKind;
 

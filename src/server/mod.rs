@@ -39,4 +39,13 @@ mod workers;
 
 pub use listener::{display_addr, InheritedLookup, Listener, Listeners};
 pub use scoreboard::Scoreboard;
-pub use service::{Role, Service, ServiceState};
+pub use service::{Service, ServiceState};
+
+/// What a service child is, for the supervisor's pid → owner table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A fork-mode child serving one connection (or its exec'd program).
+    Connection,
+    /// The pool worker in scoreboard slot `n`.
+    Worker(usize),
+}

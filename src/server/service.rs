@@ -13,18 +13,10 @@ use super::listener::{InheritedLookup, Listener, Listeners, ReserveFd};
 use super::per_ip::PerIp;
 use super::scoreboard::Counts;
 use super::workers::{Spawn, WorkerPool};
+use super::Role;
 use crate::config::{Mode, ServiceConfig};
 use crate::handlers::{self, Handler, Peer};
 use crate::process::ExitKind;
-
-/// What a service child is, for the supervisor's pid → owner table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A fork-mode child serving one connection (or its exec'd program).
-    Connection,
-    /// The pool worker in scoreboard slot `n`.
-    Worker(usize),
-}
 
 /// Where a service is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 //! spawning into free scoreboard slots, replacing the dead (with a back-off
 //! when they die young), recycling after `max_requests`, and Apache-style
 //! spare-server upkeep between `min_spare` and `max_spare` idle workers,
-//! checked once a second from the scoreboard.
+//! checked once a second from the scoreboard. Each slot's life is a
+//! [`lifecycle::Slot`]: this file turns its actions into forks, signals and
+//! log lines.
 //!
 //! Runs in the supervisor; the workers themselves run `worker.rs`. It never
 //! reaps: the supervisor reports exits through [`WorkerPool::exited`].
@@ -16,35 +18,26 @@ use serde_json::{json, Value};
 use super::listener::Listener;
 use super::per_ip::PerIp;
 use super::scoreboard::{Counts, Scoreboard, SlotState};
-use super::service::Role;
 use super::worker::{Style, Worker};
+use super::Role;
 use crate::config::{Mode, ServiceConfig};
 use crate::handlers::Handler;
+use crate::lifecycle::{self, Action, Event, Policy, State};
 use crate::process::ExitKind;
 
 /// Spare-worker upkeep interval (Apache's maintenance tick).
 const TICK: Duration = Duration::from_secs(1);
-/// A worker that dies sooner than this after its start counts as failing.
-const STABLE_AFTER: Duration = Duration::from_secs(1);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A worker that dies sooner than this after its start failed fast; the
+/// replacement waits 100 ms, doubling (with jitter) up to 5 s.
+const POLICY: Policy = Policy {
+    stable_after: Duration::from_secs(1),
+    backoff_initial: Duration::from_millis(100),
+    backoff_max: Duration::from_secs(5),
+};
 /// Workers started per tick at most when below `min_spare`.
 const SPAWN_BURST: usize = 8;
 /// `max_workers` when spares are managed and no maximum is given.
 const DEFAULT_MAX_WORKERS: u32 = 256;
-
-/// The supervisor's view of one slot.
-#[derive(Debug, Default, Clone, Copy)]
-struct SlotLife {
-    pid: Option<Pid>,
-    started: Option<Instant>,
-    /// Told to exit (spare trimming or stop): do not replace.
-    retiring: bool,
-    /// Replace at this time (back-off after a fast failure).
-    respawn_at: Option<Instant>,
-    /// Should hold a worker.
-    wanted: bool,
-}
 
 /// What a worker is forked with, borrowed from its service.
 pub struct Spawn<'a> {
@@ -60,13 +53,12 @@ pub struct Spawn<'a> {
 #[derive(Debug)]
 pub struct WorkerPool {
     board: Scoreboard,
-    slots: Vec<SlotLife>,
+    slots: Vec<lifecycle::Slot>,
     style: Style,
     /// Only the `udp://` listeners (fork mode's datagram workers).
     udp_only: bool,
     spares: Option<(usize, usize)>,
     next_tick: Instant,
-    backoff: Duration,
     /// Counts of workers that are gone.
     retired: Counts,
 }
@@ -105,9 +97,12 @@ impl WorkerPool {
             Some((min, _)) => workers.max(min).min(capacity),
             None => workers,
         };
-        let mut slots = vec![SlotLife::default(); capacity];
+        let now = Instant::now();
+        let mut slots: Vec<lifecycle::Slot> = (0..capacity)
+            .map(|i| lifecycle::Slot::new(&POLICY, (i as u64 + 1) * 0x9E37_79B9))
+            .collect();
         for s in slots.iter_mut().take(initial) {
-            s.wanted = true;
+            s.step(Event::Want { now });
         }
         Ok(Some(WorkerPool {
             board: Scoreboard::new(capacity)?,
@@ -115,8 +110,7 @@ impl WorkerPool {
             style,
             udp_only,
             spares,
-            next_tick: Instant::now() + TICK,
-            backoff: BACKOFF_MIN,
+            next_tick: now + TICK,
             retired: Counts::default(),
         }))
     }
@@ -127,7 +121,7 @@ impl WorkerPool {
 
     /// Workers alive (forked and not yet reaped).
     pub fn alive(&self) -> usize {
-        self.slots.iter().filter(|s| s.pid.is_some()).count()
+        self.slots.iter().filter(|s| s.pid().is_some()).count()
     }
 
     /// Counts of all workers, gone and alive.
@@ -147,8 +141,7 @@ impl WorkerPool {
             parent,
         } = *spawn;
         for index in 0..self.slots.len() {
-            let life = self.slots[index];
-            if !life.wanted || life.pid.is_some() || life.respawn_at.is_some_and(|t| t > now) {
+            if self.slots[index].step(Event::Tick { now }) != Action::Spawn {
                 continue;
             }
             let Some(slot) = self.board.slot(index) else {
@@ -173,13 +166,7 @@ impl WorkerPool {
             match crate::process::fork_worker(move || worker.run()) {
                 Ok(pid) => {
                     slot.set_pid(pid.as_raw());
-                    self.slots[index] = SlotLife {
-                        pid: Some(pid),
-                        started: Some(now),
-                        retiring: false,
-                        respawn_at: None,
-                        wanted: true,
-                    };
+                    self.slots[index].step(Event::Spawned { pid, now });
                     log::info!(
                         "service \"{}\" worker #{index} started (pid {pid})",
                         config.name
@@ -188,13 +175,15 @@ impl WorkerPool {
                 }
                 Err(e) => {
                     slot.clear();
-                    log::error!(
-                        "service \"{}\": fork failed while spawning worker #{index}: {e}; retrying in {}",
-                        config.name,
-                        crate::logging::human_duration(self.backoff)
-                    );
-                    self.slots[index].respawn_at = Some(now + self.backoff);
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    if let Action::Retry { delay } =
+                        self.slots[index].step(Event::SpawnFailed { now })
+                    {
+                        log::error!(
+                            "service \"{}\": fork failed while spawning worker #{index}: {e}; retrying in {}",
+                            config.name,
+                            crate::logging::human_duration(delay)
+                        );
+                    }
                 }
             }
         }
@@ -221,48 +210,34 @@ impl WorkerPool {
         let Some(life) = self.slots.get_mut(index) else {
             return;
         };
-        life.pid = None;
-        let expected = life.retiring || !running;
-        if expected {
-            life.wanted = running && !life.retiring;
-            log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}");
+        if life.pid() != Some(pid) {
             return;
         }
         let recycled = exit.success() && config.max_requests > 0 && served >= config.max_requests;
-        if recycled {
-            log::info!("service \"{name}\" worker #{index} (pid {pid}) recycled after {served} connections (max_requests)");
-            life.respawn_at = None;
-            return;
-        }
-        let young = life
-            .started
-            .is_some_and(|t| now.duration_since(t) < STABLE_AFTER);
-        if young {
-            life.respawn_at = Some(now + self.backoff);
-            log::warn!(
+        match life.step(Event::Exited { now, recycled }) {
+            _ if !running => log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}"),
+            Action::Vacated => log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}"),
+            Action::Replace { .. } if recycled => log::info!(
+                "service \"{name}\" worker #{index} (pid {pid}) recycled after {served} connections (max_requests)"
+            ),
+            Action::Replace { delay, young: true } => log::warn!(
                 "service \"{name}\" worker #{index} (pid {pid}) {} soon after starting; replacing it in {}",
                 exit.unexpected(),
-                crate::logging::human_duration(self.backoff)
-            );
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        } else {
-            self.backoff = BACKOFF_MIN;
-            life.respawn_at = None;
-            log::warn!(
+                crate::logging::human_duration(delay)
+            ),
+            _ => log::warn!(
                 "service \"{name}\" worker #{index} (pid {pid}) {}; replacing it",
                 exit.unexpected()
-            );
+            ),
         }
     }
 
     /// Sends `sig` to every live worker and marks them retiring.
     pub fn signal_all(&mut self, sig: Signal) {
         for life in &mut self.slots {
-            if let Some(pid) = life.pid {
-                life.retiring = true;
+            if let Action::Signal(pid, sig) = life.step(Event::Retire { signal: sig }) {
                 let _ = nix::sys::signal::kill(pid, sig);
             }
-            life.wanted = false;
         }
     }
 
@@ -274,8 +249,7 @@ impl WorkerPool {
         let respawn = self
             .slots
             .iter()
-            .filter(|s| s.wanted && s.pid.is_none())
-            .filter_map(|s| s.respawn_at)
+            .filter_map(lifecycle::Slot::deadline)
             .min();
         // Ticks also turn the workers' counters into log lines.
         let tick = Some(self.next_tick);
@@ -286,65 +260,59 @@ impl WorkerPool {
     pub fn tick(&mut self, spawn: &Spawn<'_>, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
         if now >= self.next_tick {
             self.next_tick = now + TICK;
-            self.keep_spares(&spawn.config.name);
+            self.keep_spares(&spawn.config.name, now);
         }
         self.fill(spawn, now, spawned);
     }
 
     /// Apache's rule: fewer than `min_spare` idle → start more (a burst, up
     /// to the slots); more than `max_spare` idle → retire one idle worker.
-    fn keep_spares(&mut self, name: &str) {
+    fn keep_spares(&mut self, name: &str, now: Instant) {
         let Some((min, max)) = self.spares else {
             return;
         };
         let idle = self.board.idle();
-        // Workers on their way count as idle-to-be: wanted slots not yet
-        // forked (or waiting out a respawn back-off) and forked ones still
+        // Workers on their way count as idle-to-be: slots waiting to fork
+        // (or waiting out a respawn back-off) and forked ones still
         // starting. Without them every tick would ask for more, overshoot,
         // and a crash-looping handler would spread to every slot.
-        let coming = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(i, life)| {
-                life.wanted
-                    && !life.retiring
-                    && (life.pid.is_none()
-                        || self
-                            .board
-                            .slot(*i)
-                            .is_some_and(|s| s.state() == SlotState::Starting))
+        let starting = |i: usize| {
+            self.board
+                .slot(i)
+                .is_some_and(|s| s.state() == SlotState::Starting)
+        };
+        let coming = (0..self.slots.len())
+            .filter(|&i| match self.slots[i].state {
+                State::Pending { .. } => true,
+                State::Running { .. } => starting(i),
+                State::Vacant | State::Retiring { .. } => false,
             })
             .count();
         if idle + coming < min {
-            let mut want = (min - idle - coming).min(SPAWN_BURST);
-            for life in self.slots.iter_mut() {
-                if want == 0 {
-                    break;
-                }
-                if !life.wanted && life.pid.is_none() {
-                    life.wanted = true;
-                    life.respawn_at = None;
-                    want -= 1;
-                }
+            let want = (min - idle - coming).min(SPAWN_BURST);
+            for life in self
+                .slots
+                .iter_mut()
+                .filter(|l| l.state == State::Vacant)
+                .take(want)
+            {
+                life.step(Event::Want { now });
             }
         } else if idle > max {
             let victim = (0..self.slots.len()).rev().find(|&i| {
-                let life = &self.slots[i];
-                life.pid.is_some()
-                    && !life.retiring
+                matches!(self.slots[i].state, State::Running { .. })
                     && self
                         .board
                         .slot(i)
                         .is_some_and(|s| s.state() == SlotState::Idle)
             });
             if let Some(i) = victim {
-                let life = &mut self.slots[i];
-                life.retiring = true;
-                life.wanted = false;
-                if let Some(pid) = life.pid {
+                let retire = Event::Retire {
+                    signal: Signal::SIGTERM,
+                };
+                if let Action::Signal(pid, sig) = self.slots[i].step(retire) {
                     log::info!("service \"{name}\": {idle} idle workers (max_spare {max}); retiring worker #{i} (pid {pid})");
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+                    let _ = nix::sys::signal::kill(pid, sig);
                 }
             }
         }
@@ -356,7 +324,7 @@ impl WorkerPool {
             .iter()
             .enumerate()
             .filter_map(|(i, life)| {
-                let pid = life.pid?;
+                let pid = life.pid()?;
                 let slot = self.board.slot(i)?;
                 Some(json!({
                     "index": i,
