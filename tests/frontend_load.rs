@@ -294,3 +294,54 @@ fn prefork_mode_per_ip_holds_across_a_reload() {
 fn event_mode_per_ip_holds_across_a_reload() {
     per_ip_holds_across_a_reload("event");
 }
+
+/// Waits until the kernel has delivered a client's FIN for the connection
+/// from local `port`: the client's end is past FIN_WAIT1 (acked), so the
+/// server's end is in CLOSE_WAIT.
+fn wait_fin_delivered(port: u16) {
+    let hex = format!(":{port:04X} ");
+    wait_until(
+        "the client's FIN reached the server",
+        Duration::from_secs(5),
+        || {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+            table
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| format!("{a} ").ends_with(&hex))
+                })
+                // Not ESTABLISHED (01) nor FIN_WAIT1 (04): our FIN was acked.
+                .all(|l| !matches!(l.split_whitespace().nth(3), Some("01" | "04")))
+        },
+    );
+}
+
+#[test]
+fn per_ip_does_not_count_a_connection_its_client_closed_while_the_server_still_holds_it() {
+    // The program answers one line, then holds the socket without reading
+    // it: it never notices that the client went away.
+    let scratch = Scratch::new("per-ip-closed");
+    let (_forkd, addr) = serve(
+        &scratch,
+        "fork",
+        "exec",
+        "per_ip = 2\ncommand = [\"/bin/sh\", \"-c\", \"head -n 1; exec sleep 30\"]",
+    );
+    let mut held: Vec<TcpStream> = (0..2).map(|_| tcp(&addr)).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        let msg = format!("held {i}\n");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("served");
+    }
+    let mut third = tcp(&addr);
+    assert!(refused(&mut third), "a third one held open was served");
+    let closed = held.pop().unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    wait_fin_delivered(port);
+    exchange(&addr, "in the place the client freed\n", false)
+        .expect("served although the server side still holds the closed one");
+}

@@ -76,7 +76,13 @@ impl<'a> Sessions<'a> {
 
     /// Adds an accepted connection; false (and the connection closed) if
     /// the client's IP is over `per_ip` or the socket cannot be watched.
-    pub fn add(&mut self, epoll: &Epoll, conn: Connection, session: Box<dyn Session>) -> bool {
+    pub fn add(
+        &mut self,
+        epoll: &Epoll,
+        conn: Connection,
+        session: Box<dyn Session>,
+        slot: &Slot,
+    ) -> bool {
         let peer = conn.peer;
         if !self.per_ip.admit(&peer, self.me) {
             return false;
@@ -113,6 +119,7 @@ impl<'a> Sessions<'a> {
             token,
         });
         self.live += 1;
+        slot.add_claim();
         true
     }
 
@@ -170,6 +177,7 @@ impl<'a> Sessions<'a> {
         if let Some(conn) = self.slab[index].take() {
             let _ = epoll.delete(conn.stream.as_fd());
             self.per_ip.release(&conn.peer, self.me);
+            slot.drop_claim();
             self.free.push(index);
             self.live -= 1;
             slot.add_outcome(outcome);

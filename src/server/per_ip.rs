@@ -2,24 +2,32 @@
 //! for the whole service, whichever process accepted them (the supervisor
 //! in fork mode, any of the workers in prefork and event mode).
 //!
-//! The counts live in a [`Mapping`] shared with the workers: a hash table of
-//! (address, owner pid) → connections, open addressing with linear probing
-//! and backward-shift deletion, so it never fills with tombstones. One lock
-//! (a word holding the holder's pid) makes check-and-claim one atomic step
-//! across processes. A dead holder's lock is taken over, and what a dead
-//! worker had claimed is dropped when the supervisor reaps it
-//! ([`PerIp::forget_owner`]), so a SIGKILLed worker leaks nothing.
+//! The table lives in a [`Mapping`] shared with the workers: one entry per
+//! admitted connection (client address, local address, both ports, the pid
+//! of the process that admitted it, and whether the client has closed it),
+//! open addressing keyed by the client address, linear probing with
+//! backward-shift deletion so it never fills with tombstones. One lock word
+//! (holding the holder's pid) makes check-and-claim one atomic step across
+//! processes.
 //!
 //! The table over-counts for a moment: a connection the client has closed
-//! stays counted until its process has noticed and let go. So when an
-//! address looks full, the kernel decides ([`sockdiag::established`]): the
-//! connection is admitted if the client really holds no more than `per_ip`
-//! open, this one included. A client below its limit is never refused; the
-//! (N+1)th connection it holds open is. Unix peers are never limited.
+//! stays recorded until its process has noticed and let go. So when an
+//! address looks full, the kernel decides ([`sockdiag::still_open`]): each
+//! of that client's connections is looked up by its 4-tuple, and one the
+//! client has closed (the server's end in `CLOSE_WAIT` or later) is marked
+//! closed. A client below its limit is never refused; the (N+1)th
+//! connection it holds open is. Unix peers are never limited. A client that
+//! half-closes (`shutdown(SHUT_WR)`) while it waits for a reply counts as
+//! closed too: it can send nothing more.
 //!
-//! The supervisor only ever *tries* the lock ([`PerIp::forget_owner`]), so a
-//! stopped worker cannot stall the loop. This module never forks and never
-//! logs.
+//! Who takes the lock: in fork mode only the supervisor (its children never
+//! touch the table), so the loop never waits; in prefork and event mode the
+//! workers, and the supervisor only through [`PerIp::forget_owner`], which
+//! never waits. A worker killed while it held the lock is reaped by the
+//! supervisor, which takes the lock over from the dead pid and frees it. A
+//! worker killed in the middle of a deletion can leave one entry twice: it
+//! over-counts, and the kernel check corrects it. This module never forks
+//! and never logs.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
@@ -33,7 +41,8 @@ use crate::handlers::Peer;
 
 const MAGIC: u32 = 0x666b_6970; // "fkip"
 const VERSION: u32 = 1;
-/// Most entries a table gets (48 MiB of address space, touched sparsely).
+/// Most entries a table gets (48 MiB of address space; a page is touched
+/// only where entries land, and by the scan after a worker crash).
 const MAX_CAPACITY: usize = 1 << 20;
 
 #[repr(C)]
@@ -152,11 +161,12 @@ fn unspecified() -> SocketAddr {
     SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
 }
 
-/// Table slots for a service of `max_connections`: twice as many, so
-/// probe runs stay short.
+/// Table slots for a service of `max_connections`: four times as many, so
+/// probe runs stay short even while a reload's old and new service both
+/// hold connections.
 fn capacity_for(max_connections: u32) -> usize {
     (max_connections as usize)
-        .saturating_mul(2)
+        .saturating_mul(4)
         .clamp(64, MAX_CAPACITY)
         .next_power_of_two()
 }
@@ -201,11 +211,11 @@ impl PerIp {
         })
     }
 
-    /// The same table under the same limit, for a service that replaces
-    /// this one, if `limit` and `max_connections` give it the same shape.
+    /// This table under `limit`, for a service that replaces this one,
+    /// when it is large enough for `max_connections` and both limit.
     pub fn shared_with(&self, limit: u32, max_connections: u32) -> Option<PerIp> {
-        let same = limit == self.limit && capacity_for(max_connections) == self.capacity;
-        (same && self.table.is_some()).then(|| PerIp {
+        let fits = capacity_for(max_connections) <= self.capacity;
+        (fits && limit > 0 && self.table.is_some()).then(|| PerIp {
             limit,
             table: self.table.clone(),
             capacity: self.capacity,
@@ -234,7 +244,7 @@ impl PerIp {
                 entries[i].set(key, owner.as_raw(), false);
                 true
             }
-            // Full: more connections than twice max_connections.
+            // Full: more connections than four times max_connections.
             None => false,
         }
     }
@@ -387,28 +397,18 @@ struct Lock<'a> {
 }
 
 impl<'a> Lock<'a> {
-    /// Spins (yielding the CPU) until the lock is ours; a holder that no
-    /// longer exists loses it.
+    /// Spins (yielding the CPU) until the lock is ours. A dead holder's
+    /// lock is freed by the supervisor when it reaps it, never taken over
+    /// here: a pid can be reused, a reap cannot be undone.
     fn take(header: &'a Header, me: i32) -> Lock<'a> {
         loop {
-            match header
+            let taken = header
                 .lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Lock { word: &header.lock },
-                Err(holder) if !alive(holder) => {
-                    let stolen = header.lock.compare_exchange(
-                        holder,
-                        me,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    );
-                    if stolen.is_ok() {
-                        return Lock { word: &header.lock };
-                    }
-                }
-                Err(_) => std::thread::yield_now(),
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed);
+            if taken.is_ok() {
+                return Lock { word: &header.lock };
             }
+            std::thread::yield_now();
         }
     }
 
@@ -431,14 +431,6 @@ impl Drop for Lock<'_> {
     fn drop(&mut self) {
         self.word.store(0, Ordering::Release);
     }
-}
-
-/// Whether process `pid` still exists (a zombie does, until reaped).
-fn alive(pid: i32) -> bool {
-    !matches!(
-        nix::sys::signal::kill(Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
 }
 
 #[cfg(test)]
@@ -556,6 +548,35 @@ mod tests {
     }
 
     #[test]
+    fn a_v4_client_of_a_dual_stack_listener_is_looked_up_as_v4() {
+        let Ok(listener) = TcpListener::bind("[::]:0") else {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the dual-stack test: [::] cannot be bound here"
+            );
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let p = PerIp::new(1, 8).unwrap();
+        let me = Pid::from_raw(21);
+        let first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (served_first, _) = listener.accept().unwrap();
+        assert!(p.admit(&served(&served_first), me));
+        let _second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (served_second, _) = listener.accept().unwrap();
+        assert!(
+            !p.admit(&served(&served_second), me),
+            "the first is found open"
+        );
+        drop(first);
+        assert!(
+            p.admit(&served(&served_second), me),
+            "and then found closed"
+        );
+    }
+
+    #[test]
     fn v4_and_v4_mapped_v6_are_one_client() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let local = listener.local_addr().unwrap();
@@ -574,12 +595,56 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_holder_loses_the_lock() {
+    fn the_reaper_frees_a_dead_holders_lock_and_waits_for_a_live_one() {
         let p = PerIp::new(1, 8).unwrap();
         let (header, _) = p.parts().unwrap();
-        // A pid that cannot exist (above any pid_max) holds it.
-        header.lock.store(i32::MAX, Ordering::Relaxed);
-        assert!(p.admit(&peer("10.0.0.9", 1), Pid::from_raw(5)));
+        let (dead, live, me) = (Pid::from_raw(41), Pid::from_raw(42), Pid::from_raw(1));
+        header.lock.store(live.as_raw(), Ordering::Relaxed);
+        assert!(
+            !p.forget_owner(dead, me),
+            "another worker holds it: try later"
+        );
+        header.lock.store(dead.as_raw(), Ordering::Relaxed);
+        assert!(p.forget_owner(dead, me));
         assert_eq!(header.lock.load(Ordering::Relaxed), 0);
+        assert!(p.admit(&peer("10.0.0.9", 1), Pid::from_raw(5)));
+    }
+
+    #[test]
+    fn deletion_keeps_every_entry_reachable_across_the_wrap() {
+        // 48 connections in the smallest table (64 slots): runs collide and
+        // wrap around its end. Release two in three, out of insertion
+        // order, and find every one that is left.
+        let p = PerIp::new(48, 1).unwrap();
+        let me = Pid::from_raw(3);
+        let clients: Vec<Peer> = (0..48u16)
+            .map(|i| peer(&format!("10.9.{}.1", i % 5), i))
+            .collect();
+        for c in &clients {
+            assert!(p.admit(c, me));
+        }
+        for c in clients
+            .iter()
+            .skip(1)
+            .step_by(3)
+            .chain(clients.iter().step_by(3))
+            .rev()
+        {
+            p.release(c, me);
+        }
+        for (n, c) in clients.iter().enumerate().filter(|(n, _)| n % 3 == 2) {
+            let Peer::Tcp { remote, local } = *c else {
+                unreachable!()
+            };
+            let key = Key::of(remote, local);
+            let (_, entries) = p.parts().unwrap();
+            let found = p.run(entries, key.remote).any(|i| entries[i].key() == key);
+            assert!(
+                found,
+                "connection {n} is no longer reachable from its home slot"
+            );
+        }
+        let (_, entries) = p.parts().unwrap();
+        assert_eq!(entries.iter().filter(|e| e.owner() != 0).count(), 16);
     }
 }

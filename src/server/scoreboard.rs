@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use super::shm::{Mapping, Shared};
 
 const MAGIC: u32 = 0x666b_7364; // "fksd"
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 #[repr(C)]
 struct Header {
@@ -66,7 +66,7 @@ impl SlotState {
     }
 }
 
-/// One worker's record. 40 bytes, naturally aligned.
+/// One worker's record. 48 bytes, naturally aligned.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Slot {
@@ -83,6 +83,10 @@ pub struct Slot {
     /// Connections that ended in an error / a timeout.
     errors: AtomicU32,
     timeouts: AtomicU32,
+    /// Connections this worker holds in the service's `per_ip` table:
+    /// what the supervisor must drop for it if it dies (0: nothing to do).
+    claims: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 /// A slot's counters, folded into the service's totals when its worker goes.
@@ -162,12 +166,28 @@ impl Slot {
         self.errors.store(0, Relaxed);
         self.timeouts.store(0, Relaxed);
         self.connections.store(0, Relaxed);
+        self.claims.store(0, Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.started.store(now, Relaxed);
         self.pid.store(pid, Relaxed);
         self.set_state(SlotState::Starting);
+    }
+
+    /// The worker recorded one more connection in `per_ip`.
+    pub fn add_claim(&self) {
+        self.claims.fetch_add(1, Relaxed);
+    }
+
+    /// The worker released one from `per_ip`.
+    pub fn drop_claim(&self) {
+        self.claims.fetch_sub(1, Relaxed);
+    }
+
+    /// Connections the worker still holds in `per_ip`.
+    pub fn claims(&self) -> u32 {
+        self.claims.load(Relaxed)
     }
 
     /// The worker's pid, once the fork returned it.

@@ -42,21 +42,6 @@ impl ServiceState {
     }
 }
 
-/// What a service's workers are forked with. A macro, not a method, so
-/// that it borrows only the fields it names while `pool` is borrowed
-/// mutably.
-macro_rules! spawn_context {
-    ($service:expr) => {
-        Spawn {
-            config: &$service.config,
-            handler: &*$service.handler,
-            listeners: &$service.listeners,
-            per_ip: &$service.per_ip,
-            parent: $service.parent,
-        }
-    };
-}
-
 /// How soon a reaped worker's `per_ip` claims are tried again when a
 /// worker held the table's lock.
 const FORGET_RETRY: Duration = Duration::from_millis(5);
@@ -92,7 +77,7 @@ pub struct Service {
     pub(super) per_ip: PerIp,
     /// Reaped workers whose `per_ip` claims are still to be dropped (the
     /// table was locked by a worker at the time).
-    pub(super) unforgotten: Vec<Pid>,
+    pub(super) reaped_with_claims: Vec<Pid>,
     pub(super) pool: Option<WorkerPool>,
     pub(super) refusals: RateLog,
     pub(super) timeouts: RateLog,
@@ -109,11 +94,14 @@ pub struct Service {
 impl Service {
     /// Builds the handler and opens the listeners. Does not fork: call
     /// [`Service::spawn_workers`] next. `reuse` holds listeners a reload
-    /// hands over; `inherited` finds `systemd:NAME` sockets.
+    /// hands over; `inherited` finds `systemd:NAME` sockets; `per_ip` is
+    /// the table of the service this one replaces, if it can be shared
+    /// ([`Service::per_ip_for`]).
     pub fn start(
         config: &ServiceConfig,
         reuse: &mut Listeners,
         inherited: InheritedLookup<'_>,
+        per_ip: Option<PerIp>,
     ) -> Result<Service, String> {
         let name = &config.name;
         let handler = handlers::build(config).map_err(|e| format!("service \"{name}\": {e}"))?;
@@ -147,8 +135,16 @@ impl Service {
         }
         let pool = WorkerPool::for_service(config, &listeners)
             .map_err(|e| format!("service \"{name}\": cannot map the scoreboard: {e}"))?;
-        let per_ip = PerIp::new(config.per_ip, config.max_connections)
-            .map_err(|e| format!("service \"{name}\": cannot map the per_ip table: {e}"))?;
+        let per_ip = match per_ip {
+            Some(shared) => shared,
+            None => PerIp::new(config.per_ip, config.max_connections)
+                .map_err(|e| format!("service \"{name}\": cannot map the per_ip table: {e}"))?,
+        };
+        if config.per_ip > 0 {
+            if let Err(e) = super::sockdiag::available() {
+                log::warn!("service \"{name}\": per_ip cannot ask the kernel which connections are open ({e}; AF_NETLINK restricted?): a connection its client closed counts until its process lets go");
+            }
+        }
         Ok(Service {
             handler,
             reports,
@@ -157,7 +153,7 @@ impl Service {
             counts: Counts::default(),
             conns: HashMap::new(),
             per_ip,
-            unforgotten: Vec::new(),
+            reaped_with_claims: Vec::new(),
             pool,
             refusals: RateLog::new("refused a connection: per_ip limit reached"),
             timeouts: RateLog::new("cut a connection at idle_timeout/request_timeout"),
@@ -174,17 +170,14 @@ impl Service {
         &self.config.name
     }
 
-    /// On reload: count `per_ip` in the table of the service this one
-    /// replaces, so connections its draining processes still serve go on
-    /// counting against their clients. Only when the limit and the table's
-    /// size are the same.
-    pub fn share_per_ip(&mut self, old: &Service) {
-        if let Some(shared) = old
-            .per_ip
-            .shared_with(self.config.per_ip, self.config.max_connections)
-        {
-            self.per_ip = shared;
+    /// On reload: this service's `per_ip` table for the service `new`
+    /// that replaces it, when the mode is the same (in fork mode only the
+    /// supervisor may take the table's lock) and the table is big enough.
+    pub fn per_ip_for(&self, new: &ServiceConfig) -> Option<PerIp> {
+        if new.mode != self.config.mode {
+            return None;
         }
+        self.per_ip.shared_with(new.per_ip, new.max_connections)
     }
 
     pub fn is_running(&self) -> bool {
@@ -196,6 +189,11 @@ impl Service {
         self.conns.len() < self.config.max_connections as usize
     }
 
+    /// No child left, and nothing of theirs left to drop from `per_ip`.
+    pub fn is_drained(&self) -> bool {
+        self.child_count() == 0 && self.reaped_with_claims.is_empty()
+    }
+
     /// Children (connections and workers) still alive.
     pub fn child_count(&self) -> usize {
         self.conns.len() + self.pool.as_ref().map_or(0, |p| p.alive())
@@ -203,10 +201,24 @@ impl Service {
 
     /// Starts the pool's missing workers; `spawned` records each new pid.
     pub fn spawn_workers(&mut self, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
-        if let Some(pool) = self.pool.as_mut() {
-            if self.state == ServiceState::Running {
-                pool.fill(&spawn_context!(self), now, spawned);
-            }
+        if self.state != ServiceState::Running {
+            return;
+        }
+        // Out of `self` while it forks, so the rest can be lent to workers.
+        if let Some(mut pool) = self.pool.take() {
+            pool.fill(&self.spawn_context(), now, spawned);
+            self.pool = Some(pool);
+        }
+    }
+
+    /// What this service's workers are forked with.
+    fn spawn_context(&self) -> Spawn<'_> {
+        Spawn {
+            config: &self.config,
+            handler: &*self.handler,
+            listeners: &self.listeners,
+            per_ip: &self.per_ip,
+            parent: self.parent,
         }
     }
 
@@ -270,7 +282,7 @@ impl Service {
             .pool
             .as_ref()
             .and_then(|p| p.deadline(self.is_running()));
-        let forget = (!self.unforgotten.is_empty()).then(|| Instant::now() + FORGET_RETRY);
+        let forget = (!self.reaped_with_claims.is_empty()).then(|| Instant::now() + FORGET_RETRY);
         [
             drain,
             pool,
@@ -289,8 +301,9 @@ impl Service {
     pub fn on_timer(&mut self, now: Instant, spawned: &mut dyn FnMut(Pid, Role)) {
         match self.state {
             ServiceState::Running => {
-                if let Some(pool) = self.pool.as_mut() {
-                    pool.tick(&spawn_context!(self), now, spawned);
+                if let Some(mut pool) = self.pool.take() {
+                    pool.tick(&self.spawn_context(), now, spawned);
+                    self.pool = Some(pool);
                 }
             }
             ServiceState::Draining { deadline } if now >= deadline => {
@@ -331,7 +344,7 @@ impl Service {
     /// lock allows without waiting.
     fn forget_workers(&mut self) {
         let (per_ip, me) = (&self.per_ip, self.parent);
-        self.unforgotten
+        self.reaped_with_claims
             .retain(|pid| !per_ip.forget_owner(*pid, me));
     }
 
@@ -379,8 +392,15 @@ impl Service {
         match role {
             Role::Connection => self.connection_exited(pid, exit, now),
             Role::Worker(index) => {
-                self.unforgotten.push(pid);
-                self.forget_workers();
+                // Only a worker that died holding connections left any.
+                let pool = self.pool.as_ref();
+                let held = pool
+                    .and_then(|p| p.board().slot(index))
+                    .map_or(0, |s| s.claims());
+                if held > 0 {
+                    self.reaped_with_claims.push(pid);
+                    self.forget_workers();
+                }
                 let running = self.is_running();
                 if let Some(pool) = self.pool.as_mut() {
                     pool.exited(&self.config, index, pid, exit, running, now);

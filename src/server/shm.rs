@@ -13,8 +13,9 @@ use std::ptr::NonNull;
 /// A type that may live in a shared mapping.
 ///
 /// # Safety
-/// Every field is an atomic (or padding), so all-zero bytes are a valid
-/// value and concurrent access from several processes is sound.
+/// Every field is an atomic integer, so all-zero bytes and indeed every bit
+/// pattern another process may write are valid values, and concurrent
+/// access from several processes is sound.
 pub unsafe trait Shared {}
 
 /// The raw mapping; owns the pages and unmaps them on drop.

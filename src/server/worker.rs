@@ -269,11 +269,13 @@ impl Worker<'_> {
             slot.add_refused();
             return false;
         }
+        slot.add_claim();
         slot.set_connections(1);
         slot.set_state(SlotState::Busy);
         let outcome = self.handler.serve(conn, &Limits::of(self.config));
         slot.add_outcome(outcome);
         self.per_ip.release(&peer, me);
+        slot.drop_claim();
         slot.set_connections(0);
         let served = slot.add_served();
         slot.set_state(SlotState::Idle);
@@ -298,7 +300,7 @@ impl Worker<'_> {
                     let Some(session) = self.handler.session() else {
                         return;
                     };
-                    if sessions.add(epoll, conn, session) {
+                    if sessions.add(epoll, conn, session, slot) {
                         slot.add_served();
                         slot.set_connections(sessions.len() as u32);
                     } else {

@@ -60,7 +60,7 @@ impl Supervisor {
         let mut reuse = Listeners::new();
         let configs = self.config.services.clone();
         for config in &configs {
-            let service = Service::start(config, &mut reuse, inherited)?;
+            let service = Service::start(config, &mut reuse, inherited, None)?;
             for listener in &service.listeners {
                 log::info!("service {} listening on {}", config.name, listener.bound());
             }
@@ -186,6 +186,10 @@ impl Supervisor {
                     children.insert(pid, Owner::Service { service: id, role });
                 });
             }
+        }
+        // A retired service may have been waiting on its per_ip cleanup.
+        for position in (0..self.services.list.len()).rev() {
+            self.forget_if_drained(position);
         }
     }
 

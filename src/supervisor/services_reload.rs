@@ -125,6 +125,11 @@ impl Supervisor {
                 continue;
             };
             let replaces = self.current_service(name).map(|r| r.id);
+            // The old service's connections go on counting against their
+            // clients while they drain: the new one counts in their table.
+            let per_ip = self
+                .current_service(name)
+                .and_then(|r| r.service.per_ip_for(config));
             let (mut reuse, took) = match self.share_listeners(config, replaces, new, &built) {
                 Ok(shared) => shared,
                 Err(e) => {
@@ -139,19 +144,12 @@ impl Supervisor {
                 taken.push((fd_name.to_string(), fd));
                 copy
             };
-            match Service::start(config, &mut reuse, &mut lookup) {
-                Ok(mut service) => {
-                    // The old service's connections go on counting against
-                    // their clients while they drain.
-                    if let Some(old) = self.current_service(name) {
-                        service.share_per_ip(&old.service);
-                    }
-                    built.push(Built {
-                        service,
-                        replaces,
-                        took,
-                    });
-                }
+            match Service::start(config, &mut reuse, &mut lookup, per_ip) {
+                Ok(service) => built.push(Built {
+                    service,
+                    replaces,
+                    took,
+                }),
                 Err(e) => errors.push(e),
             }
         }
@@ -256,13 +254,14 @@ impl Supervisor {
         self.forget_if_drained(position);
     }
 
-    /// Drops a retired service once none of its processes is left.
+    /// Drops a retired service once none of its processes is left, nor
+    /// anything of theirs in a `per_ip` table its successor shares.
     pub(super) fn forget_if_drained(&mut self, position: usize) {
         let Some(r) = self.services.list.get(position) else {
             return;
         };
         if let Some(why) = r.retired {
-            if r.service.child_count() == 0 {
+            if r.service.is_drained() {
                 log::info!(
                     "reload: {} ({why}): every old process is down",
                     r.service.name()
