@@ -1,7 +1,6 @@
 //! One service at run time: start-up (handler, listeners, worker pool),
 //! stop and drain, timers, child exits, and the status report.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -54,7 +53,7 @@ impl ServiceState {
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A fork-mode connection child.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct LiveConnection {
     pub ip: Option<IpAddr>,
     /// An exec'd command (it leads its own process group); whether the
@@ -75,7 +74,8 @@ pub struct Service {
     /// fork mode: accepted, refused, errors, timeouts; pools: what workers
     /// that are gone had counted.
     pub(super) counts: Counts,
-    pub(super) conns: HashMap<Pid, LiveConnection>,
+    /// Outside the memory children share: written after every fork.
+    pub(super) conns: crate::process::pid_table::PidTable<LiveConnection>,
     pub(super) per_ip: PerIp,
     pub(super) pool: Option<WorkerPool>,
     pub(super) refusals: RateLog,
@@ -136,7 +136,7 @@ impl Service {
             listeners,
             state: ServiceState::Running,
             counts: Counts::default(),
-            conns: HashMap::new(),
+            conns: Default::default(),
             per_ip: PerIp::new(config.per_ip),
             pool,
             refusals: RateLog::new("refused a connection: per_ip limit reached"),
