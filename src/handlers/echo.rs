@@ -3,7 +3,7 @@
 //! datagram is answered to its sender the same way. Stateless, so one value
 //! serves every connection and every mode.
 
-use super::{Flow, Handler, Session};
+use super::{serve_in_place, Connection, Flow, Handler, Limits, Outcome, Session};
 
 /// The upper-case echo handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +24,12 @@ impl Session for Echo {
 impl Handler for Echo {
     fn name(&self) -> &'static str {
         "echo"
+    }
+
+    /// Upper-cases each read in place and writes it back: the same bytes
+    /// as the session, without a session or an output buffer to allocate.
+    fn serve(&self, conn: Connection, limits: &Limits) -> Outcome {
+        serve_in_place(conn, limits, <[u8]>::make_ascii_uppercase)
     }
 
     fn session(&self) -> Option<Box<dyn Session>> {

@@ -18,8 +18,9 @@ mod echo;
 mod exec;
 
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -238,36 +239,77 @@ impl Limits {
 const BLOCKING_READ: usize = 8 << 10;
 
 /// Read, feed the session, write the reply, until EOF, a timeout or `Close`.
-fn drive_blocking(mut conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
+fn drive_blocking(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
+    let mut out = Vec::new();
+    serve_reads(conn, limits, |stream, input| {
+        out.clear();
+        let flow = session.input(input, &mut out);
+        stream.write_all(&out).map(|()| flow)
+    })
+}
+
+/// Serves a connection whose reply to each read is that read's bytes
+/// changed in place (`transform`), with no session and no output buffer:
+/// in a forked child the allocation alone touched malloc's arena, its
+/// thread cache and a heap page, each a copy-on-write fault.
+pub(crate) fn serve_in_place(
+    conn: Connection,
+    limits: &Limits,
+    mut transform: impl FnMut(&mut [u8]),
+) -> Outcome {
+    serve_reads(conn, limits, |stream, input| {
+        transform(input);
+        stream.write_all(input).map(|()| Flow::Continue)
+    })
+}
+
+/// Sets the connection's timeouts, then hands every read to `answer`
+/// until EOF, a timeout, an error or `Flow::Close`.
+fn serve_reads(
+    mut conn: Connection,
+    limits: &Limits,
+    mut answer: impl FnMut(&mut Stream, &mut [u8]) -> io::Result<Flow>,
+) -> Outcome {
     if let Err(e) = conn
         .stream
         .set_timeouts(limits.idle_timeout, limits.request_timeout)
     {
         return Outcome::of_error(&e);
     }
-    // On the stack and small: in a freshly forked child every page touched
-    // is a copy-on-write fault, and a 64 KiB heap buffer (brk, memset,
-    // malloc_consolidate) cost more than the echo itself.
-    let mut stack = [0u8; BLOCKING_READ];
-    let input = &mut stack[..limits.read_buffer().min(BLOCKING_READ)];
-    let mut out = Vec::new();
+    // On the stack, small and not zeroed: in a freshly forked child every
+    // page touched is a copy-on-write fault; a 64 KiB heap buffer (brk,
+    // memset, malloc_consolidate) cost more than the echo itself, and
+    // zeroing 8 KiB of stack touched pages a short read never fills.
+    let mut stack = [MaybeUninit::<u8>::uninit(); BLOCKING_READ];
+    let size = limits.read_buffer().min(BLOCKING_READ);
     loop {
-        let n = match conn.stream.read(input) {
-            Ok(0) => return Outcome::Done,
-            Ok(n) => n,
+        let input = match read_uninit(&conn.stream, &mut stack[..size]) {
+            Ok([]) => return Outcome::Done,
+            Ok(input) => input,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Outcome::Done,
             Err(e) => return Outcome::of_error(&e),
         };
-        out.clear();
-        let flow = session.input(&input[..n], &mut out);
-        if let Err(e) = conn.stream.write_all(&out) {
-            return Outcome::of_error(&e);
-        }
-        if flow == Flow::Close {
-            return Outcome::Done;
+        match answer(&mut conn.stream, input) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => return Outcome::Done,
+            Err(e) => return Outcome::of_error(&e),
         }
     }
+}
+
+/// One read(2) into `buf`; returns the part it filled.
+fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
+    let fd = stream.as_fd().as_raw_fd();
+    // SAFETY: `buf` is writable for its length, the fd is open (borrowed
+    // from `stream`), and read(2) writes at most that many bytes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` bytes (n <= buf.len()).
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n) })
 }
 
 /// Why a service's handler cannot be built.

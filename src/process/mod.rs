@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod daemonize;
 pub mod exec;
+pub mod pid_table;
 
 use std::convert::Infallible;
 use std::fmt;

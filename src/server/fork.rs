@@ -120,9 +120,22 @@ impl Service {
         .map_err(|e| format!("fork failed while serving a connection: {e}"))
     }
 
+    /// Whether `pid` is one of this service's connection children. They are
+    /// recorded only here, not in the supervisor's pid → owner table: that
+    /// one lives in memory each fork shares with the child, and writing it
+    /// after every fork cost copy-on-write faults (`process::pid_table`).
+    pub fn owns_connection(&self, pid: Pid) -> bool {
+        self.conns.contains(pid)
+    }
+
+    /// Fork-mode connection children still alive.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
     /// A connection child was reaped: free its place and count its outcome.
     pub(super) fn connection_exited(&mut self, pid: Pid, exit: ExitKind, now: Instant) {
-        let Some(conn) = self.conns.remove(&pid) else {
+        let Some(conn) = self.conns.remove(pid) else {
             return;
         };
         self.per_ip.release(&conn.peer, self.parent);

@@ -1,7 +1,6 @@
 //! One service at run time: start-up (handler, listeners, worker pool),
 //! stop and drain, timers, child exits, and the status report.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -50,7 +49,7 @@ const FORGET_RETRY: Duration = Duration::from_millis(5);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A fork-mode connection child.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct LiveConnection {
     /// Its client, released from `per_ip` when the child is reaped.
     pub peer: Peer,
@@ -73,7 +72,8 @@ pub struct Service {
     /// fork mode: accepted, refused, errors, timeouts; pools: what workers
     /// that are gone had counted.
     pub(super) counts: Counts,
-    pub(super) conns: HashMap<Pid, LiveConnection>,
+    /// Outside the memory children share: written after every fork.
+    pub(super) conns: crate::process::pid_table::PidTable<LiveConnection>,
     pub(super) per_ip: PerIp,
     /// Reaped workers whose `per_ip` claims are still to be dropped (the
     /// table was locked by a worker at the time).
@@ -151,7 +151,7 @@ impl Service {
             listeners,
             state: ServiceState::Running,
             counts: Counts::default(),
-            conns: HashMap::new(),
+            conns: Default::default(),
             per_ip,
             reaped_with_claims: Vec::new(),
             pool,

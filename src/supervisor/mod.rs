@@ -100,6 +100,8 @@ pub struct Supervisor {
     child_exits: nix::sys::signalfd::SignalFd,
     programs: Vec<Program>,
     services: services::Services,
+    /// Every child but fork mode's per-connection ones, which only their
+    /// service records (`Service::owns_connection`).
     children: HashMap<Pid, Owner>,
     sources: HashMap<Token, Source>,
     next_token: usize,
@@ -243,7 +245,10 @@ impl Supervisor {
                 self.handle_source(token);
             }
             self.control_reconcile();
-            if self.shutdown.is_some() && self.children.is_empty() {
+            if self.shutdown.is_some()
+                && self.children.is_empty()
+                && self.connection_children() == 0
+            {
                 break;
             }
         }
@@ -327,7 +332,15 @@ impl Supervisor {
                 Some(Owner::Service { service, role }) => {
                     self.service_child_exited(service, role, pid, exit)
                 }
-                None => log::debug!("reaped orphan pid {pid} ({exit})"),
+                None => match self.connection_owner(pid) {
+                    Some(service) => self.service_child_exited(
+                        service,
+                        crate::server::Role::Connection,
+                        pid,
+                        exit,
+                    ),
+                    None => log::debug!("reaped orphan pid {pid} ({exit})"),
+                },
             }
         }
     }

@@ -7,6 +7,7 @@
 //! loop's collections: `children` (pid → owner), `sources` (token → fd) and
 //! the deadlines.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -30,6 +31,16 @@ pub(super) struct Running {
     /// drains, its children's exits still come here, and it is dropped
     /// once the last of them is reaped.
     pub(super) retired: Option<&'static str>,
+}
+
+/// Records a new service child in the loop's pid → owner table, except
+/// fork mode's connection children: their service's table is their only
+/// record (see [`Service::owns_connection`]), and `reap` asks the services
+/// about a pid the table does not know.
+fn record(children: &mut HashMap<Pid, Owner>, id: u64, pid: Pid, role: Role) {
+    if role != Role::Connection {
+        children.insert(pid, Owner::Service { service: id, role });
+    }
 }
 
 /// Every service: those of the current config in its order, then the
@@ -123,7 +134,7 @@ impl Supervisor {
         let id = *id;
         let children = &mut self.children;
         service.spawn_workers(now, &mut |pid, role| {
-            children.insert(pid, Owner::Service { service: id, role });
+            record(children, id, pid, role);
         });
     }
 
@@ -137,7 +148,7 @@ impl Supervisor {
         let Running { service, .. } = &mut self.services.list[position];
         let children = &mut self.children;
         while service.accept_ready(index, now, &mut |pid, role| {
-            children.insert(pid, Owner::Service { service: id, role });
+            record(children, id, pid, role);
         }) {}
     }
 
@@ -153,7 +164,7 @@ impl Supervisor {
         } = &mut self.services.list[position];
         let children = &mut self.children;
         let mut record = |pid, role| {
-            children.insert(pid, Owner::Service { service: id, role });
+            record(children, id, pid, role);
         };
         service.child_exited(role, pid, exit, now, &mut record);
         // A slot freed below max_connections: take what waited in the backlog.
@@ -165,6 +176,24 @@ impl Supervisor {
             }
         }
         self.forget_if_drained(position);
+    }
+
+    /// The running service whose connection child `pid` is, if any.
+    pub(super) fn connection_owner(&self, pid: Pid) -> Option<u64> {
+        self.services
+            .list
+            .iter()
+            .find(|r| r.service.owns_connection(pid))
+            .map(|r| r.id)
+    }
+
+    /// Fork-mode connection children alive in every service.
+    pub(super) fn connection_children(&self) -> usize {
+        self.services
+            .list
+            .iter()
+            .map(|r| r.service.connection_count())
+            .sum()
     }
 
     /// The nearest deadline of any service.
@@ -183,7 +212,7 @@ impl Supervisor {
             if service.deadline().is_some_and(|d| d <= now) {
                 let id = *id;
                 service.on_timer(now, &mut |pid, role| {
-                    children.insert(pid, Owner::Service { service: id, role });
+                    record(children, id, pid, role);
                 });
             }
         }
