@@ -48,11 +48,33 @@ pub struct Tuple {
 }
 
 /// For each connection, whether the kernel still has it in `ESTABLISHED`.
+///
+/// Each connection is looked up twice: the server's end, and the client's
+/// end in case the client is on this host (a local load test, a proxy on
+/// the same machine). The client's end changes state within its close(2),
+/// while the server's end waits for the FIN to be processed, which a
+/// loaded machine may defer (softirq work left to ksoftirqd on another
+/// CPU): so a client end found past `ESTABLISHED` means closed, whatever
+/// the server's end says yet.
 pub fn still_open(conns: &[Tuple]) -> io::Result<Vec<bool>> {
     let socket = open()?;
     let mut open = Vec::with_capacity(conns.len());
-    for chunk in conns.chunks(BATCH) {
-        open.extend(lookup(&socket, chunk)?);
+    for chunk in conns.chunks(BATCH / 2) {
+        let mut both = Vec::with_capacity(chunk.len() * 2);
+        for conn in chunk {
+            both.push(*conn);
+            both.push(Tuple {
+                local: conn.remote,
+                remote: conn.local,
+            });
+        }
+        let states = lookup(&socket, &both)?;
+        open.extend(states.chunks(2).map(|pair| match pair {
+            [server, client] => {
+                *server == Some(TCP_ESTABLISHED) && !client.is_some_and(client_closed)
+            }
+            _ => false,
+        }));
     }
     Ok(open)
 }
@@ -75,7 +97,16 @@ fn open() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn lookup(socket: &OwnedFd, conns: &[Tuple]) -> io::Result<Vec<bool>> {
+/// A state of the client's end that means it has closed: FIN_WAIT1,
+/// FIN_WAIT2, TIME_WAIT, CLOSE, LAST_ACK, CLOSING. Not LISTEN: a lookup
+/// the kernel cannot match exactly may answer with a listener on that port
+/// (a remote client's port can be one this host listens on).
+fn client_closed(state: u8) -> bool {
+    matches!(state, 4 | 5 | 6 | 7 | 9 | 11)
+}
+
+/// The TCP state of each socket, None where there is none.
+fn lookup(socket: &OwnedFd, conns: &[Tuple]) -> io::Result<Vec<Option<u8>>> {
     let mut request = Vec::with_capacity(conns.len() * REQUEST_LEN);
     for (i, conn) in conns.iter().enumerate() {
         push_request(&mut request, i as u32 + 1, conn);
@@ -83,7 +114,7 @@ fn lookup(socket: &OwnedFd, conns: &[Tuple]) -> io::Result<Vec<bool>> {
     if send(socket.as_raw_fd(), &request, MsgFlags::empty())? != request.len() {
         return Err(io::Error::other("short netlink send"));
     }
-    let mut open = vec![false; conns.len()];
+    let mut states = vec![None; conns.len()];
     let mut answered = 0;
     let mut buf = [0u8; 8192];
     while answered < conns.len() {
@@ -92,15 +123,18 @@ fn lookup(socket: &OwnedFd, conns: &[Tuple]) -> io::Result<Vec<bool>> {
             return Err(io::Error::other("netlink socket closed"));
         }
         for (seq, state) in replies(&buf[..n])? {
-            let Some(slot) = (seq as usize).checked_sub(1).and_then(|i| open.get_mut(i)) else {
+            let Some(slot) = (seq as usize)
+                .checked_sub(1)
+                .and_then(|i| states.get_mut(i))
+            else {
                 continue;
             };
-            // An error reply (ENOENT: no such socket any more) leaves false.
-            *slot = state == Some(TCP_ESTABLISHED);
+            // An error reply (ENOENT: no such socket) leaves None.
+            *slot = state;
             answered += 1;
         }
     }
-    Ok(open)
+    Ok(states)
 }
 
 /// The (sequence, socket state) of each message in one datagram; the state
