@@ -797,3 +797,94 @@ pub fn wait_no_zombies(pid: i32) {
         zombies_below(pid).is_empty()
     });
 }
+
+// ---- Load from one address (frontend_load.rs, per_ip.rs) ----
+
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::TcpStream;
+
+/// Bounds of every load loop, whatever the server does.
+pub const MAX_TIME: Duration = Duration::from_secs(60);
+
+/// A service named "echo" in `mode` with `handler` and nothing else set
+/// but `extra`; returns forkd and the bound TCP address.
+pub fn serve(scratch: &Scratch, mode: &str, handler: &str, extra: &str) -> (Forkd, String) {
+    let config = service_config(
+        scratch,
+        &format!(
+            "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"{mode}\"\nhandler = \"{handler}\"\n{extra}"
+        ),
+    );
+    let forkd = Forkd::start(&config);
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    (forkd, addr)
+}
+
+/// One connection: connect, one line, the reply, close.
+pub fn exchange(addr: &str, msg: &str, upper: bool) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(msg.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got).map_err(|e| format!("reply: {e}"))?;
+    let want = if upper {
+        msg.to_ascii_uppercase()
+    } else {
+        msg.to_string()
+    };
+    if got != want.as_bytes() {
+        return Err(format!("wrong reply {:?}", String::from_utf8_lossy(&got)));
+    }
+    Ok(())
+}
+
+/// `clients` threads each make `each` connections one after another;
+/// returns the failures (empty: every connection was answered).
+pub fn load(addr: &str, clients: usize, each: usize, upper: bool) -> Vec<String> {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                scope.spawn(move || {
+                    let mut errors = Vec::new();
+                    for i in 0..each {
+                        if started.elapsed() > MAX_TIME {
+                            errors.push(format!("client {c}: out of time at {i}"));
+                            break;
+                        }
+                        let msg = format!("client {c} connection {i}\n");
+                        if let Err(e) = exchange(addr, &msg, upper) {
+                            errors.push(format!("client {c} connection {i}: {e}"));
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect()
+    })
+}
+
+pub fn assert_all_answered(what: &str, errors: &[String], total: usize) {
+    assert!(
+        errors.is_empty(),
+        "{what}: {} of {total} connections failed, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+}
+
+/// True if the server closed `s` without answering (EOF or reset).
+pub fn refused(s: &mut TcpStream) -> bool {
+    let _ = s.write_all(b"anyone?\n");
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe),
+        Ok(_) => false,
+    }
+}
