@@ -9,6 +9,8 @@
 //! - [`supervisor`]: the one single-threaded event loop that owns all state;
 //! - [`lifecycle`]: the life of one worker slot (wanted, forked, replaced
 //!   with back-off, retired), a pure state machine every worker pool uses;
+//! - [`ipc`]: the frame codec (and, as pools land, the transports that
+//!   carry frames to workers);
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
 //! - [`logging`]: forkd's own log records (journald-aware);
@@ -25,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod exit;
 pub mod handlers;
+pub mod ipc;
 pub mod lifecycle;
 pub mod logging;
 pub mod preflight;

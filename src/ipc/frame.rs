@@ -1,0 +1,208 @@
+//! The frame: a 4-byte big-endian unsigned length, then that many payload
+//! bytes, at most `max_frame`. One codec for every transport and for the
+//! `pool` handler's clients.
+//!
+//! [`Decoder`] is incremental, for non-blocking streams: bytes go in as
+//! they arrive, whole frames come out, and a length over `max_frame` is an
+//! error as soon as the four length bytes are in, before any of the
+//! payload is buffered. [`read_frame`] / [`write_frame`] are the blocking
+//! forms a worker uses. Nothing here does a syscall of its own.
+
+use std::io::{self, Read, Write};
+
+/// The length prefix.
+pub const HEADER: usize = 4;
+
+/// Why a stream of frames cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("a frame of {len} bytes is over max_frame ({max} bytes)")]
+    TooLarge { len: u64, max: usize },
+    #[error("the stream ended {have} bytes into a frame")]
+    Truncated { have: usize },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The length prefix of a `len`-byte payload.
+///
+/// # Panics
+/// If `len` does not fit in 32 bits (every caller bounds it by max_frame,
+/// itself at most 1 GiB).
+pub fn header(len: usize) -> [u8; HEADER] {
+    u32::try_from(len)
+        .expect("frame length fits in 32 bits")
+        .to_be_bytes()
+}
+
+/// Appends one frame holding `payload` to `out`.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&header(payload.len()));
+    out.extend_from_slice(payload);
+}
+
+/// Writes one frame (blocking).
+pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&header(payload.len()))?;
+    w.write_all(payload)
+}
+
+/// Reads one frame (blocking); `None` at a clean end of stream, between
+/// frames.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut head = [0u8; HEADER];
+    let mut have = 0;
+    while have < HEADER {
+        match r.read(&mut head[have..]) {
+            Ok(0) if have == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Truncated { have }),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes(head) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    let mut payload = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match r.read(&mut payload[got..]) {
+            Ok(0) => return Err(FrameError::Truncated { have: HEADER + got }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(payload))
+}
+
+/// Whole frames out of bytes that arrive in pieces.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (consumed bytes are dropped
+    /// lazily, so a burst of small frames is not a memmove each).
+    start: usize,
+    max: usize,
+}
+
+impl Decoder {
+    pub fn new(max: usize) -> Decoder {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            max,
+        }
+    }
+
+    /// Adds bytes read from the stream.
+    pub fn extend(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole frame, if one is in; an error (and the stream must be
+    /// closed) when a length is over `max_frame`.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let pending = &self.buf[self.start..];
+        let Some(head) = pending.get(..HEADER) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.max,
+            });
+        }
+        let Some(payload) = pending.get(HEADER..HEADER + len) else {
+            return Ok(None);
+        };
+        let frame = payload.to_vec();
+        self.start += HEADER + len;
+        if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(Some(frame))
+    }
+
+    /// Bytes of an unfinished frame (nonzero at the end of a stream means
+    /// it was cut short).
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_whole_and_byte_by_byte() {
+        let payloads: Vec<Vec<u8>> = vec![vec![], vec![7], vec![1; 64], (0..=255).collect()];
+        let mut wire = Vec::new();
+        for p in &payloads {
+            encode(p, &mut wire);
+        }
+        let mut whole = Decoder::new(1024);
+        whole.extend(&wire);
+        let mut out = Vec::new();
+        while let Some(f) = whole.next_frame().unwrap() {
+            out.push(f);
+        }
+        assert_eq!(out, payloads);
+        let mut trickle = Decoder::new(1024);
+        let mut out = Vec::new();
+        for b in &wire {
+            trickle.extend(std::slice::from_ref(b));
+            while let Some(f) = trickle.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        assert_eq!(out, payloads);
+        assert_eq!(trickle.pending(), 0);
+    }
+
+    #[test]
+    fn a_length_over_max_frame_is_refused_before_its_payload_arrives() {
+        let mut d = Decoder::new(16);
+        d.extend(&header(17));
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { len: 17, max: 16 })
+        ));
+        let mut r: &[u8] = &[0, 0, 0, 17];
+        assert!(matches!(
+            read_frame(&mut r, 16),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn blocking_reads_tell_a_clean_end_from_a_cut_frame() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"hello").unwrap();
+        let mut r: &[u8] = &wire;
+        assert_eq!(read_frame(&mut r, 64).unwrap().unwrap(), b"hello");
+        assert!(read_frame(&mut r, 64).unwrap().is_none(), "clean end");
+        let mut cut: &[u8] = &wire[..6];
+        assert!(matches!(
+            read_frame(&mut cut, 64),
+            Err(FrameError::Truncated { have: 6 })
+        ));
+        let mut cut: &[u8] = &wire[..2];
+        assert!(matches!(
+            read_frame(&mut cut, 64),
+            Err(FrameError::Truncated { have: 2 })
+        ));
+    }
+}
