@@ -13,6 +13,8 @@
 //!   carry frames to workers);
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
+//! - [`open_addressing`]: deletion without tombstones in the linear-probing
+//!   tables the supervisor keeps outside the heap;
 //! - [`logging`]: forkd's own log records (journald-aware);
 //! - [`preflight`]: the warnings of `forkd --check` (commands that cannot
 //!   be exec'd, tables not built yet);
@@ -30,6 +32,7 @@ pub mod handlers;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logging;
+pub mod open_addressing;
 pub mod preflight;
 pub mod process;
 pub mod server;

@@ -201,37 +201,13 @@ impl<V: Copy> PidTable<V> {
     /// Removes `pid`, shifting back the entries of its probe run so that
     /// no tombstone is needed.
     pub fn remove(&mut self, pid: Pid) -> Option<V> {
-        let (mut hole, found) = self.find(pid);
+        let (hole, found) = self.find(pid);
         if !found {
             return None;
         }
         // SAFETY: an occupied slot holds an initialised value.
         let value = unsafe { self.slot(hole).value.assume_init() };
-        let mask = self.capacity - 1;
-        let mut i = hole;
-        loop {
-            i = (i + 1) & mask;
-            let here = self.slot(i).pid;
-            if here.as_raw() == 0 {
-                break;
-            }
-            // Move the entry at i into the hole unless its home lies
-            // cyclically in (hole, i]: then it must stay where it is.
-            let home = self.home(here);
-            let stays = if hole <= i {
-                hole < home && home <= i
-            } else {
-                hole < home || home <= i
-            };
-            if !stays {
-                let moved = Slot {
-                    pid: here,
-                    value: self.slot(i).value,
-                };
-                *self.slot_mut(hole) = moved;
-                hole = i;
-            }
-        }
+        let hole = crate::open_addressing::remove_at(self, hole);
         self.slot_mut(hole).pid = Pid::from_raw(0);
         self.set_len(self.len() - 1);
         Some(value)
@@ -292,6 +268,25 @@ impl<'a, V: Copy> IntoIterator for &'a PidTable<V> {
 impl<V: Copy + fmt::Debug> fmt::Debug for PidTable<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<V: Copy> crate::open_addressing::Probed for PidTable<V> {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn home_of(&self, index: usize) -> Option<usize> {
+        let pid = self.slot(index).pid;
+        (pid.as_raw() != 0).then(|| self.home(pid))
+    }
+
+    fn shift(&mut self, from: usize, to: usize) {
+        let moved = Slot {
+            pid: self.slot(from).pid,
+            value: self.slot(from).value,
+        };
+        *self.slot_mut(to) = moved;
     }
 }
 

@@ -38,6 +38,7 @@ use nix::unistd::Pid;
 use super::shm::{Mapping, Shared};
 use super::sockdiag::{self, Tuple};
 use crate::handlers::Peer;
+use crate::open_addressing::{self, Probed};
 
 const MAGIC: u32 = 0x666b_6970; // "fkip"
 const VERSION: u32 = 1;
@@ -355,29 +356,14 @@ impl PerIp {
         }
     }
 
-    /// Empties slot `hole`, shifting later entries of its run back so that
-    /// every entry stays reachable from its home slot (Knuth's Algorithm R).
-    fn remove(&self, entries: &[Entry], mut hole: usize) {
-        let mask = self.capacity - 1;
-        let mut j = hole;
-        loop {
-            j = (j + 1) & mask;
-            let e = &entries[j];
-            if e.owner() == 0 || j == hole {
-                break;
-            }
-            let home = hash(e.remote()) & mask;
-            let stays = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !stays {
-                entries[hole].set(e.key(), e.owner(), e.is_closed());
-                hole = j;
-            }
-        }
-        entries[hole].clear();
+    /// Empties slot `hole` without a tombstone ([`open_addressing`]).
+    fn remove(&self, entries: &[Entry], hole: usize) {
+        let mut table = Slots {
+            entries,
+            mask: self.capacity - 1,
+        };
+        let vacant = open_addressing::remove_at(&mut table, hole);
+        entries[vacant].clear();
     }
 
     /// Connections recorded for `ip`, closed or not.
@@ -388,6 +374,29 @@ impl PerIp {
         self.run(entries, remote)
             .filter(|&i| entries[i].remote() == remote)
             .count()
+    }
+}
+
+/// The entries as a linear-probing table (writes go through the atomics,
+/// under the table's lock).
+struct Slots<'e> {
+    entries: &'e [Entry],
+    mask: usize,
+}
+
+impl Probed for Slots<'_> {
+    fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn home_of(&self, index: usize) -> Option<usize> {
+        let e = &self.entries[index];
+        (e.owner() != 0).then(|| hash(e.remote()) & self.mask)
+    }
+
+    fn shift(&mut self, from: usize, to: usize) {
+        let e = &self.entries[from];
+        self.entries[to].set(e.key(), e.owner(), e.is_closed());
     }
 }
 
