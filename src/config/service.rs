@@ -97,7 +97,7 @@ pub(super) fn service(
 /// the cap is a process count a host carries. event: what the workers' file
 /// descriptors allow, since each raises its soft RLIMIT_NOFILE to the hard
 /// limit at start ([`event_connections_per_worker`]).
-pub const PROCESS_CONNECTIONS: u32 = 1024;
+const PROCESS_CONNECTIONS: u32 = 1024;
 
 fn default_max_connections(mode: Mode, workers: u32) -> u32 {
     match mode {
@@ -114,7 +114,7 @@ const EVENT_CONNECTIONS_UNLIMITED: u64 = 1 << 20;
 
 /// Connections one event worker can hold: the hard RLIMIT_NOFILE, less a
 /// reserve.
-pub fn event_connections_per_worker() -> u32 {
+pub(super) fn event_connections_per_worker() -> u32 {
     use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
     let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
     let fds = if hard == RLIM_INFINITY {

@@ -215,8 +215,10 @@ impl WorkerPool {
         }
         let recycled = exit.success() && config.max_requests > 0 && served >= config.max_requests;
         match life.step(Event::Exited { now, recycled }) {
-            _ if !running => log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}"),
-            Action::Vacated => log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}"),
+            // Stopping, or retired on purpose: an expected exit.
+            action if !running || action == Action::Vacated => {
+                log::info!("service \"{name}\" worker #{index} (pid {pid}) {exit}")
+            }
             Action::Replace { .. } if recycled => log::info!(
                 "service \"{name}\" worker #{index} (pid {pid}) recycled after {served} connections (max_requests)"
             ),
