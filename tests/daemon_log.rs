@@ -132,14 +132,7 @@ backoff_initial = "10ms"
 #[test]
 fn stderr_on_the_journal_gets_priority_prefixes_instead_of_timestamps() {
     let dir = Scratch::new("journal");
-    let socket = dir.file("control.sock");
-    let config = dir.write(
-        "forkd.toml",
-        &format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n{ONE_OF_EACH_LEVEL}",
-            socket.display()
-        ),
-    );
+    let (config, _socket) = common::control_config(&dir, ONE_OF_EACH_LEVEL);
     // The pipe stands in for journald's stream: JOURNAL_STREAM names its
     // device and inode, as systemd.exec(5) describes. Close-on-exec, so
     // only forkd (through dup2 onto fd 2) holds its write end.

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{instance_states, start_with_control, wait_until, Forkd, Scratch};
+use common::{instance_states, start_with_control, start_with_control_env, wait_until, Scratch};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -147,28 +146,10 @@ fn var(env: &[(String, String)], key: &str) -> Option<String> {
     values.first().map(|v| v.to_string())
 }
 
-/// Starts forkd with extra variables in its own environment, on a control
-/// socket of its own in `dir`.
-fn start_with_env(dir: &Scratch, body: &str, env: &[(&str, &str)]) -> (Forkd, PathBuf) {
-    let socket = dir.file("control.sock");
-    let config = dir.write(
-        "forkd.toml",
-        &format!(
-            "[daemon]\ncontrol_socket = \"{}\"\n{body}",
-            socket.display()
-        ),
-    );
-    let forkd = Forkd::start_with(&config, &[], env);
-    wait_until("the control socket answers", T, || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    (forkd, socket)
-}
-
 #[test]
 fn each_instance_gets_forkd_program_and_instance_over_forkds_environment_and_env() {
     let dir = Scratch::new("environ");
-    let (_forkd, socket) = start_with_env(
+    let (_forkd, socket) = start_with_control_env(
         &dir,
         r#"
 [[program]]

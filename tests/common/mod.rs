@@ -407,10 +407,9 @@ pub fn instance_states(socket: &Path, program: &str) -> Vec<(String, Option<i64>
         .collect()
 }
 
-/// Writes a config whose control socket is `DIR/control.sock` (the
-/// `[daemon]` table plus `body`), starts forkd on it, and waits until the
-/// socket answers. Returns forkd and the socket path.
-pub fn start_with_control(dir: &Scratch, body: &str) -> (Forkd, PathBuf) {
+/// Writes `DIR/forkd.toml`: a `[daemon]` table naming `DIR/control.sock`
+/// as the control socket, then `body`. Returns the config and the socket.
+pub fn control_config(dir: &Scratch, body: &str) -> (PathBuf, PathBuf) {
     let socket = dir.file("control.sock");
     let config = dir.write(
         "forkd.toml",
@@ -419,7 +418,19 @@ pub fn start_with_control(dir: &Scratch, body: &str) -> (Forkd, PathBuf) {
             socket.display()
         ),
     );
-    let forkd = Forkd::start(&config);
+    (config, socket)
+}
+
+/// Starts forkd on [`control_config`] and waits until the socket answers.
+/// Returns forkd and the socket path.
+pub fn start_with_control(dir: &Scratch, body: &str) -> (Forkd, PathBuf) {
+    start_with_control_env(dir, body, &[])
+}
+
+/// [`start_with_control`] with extra variables in forkd's environment.
+pub fn start_with_control_env(dir: &Scratch, body: &str, env: &[(&str, &str)]) -> (Forkd, PathBuf) {
+    let (config, socket) = control_config(dir, body);
+    let forkd = Forkd::start_with(&config, &[], env);
     wait_until(
         "the control socket answers",
         Duration::from_secs(10),
