@@ -1,13 +1,362 @@
 //! Inter-process channels between the supervisor and a pool's workers.
 //!
 //! Everything that crosses a channel is a [`frame`]: a 4-byte big-endian
-//! length and that many bytes, at most `max_frame`. The transports (a pipe
-//! pair, POSIX message queues, a shared-memory ring with process-shared
-//! semaphores) carry frames behind one small API; each is created by the
-//! supervisor before fork and inherited by the worker, or opened by name by
-//! an exec'd worker. This module never forks, never logs and never blocks
-//! the supervisor: its supervisor-side ends are non-blocking.
+//! length and that many bytes, at most `max_frame`. Three transports carry
+//! frames behind one small API:
+//!
+//! - [`pipe`]: a request pipe and a response pipe;
+//! - [`mqueue`]: a request and a response POSIX message queue, frames cut
+//!   into messages that fit Linux's default limits and joined again;
+//! - [`shm`]: a shared-memory region with a request and a response ring of
+//!   page-aligned slots, process-shared semaphores counting full and empty
+//!   slots, and an eventfd doorbell for the supervisor's loop.
+//!
+//! [`channel`] makes both ends, in the supervisor, before the fork: the
+//! [`Parent`] stays in the supervisor, the [`Child`] goes to the worker
+//! (inherited across a fork, or described to an exec'd worker by
+//! [`Child::exec_setup`] and reopened there with [`Child::from_env`]).
+//!
+//! A `Parent` never blocks: [`Parent::send`] queues a frame and writes what
+//! the transport takes now, [`Parent::flush`] writes more once the loop
+//! says the transport has room, [`Parent::recv`] returns a whole response
+//! frame if one is in. A `Child` blocks (a worker has nothing else to do).
+//! A channel is used for one worker's life: when the worker dies its
+//! channel is dropped (half-sent frames with it) and its replacement gets
+//! a new one. This module never forks, never logs and never starts a
+//! thread.
 
 pub mod frame;
+pub mod mqueue;
+pub mod names;
+pub mod pipe;
+pub mod shm;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
 
 pub use frame::{Decoder, FrameError};
+
+pub use crate::config::Transport;
+
+/// The environment variable naming an exec'd worker's transport
+/// (`pipe`, `mqueue` or `shm`); each transport adds its own.
+pub const ENV_TRANSPORT: &str = "FORKD_TRANSPORT";
+/// The environment variable holding the channel's `max_frame`.
+pub const ENV_MAX_FRAME: &str = "FORKD_MAX_FRAME";
+
+/// What a channel is for: it names the queues and segments it creates,
+/// `/forkd.<pid>.<pool>.<worker>...`, so that what a killed forkd left is
+/// found again by name (see [`names`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelId<'a> {
+    /// forkd's pid.
+    pub pid: u32,
+    pub pool: &'a str,
+    pub worker: usize,
+}
+
+impl ChannelId<'_> {
+    /// `/forkd.<pid>.<pool>.<worker>.<suffix>`: a POSIX IPC name (one
+    /// leading slash, no other).
+    pub fn name(&self, suffix: &str) -> String {
+        format!(
+            "/forkd.{}.{}.{}.{suffix}",
+            self.pid,
+            self.pool.replace('/', "_"),
+            self.worker
+        )
+    }
+}
+
+/// Why a channel cannot go on; the worker behind it is then replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The other end is gone (EOF, EPIPE, or a shut-down region).
+    #[error("the channel was closed")]
+    Closed,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The other side broke the transport's rules (a bad length or index
+    /// in shared memory, a message of the wrong size).
+    #[error("the channel is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A frame's payload, shared with whoever may need to send it again (the
+/// pool keeps a job's payload for a retry).
+pub type Payload = Rc<Vec<u8>>;
+
+/// Creates both ends of a channel for one worker.
+pub fn channel(
+    transport: Transport,
+    id: ChannelId<'_>,
+    max_frame: usize,
+) -> io::Result<(Parent, Child)> {
+    Ok(match transport {
+        Transport::Pipe => {
+            let (p, c) = pipe::channel(max_frame)?;
+            (Parent::Pipe(p), Child::Pipe(c))
+        }
+        Transport::Mqueue => {
+            let (p, c) = mqueue::channel(id, max_frame)?;
+            (Parent::Mqueue(p), Child::Mqueue(c))
+        }
+        Transport::Shm => {
+            let (p, c) = shm::channel(id, max_frame)?;
+            (Parent::Shm(p), Child::Shm(c))
+        }
+    })
+}
+
+/// The supervisor's end of one worker's channel (non-blocking).
+#[derive(Debug)]
+pub enum Parent {
+    Pipe(pipe::Parent),
+    Mqueue(mqueue::Parent),
+    Shm(shm::Parent),
+}
+
+macro_rules! each {
+    ($self:expr, $end:ident => $body:expr) => {
+        match $self {
+            Parent::Pipe($end) => $body,
+            Parent::Mqueue($end) => $body,
+            Parent::Shm($end) => $body,
+        }
+    };
+}
+
+impl Parent {
+    /// Queues one frame and writes as much of the queue as the transport
+    /// takes now. Never blocks.
+    pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        each!(self, end => end.send(payload))
+    }
+
+    /// Writes more of what is queued; `true` once nothing is left queued.
+    /// Call when the loop reports the channel ready.
+    pub fn flush(&mut self) -> Result<bool, ChannelError> {
+        each!(self, end => end.flush())
+    }
+
+    /// The next whole response frame, if one is in. Call until `None`
+    /// each time the loop reports the channel ready (the loop is
+    /// edge-triggered).
+    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        each!(self, end => end.recv())
+    }
+
+    /// Watches the channel in the loop under `token`: readable for
+    /// responses, writable for room to send (for shm, one doorbell says
+    /// both).
+    pub fn register(&mut self, registry: &mio::Registry, token: mio::Token) -> io::Result<()> {
+        each!(self, end => end.register(registry, token))
+    }
+
+    pub fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        each!(self, end => end.deregister(registry))
+    }
+
+    /// Frames queued and not yet wholly handed to the transport.
+    pub fn queued(&self) -> usize {
+        each!(self, end => end.queued())
+    }
+}
+
+/// The worker's end of its channel (blocking).
+#[derive(Debug)]
+pub enum Child {
+    Pipe(pipe::Child),
+    Mqueue(mqueue::Child),
+    Shm(shm::Child),
+}
+
+/// What an exec'd worker is given to find its channel again.
+#[derive(Debug, Default)]
+pub struct ExecSetup {
+    /// Variables for its environment ([`ENV_TRANSPORT`] and the
+    /// transport's own).
+    pub env: Vec<(String, String)>,
+    /// Fds it keeps across exec, at the same numbers (named in `env`).
+    pub keep: Vec<RawFd>,
+    /// Fds to put on its stdin and stdout (the pipe transport speaks
+    /// frames there, so any language can be a worker).
+    pub stdin: Option<RawFd>,
+    pub stdout: Option<RawFd>,
+}
+
+impl Child {
+    /// The next request frame; `None` once the supervisor closed the
+    /// channel (the worker should then exit).
+    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        match self {
+            Child::Pipe(end) => end.recv(),
+            Child::Mqueue(end) => end.recv(),
+            Child::Shm(end) => end.recv(),
+        }
+    }
+
+    /// Sends one response frame.
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
+        match self {
+            Child::Pipe(end) => end.send(payload),
+            Child::Mqueue(end) => end.send(payload),
+            Child::Shm(end) => end.send(payload),
+        }
+    }
+
+    /// The fds a forked (not exec'd) worker must keep open.
+    pub fn fds(&self) -> Vec<RawFd> {
+        match self {
+            Child::Pipe(end) => end.fds(),
+            Child::Mqueue(end) => end.fds(),
+            Child::Shm(end) => end.fds(),
+        }
+    }
+
+    /// How an exec'd worker finds this channel.
+    pub fn exec_setup(&self) -> ExecSetup {
+        let mut setup = match self {
+            Child::Pipe(end) => end.exec_setup(),
+            Child::Mqueue(end) => end.exec_setup(),
+            Child::Shm(end) => end.exec_setup(),
+        };
+        let (transport, max) = match self {
+            Child::Pipe(end) => ("pipe", end.max_frame()),
+            Child::Mqueue(end) => ("mqueue", end.max_frame()),
+            Child::Shm(end) => ("shm", end.max_frame()),
+        };
+        setup.env.push((ENV_TRANSPORT.into(), transport.into()));
+        setup.env.push((ENV_MAX_FRAME.into(), max.to_string()));
+        setup
+    }
+
+    /// An exec'd worker's end, from the environment [`Child::exec_setup`]
+    /// described (the pipe transport: stdin and stdout).
+    pub fn from_env() -> Result<Child, ChannelError> {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                ChannelError::Corrupt(format!(
+                    "{name} is not set: is this process a forkd pool worker?"
+                ))
+            })
+        };
+        let max_frame: usize = var(ENV_MAX_FRAME)?
+            .parse()
+            .map_err(|_| ChannelError::Corrupt(format!("{ENV_MAX_FRAME} is not a number")))?;
+        match var(ENV_TRANSPORT)?.as_str() {
+            "pipe" => Ok(Child::Pipe(pipe::Child::from_stdio(max_frame))),
+            "mqueue" => Ok(Child::Mqueue(mqueue::Child::from_env(max_frame)?)),
+            "shm" => Ok(Child::Shm(shm::Child::from_env(max_frame)?)),
+            other => Err(ChannelError::Corrupt(format!(
+                "{ENV_TRANSPORT}={other}: expected pipe, mqueue or shm"
+            ))),
+        }
+    }
+}
+
+/// Frames waiting to be written, without copying their payloads: the
+/// header and payload of the front frame are handed out as two slices,
+/// and each transport takes what it can of them.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<(Payload, [u8; frame::HEADER])>,
+    /// Bytes of the front frame (header included) already written.
+    done: usize,
+}
+
+impl Outbox {
+    pub fn push(&mut self, payload: Payload) {
+        let head = frame::header(payload.len());
+        self.frames.push_back((payload, head));
+    }
+
+    /// The unwritten rest of the front frame: part of its header (maybe
+    /// empty) and part of its payload. Both empty when nothing is queued.
+    pub fn front(&self) -> (&[u8], &[u8]) {
+        match self.frames.front() {
+            None => (&[], &[]),
+            Some((payload, head)) => {
+                let head_rest = &head[self.done.min(frame::HEADER)..];
+                let body_from = self.done.saturating_sub(frame::HEADER);
+                (head_rest, &payload[body_from..])
+            }
+        }
+    }
+
+    /// Marks `n` more bytes of the front frame (and following ones) written.
+    pub fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some((payload, _)) = self.frames.front() else {
+                return;
+            };
+            let left = frame::HEADER + payload.len() - self.done;
+            if n < left {
+                self.done += n;
+                return;
+            }
+            n -= left;
+            self.frames.pop_front();
+            self.done = 0;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frames not wholly written.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// Retries `f` while it fails with EINTR.
+pub(crate) fn no_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match f() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_hands_out_frames_in_pieces_and_drops_them_once_written() {
+        let mut out = Outbox::default();
+        out.push(Rc::new(b"abc".to_vec()));
+        out.push(Rc::new(Vec::new()));
+        out.push(Rc::new(b"z".to_vec()));
+        assert_eq!(out.front(), (&[0, 0, 0, 3][..], &b"abc"[..]));
+        out.advance(2);
+        assert_eq!(out.front(), (&[0, 3][..], &b"abc"[..]));
+        out.advance(3);
+        assert_eq!(out.front(), (&[][..], &b"bc"[..]));
+        out.advance(2);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.front(), (&[0, 0, 0, 0][..], &[][..]));
+        out.advance(4 + 4);
+        assert_eq!(out.front(), (&[][..], &b"z"[..]));
+        out.advance(1);
+        assert!(out.is_empty());
+        assert_eq!(out.front(), (&[][..], &[][..]));
+    }
+
+    #[test]
+    fn names_carry_pid_pool_and_worker_with_one_slash() {
+        let id = ChannelId {
+            pid: 42,
+            pool: "up/per",
+            worker: 3,
+        };
+        assert_eq!(id.name("req"), "/forkd.42.up_per.3.req");
+    }
+}
