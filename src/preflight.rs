@@ -1,6 +1,5 @@
 //! What `forkd --check` can tell beyond the config's validity: commands
-//! that cannot be exec'd as the machine is now, and parts of the config
-//! this build validates but does not run yet (worker pools).
+//! that cannot be exec'd as the machine is now.
 //!
 //! Warnings only, never errors: a command may be installed, or a user
 //! created, before forkd starts the program, and `--check` still exits 0.
@@ -10,11 +9,9 @@
 use crate::config::{Config, HandlerKind};
 use crate::process::exec::{child_environment, command_problem};
 
-/// Every warning for `config`, in config order: programs, services, pools.
+/// Every warning for `config`, in config order: programs, then services.
 pub fn warnings(config: &Config) -> Vec<String> {
-    let mut out = command_warnings(config);
-    out.extend(unbuilt(config));
-    out
+    command_warnings(config)
 }
 
 /// Programs and `exec` services whose command cannot be exec'd now.
@@ -40,19 +37,4 @@ fn command_warnings(config: &Config) -> Vec<String> {
             ))
         });
     programs.chain(services).collect()
-}
-
-/// Tables this build accepts but does not run, so that nobody waits for
-/// them: forkd logs these at start too.
-pub fn unbuilt(config: &Config) -> Vec<String> {
-    config
-        .pools
-        .iter()
-        .map(|p| {
-            format!(
-                "pool \"{}\": worker pools are not built yet; this [[pool]] is validated, but forkd starts no worker for it",
-                p.name
-            )
-        })
-        .collect()
 }

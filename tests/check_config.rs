@@ -136,17 +136,24 @@ instances = "two"
 }
 
 #[test]
-fn a_pool_is_validated_but_said_to_be_not_built_yet() {
+fn a_pool_with_an_unknown_builtin_is_an_error_with_its_position() {
     let dir = Scratch::new("check-pool");
-    let path = dir.write(
-        "forkd.toml",
+    let good = dir.write(
+        "good.toml",
         "[[pool]]\nname = \"upper\"\nworker = \"builtin:upper\"\n",
     );
-    let (code, stdout, stderr) = check(&path);
+    let (code, stdout, stderr) = check(&good);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("OK, 1 warning"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    let bad = dir.write(
+        "bad.toml",
+        "[[pool]]\nname = \"upper\"\nworker = \"builtin:uper\"\n",
+    );
+    let (code, _, stderr) = check(&bad);
+    assert_ne!(code, Some(0));
     assert!(
-        stderr.contains("warning: pool \"upper\": worker pools are not built yet"),
+        stderr.contains("bad.toml:3:10: ") && stderr.contains("did you mean \"builtin:upper\"?"),
         "{stderr}"
     );
 }

@@ -208,6 +208,9 @@ pub struct PoolConfig {
     pub retries: u32,
     /// Largest frame payload accepted, in bytes (default 16 MiB).
     pub max_frame: u64,
+    /// A job running longer has its worker killed and replaced, and fails
+    /// with "timeout" (default 60s; 0 means no limit).
+    pub job_timeout: Duration,
 }
 
 /// One `listen` entry of a service.

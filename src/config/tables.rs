@@ -61,6 +61,7 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "queue",
     "retries",
     "max_frame",
+    "job_timeout",
 ];
 
 /// Largest frame a pool or service may be configured to accept.
@@ -181,6 +182,7 @@ pub(super) fn pool(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Named<
         queue: s.usize("queue", 1024),
         retries: s.u32("retries", 1, 0),
         max_frame: s.size("max_frame", DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT),
+        job_timeout: s.duration("job_timeout", Duration::from_secs(60)),
     };
     Named { config, name_span }
 }
@@ -215,7 +217,22 @@ fn pool_worker(s: &mut Section<'_, '_>) -> WorkerKind {
                 return placeholder;
             };
             match text.strip_prefix("builtin:") {
-                Some(builtin) if !builtin.is_empty() => WorkerKind::Builtin(builtin.to_string()),
+                Some(builtin) if crate::pool::builtin::lookup(builtin).is_some() => {
+                    WorkerKind::Builtin(builtin.to_string())
+                }
+                Some(builtin) => {
+                    let hint =
+                        match super::suggest::closest(builtin, &crate::pool::builtin::names()) {
+                            Some(near) => format!("did you mean \"builtin:{near}\"? "),
+                            None => String::new(),
+                        };
+                    let message = format!(
+                        "no built-in worker \"{builtin}\"; {hint}built-ins: {}",
+                        crate::pool::builtin::names().join(", ")
+                    );
+                    s.error(&span, message);
+                    placeholder
+                }
                 _ => {
                     let message = format!(
                         "bad worker \"{text}\": use \"builtin:NAME\", or command = [...] for a program"

@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(value_name = "SIGNAL")]
         signal: String,
     },
-    /// Set the number of instances of a program.
+    /// Set the number of instances of a program, or of workers of a pool.
     Scale {
         #[arg(value_name = "NAME")]
         name: String,
@@ -87,6 +87,12 @@ pub enum Command {
     },
     /// Print the versions of forkctl and of the running forkd.
     Version,
+    /// Run one job on a pool: the payload is read from stdin, the result
+    /// written to stdout; a failed job's reason goes to stderr (exit 1).
+    Call {
+        #[arg(value_name = "POOL")]
+        pool: String,
+    },
 }
 
 /// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

@@ -107,6 +107,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Runs one job after a `call` request was accepted: sends `payload`
+    /// as a frame and waits up to `timeout` for the result frame.
+    pub fn job(&mut self, payload: &[u8], timeout: std::time::Duration) -> Result<Vec<u8>, String> {
+        let stream = self.reader.get_mut();
+        crate::ipc::frame::write_frame(stream, payload)
+            .map_err(|e| format!("sending the job failed: {e}"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        match crate::ipc::frame::read_frame(&mut self.reader, u32::MAX as usize) {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err("forkd closed the connection before the result".into()),
+            Err(crate::ipc::FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(format!(
+                    "no result within {}s (--timeout)",
+                    timeout.as_secs()
+                ))
+            }
+            Err(e) => Err(format!("reading the result failed: {e}")),
+        }
+    }
+}
+
 /// connect(2)'s errno in the operator's words, with what to do.
 fn explain_connect(e: &io::Error) -> String {
     match e.raw_os_error() {

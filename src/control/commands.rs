@@ -4,7 +4,7 @@
 //! `--json`, the daemon's raw replies. Runs in the forkctl process only;
 //! the short sleeps between polls happen here, never in forkd.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -96,7 +96,12 @@ impl Ctl {
                     count,
                 })?;
                 self.say(&raw, || {
-                    println!("{name}: {} → {} instance(s)", reply["from"], reply["to"])
+                    let what = if reply["kind"] == "pool" {
+                        "worker(s)"
+                    } else {
+                        "instance(s)"
+                    };
+                    println!("{name}: {} → {} {what}", reply["from"], reply["to"])
                 });
                 Ok(exit::OK)
             }
@@ -113,6 +118,7 @@ impl Ctl {
                 lines,
                 follow,
             } => self.log(&name, lines, follow),
+            Command::Call { pool } => self.call(pool),
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {
@@ -126,6 +132,36 @@ impl Ctl {
                     );
                 });
                 Ok(exit::OK)
+            }
+        }
+    }
+
+    /// `forkctl call POOL`: stdin is the job, stdout its result; an `ERR`
+    /// result goes to stderr and exits 1.
+    fn call(&self, pool: String) -> Result<i32, ClientError> {
+        let mut payload = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut payload) {
+            eprintln!("forkctl: cannot read the job from stdin: {e}");
+            return Ok(exit::FAILURE);
+        }
+        let mut client = Client::connect(&self.path)?;
+        client.request(&Request::Call { pool })?;
+        match client.job(&payload, self.timeout) {
+            Ok(result) if result.starts_with(b"ERR ") => {
+                let reason = String::from_utf8_lossy(&result[4..]);
+                eprintln!("forkctl: {}", reason.trim_end());
+                Ok(exit::FAILURE)
+            }
+            Ok(result) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&result).and_then(|()| out.flush()).is_err() {
+                    return Ok(exit::FAILURE);
+                }
+                Ok(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("forkctl: {e}");
+                Ok(exit::FAILURE)
             }
         }
     }

@@ -85,6 +85,11 @@ pub enum Request {
         after: Option<std::collections::BTreeMap<String, u64>>,
     },
     Version,
+    /// Turns the connection into a caller of `pool`: after the reply,
+    /// frames each way (one job, one result), as on the pool's endpoint.
+    Call {
+        pool: String,
+    },
 }
 
 /// Why a request was refused; the `kind` field of an error reply.

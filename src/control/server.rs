@@ -404,6 +404,9 @@ pub struct Connection {
     eof: bool,
     /// When a byte last moved either way (or the connection was accepted).
     last_active: Instant,
+    /// A request turned this connection into something else (`call`):
+    /// no more lines are read from it.
+    upgraded: bool,
 }
 
 impl Connection {
@@ -416,6 +419,7 @@ impl Connection {
             skipping: false,
             eof: false,
             last_active: now,
+            upgraded: false,
         }
     }
 
@@ -430,13 +434,18 @@ impl Connection {
     }
 
     /// Moves bytes both ways until the socket would block, answering each
-    /// complete request line with `answer`. Returns false when the
+    /// complete request line with `answer` (the reply line, and whether
+    /// the connection now carries something else: then pumping stops and
+    /// [`Connection::is_upgraded`] is true). Returns false when the
     /// connection is finished (the peer closed and every reply was sent, or
     /// an error): the caller then deregisters and drops it.
-    pub fn pump(&mut self, mut answer: impl FnMut(&[u8]) -> Vec<u8>) -> bool {
+    pub fn pump(&mut self, mut answer: impl FnMut(&[u8]) -> (Vec<u8>, bool)) -> bool {
         loop {
             if !self.flush() {
                 return false;
+            }
+            if self.upgraded {
+                return true;
             }
             let mut answered = false;
             while self.output.len() < OUTPUT_HIGH_WATER {
@@ -444,7 +453,12 @@ impl Connection {
                 if line.len() > MAX_REQUEST {
                     self.too_long(line.len());
                 } else if !line.iter().all(u8::is_ascii_whitespace) {
-                    self.output.extend(answer(&line));
+                    let (reply, upgrade) = answer(&line);
+                    self.output.extend(reply);
+                    if upgrade {
+                        self.upgraded = true;
+                        return self.flush();
+                    }
                 }
                 answered = true;
             }
@@ -461,6 +475,17 @@ impl Connection {
             }
         }
         !(self.eof && self.output.is_empty() && self.input.is_empty())
+    }
+
+    /// Whether a request turned this connection into something else.
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// The socket, the bytes read past the upgrading request, the reply
+    /// bytes not yet written, and the peer.
+    pub fn into_parts(self) -> (UnixStream, Vec<u8>, Vec<u8>, Peer) {
+        (self.stream, self.input, self.output, self.peer)
     }
 
     /// Writes queued output until done or `WouldBlock`; false on error.
@@ -602,7 +627,7 @@ mod tests {
         // A request and its reply are.
         theirs.write_all(b"{}\n").unwrap();
         let before = Instant::now();
-        assert!(conn.pump(|_| b"{\"ok\":true}\n".to_vec()));
+        assert!(conn.pump(|_| (b"{\"ok\":true}\n".to_vec(), false)));
         assert!(conn.idle_deadline() >= before + IDLE_TIMEOUT);
     }
 }

@@ -14,6 +14,11 @@ pub fn channel(_id: ChannelId<'_>, _max_frame: usize) -> io::Result<(Parent, Chi
     ))
 }
 
+/// The names `channel` creates for `id`, to be written in the ledger first.
+pub fn names(id: ChannelId<'_>) -> [String; 1] {
+    ["shm"].map(|s| id.name(s))
+}
+
 #[derive(Debug)]
 pub struct Parent;
 

@@ -78,6 +78,9 @@ pub struct ExecPlan<'fd> {
     pub new_session: bool,
     /// Signal the child gets when forkd dies (PR_SET_PDEATHSIG).
     pub death_signal: Option<libc::c_int>,
+    /// Fds above 2 the program keeps, at the same numbers (a pool
+    /// worker's channel); every other one is closed at exec.
+    pub keep: Vec<RawFd>,
 }
 
 /// Why a spawn failed: the step in the child and its errno.
@@ -220,6 +223,7 @@ impl Prepared {
             stderr: ChildFd::Inherit,
             new_session: true,
             death_signal: Some(libc::SIGKILL),
+            keep: Vec::new(),
         }
     }
 
@@ -612,6 +616,13 @@ unsafe fn child_exec(
         for fd in 3..top {
             // SAFETY: F_SETFD on any number is harmless (EBADF if closed).
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    //    Then the fds the program is meant to keep lose FD_CLOEXEC.
+    for &fd in &plan.keep {
+        // SAFETY: F_SETFD on an fd number is async-signal-safe and harmless.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            fail(Step::CloseRange);
         }
     }
     // 9. exec; on return it failed.

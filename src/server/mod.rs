@@ -37,6 +37,7 @@ mod sockdiag;
 mod worker;
 mod workers;
 
+pub use child::setup as child_setup;
 pub use listener::{display_addr, InheritedLookup, Listener, Listeners};
 pub use scoreboard::Scoreboard;
 pub use service::{Service, ServiceState};

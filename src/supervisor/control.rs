@@ -33,6 +33,9 @@ pub(super) struct ControlState {
     shrinking: HashMap<String, usize>,
     shutdown_requested: bool,
     started: Instant,
+    /// A `call` request was accepted: the connection becomes a caller of
+    /// this pool once its reply is out.
+    call: Option<u64>,
 }
 
 impl ControlState {
@@ -50,6 +53,7 @@ impl ControlState {
             shrinking: HashMap::new(),
             shutdown_requested: false,
             started: Instant::now(),
+            call: None,
         })
     }
 }
@@ -90,8 +94,17 @@ impl Supervisor {
             if reply["ok"] == json!(false) {
                 log::debug!("control (pid {}): refused: {}", peer.pid, reply["error"]);
             }
-            reply_line(&reply)
+            (reply_line(&reply), self.control.call.is_some())
         });
+        if let Some(pool) = self.control.call.take() {
+            if keep && conn.is_upgraded() {
+                self.upgrade_to_caller(pool, conn);
+            } else {
+                let _ = self.poll.registry().deregister(conn.stream());
+                self.control.server.closed(&peer);
+            }
+            return;
+        }
         if keep {
             self.sources.insert(token, Source::Control(conn));
         } else {
@@ -106,7 +119,7 @@ impl Supervisor {
             .values()
             .filter_map(|source| match source {
                 Source::Control(conn) => Some(conn.idle_deadline()),
-                Source::Output(_) | Source::Listener { .. } => None,
+                _ => None,
             })
             .min()
     }
@@ -245,6 +258,20 @@ impl Supervisor {
                 json!({ "ok": true, "pid": std::process::id(), "message": "stopping every program" })
             }
             Request::Log { name, lines, after } => self.log_reply(&name, lines, after),
+            Request::Call { pool } => match self.pool_id(&pool) {
+                Some(id) => {
+                    self.control.call = Some(id);
+                    json!({ "ok": true, "pool": pool, "message": "send frames; each is answered by a frame" })
+                }
+                None if self.config.pools.iter().any(|p| p.name == pool) => error_reply(
+                    ErrorKind::BadState,
+                    format!("pool \"{pool}\" is not running"),
+                ),
+                None => error_reply(
+                    ErrorKind::UnknownName,
+                    format!("no pool named \"{pool}\" (`forkctl status` lists them)"),
+                ),
+            },
             Request::Version => json!({
                 "ok": true,
                 "version": env!("CARGO_PKG_VERSION"),
@@ -417,6 +444,13 @@ impl Supervisor {
                 ErrorKind::BadRequest,
                 format!("cannot scale {name} to {count}: use 1 to {MAX_SCALE} (forkctl stop {name} stops every instance)"),
             );
+        }
+        if let Some(id) = self.pool_id(name) {
+            let Some((was, to)) = self.scale_pool(id, count) else {
+                return self.unknown_program(name);
+            };
+            log::info!("pool {name}: scaling from {was} to {to} worker(s) (forkctl)");
+            return json!({ "ok": true, "kind": "pool", "name": name, "from": was, "to": to, "started": to > was });
         }
         let Some(p) = self.program_position(name) else {
             return self.unknown_program(name);

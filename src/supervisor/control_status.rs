@@ -1,5 +1,5 @@
 //! The `status` reply: every program's instances as JSON, beside the
-//! services (from `services_status`) and the pools (none yet).
+//! services (from `services_status`) and the pools (`pools_status`).
 
 use std::time::SystemTime;
 
@@ -43,10 +43,11 @@ impl Supervisor {
                 s
             })
             .collect();
-        if programs.is_empty() && services.is_empty() && !names.is_empty() {
+        let pools = self.pools_status(&wanted);
+        if programs.is_empty() && services.is_empty() && pools.is_empty() && !names.is_empty() {
             return error_reply(ErrorKind::UnknownName, "nothing matched the names given");
         }
-        json!({ "ok": true, "programs": programs, "pools": [], "services": services })
+        json!({ "ok": true, "programs": programs, "pools": pools, "services": services })
     }
 
     fn program_json(&self, program: &Program) -> Value {

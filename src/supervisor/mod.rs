@@ -17,6 +17,7 @@ mod control_status;
 mod instance;
 mod notify;
 mod output;
+mod pools;
 mod programs;
 mod reload;
 mod retiring;
@@ -65,6 +66,10 @@ enum Owner {
         service: u64,
         role: crate::server::Role,
     },
+    /// A worker of the pool with this id.
+    PoolWorker {
+        pool: u64,
+    },
 }
 
 /// A registered file descriptor and what it is for.
@@ -78,6 +83,16 @@ enum Source {
         service: u64,
         index: usize,
     },
+    /// A pool worker's channel.
+    PoolWorker {
+        pool: u64,
+    },
+    /// A pool's endpoint (the `pool` handler connects there).
+    PoolEndpoint {
+        pool: u64,
+    },
+    /// A caller's connection to a pool.
+    PoolCaller(Box<pools::Caller>),
 }
 
 /// How far shutdown has gone.
@@ -100,6 +115,7 @@ pub struct Supervisor {
     child_exits: nix::sys::signalfd::SignalFd,
     programs: Vec<Program>,
     services: services::Services,
+    pools: pools::Pools,
     /// Every child but fork mode's per-connection ones, which only their
     /// service records (`Service::owns_connection`).
     children: HashMap<Pid, Owner>,
@@ -151,6 +167,7 @@ impl Supervisor {
             child_exits,
             programs,
             services: services::Services::default(),
+            pools: pools::Pools::default(),
             children: HashMap::new(),
             sources: HashMap::new(),
             next_token: FIRST_DYNAMIC_TOKEN,
@@ -169,17 +186,16 @@ impl Supervisor {
     /// that start-up is done, and runs the loop until shutdown completes.
     /// Returns the process exit code.
     pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
-        for warning in crate::preflight::unbuilt(&self.config) {
-            log::warn!("{warning}");
-        }
-        // Listeners first: a port that cannot be bound stops start-up
-        // before any program runs (nginx does the same).
-        if let Err(why) = self.start_services() {
+        // Pools and listeners first: a pool that cannot start or a port
+        // that cannot be bound stops start-up before any program runs
+        // (nginx does the same).
+        if let Err(why) = self.start_pools().and_then(|()| self.start_services()) {
             log::error!("{why}");
             if let Some(r) = readiness.as_mut() {
                 r.failed(&why);
             }
             self.kill_services();
+            self.stop_pools(true);
             while !self.children.is_empty() {
                 if let Ok(status) = nix::sys::wait::waitpid(None, None) {
                     if let Some((pid, _)) = crate::process::ExitKind::from_wait(status) {
@@ -201,9 +217,10 @@ impl Supervisor {
             self.start_program(name, None);
         }
         log::info!(
-            "forkd {} started: {} programs, {} services",
+            "forkd {} started: {} programs, {} pools, {} services",
             env!("CARGO_PKG_VERSION"),
             self.programs.len(),
+            self.config.pools.len(),
             self.config.services.len()
         );
         self.announce_ready();
@@ -291,6 +308,7 @@ impl Supervisor {
                 self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
                 self.drain_services();
+                self.stop_pools(false);
                 for name in self.program_names() {
                     self.stop_program(&name, None);
                 }
@@ -313,6 +331,7 @@ impl Supervisor {
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
         self.kill_services();
+        self.stop_pools(true);
         for name in self.program_names() {
             self.kill_program(&name);
         }
@@ -332,6 +351,7 @@ impl Supervisor {
                 Some(Owner::Service { service, role }) => {
                     self.service_child_exited(service, role, pid, exit)
                 }
+                Some(Owner::PoolWorker { pool }) => self.pool_worker_exited(pool, pid, exit),
                 None => match self.connection_owner(pid) {
                     Some(service) => self.service_child_exited(
                         service,
@@ -354,6 +374,7 @@ impl Supervisor {
             .chain(self.retiring_deadline())
             .chain(self.systemd.deadline())
             .chain(self.service_deadline())
+            .chain(self.pool_deadline())
             .chain(self.control_deadline())
             .min()
     }
@@ -373,6 +394,7 @@ impl Supervisor {
         self.run_retiring_timers(now);
         self.systemd_timers(now);
         self.service_timers(now);
+        self.pool_timers(now);
         self.close_idle_control(now);
     }
 
@@ -396,6 +418,15 @@ impl Supervisor {
                 let (service, index) = (*service, *index);
                 self.listener_ready(service, index);
             }
+            Source::PoolWorker { pool } => {
+                let pool = *pool;
+                self.pool_channel_ready(pool, token);
+            }
+            Source::PoolEndpoint { pool } => {
+                let pool = *pool;
+                self.accept_pool_callers(pool);
+            }
+            Source::PoolCaller(_) => self.serve_caller(token, true),
         }
     }
 

@@ -87,13 +87,8 @@ impl Supervisor {
             log::info!("{line}");
         }
         self.reload_programs(&old, &diff);
-        let pools_waiting = if diff.pools.is_unchanged() {
-            ""
-        } else {
-            " (pools apply when forkd restarts)"
-        };
         Ok(format!(
-            "reloaded {}: {}{pools_waiting}",
+            "reloaded {}: {}",
             self.config.path.display(),
             diff.summary()
         ))
@@ -148,19 +143,6 @@ impl Supervisor {
             lines.push("reload: log_file takes effect when forkd restarts".into());
         }
         lines
-    }
-
-    /// Pools are built at start only on this branch: say so, do not pretend.
-    fn reload_pools(&mut self, diff: &ConfigDiff) -> Vec<String> {
-        let d = &diff.pools;
-        d.added
-            .iter()
-            .chain(&d.removed)
-            .chain(&d.changed)
-            .map(|name| {
-                format!("reload: pool {name} changed, but pools are not reloaded: restart forkd to apply it")
-            })
-            .collect()
     }
 
     /// Starts, stops and replaces programs, saying what it does for each

@@ -3,6 +3,8 @@
 //! inspect `/proc`, and clean up by PID even when a test fails.
 #![allow(dead_code)]
 
+pub mod pool;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -54,7 +54,7 @@ rlimits = { nofiles = 10 }
 
 [[pool]]
 name = "p"
-worker = "builtin:p"
+worker = "builtin:echo"
 wokers = 2
 
 [[service]]
@@ -107,7 +107,7 @@ fn bad_duration() {
 
 #[test]
 fn bad_size() {
-    let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:p\"\nmax_frame = \"16 megs\"\n";
+    let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:echo\"\nmax_frame = \"16 megs\"\n";
     let (line, col, message) = error(text);
     assert_eq!((line, col), (4, 13));
     assert!(
@@ -118,7 +118,7 @@ fn bad_size() {
 
 #[test]
 fn size_above_the_limit() {
-    let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:p\"\nmax_frame = \"2GiB\"\n";
+    let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:echo\"\nmax_frame = \"2GiB\"\n";
     let (line, col, message) = error(text);
     assert_eq!((line, col), (4, 13));
     assert!(
@@ -234,7 +234,7 @@ fn bad_name() {
         "{message}"
     );
     let (_, _, message) = error(&format!(
-        "[[pool]]\nname = \"{}\"\nworker = \"builtin:x\"\n",
+        "[[pool]]\nname = \"{}\"\nworker = \"builtin:echo\"\n",
         "x".repeat(65)
     ));
     assert!(message.starts_with("bad name"), "{message}");
@@ -281,7 +281,7 @@ fn single_bracket_program_table() {
 
 #[test]
 fn pool_needs_exactly_one_worker_kind() {
-    let both = "[[pool]]\nname = \"p\"\nworker = \"builtin:p\"\ncommand = [\"/bin/p\"]\n";
+    let both = "[[pool]]\nname = \"p\"\nworker = \"builtin:echo\"\ncommand = [\"/bin/p\"]\n";
     let (line, col, message) = error(both);
     assert_eq!((line, col), (4, 11));
     assert!(
@@ -394,4 +394,16 @@ fn an_unreadable_file_has_no_position() {
     assert!(e
         .to_string()
         .starts_with("/nonexistent/forkd.toml: cannot read the configuration"));
+}
+
+#[test]
+fn an_unknown_builtin_worker_names_the_builtins() {
+    let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:uper\"\n";
+    let (line, col, message) = error(text);
+    assert_eq!((line, col), (3, 10));
+    assert!(
+        message.contains("no built-in worker \"uper\"; did you mean \"builtin:upper\"?"),
+        "{message}"
+    );
+    assert!(message.contains("upper, sha256, sleep, echo"), "{message}");
 }

@@ -1,0 +1,252 @@
+//! One caller's connection to a pool: frames in (one job each), results
+//! out as frames in the order the jobs came, whatever order the workers
+//! finish them in. `forkctl call` and the `pool` handler speak this.
+//!
+//! Bounded both ways: at most [`MAX_PENDING`] jobs per connection are
+//! unanswered before forkd stops reading from it (the caller then blocks
+//! in its own send: back-pressure, not loss), and a frame over
+//! `max_frame` is answered with an `ERR` frame, after which the
+//! connection is closed (its byte stream cannot be resynchronised).
+//! Never blocks; the loop calls [`Client::readable`] and
+//! [`Client::writable`] on its events.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+
+use crate::ipc::{frame, Decoder, FrameError, Payload};
+
+/// Unanswered jobs per connection before forkd stops reading it.
+pub const MAX_PENDING: usize = 256;
+const READ_CHUNK: usize = 64 << 10;
+
+#[derive(Debug)]
+pub struct Client<S> {
+    pub stream: S,
+    decoder: Decoder,
+    /// Encoded results not yet written, and how far the front is written.
+    out: VecDeque<Vec<u8>>,
+    out_at: usize,
+    /// Results of jobs `first_seq..next_seq`, `None` until done.
+    pending: VecDeque<Option<Vec<u8>>>,
+    first_seq: u64,
+    next_seq: u64,
+    /// No more requests will be read (end of stream or a bad frame).
+    closing: bool,
+    buf: Vec<u8>,
+}
+
+impl<S: Read + Write> Client<S> {
+    pub fn new(stream: S, max_frame: usize) -> Client<S> {
+        Client {
+            stream,
+            decoder: Decoder::new(max_frame),
+            out: VecDeque::new(),
+            out_at: 0,
+            pending: VecDeque::new(),
+            first_seq: 0,
+            next_seq: 0,
+            closing: false,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes that arrived before this became a caller (read past an
+    /// upgrading request), and bytes still to write ahead of any result.
+    pub fn preload(&mut self, read: &[u8], unsent: Vec<u8>) {
+        self.decoder.extend(read);
+        if !unsent.is_empty() {
+            self.out.push_back(unsent);
+        }
+    }
+
+    /// Reads requests and hands each to `submit(seq, payload)`; an `Err`
+    /// from it is the job's answer (busy, stopping). Stops at
+    /// [`MAX_PENDING`] unanswered jobs.
+    pub fn readable(&mut self, submit: &mut dyn FnMut(u64, Payload) -> Result<(), String>) {
+        while !self.closing && self.pending.len() < MAX_PENDING {
+            match self.decoder.next_frame() {
+                Ok(Some(payload)) => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.pending.push_back(None);
+                    if let Err(reason) = submit(seq, Rc::new(payload)) {
+                        self.complete(seq, format!("ERR {reason}").into_bytes());
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(FrameError::TooLarge { len, max }) => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.pending.push_back(None);
+                    let reason = format!("ERR a frame of {len} bytes is over max_frame ({max} bytes); closing the connection");
+                    self.complete(seq, reason.into_bytes());
+                    self.closing = true;
+                    break;
+                }
+                Err(_) => {
+                    self.closing = true;
+                    break;
+                }
+            }
+            if self.buf.len() < READ_CHUNK {
+                self.buf.resize(READ_CHUNK, 0);
+            }
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => self.closing = true,
+                Ok(n) => self.decoder.extend(&self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.closing = true,
+            }
+        }
+    }
+
+    /// Whether reading stopped only because of [`MAX_PENDING`] (the loop
+    /// reads again once results went out: no new edge will come).
+    pub fn paused(&self) -> bool {
+        !self.closing && self.pending.len() >= MAX_PENDING
+    }
+
+    /// The result of job `seq`; results leave in job order.
+    pub fn complete(&mut self, seq: u64, result: Vec<u8>) {
+        let Some(at) = seq.checked_sub(self.first_seq) else {
+            return;
+        };
+        if let Some(slot) = self.pending.get_mut(at as usize) {
+            *slot = Some(result);
+        }
+        while let Some(Some(_)) = self.pending.front() {
+            let result = self.pending.pop_front().flatten().expect("checked Some");
+            self.first_seq += 1;
+            let mut encoded = Vec::with_capacity(frame::HEADER + result.len());
+            frame::encode(&result, &mut encoded);
+            self.out.push_back(encoded);
+        }
+    }
+
+    /// Writes what is ready; `Err` when the peer is gone.
+    pub fn writable(&mut self) -> io::Result<()> {
+        while let Some(front) = self.out.front() {
+            match self.stream.write(&front[self.out_at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_at += n;
+                    if self.out_at == front.len() {
+                        self.out.pop_front();
+                        self.out_at = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing more will be read, every job is answered and written.
+    pub fn finished(&self) -> bool {
+        self.closing && self.pending.is_empty() && self.out.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream whose input is fixed and whose output is collected.
+    struct Pipe {
+        input: io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut d = Decoder::new(1 << 20);
+        d.extend(bytes);
+        std::iter::from_fn(|| d.next_frame().unwrap()).collect()
+    }
+
+    #[test]
+    fn results_leave_in_job_order_and_errors_answer_their_own_job() {
+        let mut input = Vec::new();
+        for p in [&b"a"[..], b"b", b"c"] {
+            frame::encode(p, &mut input);
+        }
+        let mut c = Client::new(
+            Pipe {
+                input: io::Cursor::new(input),
+                output: Vec::new(),
+            },
+            1024,
+        );
+        let mut seen = Vec::new();
+        c.readable(&mut |seq, p| {
+            seen.push((seq, p.to_vec()));
+            if seq == 1 {
+                Err("busy: full".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(seen.len(), 3);
+        c.complete(2, b"C".to_vec());
+        c.writable().unwrap();
+        assert!(
+            c.stream.output.is_empty(),
+            "job 0 is not done: nothing leaves"
+        );
+        c.complete(0, b"A".to_vec());
+        c.writable().unwrap();
+        assert_eq!(
+            frames(&c.stream.output),
+            [&b"A"[..], b"ERR busy: full", b"C"]
+        );
+        assert!(c.finished());
+    }
+
+    #[test]
+    fn a_frame_over_max_frame_is_answered_then_the_connection_ends() {
+        let mut input = Vec::new();
+        frame::encode(b"ok", &mut input);
+        frame::encode(&[0; 100], &mut input);
+        frame::encode(b"never", &mut input);
+        let mut c = Client::new(
+            Pipe {
+                input: io::Cursor::new(input),
+                output: Vec::new(),
+            },
+            16,
+        );
+        let mut submitted = 0;
+        c.readable(&mut |_, _| {
+            submitted += 1;
+            Ok(())
+        });
+        assert_eq!(submitted, 1);
+        c.complete(0, b"OK".to_vec());
+        c.writable().unwrap();
+        let out = frames(&c.stream.output);
+        assert_eq!(out[0], b"OK");
+        assert!(String::from_utf8_lossy(&out[1])
+            .starts_with("ERR a frame of 100 bytes is over max_frame (16 bytes)"));
+        assert!(c.finished());
+    }
+}

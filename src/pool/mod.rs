@@ -1,0 +1,780 @@
+//! Worker pools: N workers, each fed over its own [`ipc`] channel, and the
+//! jobs between them: a bounded queue (beyond it a caller hears "busy"),
+//! dispatch to the least-loaded worker (a few jobs in flight each, so a
+//! worker never waits for the supervisor between jobs), results matched to
+//! jobs in order (a worker answers its jobs one after another),
+//! `job_timeout` (the worker is killed and replaced, the job fails),
+//! re-dispatch of the job a dead worker was running (up to `retries`
+//! times, then it fails naming the exit), and the jobs queued behind it
+//! sent again without charge. Each worker slot lives by the one
+//! [`lifecycle::Slot`] state machine, with the restart back-off.
+//!
+//! Workers are `builtin:NAME` functions run in a forked child
+//! ([`builtin`]) or exec'd commands that find their channel from the
+//! environment ([`crate::worker`] for Rust, stdin/stdout frames over the
+//! pipe transport for any language). Callers reach a pool through
+//! [`client::Client`] connections (`forkctl call`, the `pool` handler).
+//!
+//! Everything here runs in the supervisor's loop and returns promptly: no
+//! call blocks, the loop reaps and reports exits ([`Pool::exited`]), and
+//! results come out through [`Pool::take_done`].
+
+pub mod builtin;
+pub mod client;
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::{Registry, Token};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use crate::config::{PoolConfig, Transport, WorkerKind};
+use crate::ipc::{self, names, ChannelId, Payload};
+use crate::lifecycle::{self, Action, Event, Policy, State};
+use crate::process::ExitKind;
+
+/// Jobs sent to one worker before its first result comes back.
+const DEPTH: usize = 4;
+/// Latencies kept for the status percentiles.
+const LATENCIES: usize = 4096;
+const POLICY: Policy = Policy {
+    stable_after: Duration::from_secs(1),
+    backoff_initial: Duration::from_millis(100),
+    backoff_max: Duration::from_secs(5),
+};
+
+/// A caller of the pool (a client connection), as the supervisor numbers it.
+pub type ClientId = u64;
+
+/// A finished job: its result payload (`ERR reason` when it failed) for
+/// the caller's `seq`-th job.
+#[derive(Debug)]
+pub struct Done {
+    pub client: ClientId,
+    pub seq: u64,
+    pub result: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Job {
+    payload: Payload,
+    client: ClientId,
+    seq: u64,
+    attempts: u32,
+    submitted: Instant,
+}
+
+#[derive(Debug)]
+struct Worker {
+    index: usize,
+    token: Token,
+    life: lifecycle::Slot,
+    channel: Option<ipc::Parent>,
+    /// Job ids sent, oldest (the one running) first.
+    in_flight: VecDeque<u64>,
+    /// When the running job started (it became the oldest in flight).
+    head_since: Option<Instant>,
+    jobs: u64,
+    /// Why forkd killed it, if it did; its jobs fail or move on with this.
+    killed: Option<Killed>,
+}
+
+#[derive(Debug)]
+struct Killed {
+    reason: String,
+    /// The running job already failed (a timeout): the jobs behind it
+    /// never started and are sent again without charge.
+    head_failed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    done: u64,
+    failed: u64,
+    retried: u64,
+    busy: u64,
+    latencies_us: VecDeque<u64>,
+}
+
+/// What a pool needs from the loop while it forks and registers workers.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub ledger: Option<&'a mut names::Ledger>,
+    /// A fresh token for a worker channel, routed back to this pool.
+    pub token: &'a mut dyn FnMut() -> Token,
+    /// A worker was forked: the loop records its pid as this pool's.
+    pub spawned: &'a mut dyn FnMut(Pid),
+}
+
+/// One `[[pool]]` at run time.
+#[derive(Debug)]
+pub struct Pool {
+    pub config: PoolConfig,
+    workers: Vec<Worker>,
+    /// Workers of an older size or config finishing their jobs.
+    retiring: Vec<Worker>,
+    queue: VecDeque<u64>,
+    jobs: HashMap<u64, Job>,
+    next_job: u64,
+    /// Channel names are unique per spawn: a replacement never meets the
+    /// queue or segment of the worker it replaces.
+    next_channel: usize,
+    done: Vec<Done>,
+    /// Tokens of workers gone for good, for the loop to forget.
+    released: Vec<Token>,
+    stats: Stats,
+    command: Option<crate::process::exec::Prepared>,
+    parent: Pid,
+    /// Set by `stop`: no new jobs, and workers retire as they finish.
+    stopping: Option<Instant>,
+}
+
+impl Pool {
+    pub fn new(config: &PoolConfig) -> Result<Pool, String> {
+        let command = match &config.worker {
+            WorkerKind::Builtin(name) if builtin::lookup(name).is_none() => {
+                return Err(format!(
+                    "pool \"{}\": no built-in worker \"{name}\" (built-ins: {})",
+                    config.name,
+                    builtin::names().join(", ")
+                ))
+            }
+            WorkerKind::Builtin(_) => None,
+            WorkerKind::Command(argv) => {
+                let env = crate::process::exec::child_environment(std::iter::empty());
+                Some(
+                    crate::process::exec::Prepared::new(argv, &env)
+                        .map_err(|e| format!("pool \"{}\": {e}", config.name))?,
+                )
+            }
+        };
+        Ok(Pool {
+            config: config.clone(),
+            workers: Vec::new(),
+            retiring: Vec::new(),
+            queue: VecDeque::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            next_channel: 0,
+            done: Vec::new(),
+            released: Vec::new(),
+            stats: Stats::default(),
+            command,
+            parent: nix::unistd::getpid(),
+            stopping: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sets the number of workers: new slots start at once, surplus ones
+    /// finish their jobs and retire.
+    pub fn scale(&mut self, count: usize, now: Instant, ctx: &mut Ctx<'_>) {
+        while self.workers.len() > count {
+            let worker = self.workers.pop().expect("len > count");
+            self.retiring.push(worker);
+        }
+        while self.workers.len() < count {
+            let mut life = lifecycle::Slot::new(&POLICY, self.workers.len() as u64);
+            life.step(Event::Want { now });
+            self.workers.push(Worker {
+                index: self.workers.len(),
+                token: (ctx.token)(),
+                life,
+                channel: None,
+                in_flight: VecDeque::new(),
+                head_since: None,
+                jobs: 0,
+                killed: None,
+            });
+        }
+        self.tick(now, ctx);
+    }
+
+    /// A reload changed this pool: settings of the jobs apply at once; a
+    /// new worker, transport or size gets new workers while the old ones
+    /// finish what they hold.
+    pub fn reconfigure(
+        &mut self,
+        config: &PoolConfig,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), String> {
+        let fresh = Pool::new(config)?;
+        let replace = config.worker != self.config.worker
+            || config.transport != self.config.transport
+            || config.max_frame != self.config.max_frame;
+        self.command = fresh.command;
+        self.config = config.clone();
+        if replace {
+            self.retiring.append(&mut self.workers);
+        }
+        self.scale(config.workers as usize, now, ctx);
+        Ok(())
+    }
+
+    /// Takes a job for `client`'s `seq`-th request; `Err` (busy, stopping,
+    /// too large) is the reason to answer at once.
+    pub fn submit(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        payload: Payload,
+        now: Instant,
+    ) -> Result<(), String> {
+        if self.stopping.is_some() {
+            return Err(format!("pool {} is stopping", self.config.name));
+        }
+        if payload.len() as u64 > self.config.max_frame {
+            return Err(format!(
+                "a job of {} bytes is over the pool's max_frame ({} bytes)",
+                payload.len(),
+                self.config.max_frame
+            ));
+        }
+        if self.queue.len() >= self.config.queue.max(1) {
+            self.stats.busy += 1;
+            return Err(format!(
+                "busy: pool {} has {} jobs waiting (queue = {})",
+                self.config.name,
+                self.queue.len(),
+                self.config.queue
+            ));
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                payload,
+                client,
+                seq,
+                attempts: 0,
+                submitted: now,
+            },
+        );
+        self.queue.push_back(id);
+        self.dispatch(now);
+        Ok(())
+    }
+
+    /// Finished jobs since the last call, for the loop to route to callers.
+    pub fn take_done(&mut self) -> Vec<Done> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// Tokens of channels that are gone for good.
+    pub fn take_released(&mut self) -> Vec<Token> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Sends queued jobs to the least-loaded workers with room.
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(&id) = self.queue.front() {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .filter(|w| w.accepts())
+                .min_by_key(|w| w.in_flight.len())
+            else {
+                return;
+            };
+            self.queue.pop_front();
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            let payload = Rc::clone(&job.payload);
+            let channel = worker.channel.as_mut().expect("accepts() checked it");
+            match channel.send(payload) {
+                Ok(()) => {
+                    if worker.in_flight.is_empty() {
+                        worker.head_since = Some(now);
+                    }
+                    worker.in_flight.push_back(id);
+                }
+                Err(e) => {
+                    self.queue.push_front(id);
+                    let reason = format!("its channel broke: {e}");
+                    kill(&self.config.name, worker, reason, false);
+                }
+            }
+        }
+    }
+
+    /// The loop saw the channel behind `token` ready: send what waits,
+    /// take every result in.
+    pub fn channel_ready(&mut self, token: Token, now: Instant) {
+        let name = self.config.name.clone();
+        let Some(worker) = self
+            .workers
+            .iter_mut()
+            .chain(self.retiring.iter_mut())
+            .find(|w| w.token == token)
+        else {
+            return;
+        };
+        let Some(channel) = worker.channel.as_mut() else {
+            return;
+        };
+        let mut broken = channel.flush().err();
+        while broken.is_none() {
+            match channel.recv() {
+                Ok(Some(result)) => {
+                    let Some(id) = worker.in_flight.pop_front() else {
+                        broken = Some(ipc::ChannelError::Corrupt("a result for no job".into()));
+                        break;
+                    };
+                    worker.jobs += 1;
+                    worker.head_since = (!worker.in_flight.is_empty()).then_some(now);
+                    if let Some(job) = self.jobs.remove(&id) {
+                        finish(&mut self.stats, &mut self.done, job, result, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => broken = Some(e),
+            }
+        }
+        if let Some(e) = broken {
+            if worker.killed.is_none() {
+                kill(&name, worker, format!("its channel broke: {e}"), false);
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// A worker of this pool was reaped. Returns false if the pid is not
+    /// one of its workers.
+    pub fn exited(&mut self, pid: Pid, exit: ExitKind, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+        let name = self.config.name.clone();
+        let (list, position) = match self.workers.iter().position(|w| w.life.pid() == Some(pid)) {
+            Some(p) => (&mut self.workers, p),
+            None => match self.retiring.iter().position(|w| w.life.pid() == Some(pid)) {
+                Some(p) => (&mut self.retiring, p),
+                None => return false,
+            },
+        };
+        let worker = &mut list[position];
+        if let Some(mut channel) = worker.channel.take() {
+            let _ = channel.deregister(ctx.registry);
+        }
+        let killed = worker.killed.take();
+        let reason = match &killed {
+            Some(k) => k.reason.clone(),
+            None => format!("worker #{} (pid {pid}) {exit}", worker.index),
+        };
+        let charged = !killed.as_ref().is_some_and(|k| k.head_failed);
+        let in_flight: Vec<u64> = worker.in_flight.drain(..).collect();
+        worker.head_since = None;
+        let index = worker.index;
+        let action = worker.life.step(Event::Exited {
+            now,
+            recycled: false,
+        });
+        // The running job is charged an attempt; those behind it go again free.
+        for (k, &id) in in_flight.iter().enumerate().rev() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if k == 0 && charged {
+                job.attempts += 1;
+                if job.attempts > self.config.retries {
+                    let job = self.jobs.remove(&id).expect("just found");
+                    let attempts = job.attempts;
+                    let message = format!("ERR worker died: {reason} (tried {attempts} times)");
+                    finish(
+                        &mut self.stats,
+                        &mut self.done,
+                        job,
+                        message.into_bytes(),
+                        now,
+                    );
+                    continue;
+                }
+                self.stats.retried += 1;
+            }
+            self.queue.push_front(id);
+        }
+        match action {
+            Action::Vacated => {
+                log::info!("pool \"{name}\" worker #{index} (pid {pid}) {exit}");
+            }
+            Action::Replace { delay, .. } => log::warn!(
+                "pool \"{name}\" worker #{index} (pid {pid}) {}; replacing it in {}",
+                exit.unexpected(),
+                crate::logging::human_duration(delay)
+            ),
+            _ => {}
+        }
+        self.tick(now, ctx);
+        true
+    }
+
+    /// Forks what is due, enforces `job_timeout`, retires drained workers.
+    pub fn tick(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let name = self.config.name.clone();
+        if let Some(timeout) =
+            (!self.config.job_timeout.is_zero()).then_some(self.config.job_timeout)
+        {
+            for worker in self.workers.iter_mut().chain(self.retiring.iter_mut()) {
+                let late = worker.killed.is_none()
+                    && worker.head_since.is_some_and(|t| now >= t + timeout);
+                if !late {
+                    continue;
+                }
+                if let Some(id) = worker.in_flight.pop_front() {
+                    if let Some(job) = self.jobs.remove(&id) {
+                        let message = format!(
+                            "ERR timeout: the job ran over job_timeout ({}); its worker was killed",
+                            crate::logging::human_duration(timeout)
+                        );
+                        finish(
+                            &mut self.stats,
+                            &mut self.done,
+                            job,
+                            message.into_bytes(),
+                            now,
+                        );
+                    }
+                }
+                let reason = format!(
+                    "killed after job_timeout ({})",
+                    crate::logging::human_duration(timeout)
+                );
+                kill(&name, worker, reason, true);
+            }
+        }
+        // Retiring workers go once their jobs are done (or at once when
+        // they hold none); a stopping pool's last ones are killed at its
+        // deadline.
+        let overdue = self.stopping.is_some_and(|d| now >= d);
+        for worker in &mut self.retiring {
+            if worker.in_flight.is_empty() || overdue {
+                if let Some(mut channel) = worker.channel.take() {
+                    let _ = channel.deregister(ctx.registry);
+                }
+                let signal = if overdue {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                if matches!(worker.life.state, State::Running { .. }) || overdue {
+                    if let Action::Signal(pid, sig) = worker.life.step(Event::Retire { signal }) {
+                        let _ = nix::sys::signal::kill(pid, sig);
+                    }
+                } else {
+                    worker.life.step(Event::Retire { signal });
+                }
+            }
+        }
+        let released = &mut self.released;
+        self.retiring.retain(|w| {
+            let gone = matches!(w.life.state, State::Vacant);
+            if gone {
+                released.push(w.token);
+            }
+            !gone
+        });
+        if self.stopping.is_none() {
+            for position in 0..self.workers.len() {
+                if self.workers[position].life.step(Event::Tick { now }) == Action::Spawn {
+                    self.spawn(position, now, ctx);
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    fn spawn(&mut self, position: usize, now: Instant, ctx: &mut Ctx<'_>) {
+        let serial = self.next_channel;
+        self.next_channel += 1;
+        let id = ChannelId {
+            pid: self.parent.as_raw() as u32,
+            pool: &self.config.name,
+            worker: serial,
+        };
+        let worker = &mut self.workers[position];
+        let index = worker.index;
+        let made = record_names(self.config.transport, id, ctx.ledger.as_deref_mut())
+            .and_then(|()| ipc::channel(self.config.transport, id, self.config.max_frame as usize));
+        let result = made
+            .map_err(|e| format!("cannot create its {:?} channel: {e}", self.config.transport))
+            .and_then(|(mut parent, child)| {
+                parent
+                    .register(ctx.registry, worker.token)
+                    .map_err(|e| format!("cannot watch its channel: {e}"))?;
+                let pid = match (&self.config.worker, &self.command) {
+                    (_, Some(command)) => spawn_command(command, &child),
+                    (WorkerKind::Builtin(name), None) => spawn_builtin(name, child, self.parent),
+                    (WorkerKind::Command(_), None) => Err("no prepared command".to_string()),
+                };
+                match pid {
+                    Ok(pid) => Ok((pid, parent)),
+                    Err(e) => {
+                        let _ = parent.deregister(ctx.registry);
+                        Err(e)
+                    }
+                }
+            });
+        match result {
+            Ok((pid, parent)) => {
+                worker.channel = Some(parent);
+                worker.life.step(Event::Spawned { pid, now });
+                log::info!(
+                    "pool \"{}\" worker #{index} started (pid {pid})",
+                    self.config.name
+                );
+                (ctx.spawned)(pid);
+            }
+            Err(e) => {
+                if let Action::Retry { delay } = worker.life.step(Event::SpawnFailed { now }) {
+                    log::error!(
+                        "pool \"{}\": worker #{index} did not start: {e}; retrying in {}",
+                        self.config.name,
+                        crate::logging::human_duration(delay)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Shutdown or removal: queued jobs fail, workers finish the jobs
+    /// they hold, and whatever still runs at `deadline` is killed.
+    pub fn stop(&mut self, now: Instant, deadline: Instant, ctx: &mut Ctx<'_>) {
+        self.stopping = Some(deadline);
+        for id in std::mem::take(&mut self.queue) {
+            if let Some(job) = self.jobs.remove(&id) {
+                let message = format!("ERR pool {} is stopping", self.config.name);
+                finish(
+                    &mut self.stats,
+                    &mut self.done,
+                    job,
+                    message.into_bytes(),
+                    now,
+                );
+            }
+        }
+        self.retiring.append(&mut self.workers);
+        self.tick(now, ctx);
+    }
+
+    /// Everything stopped: no worker left.
+    pub fn is_stopped(&self) -> bool {
+        self.stopping.is_some() && self.workers.is_empty() && self.retiring.is_empty()
+    }
+
+    /// SIGKILL to every worker (a second SIGTERM, SIGQUIT).
+    pub fn kill_all(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.stop(now, now, ctx);
+    }
+
+    /// The nearest time this pool must be ticked.
+    pub fn deadline(&self) -> Option<Instant> {
+        let timeout = (!self.config.job_timeout.is_zero()).then_some(self.config.job_timeout);
+        let all = || self.workers.iter().chain(self.retiring.iter());
+        let spawns = self.workers.iter().filter_map(|w| w.life.deadline());
+        let timeouts = all()
+            .filter(|w| w.killed.is_none())
+            .filter_map(|w| Some(w.head_since? + timeout?));
+        spawns
+            .chain(timeouts)
+            .chain(self.stopping.filter(|_| !self.retiring.is_empty()))
+            .min()
+    }
+
+    /// Whether a worker channel of this pool uses `token`.
+    pub fn owns_token(&self, token: Token) -> bool {
+        self.workers
+            .iter()
+            .chain(self.retiring.iter())
+            .any(|w| w.token == token)
+    }
+
+    /// `forkctl status`: counters, latency percentiles and the workers.
+    pub fn status(&self) -> Value {
+        let mut sorted: Vec<u64> = self.stats.latencies_us.iter().copied().collect();
+        sorted.sort_unstable();
+        let percentile = |p: usize| {
+            sorted
+                .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+                .map(|us| *us as f64 / 1000.0)
+        };
+        let in_flight: usize = self
+            .workers
+            .iter()
+            .chain(self.retiring.iter())
+            .map(|w| w.in_flight.len())
+            .sum();
+        let workers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|w| w.status(false))
+            .chain(self.retiring.iter().map(|w| w.status(true)))
+            .collect();
+        let state = match (
+            self.stopping,
+            workers.iter().any(|w| w["state"] == "running"),
+        ) {
+            (Some(_), _) => "stopping",
+            (None, true) => "running",
+            (None, false) => "starting",
+        };
+        json!({
+            "name": self.config.name,
+            "state": state,
+            "transport": transport_name(self.config.transport),
+            "worker": match &self.config.worker {
+                WorkerKind::Builtin(name) => format!("builtin:{name}"),
+                WorkerKind::Command(argv) => argv.join(" "),
+            },
+            "done": self.stats.done,
+            "failed": self.stats.failed,
+            "retried": self.stats.retried,
+            "busy": self.stats.busy,
+            "in_flight": in_flight,
+            "queued": self.queue.len(),
+            "queue": self.config.queue,
+            "latency_p50_ms": percentile(50),
+            "latency_p99_ms": percentile(99),
+            "workers": workers,
+        })
+    }
+}
+
+impl Worker {
+    /// Running, channel up, room for another job.
+    fn accepts(&self) -> bool {
+        matches!(self.life.state, State::Running { .. })
+            && self.killed.is_none()
+            && self.channel.is_some()
+            && self.in_flight.len() < DEPTH
+    }
+
+    fn status(&self, retiring: bool) -> Value {
+        let state = match (self.life.state, &self.killed, retiring) {
+            (_, Some(_), _) => "killed",
+            (State::Running { .. }, None, false) => "running",
+            (State::Running { .. } | State::Retiring { .. }, None, _) => "retiring",
+            (State::Pending { .. }, None, _) if self.life.failures > 0 => "backoff",
+            (State::Pending { .. }, None, _) => "starting",
+            (State::Vacant, None, _) => "stopped",
+        };
+        json!({
+            "index": self.index,
+            "state": state,
+            "pid": self.life.pid().map(|p| p.as_raw()),
+            "jobs": self.jobs,
+            "in_flight": self.in_flight.len(),
+        })
+    }
+}
+
+pub fn transport_name(t: Transport) -> &'static str {
+    match t {
+        Transport::Pipe => "pipe",
+        Transport::Mqueue => "mqueue",
+        Transport::Shm => "shm",
+    }
+}
+
+fn finish(stats: &mut Stats, done: &mut Vec<Done>, job: Job, result: Vec<u8>, now: Instant) {
+    if result.starts_with(b"ERR ") {
+        stats.failed += 1;
+    } else {
+        stats.done += 1;
+    }
+    if stats.latencies_us.len() == LATENCIES {
+        stats.latencies_us.pop_front();
+    }
+    let us = now.duration_since(job.submitted).as_micros();
+    stats
+        .latencies_us
+        .push_back(u64::try_from(us).unwrap_or(u64::MAX));
+    done.push(Done {
+        client: job.client,
+        seq: job.seq,
+        result,
+    });
+}
+
+/// SIGKILLs a worker that broke its channel or overran `job_timeout`;
+/// its jobs are settled when it is reaped.
+fn kill(pool: &str, worker: &mut Worker, reason: String, head_failed: bool) {
+    if let Some(pid) = worker.life.pid() {
+        log::warn!(
+            "pool \"{pool}\" worker #{} (pid {pid}) {reason}",
+            worker.index
+        );
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    }
+    worker.killed = Some(Killed {
+        reason: format!("worker #{} {reason}", worker.index),
+        head_failed,
+    });
+}
+
+/// Writes a channel's queue or segment names in the ledger before they exist.
+fn record_names(
+    transport: Transport,
+    id: ChannelId<'_>,
+    ledger: Option<&mut names::Ledger>,
+) -> std::io::Result<()> {
+    let Some(ledger) = ledger else {
+        return Ok(());
+    };
+    match transport {
+        Transport::Pipe => Ok(()),
+        Transport::Mqueue => ipc::mqueue::names(id)
+            .iter()
+            .try_for_each(|n| ledger.record(names::Kind::Mqueue, n)),
+        Transport::Shm => ipc::shm::names(id)
+            .iter()
+            .try_for_each(|n| ledger.record(names::Kind::Shm, n)),
+    }
+}
+
+/// Forks a built-in worker: it keeps only its channel and answers jobs
+/// until the channel closes.
+fn spawn_builtin(name: &str, mut child: ipc::Child, parent: Pid) -> Result<Pid, String> {
+    let job = builtin::lookup(name).ok_or_else(|| format!("no built-in worker \"{name}\""))?;
+    let pid = crate::process::fork_worker(move || {
+        let mut keep = child.fds();
+        if !crate::server::child_setup(parent, &mut keep, false) {
+            return 1;
+        }
+        match crate::worker::serve_on(&mut child, |payload| Ok(job(payload))) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    })
+    .map_err(|e| format!("fork failed: {e}"))?;
+    Ok(pid)
+}
+
+/// Execs a worker command with its channel described in its environment
+/// (over the pipe transport: on its stdin and stdout).
+fn spawn_command(
+    command: &crate::process::exec::Prepared,
+    child: &ipc::Child,
+) -> Result<Pid, String> {
+    use std::os::fd::BorrowedFd;
+    let setup = child.exec_setup();
+    let mut plan = command.plan();
+    for (name, value) in &setup.env {
+        plan.add_env(name, value).map_err(|e| e.to_string())?;
+    }
+    // SAFETY: the fds belong to `child`, which outlives the spawn.
+    let borrow = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
+    if let Some(fd) = setup.stdin {
+        plan.stdin = crate::process::exec::ChildFd::Borrowed(borrow(fd));
+    }
+    if let Some(fd) = setup.stdout {
+        plan.stdout = crate::process::exec::ChildFd::Borrowed(borrow(fd));
+    }
+    plan.keep = setup.keep;
+    plan.spawn().map_err(|e| e.to_string())
+}

@@ -1,0 +1,456 @@
+//! `[[pool]]`s in the loop: starting them (before the services that
+//! forward to them), their workers' channels and exits, the callers'
+//! connections (`forkctl call` upgraded from the control socket, and the
+//! pool endpoint the `pool` handler connects to), results routed back to
+//! their callers, timers, scale, reload and stop.
+//!
+//! The mechanisms are in [`crate::pool`] and [`crate::ipc`]; this file
+//! only wires them to `children` (pid → owner), `sources` (token → fd) and
+//! the deadlines.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Token};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::{Owner, Source, Supervisor};
+use crate::config::PoolConfig;
+use crate::ipc::names::Ledger;
+use crate::pool::client::Client;
+use crate::pool::{Ctx, Pool};
+use crate::process::ExitKind;
+
+/// A pool, with the id its tokens and pids refer to.
+pub(super) struct RunningPool {
+    pub(super) id: u64,
+    pub(super) pool: Pool,
+    endpoint: Option<(UnixListener, Token)>,
+    /// Removed by a reload: it drains and is dropped once stopped.
+    removed: bool,
+}
+
+/// The pools, and the ledger of their IPC names.
+#[derive(Default)]
+pub(super) struct Pools {
+    pub(super) list: Vec<RunningPool>,
+    next_id: u64,
+    ledger: Option<Ledger>,
+}
+
+/// A caller's connection and the pool it talks to.
+#[derive(Debug)]
+pub(super) struct Caller {
+    pool: u64,
+    client: Client<UnixStream>,
+    /// Set for a `forkctl call` upgraded from the control socket: its
+    /// slot there is given back when it closes.
+    control_peer: Option<crate::control::server::Peer>,
+}
+
+/// The abstract socket address of a pool's endpoint: `@forkd.<pid>.pool.<name>`.
+pub fn endpoint_name(forkd: u32, pool: &str) -> String {
+    format!("forkd.{forkd}.pool.{pool}")
+}
+
+impl Supervisor {
+    /// Opens the ledger and starts every pool. Called before services.
+    pub(super) fn start_pools(&mut self) -> Result<(), String> {
+        if self.config.pools.is_empty() {
+            return Ok(());
+        }
+        match Ledger::open(self.control.server.path()) {
+            Ok((ledger, removed)) => {
+                if removed > 0 {
+                    log::info!("removed {removed} message queue(s) and shared-memory segment(s) a previous forkd left");
+                }
+                self.pools.ledger = Some(ledger);
+            }
+            Err(e) => log::warn!(
+                "cannot keep a ledger of pool IPC names beside {}: {e}; queues and segments of a killed forkd will not be removed at the next start",
+                self.control.server.path().display()
+            ),
+        }
+        for config in self.config.pools.clone() {
+            self.add_pool(&config)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_pool(&mut self, config: &PoolConfig) -> Result<(), String> {
+        let pool = Pool::new(config)?;
+        let id = self.pools.next_id;
+        self.pools.next_id += 1;
+        let endpoint = self.bind_endpoint(id, &config.name)?;
+        self.pools.list.push(RunningPool {
+            id,
+            pool,
+            endpoint: Some(endpoint),
+            removed: false,
+        });
+        let count = config.workers as usize;
+        self.with_pool(id, |pool, now, ctx| pool.scale(count, now, ctx));
+        Ok(())
+    }
+
+    fn bind_endpoint(&mut self, id: u64, name: &str) -> Result<(UnixListener, Token), String> {
+        use std::os::linux::net::SocketAddrExt;
+        let address = endpoint_name(std::process::id(), name);
+        let bound = std::os::unix::net::SocketAddr::from_abstract_name(address.as_bytes())
+            .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("pool \"{name}\": cannot open its endpoint @{address}: {e}"))?;
+        let mut listener = UnixListener::from_std(bound);
+        let token = self.allocate_token();
+        self.poll
+            .registry()
+            .register(&mut listener, token, Interest::READABLE)
+            .map_err(|e| format!("pool \"{name}\": cannot watch its endpoint: {e}"))?;
+        self.sources
+            .insert(token, Source::PoolEndpoint { pool: id });
+        Ok((listener, token))
+    }
+
+    /// Runs `f` on pool `id` with a context wired to the loop, then
+    /// routes its results and forgets its released tokens.
+    pub(super) fn with_pool<T>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut Pool, Instant, &mut Ctx<'_>) -> T,
+    ) -> Option<T> {
+        let position = self.pools.list.iter().position(|p| p.id == id)?;
+        let now = Instant::now();
+        let mut new_tokens = Vec::new();
+        let mut pids = Vec::new();
+        let next_token = &mut self.next_token;
+        let result = {
+            let running = &mut self.pools.list[position];
+            let mut token = || {
+                let t = Token(*next_token);
+                *next_token += 1;
+                new_tokens.push(t);
+                t
+            };
+            let mut spawned = |pid: Pid| pids.push(pid);
+            let mut ctx = Ctx {
+                registry: self.poll.registry(),
+                ledger: self.pools.ledger.as_mut(),
+                token: &mut token,
+                spawned: &mut spawned,
+            };
+            f(&mut running.pool, now, &mut ctx)
+        };
+        for token in new_tokens {
+            self.sources.insert(token, Source::PoolWorker { pool: id });
+        }
+        for pid in pids {
+            self.children.insert(pid, Owner::PoolWorker { pool: id });
+        }
+        self.settle_pool(id);
+        Some(result)
+    }
+
+    /// Hands finished jobs to their callers and writes them out; a caller
+    /// that can read again submits more, so this repeats until quiet.
+    fn settle_pool(&mut self, id: u64) {
+        let Some(position) = self.pools.list.iter().position(|p| p.id == id) else {
+            return;
+        };
+        for token in self.pools.list[position].pool.take_released() {
+            self.sources.remove(&token);
+        }
+        loop {
+            let done = self.pools.list[position].pool.take_done();
+            if done.is_empty() {
+                break;
+            }
+            let mut touched: Vec<Token> = Vec::new();
+            for d in done {
+                let token = Token(d.client as usize);
+                if let Some(Source::PoolCaller(caller)) = self.sources.get_mut(&token) {
+                    caller.client.complete(d.seq, d.result);
+                    if touched.last() != Some(&token) {
+                        touched.push(token);
+                    }
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for token in touched {
+                self.serve_caller(token, false);
+            }
+        }
+        if self.pools.list[position].removed && self.pools.list[position].pool.is_stopped() {
+            self.pools.list.remove(position);
+        }
+    }
+
+    /// A worker channel is ready.
+    pub(super) fn pool_channel_ready(&mut self, id: u64, token: Token) {
+        self.with_pool(id, |pool, now, _| pool.channel_ready(token, now));
+    }
+
+    /// The endpoint is readable: accept every pending caller of our uid.
+    pub(super) fn accept_pool_callers(&mut self, id: u64) {
+        loop {
+            let Some(running) = self.pools.list.iter().find(|p| p.id == id) else {
+                return;
+            };
+            let Some((listener, _)) = &running.endpoint else {
+                return;
+            };
+            let max_frame = running.pool.config.max_frame as usize;
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!(
+                        "pool \"{}\": accept on its endpoint failed: {e}",
+                        running.pool.name()
+                    );
+                    return;
+                }
+            };
+            // An abstract socket has no file mode: only forkd's own user
+            // (its workers and handlers) and root may submit jobs.
+            let uid =
+                nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                    .map(|c| c.uid())
+                    .unwrap_or(u32::MAX);
+            if uid != 0 && uid != nix::unistd::geteuid().as_raw() {
+                log::warn!(
+                    "pool \"{}\": refused an endpoint connection from uid {uid} (only forkd's user and root)",
+                    running.pool.name()
+                );
+                continue;
+            }
+            self.add_caller(id, stream, max_frame, None, &[], Vec::new());
+        }
+    }
+
+    /// Registers a caller and serves what it already sent.
+    fn add_caller(
+        &mut self,
+        pool: u64,
+        mut stream: UnixStream,
+        max_frame: usize,
+        control_peer: Option<crate::control::server::Peer>,
+        already_read: &[u8],
+        unsent: Vec<u8>,
+    ) {
+        let token = self.allocate_token();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            log::warn!("pool: cannot watch a caller's connection: {e}");
+            if let Some(peer) = control_peer {
+                self.control.server.closed(&peer);
+            }
+            return;
+        }
+        let mut client = Client::new(stream, max_frame);
+        client.preload(already_read, unsent);
+        self.sources.insert(
+            token,
+            Source::PoolCaller(Box::new(Caller {
+                pool,
+                client,
+                control_peer,
+            })),
+        );
+        self.serve_caller(token, true);
+    }
+
+    /// `forkctl call`: the control connection becomes a caller of `pool`.
+    pub(super) fn upgrade_to_caller(
+        &mut self,
+        pool: u64,
+        conn: crate::control::server::Connection,
+    ) {
+        let (mut stream, rest, unsent, peer) = conn.into_parts();
+        let _ = self.poll.registry().deregister(&mut stream);
+        let max_frame = self
+            .pools
+            .list
+            .iter()
+            .find(|p| p.id == pool)
+            .map_or(0, |p| p.pool.config.max_frame as usize);
+        self.add_caller(pool, stream, max_frame, Some(peer), &rest, unsent);
+    }
+
+    /// Reads and submits a caller's jobs, writes its results; drops it
+    /// once finished. `readable`: the loop reported it (else only results
+    /// arrived, and reading resumes if it was paused).
+    pub(super) fn serve_caller(&mut self, token: Token, readable: bool) {
+        let Some(Source::PoolCaller(mut caller)) = self.sources.remove(&token) else {
+            return;
+        };
+        let pool = caller.pool;
+        let mut alive = caller.client.writable().is_ok();
+        if alive && (readable || caller.client.paused()) {
+            let position = self.pools.list.iter().position(|p| p.id == pool);
+            match position {
+                Some(position) => {
+                    let now = Instant::now();
+                    let running = &mut self.pools.list[position].pool;
+                    caller.client.readable(&mut |seq, payload| {
+                        running.submit(token.0 as u64, seq, payload, now)
+                    });
+                }
+                None => caller
+                    .client
+                    .readable(&mut |_, _| Err("the pool was removed".into())),
+            }
+            // Answers given at once (busy, too large) go out now.
+            alive = caller.client.writable().is_ok();
+        }
+        if alive && !caller.client.finished() {
+            self.sources.insert(token, Source::PoolCaller(caller));
+        } else {
+            let _ = self.poll.registry().deregister(&mut caller.client.stream);
+            if let Some(peer) = caller.control_peer {
+                self.control.server.closed(&peer);
+            }
+        }
+        if readable {
+            self.settle_pool(pool);
+        }
+    }
+
+    /// A pool worker was reaped.
+    pub(super) fn pool_worker_exited(&mut self, id: u64, pid: Pid, exit: ExitKind) {
+        let found = self.with_pool(id, |pool, now, ctx| pool.exited(pid, exit, now, ctx));
+        if found != Some(true) {
+            log::debug!("reaped pid {pid} of a removed pool ({exit})");
+        }
+    }
+
+    pub(super) fn pool_deadline(&self) -> Option<Instant> {
+        self.pools
+            .list
+            .iter()
+            .filter_map(|p| p.pool.deadline())
+            .min()
+    }
+
+    pub(super) fn pool_timers(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .pools
+            .list
+            .iter()
+            .filter(|p| p.pool.deadline().is_some_and(|d| d <= now))
+            .map(|p| p.id)
+            .collect();
+        for id in due {
+            self.with_pool(id, |pool, now, ctx| pool.tick(now, ctx));
+        }
+    }
+
+    /// Shutdown: every pool stops taking jobs, finishes what it holds
+    /// within the daemon's stop_timeout, then its workers are killed.
+    pub(super) fn stop_pools(&mut self, immediate: bool) {
+        let ids: Vec<u64> = self.pools.list.iter().map(|p| p.id).collect();
+        let grace = self.config.daemon.stop_timeout;
+        for id in ids {
+            self.close_endpoint(id);
+            self.with_pool(id, |pool, now, ctx| {
+                let deadline = if immediate { now } else { now + grace };
+                pool.stop(now, deadline, ctx)
+            });
+        }
+    }
+
+    fn close_endpoint(&mut self, id: u64) {
+        let Some(running) = self.pools.list.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        if let Some((mut listener, token)) = running.endpoint.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.sources.remove(&token);
+        }
+    }
+
+    /// The pool named `name`, if it runs (and was not removed).
+    pub(super) fn pool_id(&self, name: &str) -> Option<u64> {
+        self.pools
+            .list
+            .iter()
+            .find(|p| !p.removed && p.pool.name() == name)
+            .map(|p| p.id)
+    }
+
+    /// `forkctl scale POOL N`.
+    pub(super) fn scale_pool(&mut self, id: u64, count: u32) -> Option<(usize, usize)> {
+        self.with_pool(id, |pool, now, ctx| {
+            let was = pool.config.workers as usize;
+            pool.config.workers = count;
+            pool.scale(count as usize, now, ctx);
+            (was, count as usize)
+        })
+    }
+
+    /// A reload: new pools start, removed ones drain, changed ones get
+    /// their new settings (and new workers if the worker or transport
+    /// changed) while old workers finish their jobs.
+    pub(super) fn reload_pools(&mut self, diff: &crate::config::ConfigDiff) -> Vec<String> {
+        let mut lines = Vec::new();
+        for name in &diff.pools.removed {
+            if let Some(id) = self.pool_id(name) {
+                self.close_endpoint(id);
+                let grace = self.config.daemon.stop_timeout;
+                self.with_pool(id, |pool, now, ctx| pool.stop(now, now + grace, ctx));
+                if let Some(p) = self.pools.list.iter_mut().find(|p| p.id == id) {
+                    p.removed = true;
+                }
+                self.settle_pool(id);
+                lines.push(format!(
+                    "pool {name} removed: its workers finish their jobs and stop"
+                ));
+            }
+        }
+        let configs: HashMap<String, PoolConfig> = self
+            .config
+            .pools
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        for name in &diff.pools.changed {
+            let (Some(id), Some(config)) = (self.pool_id(name), configs.get(name)) else {
+                continue;
+            };
+            match self.with_pool(id, |pool, now, ctx| pool.reconfigure(config, now, ctx)) {
+                Some(Ok(())) => lines.push(format!("pool {name} changed: applied")),
+                Some(Err(e)) => lines.push(format!("pool {name}: {e}")),
+                None => {}
+            }
+        }
+        for name in &diff.pools.added {
+            if let Some(config) = configs.get(name) {
+                if self.pools.ledger.is_none() && self.config.pools.len() == 1 {
+                    if let Ok((ledger, _)) = Ledger::open(self.control.server.path()) {
+                        self.pools.ledger = Some(ledger);
+                    }
+                }
+                match self.add_pool(config) {
+                    Ok(()) => lines.push(format!("pool {name} added")),
+                    Err(e) => lines.push(e),
+                }
+            }
+        }
+        lines
+    }
+
+    pub(super) fn pools_status(&self, wanted: &dyn Fn(&str) -> bool) -> Vec<Value> {
+        self.pools
+            .list
+            .iter()
+            .filter(|p| !p.removed && wanted(p.pool.name()))
+            .map(|p| {
+                let mut status = p.pool.status();
+                status["kind"] = "pool".into();
+                status
+            })
+            .collect()
+    }
+}

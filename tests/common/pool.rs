@@ -1,0 +1,115 @@
+//! A pool's callers in tests: `forkctl call` with a payload on stdin, and
+//! a connection upgraded with the control socket's `call` request that
+//! sends many frames and reads their results.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `forkctl --socket S call POOL` with `payload` on stdin: (exit code,
+/// stdout bytes, stderr text).
+pub fn forkctl_call(socket: &Path, pool: &str, payload: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(super::FORKCTL)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--timeout", "60", "call", pool])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run forkctl call");
+    let mut stdin = child.stdin.take().unwrap();
+    let payload = payload.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&payload);
+    });
+    let out = child.wait_with_output().expect("forkctl call ends");
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One frame: 4-byte big-endian length, then the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = [0u8; 4];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(e) => panic!("reading a result frame: {e}"),
+    }
+    let mut payload = vec![0u8; u32::from_be_bytes(head) as usize];
+    r.read_exact(&mut payload).expect("a whole result frame");
+    Some(payload)
+}
+
+/// A connection to a pool through the control socket's `call` request.
+pub struct Caller {
+    pub stream: UnixStream,
+}
+
+impl Caller {
+    pub fn connect(socket: &Path, pool: &str) -> Caller {
+        let stream = UnixStream::connect(socket).expect("connect to the control socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut line = String::new();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        (&stream)
+            .write_all(format!("{{\"command\":\"call\",\"pool\":\"{pool}\"}}\n").as_bytes())
+            .unwrap();
+        // One byte at a time up to the newline: nothing past the reply
+        // may be buffered here, the frames that follow are the caller's.
+        let mut byte = [0u8; 1];
+        while !line.ends_with('\n') {
+            reader.get_mut().read_exact(&mut byte).expect("the call reply");
+            line.push(byte[0] as char);
+        }
+        let reply: serde_json::Value = serde_json::from_str(&line).expect("JSON reply");
+        assert_eq!(reply["ok"], true, "call refused: {line}");
+        Caller { stream }
+    }
+
+    /// Sends every payload (from a thread, so results are read meanwhile)
+    /// and returns the results in the order they came.
+    pub fn run_all(&mut self, payloads: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let n = payloads.len();
+        let mut writer = self.stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            for p in payloads {
+                if writer.write_all(&frame(&p)).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut reader = BufReader::with_capacity(1 << 16, self.stream.try_clone().unwrap());
+        let mut results = Vec::with_capacity(n);
+        while results.len() < n {
+            match read_frame(&mut reader) {
+                Some(r) => results.push(r),
+                None => break,
+            }
+        }
+        sender.join().unwrap();
+        let _ = reader.fill_buf();
+        results
+    }
+
+    /// One job, one result.
+    pub fn call(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.stream.write_all(&frame(payload)).ok()?;
+        read_frame(&mut self.stream)
+    }
+}
