@@ -1,65 +1,444 @@
-//! The mqueue transport (being built).
+//! The mqueue transport: a request queue (supervisor → worker) and a
+//! response queue (worker → supervisor), POSIX message queues named
+//! `/forkd.<pid>.<pool>.<worker>.req` and `.rsp` (see [`names`]).
+//!
+//! Each queue is made with Linux's defaults for an unprivileged process,
+//! 10 messages of 8192 bytes (`fs.mqueue.msg_default`, `msgsize_default`);
+//! the message size mq_getattr(3) reports is the one used. Frames travel
+//! as a byte stream cut into messages of at most that size: a message may
+//! end inside a frame and the next frame may start inside it, so a burst
+//! of small frames shares messages, while the middle of a large frame is
+//! sent straight from its payload (8 MiB is about 1024 messages). The
+//! receiver feeds every message to a [`Decoder`]. A message is never
+//! empty except one: mq_receive(3) has no end of file, so the supervisor's
+//! end sends an empty message when it is dropped, and the worker takes it
+//! as the end of its channel.
+//!
+//! The supervisor's [`Parent`] creates both queues (O_CREAT|O_EXCL, mode
+//! 0600; a queue of the same name, left by a killed forkd of the same
+//! pid, is unlinked and made again), holds them O_NONBLOCK, and owns the
+//! names: dropping it unlinks both. The descriptors are pollable (on
+//! Linux an mqd_t is an fd), so the loop watches them through mio. The
+//! worker's [`Child`] holds blocking descriptors opened by name and never
+//! unlinks; an exec'd worker reopens the queues by the names
+//! [`Child::exec_setup`] puts in its environment.
+//!
+//! Syscalls: mq_open, mq_getattr, mq_send, mq_receive, mq_close,
+//! mq_unlink. This module never writes the ledger of names (the pool
+//! records [`names`] there before calling [`channel`]), never lists
+//! /dev/mqueue (it need not be mounted) and never blocks in the
+//! supervisor. The supervisor sees no end of file from a worker either:
+//! it learns that a worker is gone when it reaps it.
+//!
+//! Where it bites: queues count against the creating user's
+//! RLIMIT_MSGQUEUE (`ulimit -q`, 800 KiB by default), and each queue
+//! costs about 80 KiB of it, so a user's forkd gets nine queues: four
+//! workers. The tenth mq_open fails with EMFILE.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, RawFd};
 
-use mio::{Registry, Token};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use nix::mqueue::{
+    mq_attr_member_t, mq_close, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink, MQ_OFlag,
+    MqAttr, MqdT,
+};
+use nix::sys::stat::Mode;
 
-use super::{ChannelError, ChannelId, ExecSetup, Payload};
+use super::{frame, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, Outbox, Payload};
 
-pub fn channel(_id: ChannelId<'_>, _max_frame: usize) -> io::Result<(Parent, Child)> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the mqueue transport is not built yet",
-    ))
+/// An exec'd worker's request queue (it opens it O_RDONLY).
+pub const ENV_REQUESTS: &str = "FORKD_MQ_REQUESTS";
+/// An exec'd worker's response queue (it opens it O_WRONLY).
+pub const ENV_RESPONSES: &str = "FORKD_MQ_RESPONSES";
+
+/// Messages a queue holds: `fs.mqueue.msg_default`, and the most a
+/// process without CAP_SYS_RESOURCE may ask for (`msg_max`).
+const MAX_MESSAGES: mq_attr_member_t = 10;
+/// Bytes a message holds: `fs.mqueue.msgsize_default` and `msgsize_max`.
+const MESSAGE_SIZE: mq_attr_member_t = 8192;
+
+/// The names of a worker's request and response queues, in that order.
+/// The pool records both in its ledger ([`super::names::Ledger::record`]
+/// with [`super::names::Kind::Mqueue`]) before calling [`channel`], so
+/// that a killed forkd's queues are removed at the next start.
+pub fn names(id: ChannelId<'_>) -> [String; 2] {
+    [id.name("req"), id.name("rsp")]
 }
 
+/// Creates a worker's two queues and opens both ends of each.
+pub fn channel(id: ChannelId<'_>, max_frame: usize) -> io::Result<(Parent, Child)> {
+    let [req_name, rsp_name] = names(id);
+    let (req_owned, requests) = create(&req_name, MQ_OFlag::O_WRONLY)?;
+    let (rsp_owned, responses) = create(&rsp_name, MQ_OFlag::O_RDONLY)?;
+    let child = Child::open(req_name, rsp_name, max_frame)?;
+    let parent = Parent {
+        buf: vec![0; responses.msgsize],
+        requests,
+        responses,
+        message: Vec::new(),
+        message_frames: 0,
+        outbox: Outbox::default(),
+        decoder: Decoder::new(max_frame),
+        _names: [req_owned, rsp_owned],
+    };
+    Ok((parent, child))
+}
+
+/// One open queue descriptor, closed when dropped (nix's `MqdT` is not),
+/// and the message size the kernel gave its queue.
 #[derive(Debug)]
-pub struct Parent;
+struct Queue {
+    mqd: ManuallyDrop<MqdT>,
+    msgsize: usize,
+}
+
+impl Queue {
+    /// Opens the existing queue `name` (the worker's ends).
+    fn open(name: &str, flags: MQ_OFlag) -> io::Result<Queue> {
+        let mqd = mq_open(name, flags | MQ_OFlag::O_CLOEXEC, Mode::empty(), None)
+            .map_err(|e| open_error(name, e))?;
+        Queue::new(mqd).map_err(|e| open_error(name, e))
+    }
+
+    fn new(mqd: MqdT) -> nix::Result<Queue> {
+        let mut queue = Queue {
+            mqd: ManuallyDrop::new(mqd),
+            msgsize: 0,
+        };
+        let size = mq_getattr(&queue.mqd)?.msgsize();
+        // A zero size would make every message the empty end-of-stream one.
+        queue.msgsize = usize::try_from(size)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(Errno::EINVAL)?;
+        Ok(queue)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.mqd.as_raw_fd()
+    }
+
+    /// Sends one message; `false` when a non-blocking queue is full.
+    fn send(&self, message: &[u8]) -> Result<bool, ChannelError> {
+        match no_eintr(|| mq_send(&self.mqd, message, 0)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Receives one message into `buf` (at least `msgsize` long); `None`
+    /// when a non-blocking queue is empty.
+    fn receive(&self, buf: &mut [u8]) -> Result<Option<usize>, ChannelError> {
+        let mut priority = 0;
+        match no_eintr(|| mq_receive(&self.mqd, buf, &mut priority)) {
+            Ok(n) => Ok(Some(n)),
+            Err(Errno::EAGAIN) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn error(&self, e: Errno) -> ChannelError {
+        match e {
+            Errno::EMSGSIZE => ChannelError::Corrupt(format!(
+                "a message does not fit the queue's {}-byte messages",
+                self.msgsize
+            )),
+            e => io::Error::from(e).into(),
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: `mqd` is taken here, once, as the queue goes away, and is
+        // never used again.
+        let mqd = unsafe { ManuallyDrop::take(&mut self.mqd) };
+        let _ = mq_close(mqd);
+    }
+}
+
+/// A queue name this process created; dropping it unlinks the name (the
+/// queue itself lives on until its last descriptor closes).
+#[derive(Debug)]
+struct Owned(String);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = mq_unlink(self.0.as_str());
+    }
+}
+
+/// Creates `name` afresh and opens it non-blocking with `flags`.
+fn create(name: &str, flags: MQ_OFlag) -> io::Result<(Owned, Queue)> {
+    let attr = MqAttr::new(0, MAX_MESSAGES, MESSAGE_SIZE, 0);
+    let flags = flags | MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_NONBLOCK;
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+    let open = || mq_open(name, flags | MQ_OFlag::O_CLOEXEC, mode, Some(&attr));
+    let mqd = match open() {
+        // Our pid, so a forkd that was killed before its ledger was swept.
+        Err(Errno::EEXIST) => {
+            let _ = mq_unlink(name);
+            open()
+        }
+        other => other,
+    }
+    .map_err(|e| open_error(name, e))?;
+    let owned = Owned(name.to_owned());
+    let queue = Queue::new(mqd).map_err(|e| open_error(name, e))?;
+    Ok((owned, queue))
+}
+
+/// mq_open's failure in the operator's words.
+fn open_error(name: &str, e: Errno) -> io::Error {
+    let hint = match e {
+        Errno::EMFILE => {
+            " (this user's RLIMIT_MSGQUEUE, `ulimit -q`, is used up: each queue takes about 80 KiB of it; or the open-file limit is reached)"
+        }
+        Errno::ENOSPC => " (fs.mqueue.queues_max is reached)",
+        Errno::EINVAL => {
+            " (the system allows fewer than 10 messages of 8192 bytes: fs.mqueue.msg_max, msgsize_max)"
+        }
+        Errno::ENOSYS => " (this kernel has no POSIX message queues)",
+        Errno::ENOENT => " (the supervisor has dropped this channel)",
+        Errno::EACCES => " (the queue belongs to another user: mode 0600)",
+        _ => "",
+    };
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("mq_open {name}: {e}{hint}"),
+    )
+}
+
+/// A worker's descriptor said EAGAIN: it was opened blocking, so something
+/// other than this module changed it.
+fn not_blocking() -> ChannelError {
+    ChannelError::Corrupt("the worker's queue descriptor is non-blocking".into())
+}
+
+/// Appends to `message` as much of `head` then `body` as fits in `size`
+/// bytes; returns how much it took.
+fn fill(message: &mut Vec<u8>, size: usize, head: &[u8], body: &[u8]) -> usize {
+    let room = size - message.len();
+    let head = &head[..head.len().min(room)];
+    let body = &body[..body.len().min(room - head.len())];
+    message.extend_from_slice(head);
+    message.extend_from_slice(body);
+    head.len() + body.len()
+}
+
+/// The supervisor's end: non-blocking, and the owner of both names.
+#[derive(Debug)]
+pub struct Parent {
+    /// O_WRONLY | O_NONBLOCK.
+    requests: Queue,
+    /// O_RDONLY | O_NONBLOCK.
+    responses: Queue,
+    /// The next request message, already cut off the outbox, that the
+    /// queue refused (full) so far; empty when none.
+    message: Vec<u8>,
+    /// Frames whose last byte is in `message` (still queued, see
+    /// [`Parent::queued`]).
+    message_frames: usize,
+    outbox: Outbox,
+    decoder: Decoder,
+    /// One response message.
+    buf: Vec<u8>,
+    /// Unlinked after the descriptors above are closed.
+    _names: [Owned; 2],
+}
 
 impl Parent {
-    pub fn send(&mut self, _payload: Payload) -> Result<(), ChannelError> {
-        Err(ChannelError::Closed)
+    pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        self.outbox.push(payload);
+        self.flush().map(drop)
     }
+
     pub fn flush(&mut self) -> Result<bool, ChannelError> {
-        Err(ChannelError::Closed)
+        let size = self.requests.msgsize;
+        loop {
+            if self.message.is_empty() {
+                let (head, body) = self.outbox.front();
+                if head.is_empty() && body.is_empty() {
+                    return Ok(true);
+                }
+                // The middle of a large frame: straight from its payload.
+                if head.is_empty() && body.len() >= size {
+                    if !self.requests.send(&body[..size])? {
+                        return Ok(false);
+                    }
+                    self.outbox.advance(size);
+                    continue;
+                }
+                self.cut_message();
+            }
+            if !self.requests.send(&self.message)? {
+                return Ok(false);
+            }
+            self.message.clear();
+            self.message_frames = 0;
+        }
     }
+
+    /// Cuts the next message off the outbox, across frame boundaries: as
+    /// many queued bytes as fit in one message.
+    fn cut_message(&mut self) {
+        let size = self.requests.msgsize;
+        let before = self.outbox.len();
+        while self.message.len() < size {
+            let (head, body) = self.outbox.front();
+            if head.is_empty() && body.is_empty() {
+                break;
+            }
+            let taken = fill(&mut self.message, size, head, body);
+            self.outbox.advance(taken);
+        }
+        self.message_frames = before - self.outbox.len();
+    }
+
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        Err(ChannelError::Closed)
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            match self.responses.receive(&mut self.buf)? {
+                None => return Ok(None),
+                Some(0) => return Err(ChannelError::Closed),
+                Some(n) => self.decoder.extend(&self.buf[..n]),
+            }
+        }
     }
-    pub fn register(&mut self, _registry: &Registry, _token: Token) -> io::Result<()> {
-        Ok(())
+
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let (w, r) = (self.requests.raw_fd(), self.responses.raw_fd());
+        registry.register(&mut SourceFd(&r), token, Interest::READABLE)?;
+        registry.register(&mut SourceFd(&w), token, Interest::WRITABLE)
     }
-    pub fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
-        Ok(())
+
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        let (w, r) = (self.requests.raw_fd(), self.responses.raw_fd());
+        registry.deregister(&mut SourceFd(&r))?;
+        registry.deregister(&mut SourceFd(&w))
     }
+
     pub fn queued(&self) -> usize {
-        0
+        self.outbox.len() + self.message_frames
     }
 }
 
+impl Drop for Parent {
+    fn drop(&mut self) {
+        // The worker's end of file. Best effort: if the queue is full the
+        // worker is still reading, and the pool stops it by signal.
+        let _ = self.requests.send(&[]);
+    }
+}
+
+/// The worker's end: blocking, and never unlinks.
 #[derive(Debug)]
-pub struct Child;
+pub struct Child {
+    /// O_RDONLY.
+    requests: Queue,
+    /// O_WRONLY.
+    responses: Queue,
+    /// Request and response queue names, for an exec'd worker.
+    names: [String; 2],
+    decoder: Decoder,
+    /// One request message.
+    incoming: Vec<u8>,
+    /// One response message, when it is copied together.
+    outgoing: Vec<u8>,
+    max_frame: usize,
+}
 
 impl Child {
-    pub fn from_env(_max_frame: usize) -> Result<Child, ChannelError> {
-        Err(ChannelError::Corrupt(
-            "the mqueue transport is not built yet".into(),
-        ))
+    /// An exec'd worker's end, reopened by the names in its environment.
+    pub fn from_env(max_frame: usize) -> Result<Child, ChannelError> {
+        let var = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                ChannelError::Corrupt(format!(
+                    "{name} is not set: is this process a forkd pool worker?"
+                ))
+            })
+        };
+        let (requests, responses) = (var(ENV_REQUESTS)?, var(ENV_RESPONSES)?);
+        Ok(Child::open(requests, responses, max_frame)?)
     }
+
+    fn open(requests: String, responses: String, max_frame: usize) -> io::Result<Child> {
+        let req = Queue::open(&requests, MQ_OFlag::O_RDONLY)?;
+        let rsp = Queue::open(&responses, MQ_OFlag::O_WRONLY)?;
+        Ok(Child {
+            incoming: vec![0; req.msgsize],
+            outgoing: Vec::with_capacity(rsp.msgsize),
+            requests: req,
+            responses: rsp,
+            names: [requests, responses],
+            decoder: Decoder::new(max_frame),
+            max_frame,
+        })
+    }
+
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        Err(ChannelError::Closed)
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            match self.requests.receive(&mut self.incoming)? {
+                Some(0) if self.decoder.pending() == 0 => return Ok(None),
+                Some(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Some(n) => self.decoder.extend(&self.incoming[..n]),
+                None => return Err(not_blocking()),
+            }
+        }
     }
-    pub fn send(&mut self, _payload: &[u8]) -> Result<(), ChannelError> {
-        Err(ChannelError::Closed)
+
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
+        let head = frame::header(payload.len());
+        let size = self.responses.msgsize;
+        let mut sent = 0;
+        while sent < frame::HEADER + payload.len() {
+            let head_rest = &head[sent.min(frame::HEADER)..];
+            let body_rest = &payload[sent.saturating_sub(frame::HEADER)..];
+            let message = if head_rest.is_empty() && body_rest.len() >= size {
+                &body_rest[..size]
+            } else {
+                self.outgoing.clear();
+                fill(&mut self.outgoing, size, head_rest, body_rest);
+                &self.outgoing[..]
+            };
+            if !self.responses.send(message)? {
+                return Err(not_blocking());
+            }
+            sent += message.len();
+        }
+        Ok(())
     }
+
     pub fn fds(&self) -> Vec<RawFd> {
-        Vec::new()
+        vec![self.requests.raw_fd(), self.responses.raw_fd()]
     }
+
     pub fn exec_setup(&self) -> ExecSetup {
-        ExecSetup::default()
+        let [requests, responses] = self.names.clone();
+        ExecSetup {
+            env: vec![
+                (ENV_REQUESTS.into(), requests),
+                (ENV_RESPONSES.into(), responses),
+            ],
+            ..ExecSetup::default()
+        }
     }
+
     pub fn max_frame(&self) -> usize {
-        0
+        self.max_frame
     }
 }
+
