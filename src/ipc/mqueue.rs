@@ -442,3 +442,200 @@ impl Child {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::{Duration, Instant};
+
+    use mio::{Events, Poll};
+
+    use super::*;
+
+    /// Each channel takes about 160 KiB of this user's RLIMIT_MSGQUEUE
+    /// (800 KiB by default): one at a time keeps the tests clear of it
+    /// however many threads libtest runs.
+    static ONE_CHANNEL_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_channel_at_a_time() -> MutexGuard<'static, ()> {
+        ONE_CHANNEL_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn id(test: &'static str) -> ChannelId<'static> {
+        ChannelId {
+            pid: std::process::id(),
+            pool: test,
+            worker: 0,
+        }
+    }
+
+    /// A fresh channel for `test`, whatever an earlier failed run left.
+    fn test_channel(test: &'static str, max_frame: usize) -> (Parent, Child) {
+        for name in names(id(test)) {
+            let _ = mq_unlink(name.as_str());
+        }
+        channel(id(test), max_frame).expect("queues are created")
+    }
+
+    /// A worker thread answering each request with its bytes reversed,
+    /// until the supervisor's end is dropped.
+    fn reversing_worker(mut child: Child) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            while let Some(req) = child.recv().expect("requests arrive whole") {
+                let rsp: Vec<u8> = req.iter().rev().copied().collect();
+                child.send(&rsp).expect("responses go out");
+            }
+        })
+    }
+
+    /// Collects `n` responses the way the supervisor's loop does: drain
+    /// and flush on each readiness event, never blocking on the channel.
+    fn responses(parent: &mut Parent, n: usize) -> Vec<Vec<u8>> {
+        let mut poll = Poll::new().unwrap();
+        parent.register(poll.registry(), Token(0)).unwrap();
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        loop {
+            while let Some(frame) = parent.recv().expect("channel works") {
+                got.push(frame);
+            }
+            parent.flush().expect("channel works");
+            if got.len() >= n {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} of {n} responses within 30 s",
+                got.len()
+            );
+            poll.poll(&mut events, Some(left)).unwrap();
+        }
+        parent.deregister(poll.registry()).unwrap();
+        got
+    }
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+    }
+
+    #[test]
+    fn frames_of_every_size_cross_both_ways_with_a_worker_thread() {
+        let _lock = one_channel_at_a_time();
+        let (mut parent, child) = test_channel("mqtest-sizes", 16 << 20);
+        assert_eq!(parent.requests.msgsize, 8192);
+        let worker = reversing_worker(child);
+        for len in [0usize, 1, 64, 64 << 10, 1 << 20, 8 << 20] {
+            let payload = pattern(len, 0);
+            parent.send(Rc::new(payload.clone())).unwrap();
+            let got = responses(&mut parent, 1);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].len(), len);
+            assert!(
+                got[0].iter().rev().eq(payload.iter()),
+                "{len}-byte payload reversed"
+            );
+        }
+        drop(parent);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_thousand_pipelined_frames_wait_in_the_outbox_while_the_queue_is_full() {
+        let _lock = one_channel_at_a_time();
+        let (mut parent, child) = test_channel("mqtest-pipelined", 1 << 20);
+        let (start, started) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            started.recv().unwrap();
+            reversing_worker(child).join().unwrap();
+        });
+        // Sizes that end frames at every offset of a message.
+        let requests: Vec<Vec<u8>> = (0..1000).map(|i| pattern(i * 37 % 3001, i)).collect();
+        for req in &requests {
+            parent.send(Rc::new(req.clone())).unwrap();
+        }
+        // 1.5 MB against a queue of 80 KiB that nobody reads yet.
+        assert!(parent.queued() > 900, "queued {}", parent.queued());
+        assert!(!parent.flush().unwrap(), "the request queue is full");
+        start.send(()).unwrap();
+        let got = responses(&mut parent, requests.len());
+        assert_eq!(got.len(), requests.len());
+        for (i, (req, rsp)) in requests.iter().zip(&got).enumerate() {
+            assert!(req.iter().rev().eq(rsp.iter()), "frame {i} in order");
+        }
+        assert_eq!(parent.queued(), 0);
+        drop(parent);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn dropping_the_supervisors_end_ends_the_workers_and_unlinks_both_names() {
+        let _lock = one_channel_at_a_time();
+        let (parent, mut child) = test_channel("mqtest-drop", 1024);
+        drop(parent);
+        assert!(child.recv().unwrap().is_none(), "the worker sees the end");
+        for name in names(id("mqtest-drop")) {
+            let again = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+            assert_eq!(again.err(), Some(Errno::ENOENT), "{name} is unlinked");
+        }
+    }
+
+    #[test]
+    fn a_frame_over_max_frame_is_an_error_at_either_end() {
+        let _lock = one_channel_at_a_time();
+        let (mut parent, mut child) = test_channel("mqtest-max", 16);
+        child.send(&[7; 17]).unwrap();
+        assert!(matches!(
+            parent.recv(),
+            Err(ChannelError::Frame(frame::FrameError::TooLarge {
+                len: 17,
+                max: 16
+            }))
+        ));
+        parent.send(Rc::new(vec![7; 17])).unwrap();
+        assert!(matches!(
+            child.recv(),
+            Err(ChannelError::Frame(frame::FrameError::TooLarge {
+                len: 17,
+                max: 16
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_queue_left_by_a_killed_forkd_of_the_same_pid_is_made_again() {
+        let _lock = one_channel_at_a_time();
+        let [requests, _] = names(id("mqtest-stale"));
+        let _ = mq_unlink(requests.as_str());
+        let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_RDWR;
+        let small = MqAttr::new(0, 2, 64, 0);
+        let stale = mq_open(requests.as_str(), flags, Mode::S_IRUSR, Some(&small)).unwrap();
+        mq_close(stale).unwrap();
+        let (parent, _child) = channel(id("mqtest-stale"), 1024).unwrap();
+        assert_eq!(parent.requests.msgsize, 8192, "made with forkd's sizes");
+    }
+
+    #[test]
+    fn an_execd_worker_reopens_its_queues_by_the_names_in_its_environment() {
+        let _lock = one_channel_at_a_time();
+        let (mut parent, child) = test_channel("mqtest-exec", 1024);
+        let setup = child.exec_setup();
+        assert!(setup.keep.is_empty() && setup.stdin.is_none() && setup.stdout.is_none());
+        let env = |key: &str| {
+            let (_, value) = setup.env.iter().find(|(k, _)| k == key).expect(key);
+            value.clone()
+        };
+        let [requests, responses] = names(id("mqtest-exec"));
+        assert_eq!(env(ENV_REQUESTS), requests);
+        assert_eq!(env(ENV_RESPONSES), responses);
+        drop(child);
+        let mut reopened = Child::open(env(ENV_REQUESTS), env(ENV_RESPONSES), 1024).unwrap();
+        parent.send(Rc::new(b"ping".to_vec())).unwrap();
+        assert_eq!(reopened.recv().unwrap().unwrap(), b"ping");
+        reopened.send(b"pong").unwrap();
+        assert_eq!(parent.recv().unwrap().unwrap(), b"pong");
+    }
+}
