@@ -12,22 +12,13 @@ use clap::CommandFactory;
 
 /// Keys and verbs no integration test can exercise today, and why.
 const ALLOWED: &[(&str, &str)] = &[
-    // [[pool]] is parsed and refused at start-up until worker pools land.
-    ("pool.name", "worker pools are not built yet"),
-    ("pool.workers", "worker pools are not built yet"),
-    ("pool.transport", "worker pools are not built yet"),
-    ("pool.worker", "worker pools are not built yet"),
-    ("pool.command", "worker pools are not built yet"),
-    ("pool.queue", "worker pools are not built yet"),
-    ("pool.retries", "worker pools are not built yet"),
-    ("pool.max_frame", "worker pools are not built yet"),
+    ("pool.command", "exec'd pool workers are not built yet"),
     // Keys of handlers that are validated but not built yet.
     ("service.pool", "the pool handler is not built yet"),
     (
         "service.root",
         "the files, ftp and http handlers are not built yet",
     ),
-    ("service.max_frame", "only the pool handler reads frames"),
     (
         "service.max_line",
         "echo answers each read as it comes; the line-based handlers are not built yet",

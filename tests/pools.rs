@@ -12,16 +12,32 @@ use common::pool::{forkctl_call, Caller};
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
-const TRANSPORTS: &[&str] = &["pipe"];
+const TRANSPORTS: &[&str] = &["pipe", "mqueue"];
+
+/// mqueue workers share this user's RLIMIT_MSGQUEUE (twelve workers; see
+/// ipc/mqueue.rs): the tests take turns with their queues.
+static MQUEUES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held while a test's forkd has queues of `transport`.
+fn turn(transport: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (transport == "mqueue").then(|| MQUEUES.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 fn pool(name: &str, transport: &str, extra: &str) -> String {
     format!("[[pool]]\nname = \"{name}\"\ntransport = \"{transport}\"\n{extra}\n")
 }
 
 /// forkd with the pool(s) of `body`, once every worker of `pool` runs.
-fn start_pool(dir: &Scratch, body: &str, pool: &str, workers: usize) -> (Forkd, std::path::PathBuf) {
+fn start_pool(
+    dir: &Scratch,
+    body: &str,
+    pool: &str,
+    workers: usize,
+) -> (Forkd, std::path::PathBuf) {
     let (forkd, socket) = start_with_control(dir, body);
-    wait_until("the pool's workers run", T, || running_workers(&socket, pool).len() == workers);
+    wait_until("the pool's workers run", T, || {
+        running_workers(&socket, pool).len() == workers
+    });
     (forkd, socket)
 }
 
@@ -44,41 +60,65 @@ fn running_workers(socket: &std::path::Path, pool: &str) -> Vec<i64> {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| b"abcdefghijklmnopqrstuvwxyz"[i % 26]).collect()
+    (0..len)
+        .map(|i| b"abcdefghijklmnopqrstuvwxyz"[i % 26])
+        .collect()
 }
 
 #[test]
 fn payloads_from_empty_to_8_mib_come_back_whole() {
     for transport in TRANSPORTS {
+        let _turn = turn(transport);
         let dir = Scratch::new(&format!("pool-sizes-{transport}"));
-        let body = pool("upper", transport, "workers = 2\nworker = \"builtin:upper\"");
+        let body = pool(
+            "upper",
+            transport,
+            "workers = 2\nworker = \"builtin:upper\"",
+        );
         let (_forkd, socket) = start_pool(&dir, &body, "upper", 2);
         let mut caller = Caller::connect(&socket, "upper");
         for len in [0usize, 1, 64, 64 << 10, 1 << 20, 8 << 20] {
             let payload = pattern(len);
             let result = caller.call(&payload).expect("a result");
             assert_eq!(result.len(), len, "{transport}: {len}-byte job");
-            assert!(result == payload.to_ascii_uppercase(), "{transport}: {len}-byte job's bytes");
+            assert!(
+                result == payload.to_ascii_uppercase(),
+                "{transport}: {len}-byte job's bytes"
+            );
         }
         let (code, out, err) = forkctl_call(&socket, "upper", b"hello pool");
-        assert_eq!((code, out.as_slice()), (0, &b"HELLO POOL"[..]), "{transport}: {err}");
+        assert_eq!(
+            (code, out.as_slice()),
+            (0, &b"HELLO POOL"[..]),
+            "{transport}: {err}"
+        );
         let (code, out, err) = forkctl_call(&socket, "upper", &pattern(3 << 20));
         assert_eq!(code, 0, "{transport}: {err}");
-        assert!(out == pattern(3 << 20).to_ascii_uppercase(), "{transport}: 3 MiB through forkctl call");
+        assert!(
+            out == pattern(3 << 20).to_ascii_uppercase(),
+            "{transport}: 3 MiB through forkctl call"
+        );
     }
 }
 
 #[test]
 fn ten_thousand_jobs_through_four_workers_are_answered_once_each_in_order() {
     for transport in TRANSPORTS {
+        let _turn = turn(transport);
         let dir = Scratch::new(&format!("pool-10k-{transport}"));
-        let body = pool("upper", transport, "workers = 4\nworker = \"builtin:upper\"");
+        let body = pool(
+            "upper",
+            transport,
+            "workers = 4\nworker = \"builtin:upper\"",
+        );
         let (_forkd, socket) = start_pool(&dir, &body, "upper", 4);
         let threads: Vec<_> = (0..4)
             .map(|c| {
                 let socket = socket.clone();
                 std::thread::spawn(move || {
-                    let jobs: Vec<Vec<u8>> = (0..2500).map(|i| format!("job {c}-{i}").into_bytes()).collect();
+                    let jobs: Vec<Vec<u8>> = (0..2500)
+                        .map(|i| format!("job {c}-{i}").into_bytes())
+                        .collect();
                     let results = Caller::connect(&socket, "upper").run_all(jobs.clone());
                     assert_eq!(results.len(), jobs.len());
                     for (job, result) in jobs.iter().zip(&results) {
@@ -93,17 +133,30 @@ fn ten_thousand_jobs_through_four_workers_are_answered_once_each_in_order() {
         let status = pool_status(&socket, "upper");
         assert_eq!(status["done"], 10_000, "{transport}: {status}");
         assert_eq!(status["failed"], 0, "{transport}: {status}");
-        let per_worker: Vec<u64> = status["workers"].as_array().unwrap().iter().map(|w| w["jobs"].as_u64().unwrap()).collect();
-        assert!(per_worker.iter().all(|&n| n > 0), "{transport}: every worker took jobs: {per_worker:?}");
+        let per_worker: Vec<u64> = status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["jobs"].as_u64().unwrap())
+            .collect();
+        assert!(
+            per_worker.iter().all(|&n| n > 0),
+            "{transport}: every worker took jobs: {per_worker:?}"
+        );
     }
 }
 
 #[test]
 fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
     for transport in TRANSPORTS {
+        let _turn = turn(transport);
         let dir = Scratch::new(&format!("pool-kill-{transport}"));
         // Each job sleeps 2 ms, so the kill lands while jobs are in flight.
-        let body = pool("slow", transport, "workers = 2\nworker = \"builtin:sleep\"\nretries = 1");
+        let body = pool(
+            "slow",
+            transport,
+            "workers = 2\nworker = \"builtin:sleep\"\nretries = 1",
+        );
         let (forkd, socket) = start_pool(&dir, &body, "slow", 2);
         let victim = running_workers(&socket, "slow")[0];
         let caller_socket = socket.clone();
@@ -111,20 +164,36 @@ fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
             let jobs: Vec<Vec<u8>> = (0..600).map(|_| b"2".to_vec()).collect();
             Caller::connect(&caller_socket, "slow").run_all(jobs)
         });
-        wait_until("jobs are done", T, || pool_status(&socket, "slow")["done"].as_u64() >= Some(50));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        wait_until("jobs are done", T, || {
+            pool_status(&socket, "slow")["done"].as_u64() >= Some(50)
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         let results = load.join().unwrap();
         assert_eq!(results.len(), 600, "{transport}: every job answered");
         for r in &results {
-            assert!(r == b"2" || r.starts_with(b"ERR worker died"), "{transport}: {:?}", String::from_utf8_lossy(r));
+            assert!(
+                r == b"2" || r.starts_with(b"ERR worker died"),
+                "{transport}: {:?}",
+                String::from_utf8_lossy(r)
+            );
         }
         wait_until("the killed worker is replaced", T, || {
             let pids = running_workers(&socket, "slow");
             pids.len() == 2 && !pids.contains(&victim)
         });
         let status = pool_status(&socket, "slow");
-        assert!(status["retried"].as_u64() >= Some(1), "{transport}: the running job was sent again: {status}");
-        assert_eq!(status["done"].as_u64().unwrap() + status["failed"].as_u64().unwrap(), 600);
+        assert!(
+            status["retried"].as_u64() >= Some(1),
+            "{transport}: the running job was sent again: {status}"
+        );
+        assert_eq!(
+            status["done"].as_u64().unwrap() + status["failed"].as_u64().unwrap(),
+            600
+        );
         forkd.log.wait_line("killed by SIGKILL", T);
     }
 }
@@ -132,33 +201,64 @@ fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
 #[test]
 fn a_full_queue_answers_busy_and_the_rest_are_served() {
     for transport in TRANSPORTS {
+        let _turn = turn(transport);
         let dir = Scratch::new(&format!("pool-busy-{transport}"));
-        let body = pool("one", transport, "workers = 1\nworker = \"builtin:sleep\"\nqueue = 2");
+        let body = pool(
+            "one",
+            transport,
+            "workers = 1\nworker = \"builtin:sleep\"\nqueue = 2",
+        );
         let (_forkd, socket) = start_pool(&dir, &body, "one", 1);
-        let results = Caller::connect(&socket, "one").run_all((0..40).map(|_| b"20".to_vec()).collect());
+        let results =
+            Caller::connect(&socket, "one").run_all((0..40).map(|_| b"20".to_vec()).collect());
         assert_eq!(results.len(), 40);
-        let busy = results.iter().filter(|r| r.starts_with(b"ERR busy")).count();
+        let busy = results
+            .iter()
+            .filter(|r| r.starts_with(b"ERR busy"))
+            .count();
         let served = results.iter().filter(|r| r.as_slice() == b"20").count();
-        assert!(busy > 0, "{transport}: a queue of 2 behind one worker refuses some of 40 jobs");
-        assert!(served >= 3, "{transport}: the worker's jobs and the queued ones are served ({served})");
+        assert!(
+            busy > 0,
+            "{transport}: a queue of 2 behind one worker refuses some of 40 jobs"
+        );
+        assert!(
+            served >= 3,
+            "{transport}: the worker's jobs and the queued ones are served ({served})"
+        );
         assert_eq!(busy + served, 40);
-        let text = String::from_utf8_lossy(results.iter().find(|r| r.starts_with(b"ERR busy")).unwrap());
+        let text =
+            String::from_utf8_lossy(results.iter().find(|r| r.starts_with(b"ERR busy")).unwrap());
         assert!(text.contains("queue = 2"), "{text}");
-        assert_eq!(pool_status(&socket, "one")["busy"].as_u64(), Some(busy as u64));
+        assert_eq!(
+            pool_status(&socket, "one")["busy"].as_u64(),
+            Some(busy as u64)
+        );
     }
 }
 
 #[test]
 fn a_job_over_max_frame_is_refused_and_the_next_caller_is_served() {
     for transport in TRANSPORTS {
+        let _turn = turn(transport);
         let dir = Scratch::new(&format!("pool-maxframe-{transport}"));
-        let body = pool("upper", transport, "worker = \"builtin:upper\"\nworkers = 1\nmax_frame = \"1KiB\"");
+        let body = pool(
+            "upper",
+            transport,
+            "worker = \"builtin:upper\"\nworkers = 1\nmax_frame = \"1KiB\"",
+        );
         let (_forkd, socket) = start_pool(&dir, &body, "upper", 1);
         let mut big = Caller::connect(&socket, "upper");
         let refused = big.call(&[b'x'; 2048]).expect("an error frame");
         let text = String::from_utf8_lossy(&refused);
-        assert!(text.starts_with("ERR a frame of 2048 bytes is over max_frame (1024 bytes)"), "{text}");
-        assert_eq!(common::pool::read_frame(&mut big.stream), None, "the connection is closed after the refusal");
+        assert!(
+            text.starts_with("ERR a frame of 2048 bytes is over max_frame (1024 bytes)"),
+            "{text}"
+        );
+        assert_eq!(
+            common::pool::read_frame(&mut big.stream),
+            None,
+            "the connection is closed after the refusal"
+        );
         let (code, out, err) = forkctl_call(&socket, "upper", b"next");
         assert_eq!((code, out.as_slice()), (0, &b"NEXT"[..]), "{err}");
         let (code, out, err) = forkctl_call(&socket, "upper", &[b'y'; 4096]);
@@ -171,13 +271,20 @@ fn a_job_over_max_frame_is_refused_and_the_next_caller_is_served() {
 #[test]
 fn a_job_over_job_timeout_fails_and_its_worker_is_replaced() {
     let dir = Scratch::new("pool-timeout");
-    let body = pool("slow", "pipe", "workers = 1\nworker = \"builtin:sleep\"\njob_timeout = \"300ms\"");
+    let body = pool(
+        "slow",
+        "pipe",
+        "workers = 1\nworker = \"builtin:sleep\"\njob_timeout = \"300ms\"",
+    );
     let (_forkd, socket) = start_pool(&dir, &body, "slow", 1);
     let before = running_workers(&socket, "slow");
     let (code, out, err) = forkctl_call(&socket, "slow", b"20000");
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(err.contains("timeout: the job ran over job_timeout (300ms)"), "{err}");
+    assert!(
+        err.contains("timeout: the job ran over job_timeout (300ms)"),
+        "{err}"
+    );
     wait_until("a new worker runs", T, || {
         let now = running_workers(&socket, "slow");
         now.len() == 1 && now != before
@@ -197,5 +304,8 @@ fn forkctl_call_names_an_unknown_pool_and_a_failed_job() {
     let (code, out, err) = forkctl_call(&socket, "slow", b"later");
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(err.contains("sleep wants a number of milliseconds"), "{err}");
+    assert!(
+        err.contains("sleep wants a number of milliseconds"),
+        "{err}"
+    );
 }

@@ -2,7 +2,7 @@
 //! a connection upgraded with the control socket's `call` request that
 //! sends many frames and reads their results.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -74,7 +74,10 @@ impl Caller {
         // may be buffered here, the frames that follow are the caller's.
         let mut byte = [0u8; 1];
         while !line.ends_with('\n') {
-            reader.get_mut().read_exact(&mut byte).expect("the call reply");
+            reader
+                .get_mut()
+                .read_exact(&mut byte)
+                .expect("the call reply");
             line.push(byte[0] as char);
         }
         let reply: serde_json::Value = serde_json::from_str(&line).expect("JSON reply");
@@ -103,7 +106,6 @@ impl Caller {
             }
         }
         sender.join().unwrap();
-        let _ = reader.fill_buf();
         results
     }
 
