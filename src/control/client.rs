@@ -112,14 +112,18 @@ impl Client {
     /// as a frame and waits up to `timeout` for the result frame.
     pub fn job(&mut self, payload: &[u8], timeout: std::time::Duration) -> Result<Vec<u8>, String> {
         let stream = self.reader.get_mut();
-        crate::ipc::frame::write_frame(stream, payload)
-            .map_err(|e| format!("sending the job failed: {e}"))?;
+        // forkd may refuse a job (over max_frame) before all of it is
+        // sent: its answer is still there to read after a failed write.
+        let sent = crate::ipc::frame::write_frame(stream, payload);
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
         match crate::ipc::frame::read_frame(&mut self.reader, u32::MAX as usize) {
             Ok(Some(result)) => Ok(result),
-            Ok(None) => Err("forkd closed the connection before the result".into()),
+            Ok(None) => Err(match sent {
+                Err(e) => format!("sending the job failed: {e}"),
+                Ok(()) => "forkd closed the connection before the result".into(),
+            }),
             Err(crate::ipc::FrameError::Io(e))
                 if matches!(
                     e.kind(),

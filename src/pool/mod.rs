@@ -129,7 +129,9 @@ pub struct Pool {
     command: Option<crate::process::exec::Prepared>,
     parent: Pid,
     /// Set by `stop`: no new jobs, and workers retire as they finish.
-    stopping: Option<Instant>,
+    stopping: bool,
+    /// When a stopping pool's last workers are killed (taken once done).
+    stop_deadline: Option<Instant>,
 }
 
 impl Pool {
@@ -164,7 +166,8 @@ impl Pool {
             stats: Stats::default(),
             command,
             parent: nix::unistd::getpid(),
-            stopping: None,
+            stopping: false,
+            stop_deadline: None,
         })
     }
 
@@ -227,7 +230,7 @@ impl Pool {
         payload: Payload,
         now: Instant,
     ) -> Result<(), String> {
-        if self.stopping.is_some() {
+        if self.stopping {
             return Err(format!("pool {} is stopping", self.config.name));
         }
         if payload.len() as u64 > self.config.max_frame {
@@ -308,7 +311,7 @@ impl Pool {
 
     /// The loop saw the channel behind `token` ready: send what waits,
     /// take every result in.
-    pub fn channel_ready(&mut self, token: Token, now: Instant) {
+    pub fn channel_ready(&mut self, token: Token, now: Instant, registry: &Registry) {
         let name = self.config.name.clone();
         let Some(worker) = self
             .workers
@@ -343,6 +346,9 @@ impl Pool {
             if worker.killed.is_none() {
                 kill(&name, worker, format!("its channel broke: {e}"), false);
             }
+        }
+        if !self.retiring.is_empty() {
+            self.retire_drained(now, registry);
         }
         self.dispatch(now);
     }
@@ -448,14 +454,29 @@ impl Pool {
                 kill(&name, worker, reason, true);
             }
         }
-        // Retiring workers go once their jobs are done (or at once when
-        // they hold none); a stopping pool's last ones are killed at its
-        // deadline.
-        let overdue = self.stopping.is_some_and(|d| now >= d);
+        self.retire_drained(now, ctx.registry);
+        if !self.stopping {
+            for position in 0..self.workers.len() {
+                if self.workers[position].life.step(Event::Tick { now }) == Action::Spawn {
+                    self.spawn(position, now, ctx);
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// Retiring workers go once their jobs are done (or at once when they
+    /// hold none): the channel closes and SIGTERM follows; a stopping
+    /// pool's last ones are killed at its deadline.
+    fn retire_drained(&mut self, now: Instant, registry: &Registry) {
+        let overdue = self.stop_deadline.is_some_and(|d| now >= d);
+        if overdue {
+            self.stop_deadline = None;
+        }
         for worker in &mut self.retiring {
             if worker.in_flight.is_empty() || overdue {
                 if let Some(mut channel) = worker.channel.take() {
-                    let _ = channel.deregister(ctx.registry);
+                    let _ = channel.deregister(registry);
                 }
                 let signal = if overdue {
                     Signal::SIGKILL
@@ -479,14 +500,6 @@ impl Pool {
             }
             !gone
         });
-        if self.stopping.is_none() {
-            for position in 0..self.workers.len() {
-                if self.workers[position].life.step(Event::Tick { now }) == Action::Spawn {
-                    self.spawn(position, now, ctx);
-                }
-            }
-        }
-        self.dispatch(now);
     }
 
     fn spawn(&mut self, position: usize, now: Instant, ctx: &mut Ctx<'_>) {
@@ -545,7 +558,8 @@ impl Pool {
     /// Shutdown or removal: queued jobs fail, workers finish the jobs
     /// they hold, and whatever still runs at `deadline` is killed.
     pub fn stop(&mut self, now: Instant, deadline: Instant, ctx: &mut Ctx<'_>) {
-        self.stopping = Some(deadline);
+        self.stopping = true;
+        self.stop_deadline = Some(deadline);
         for id in std::mem::take(&mut self.queue) {
             if let Some(job) = self.jobs.remove(&id) {
                 let message = format!("ERR pool {} is stopping", self.config.name);
@@ -564,7 +578,7 @@ impl Pool {
 
     /// Everything stopped: no worker left.
     pub fn is_stopped(&self) -> bool {
-        self.stopping.is_some() && self.workers.is_empty() && self.retiring.is_empty()
+        self.stopping && self.workers.is_empty() && self.retiring.is_empty()
     }
 
     /// SIGKILL to every worker (a second SIGTERM, SIGQUIT).
@@ -582,7 +596,7 @@ impl Pool {
             .filter_map(|w| Some(w.head_since? + timeout?));
         spawns
             .chain(timeouts)
-            .chain(self.stopping.filter(|_| !self.retiring.is_empty()))
+            .chain(self.stop_deadline.filter(|_| !self.retiring.is_empty()))
             .min()
     }
 
@@ -619,9 +633,9 @@ impl Pool {
             self.stopping,
             workers.iter().any(|w| w["state"] == "running"),
         ) {
-            (Some(_), _) => "stopping",
-            (None, true) => "running",
-            (None, false) => "starting",
+            (true, _) => "stopping",
+            (false, true) => "running",
+            (false, false) => "starting",
         };
         json!({
             "name": self.config.name,

@@ -58,8 +58,20 @@ pub fn endpoint_name(forkd: u32, pool: &str) -> String {
 impl Supervisor {
     /// Opens the ledger and starts every pool. Called before services.
     pub(super) fn start_pools(&mut self) -> Result<(), String> {
-        if self.config.pools.is_empty() {
-            return Ok(());
+        if !self.config.pools.is_empty() {
+            self.open_ledger();
+        }
+        for config in self.config.pools.clone() {
+            self.add_pool(&config)?;
+        }
+        Ok(())
+    }
+
+    /// The ledger of IPC names, opened with the first pool: it removes
+    /// what a killed forkd of the same control socket left.
+    fn open_ledger(&mut self) {
+        if self.pools.ledger.is_some() {
+            return;
         }
         match Ledger::open(self.control.server.path()) {
             Ok((ledger, removed)) => {
@@ -73,10 +85,6 @@ impl Supervisor {
                 self.control.server.path().display()
             ),
         }
-        for config in self.config.pools.clone() {
-            self.add_pool(&config)?;
-        }
-        Ok(())
     }
 
     pub(super) fn add_pool(&mut self, config: &PoolConfig) -> Result<(), String> {
@@ -189,7 +197,9 @@ impl Supervisor {
 
     /// A worker channel is ready.
     pub(super) fn pool_channel_ready(&mut self, id: u64, token: Token) {
-        self.with_pool(id, |pool, now, _| pool.channel_ready(token, now));
+        self.with_pool(id, |pool, now, ctx| {
+            pool.channel_ready(token, now, ctx.registry)
+        });
     }
 
     /// The endpoint is readable: accept every pending caller of our uid.
@@ -427,11 +437,7 @@ impl Supervisor {
         }
         for name in &diff.pools.added {
             if let Some(config) = configs.get(name) {
-                if self.pools.ledger.is_none() && self.config.pools.len() == 1 {
-                    if let Ok((ledger, _)) = Ledger::open(self.control.server.path()) {
-                        self.pools.ledger = Some(ledger);
-                    }
-                }
+                self.open_ledger();
                 match self.add_pool(config) {
                     Ok(()) => lines.push(format!("pool {name} added")),
                     Err(e) => lines.push(e),

@@ -219,6 +219,19 @@ impl Drop for Forkd {
         }
         if let Ok(None) = self.child.try_wait() {
             let pid = self.pid();
+            // SIGTERM first: forkd removes its message queues, shared
+            // memory and sockets on the way out, which SIGKILL would leave.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                pause();
+            }
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.pid();
             let children = descendants(pid);
             let _ = self.child.kill();
             let _ = self.child.wait();
