@@ -363,3 +363,19 @@ fn open_exclusive(name: &str) -> io::Result<OwnedFd> {
         other => Ok(other?),
     }
 }
+
+#[cfg(test)]
+impl Region {
+    /// Overwrites `bytes.len()` bytes of the header page (`ring` `None`)
+    /// or of a ring's control page.
+    pub fn scribble(&self, ring: Option<Ring>, bytes: &[u8]) {
+        assert!(bytes.len() <= PAGE);
+        let offset = ring.map_or(0, |r| ring_offset(self.slot_size, r));
+        // SAFETY: the page lies inside the mapping; its fields are atomics,
+        // valid for any bytes, and no reference to them is live across
+        // this copy on this thread (other threads only use atomics).
+        unsafe {
+            ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(offset), bytes.len())
+        };
+    }
+}

@@ -140,4 +140,7 @@ impl Semaphore {
     pub fn waiters(&self) -> u32 {
         self.waiters.load(SeqCst)
     }
+    pub fn set(&self, count: u32) {
+        self.count.store(count, SeqCst);
+    }
 }

@@ -2,6 +2,7 @@
 //! the way forkd's loop is: by the doorbell, through mio.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::shm_open;
 use nix::sys::stat::Mode;
 
-use super::region::{Ring, PAGE};
+use super::region::{Region, Ring, PAGE, SLOTS};
 use super::*;
 
 /// Removes a test's segment however the test ends.
@@ -142,6 +143,116 @@ fn a_thousand_small_frames_pipeline_through_a_full_ring() {
     assert_eq!(parent.queued(), 0);
     drop(parent);
     assert_eq!(worker.join().unwrap().unwrap(), 1000);
+}
+
+/// What `Parent::recv` makes of a response ring a worker thread scribbled on.
+fn recv_after(pool: &str, scribble: impl FnOnce(&Region) + Send + 'static) -> Result<(), String> {
+    let (_segment, mut parent, child) = test_channel(pool, 1 << 20);
+    let child = thread::spawn(move || {
+        scribble(&child.rings.region);
+        child
+    })
+    .join()
+    .unwrap();
+    let got = parent.recv();
+    drop(child);
+    match got {
+        Err(ChannelError::Corrupt(why)) => Err(why),
+        other => panic!("{pool}: expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_worker_scribbling_on_the_response_ring_makes_recv_corrupt() {
+    // A token with a length past the slot.
+    let why = recv_after("scribble-length", |r| {
+        let c = r.control(Ring::Responses);
+        c.lengths[0].store(u32::MAX, SeqCst);
+        c.head.store(1, SeqCst);
+        c.full.give().unwrap();
+    })
+    .unwrap_err();
+    assert!(why.contains("slot 0 claims 4294967295 bytes"), "{why}");
+    // An empty chunk.
+    recv_after("scribble-zero", |r| {
+        let c = r.control(Ring::Responses);
+        c.head.store(1, SeqCst);
+        c.full.give().unwrap();
+    })
+    .unwrap_err();
+    // A token for a chunk that was never published.
+    let why = recv_after("scribble-token", |r| {
+        r.control(Ring::Responses).full.give().unwrap();
+    })
+    .unwrap_err();
+    assert!(why.contains("0 chunks posted and 0 taken"), "{why}");
+    // A head far past what the ring can hold.
+    recv_after("scribble-head", |r| {
+        let c = r.control(Ring::Responses);
+        c.lengths[0].store(8, SeqCst);
+        c.head.store(1000, SeqCst);
+        c.full.give().unwrap();
+    })
+    .unwrap_err();
+    // A semaphore count no ring can have.
+    let why = recv_after("scribble-count", |r| {
+        r.control(Ring::Responses).full.set(0xdead_beef);
+    })
+    .unwrap_err();
+    assert!(why.contains("full semaphore holds 3735928559"), "{why}");
+}
+
+#[test]
+fn a_worker_lying_about_free_request_slots_makes_flush_corrupt() {
+    let (_segment, mut parent, child) = test_channel("scribble-room", 100);
+    for _ in 0..SLOTS + 1 {
+        parent.send(Rc::new(vec![1; 96])).unwrap();
+    }
+    assert_eq!(parent.queued(), 1, "sixteen slots taken, one frame waits");
+    // A free-slot token without a slot read.
+    thread::spawn(move || child.rings.region.control(Ring::Requests).empty.give())
+        .join()
+        .unwrap()
+        .unwrap();
+    match parent.flush() {
+        Err(ChannelError::Corrupt(why)) => {
+            assert!(why.contains("16 chunks posted and 0 taken"), "{why}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn random_garbage_over_the_header_and_response_ring_never_panics_or_hangs() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random_page = || {
+        (0..PAGE)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    for round in 0..32 {
+        let (_segment, mut parent, child) = test_channel(&format!("garbage-{round}"), 1 << 20);
+        let (header, control) = (random_page(), random_page());
+        let child = thread::spawn(move || {
+            child.rings.region.scribble(None, &header);
+            child.rings.region.scribble(Some(Ring::Responses), &control);
+            child
+        })
+        .join()
+        .unwrap();
+        for _ in 0..3 {
+            let got = parent.recv();
+            assert!(!matches!(got, Ok(Some(_))), "round {round}: {got:?}");
+        }
+        let _ = parent.send(Rc::new(vec![0; 100_000]));
+        drop(parent);
+        drop(child);
+    }
 }
 
 #[test]
