@@ -1,6 +1,7 @@
 //! The shm transport against a worker thread (or a forked worker), woken
 //! the way forkd's loop is: by the doorbell, through mio.
 
+use std::os::fd::IntoRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
@@ -321,6 +322,89 @@ fn frames_over_max_frame_are_refused_at_both_ends() {
         parent.recv(),
         Err(ChannelError::Frame(FrameError::TooLarge { len: 1001, .. }))
     ));
+}
+
+#[test]
+fn an_exec_worker_reopens_the_channel_by_name() {
+    let (segment, mut parent, child) = test_channel("exec", 1 << 16);
+    let setup = child.exec_setup();
+    let fd = child.doorbell.as_raw_fd();
+    assert_eq!(setup.keep, vec![fd]);
+    assert_eq!(child.fds(), vec![fd]);
+    assert_eq!(
+        setup.env,
+        vec![
+            (ENV_NAME.to_string(), segment.0.clone()),
+            (ENV_DOORBELL.to_string(), fd.to_string())
+        ]
+    );
+    // What from_env does once it has read the environment (which tests
+    // running side by side must not set).
+    let inherited = child.doorbell.try_clone().unwrap().into_raw_fd();
+    let doorbell = inherited_doorbell(inherited).unwrap();
+    let worker = Child::new(
+        Region::attach(&segment.0).unwrap(),
+        segment.0.clone(),
+        doorbell,
+        1 << 16,
+    );
+    drop(child);
+    let worker = reversing_worker(worker);
+    let mut supervisor = Supervisor::new(&mut parent);
+    parent.send(Rc::new(b"abc".to_vec())).unwrap();
+    assert_eq!(supervisor.next(&mut parent), b"cba");
+    drop(parent);
+    assert_eq!(worker.join().unwrap().unwrap(), 1);
+}
+
+#[test]
+fn attach_refuses_what_is_not_a_live_forkd_channel() {
+    let (segment, parent, _child) = test_channel("attach", 1 << 16);
+    parent
+        .rings
+        .region
+        .header()
+        .magic
+        .store(0x1234_5678, SeqCst);
+    match Region::attach(&segment.0) {
+        Err(ChannelError::Corrupt(why)) => assert!(why.contains("magic 0x12345678"), "{why}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    drop(parent);
+    assert!(matches!(
+        Region::attach(&segment.0),
+        Err(ChannelError::Closed)
+    ));
+    let (read, _write) = nix::unistd::pipe().unwrap();
+    let err = inherited_doorbell(read.as_raw_fd())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not an eventfd"), "{err}");
+    assert!(inherited_doorbell(1).is_err());
+}
+
+#[test]
+fn a_forked_worker_serves_through_the_mapping_it_inherits() {
+    let (_segment, mut parent, mut child) = test_channel("fork", 1 << 20);
+    let pid = crate::process::fork_worker(move || {
+        while let Ok(Some(request)) = child.recv() {
+            let reply: Vec<u8> = request.iter().rev().copied().collect();
+            if child.send(&reply).is_err() {
+                return 1;
+            }
+        }
+        0
+    })
+    .unwrap();
+    let mut supervisor = Supervisor::new(&mut parent);
+    for len in [0, 100, 1 << 20] {
+        let payload = pattern(len);
+        parent.send(Rc::new(payload.clone())).unwrap();
+        assert!(supervisor.next(&mut parent).iter().rev().eq(payload.iter()));
+    }
+    drop(parent);
+    let status = nix::sys::wait::waitpid(pid, None).unwrap();
+    assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
 }
 
 #[test]
