@@ -12,7 +12,7 @@ use common::pool::{forkctl_call, Caller};
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
-const TRANSPORTS: &[&str] = &["pipe", "mqueue"];
+const TRANSPORTS: &[&str] = &["pipe", "mqueue", "shm"];
 
 /// mqueue workers share this user's RLIMIT_MSGQUEUE (twelve workers; see
 /// ipc/mqueue.rs): the tests take turns with their queues.
