@@ -440,12 +440,55 @@ fn print_status(reply: &Value) {
         }
     }
     let mut out = table(&rows);
-    let services = service_rows(reply);
-    if services.len() > 1 {
-        out.push('\n');
-        out.push_str(&table(&services));
+    for extra in [pool_rows(reply), service_rows(reply)] {
+        if extra.len() > 1 {
+            out.push('\n');
+            out.push_str(&table(&extra));
+        }
     }
     let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+/// One row per pool with its job counters.
+fn pool_rows(reply: &Value) -> Vec<Vec<String>> {
+    let mut rows = vec![[
+        "POOL",
+        "TRANSPORT",
+        "WORKER",
+        "DONE",
+        "FAILED",
+        "RETRIED",
+        "BUSY",
+        "IN FLIGHT",
+        "QUEUED",
+        "P50",
+        "P99",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for entry in reply["pools"].as_array().into_iter().flatten() {
+        let text = |key: &str| entry[key].as_str().unwrap_or("-").to_string();
+        let count = |key: &str| entry[key].as_u64().map_or("-".into(), |n| n.to_string());
+        let ms = |key: &str| {
+            entry[key]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.2}ms"))
+        };
+        rows.push(vec![
+            text("name"),
+            text("transport"),
+            text("worker"),
+            count("done"),
+            count("failed"),
+            count("retried"),
+            count("busy"),
+            count("in_flight"),
+            count("queued"),
+            ms("latency_p50_ms"),
+            ms("latency_p99_ms"),
+        ]);
+    }
+    rows
 }
 
 /// One row per service with its counters: the front end at a glance.

@@ -677,10 +677,15 @@ impl Worker {
             (State::Pending { .. }, None, _) => "starting",
             (State::Vacant, None, _) => "stopped",
         };
+        let uptime = match self.life.state {
+            State::Running { since, .. } => Some(since.elapsed().as_secs()),
+            _ => None,
+        };
         json!({
             "index": self.index,
             "state": state,
             "pid": self.life.pid().map(|p| p.as_raw()),
+            "uptime_secs": uptime,
             "jobs": self.jobs,
             "in_flight": self.in_flight.len(),
         })
