@@ -194,6 +194,13 @@ fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
             status["done"].as_u64().unwrap() + status["failed"].as_u64().unwrap(),
             600
         );
+        let restarts: Vec<u64> = status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["restarts"].as_u64().unwrap())
+            .collect();
+        assert_eq!(restarts.iter().sum::<u64>(), 1, "{transport}: one replacement: {status}");
         forkd.log.wait_line("killed by SIGKILL", T);
     }
 }

@@ -78,6 +78,10 @@ struct Worker {
     /// When the running job started (it became the oldest in flight).
     head_since: Option<Instant>,
     jobs: u64,
+    /// Of those, the ones it answered `ERR ...`.
+    failed: u64,
+    /// Workers this slot has had after its first.
+    restarts: u64,
     /// Why forkd killed it, if it did; its jobs fail or move on with this.
     killed: Option<Killed>,
 }
@@ -193,6 +197,8 @@ impl Pool {
                 in_flight: VecDeque::new(),
                 head_since: None,
                 jobs: 0,
+                failed: 0,
+                restarts: 0,
                 killed: None,
             });
         }
@@ -333,6 +339,7 @@ impl Pool {
                         break;
                     };
                     worker.jobs += 1;
+                    worker.failed += u64::from(result.starts_with(b"ERR "));
                     worker.head_since = (!worker.in_flight.is_empty()).then_some(now);
                     if let Some(job) = self.jobs.remove(&id) {
                         finish(&mut self.stats, &mut self.done, job, result, now);
@@ -409,11 +416,16 @@ impl Pool {
             Action::Vacated => {
                 log::info!("pool \"{name}\" worker #{index} (pid {pid}) {exit}");
             }
-            Action::Replace { delay, .. } => log::warn!(
-                "pool \"{name}\" worker #{index} (pid {pid}) {}; replacing it in {}",
-                exit.unexpected(),
-                crate::logging::human_duration(delay)
-            ),
+            Action::Replace { delay, .. } => {
+                if let Some(w) = self.workers.iter_mut().find(|w| w.index == index) {
+                    w.restarts += 1;
+                }
+                log::warn!(
+                    "pool \"{name}\" worker #{index} (pid {pid}) {}; replacing it in {}",
+                    exit.unexpected(),
+                    crate::logging::human_duration(delay)
+                );
+            }
             _ => {}
         }
         self.tick(now, ctx);
@@ -686,6 +698,8 @@ impl Worker {
             "state": state,
             "pid": self.life.pid().map(|p| p.as_raw()),
             "uptime_secs": uptime,
+            "restarts": self.restarts,
+            "failed": self.failed,
             "jobs": self.jobs,
             "in_flight": self.in_flight.len(),
         })
