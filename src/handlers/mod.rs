@@ -16,6 +16,7 @@
 
 mod echo;
 mod exec;
+mod upstream;
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -28,6 +29,7 @@ use crate::config::{HandlerKind, ServiceConfig};
 
 pub use echo::Echo;
 pub use exec::Exec;
+pub use upstream::{Endpoint, Upstream};
 
 /// An accepted stream connection.
 #[derive(Debug)]

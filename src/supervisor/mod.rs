@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::process::daemonize::Readiness;
 
 pub use instance::{Instance, State};
+pub use pools::endpoint_name;
 pub use programs::Program;
 
 const SIGNALS: Token = Token(0);
