@@ -14,7 +14,6 @@ use clap::CommandFactory;
 const ALLOWED: &[(&str, &str)] = &[
     ("pool.command", "exec'd pool workers are not built yet"),
     // Keys of handlers that are validated but not built yet.
-    ("service.pool", "the pool handler is not built yet"),
     (
         "service.root",
         "the files, ftp and http handlers are not built yet",

@@ -200,7 +200,11 @@ fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
             .iter()
             .map(|w| w["restarts"].as_u64().unwrap())
             .collect();
-        assert_eq!(restarts.iter().sum::<u64>(), 1, "{transport}: one replacement: {status}");
+        assert_eq!(
+            restarts.iter().sum::<u64>(),
+            1,
+            "{transport}: one replacement: {status}"
+        );
         forkd.log.wait_line("killed by SIGKILL", T);
     }
 }

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::section::{Sink, Span};
 use super::service::service;
 use super::tables::{daemon, pool, program, Named};
-use super::{suggest, Config, DaemonConfig};
+use super::{suggest, Config, DaemonConfig, PoolConfig};
 
 /// One problem in a configuration file, at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +161,9 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
     let pools: Vec<_> = entries(sink, root, "pool")
         .map(|(table, span)| pool(sink, table, span))
         .collect();
-    let pool_names: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
+    let pool_configs: Vec<&PoolConfig> = pools.iter().map(|p| &p.config).collect();
     let services: Vec<_> = entries(sink, root, "service")
-        .map(|(table, span)| service(sink, table, span, &pool_names))
+        .map(|(table, span)| service(sink, table, span, &pool_configs))
         .collect();
 
     let mut names: Vec<(&str, &str, &Span)> = Vec::new();

@@ -10,7 +10,7 @@ use super::section::{describe, Section, Sink, Span};
 use super::suggest;
 use super::tables::{read_name, Named, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
 use super::values;
-use super::{HandlerKind, ListenAddr, Mode, ServiceConfig};
+use super::{HandlerKind, ListenAddr, Mode, PoolConfig, ServiceConfig};
 
 pub(super) const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -37,13 +37,13 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "root",
 ];
 
-/// Reads one `[[service]]`; `pools` are the names of the `[[pool]]`s defined
-/// anywhere in the file, for `handler = "pool"`.
+/// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
+/// in the file, for `handler = "pool"`.
 pub(super) fn service(
     sink: &mut Sink,
     table: &DeTable<'_>,
     header: Span,
-    pools: &[&str],
+    pools: &[&PoolConfig],
 ) -> Named<ServiceConfig> {
     let mut s = Section::new(sink, table, header, "[[service]]");
     let (name, name_span) = read_name(&mut s, "service");
@@ -55,6 +55,13 @@ pub(super) fn service(
         s.missing("handler", "handler = \"echo\"");
     }
     let workers = s.processes("workers", default_workers(mode), 1);
+    let pool = s.string("pool").map(|(p, _)| p.to_string());
+    // A pool handler's frames are the pool's jobs: by default as large as
+    // the pool takes.
+    let forwarded_to = pools
+        .iter()
+        .find(|p| handler == Some(HandlerKind::Pool) && pool.as_ref() == Some(&p.name));
+    let default_max_frame = forwarded_to.map_or(DEFAULT_MAX_FRAME, |p| p.max_frame);
     let config = ServiceConfig {
         name,
         listen,
@@ -78,10 +85,10 @@ pub(super) fn service(
         // Linux's own somaxconn default since 5.4; the kernel caps it there.
         backlog: s.u32("backlog", 4096, 1),
         max_line: s.size("max_line", 64 << 10, MAX_FRAME_LIMIT),
-        max_frame: s.size("max_frame", DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT),
+        max_frame: s.size("max_frame", default_max_frame, MAX_FRAME_LIMIT),
         socket_mode: s.mode("socket_mode").unwrap_or(0o660),
         tcp_nodelay: s.bool("tcp_nodelay", true),
-        pool: s.string("pool").map(|(p, _)| p.to_string()),
+        pool,
         command: s.command("command"),
         root: s.path("root"),
     };
@@ -176,25 +183,16 @@ fn listen(s: &mut Section<'_, '_>) -> Vec<ListenAddr> {
 }
 
 /// What each handler needs from the rest of the service and the file.
-fn check_handler(s: &mut Section<'_, '_>, c: &ServiceConfig, handler: HandlerKind, pools: &[&str]) {
+fn check_handler(
+    s: &mut Section<'_, '_>,
+    c: &ServiceConfig,
+    handler: HandlerKind,
+    pools: &[&PoolConfig],
+) {
     let at_handler = s.span_of("handler");
     let kind = values::keyword_of(values::HANDLER, handler);
     match handler {
-        HandlerKind::Pool => match (&c.pool, s.get("pool").map(|v| v.span())) {
-            (_, None) => {
-                let message = "handler = \"pool\" needs pool = \"NAME\" naming a [[pool]]";
-                s.error(&at_handler, message);
-            }
-            (Some(name), Some(at)) if !pools.contains(&name.as_str()) => {
-                let hint = match suggest::closest(name, pools) {
-                    Some(close) => format!(" (did you mean \"{close}\"?)"),
-                    None if pools.is_empty() => "; define it with [[pool]]".to_string(),
-                    None => format!("; defined pools: {}", suggest::quoted_list(pools)),
-                };
-                s.error(&at, format!("no [[pool]] named \"{name}\"{hint}"));
-            }
-            _ => {}
-        },
+        HandlerKind::Pool => check_pool(s, c, pools),
         HandlerKind::Exec => {
             if !s.has("command") {
                 let message =
@@ -226,6 +224,39 @@ fn check_handler(s: &mut Section<'_, '_>, c: &ServiceConfig, handler: HandlerKin
     }
     if !matches!(handler, HandlerKind::Echo | HandlerKind::Chat) {
         check_no_udp(s, kind);
+    }
+}
+
+/// `handler = "pool"`: the pool exists, and takes every frame the service
+/// lets through. A frame over the pool's own max_frame would make the pool
+/// close the connection, which an event worker shares among its clients.
+fn check_pool(s: &mut Section<'_, '_>, c: &ServiceConfig, pools: &[&PoolConfig]) {
+    let Some(at) = s.get("pool").map(|v| v.span()) else {
+        let at_handler = s.span_of("handler");
+        let message = "handler = \"pool\" needs pool = \"NAME\" naming a [[pool]]";
+        s.error(&at_handler, message);
+        return;
+    };
+    let Some(name) = &c.pool else {
+        return;
+    };
+    let Some(pool) = pools.iter().find(|p| &p.name == name) else {
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let hint = match suggest::closest(name, &names) {
+            Some(close) => format!(" (did you mean \"{close}\"?)"),
+            None if names.is_empty() => "; define it with [[pool]]".to_string(),
+            None => format!("; defined pools: {}", suggest::quoted_list(&names)),
+        };
+        s.error(&at, format!("no [[pool]] named \"{name}\"{hint}"));
+        return;
+    };
+    if c.max_frame > pool.max_frame {
+        let at = s.span_of("max_frame");
+        let message = format!(
+            "max_frame ({} bytes) is over the max_frame of [[pool]] \"{name}\" ({} bytes), which refuses larger jobs by closing the connection; lower this one or raise the pool's",
+            c.max_frame, pool.max_frame
+        );
+        s.error(&at, message);
     }
 }
 

@@ -10,12 +10,23 @@
 //! [`Handler::speaks_udp`]; the config check rejects those combinations
 //! before anything starts.
 //!
+//! One extension for `event` mode, until the handler trait is reshaped: a
+//! handler whose sessions forward requests somewhere (the `pool` handler)
+//! names that place with [`Handler::upstream`]. The event worker then
+//! keeps one connection there for all its sessions, writes what
+//! [`Session::take_requests`] hands it, and gives each answer back with
+//! [`Session::answer`] to the session whose request it was (the upstream
+//! answers in order, so a FIFO of owners suffices). The session itself
+//! still never does I/O.
+//!
 //! This module never forks, accepts or binds (that is `server`), never logs
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
 mod echo;
 mod exec;
+mod pool;
+mod upstream;
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -28,6 +39,8 @@ use crate::config::{HandlerKind, ServiceConfig};
 
 pub use echo::Echo;
 pub use exec::Exec;
+pub use pool::{Forwarder, PoolForwarding};
+pub use upstream::{Endpoint, Upstream};
 
 /// An accepted stream connection.
 #[derive(Debug)]
@@ -176,6 +189,30 @@ pub enum Flow {
 /// appends its replies to `out`. Never blocks and never does I/O itself.
 pub trait Session {
     fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow;
+
+    /// The client closed its sending side (EOF). By default the session
+    /// ends; one still owing answers returns `Continue` until they are out.
+    fn input_ended(&mut self, _out: &mut Vec<u8>) -> Flow {
+        Flow::Close
+    }
+
+    /// Whether to read more now; `false` holds the client back (it then
+    /// waits in its own send) until an answer comes.
+    fn wants_input(&self) -> bool {
+        true
+    }
+
+    /// For a handler with an [`Handler::upstream`]: appends the encoded
+    /// frames to forward there to `to`; returns how many.
+    fn take_requests(&mut self, _to: &mut Vec<u8>) -> usize {
+        0
+    }
+
+    /// The upstream's answer to this session's oldest forwarded request
+    /// (or an `ERR ` frame saying why there is none); appends the reply.
+    fn answer(&mut self, _result: &[u8], _out: &mut Vec<u8>) -> Flow {
+        Flow::Continue
+    }
 }
 
 /// One built-in service. Implementations hold only configuration; all
@@ -208,6 +245,12 @@ pub trait Handler {
     /// The exec handler, which fork mode spawns straight from the
     /// supervisor instead of forking a child that runs [`Handler::serve`].
     fn as_exec(&self) -> Option<&Exec> {
+        None
+    }
+
+    /// Where this handler's sessions forward requests in `event` mode:
+    /// the worker keeps one connection to it for all of them.
+    fn upstream(&self) -> Option<&Endpoint> {
         None
     }
 }
@@ -315,7 +358,7 @@ fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Resul
 /// Why a service's handler cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("handler \"{0}\" is not available yet in this forkd build; use handler = \"echo\" or \"exec\"")]
+    #[error("handler \"{0}\" is not available yet in this forkd build; use handler = \"echo\", \"exec\" or \"pool\"")]
     NotAvailable(&'static str),
     #[error("{0}")]
     Setup(String),
@@ -331,6 +374,6 @@ pub fn build(config: &ServiceConfig) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Command => Err(HandlerError::NotAvailable("command")),
         HandlerKind::Chat => Err(HandlerError::NotAvailable("chat")),
         HandlerKind::Http => Err(HandlerError::NotAvailable("http")),
-        HandlerKind::Pool => Err(HandlerError::NotAvailable("pool")),
+        HandlerKind::Pool => Ok(Box::new(PoolForwarding::new(config)?)),
     }
 }

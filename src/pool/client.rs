@@ -18,6 +18,21 @@ use crate::ipc::{frame, Decoder, FrameError, Payload};
 
 /// Unanswered jobs per connection before forkd stops reading it.
 pub const MAX_PENDING: usize = 256;
+/// After a refused frame, bytes read and dropped while waiting for the
+/// caller's end of stream: closing with unread input would reset the
+/// connection and could destroy the refusal before the caller reads it.
+const DISCARD_MAX: usize = 64 << 20;
+
+/// A stream whose writing side can be shut down on its own.
+pub trait HalfClose {
+    fn shutdown_write(&self);
+}
+
+impl HalfClose for mio::net::UnixStream {
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
 const READ_CHUNK: usize = 64 << 10;
 
 #[derive(Debug)]
@@ -33,10 +48,16 @@ pub struct Client<S> {
     next_seq: u64,
     /// No more requests will be read (end of stream or a bad frame).
     closing: bool,
+    /// A frame was refused: input is dropped until the caller's end of
+    /// stream (at most [`DISCARD_MAX`] bytes), after our answers went out.
+    discarding: Option<usize>,
+    /// Our writing side is shut down (after the last answer of a refused
+    /// caller).
+    shut: bool,
     buf: Vec<u8>,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Read + Write + HalfClose> Client<S> {
     pub fn new(stream: S, max_frame: usize) -> Client<S> {
         Client {
             stream,
@@ -47,6 +68,8 @@ impl<S: Read + Write> Client<S> {
             first_seq: 0,
             next_seq: 0,
             closing: false,
+            discarding: None,
+            shut: false,
             buf: Vec::new(),
         }
     }
@@ -64,6 +87,10 @@ impl<S: Read + Write> Client<S> {
     /// from it is the job's answer (busy, stopping). Stops at
     /// [`MAX_PENDING`] unanswered jobs.
     pub fn readable(&mut self, submit: &mut dyn FnMut(u64, Payload) -> Result<(), String>) {
+        if self.discarding.is_some() {
+            self.discard();
+            return;
+        }
         while !self.closing && self.pending.len() < MAX_PENDING {
             match self.decoder.next_frame() {
                 Ok(Some(payload)) => {
@@ -83,6 +110,8 @@ impl<S: Read + Write> Client<S> {
                     let reason = format!("ERR a frame of {len} bytes is over max_frame ({max} bytes); closing the connection");
                     self.complete(seq, reason.into_bytes());
                     self.closing = true;
+                    self.discarding = Some(0);
+                    self.discard();
                     break;
                 }
                 Err(_) => {
@@ -101,6 +130,31 @@ impl<S: Read + Write> Client<S> {
                 Err(_) => self.closing = true,
             }
         }
+    }
+
+    /// Reads and drops what a refused caller still sends, up to its end
+    /// of stream or [`DISCARD_MAX`] bytes.
+    fn discard(&mut self) {
+        let Some(mut dropped) = self.discarding else {
+            return;
+        };
+        if self.buf.len() < READ_CHUNK {
+            self.buf.resize(READ_CHUNK, 0);
+        }
+        loop {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) if dropped + n < DISCARD_MAX => dropped += n,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.discarding = Some(dropped);
+                    return;
+                }
+                Err(_) => break,
+            }
+        }
+        self.discarding = None;
     }
 
     /// Whether reading stopped only because of [`MAX_PENDING`] (the loop
@@ -143,12 +197,18 @@ impl<S: Read + Write> Client<S> {
                 Err(e) => return Err(e),
             }
         }
+        // A refused caller hears the end of our answers while we still
+        // drain what it sends.
+        if self.discarding.is_some() && self.pending.is_empty() && !self.shut {
+            self.stream.shutdown_write();
+            self.shut = true;
+        }
         Ok(())
     }
 
     /// Nothing more will be read, every job is answered and written.
     pub fn finished(&self) -> bool {
-        self.closing && self.pending.is_empty() && self.out.is_empty()
+        self.closing && self.pending.is_empty() && self.out.is_empty() && self.discarding.is_none()
     }
 }
 
@@ -166,6 +226,10 @@ mod tests {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.input.read(buf)
         }
+    }
+
+    impl HalfClose for Pipe {
+        fn shutdown_write(&self) {}
     }
 
     impl Write for Pipe {

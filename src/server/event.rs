@@ -8,6 +8,13 @@
 //! Level-triggered epoll, one read per readiness, so one busy client cannot
 //! starve the others. Connections live in a slab indexed by their epoll
 //! token. This module never accepts (the worker loop does) and never forks.
+//!
+//! A handler with an upstream (`pool`) gets one connection to it per
+//! worker, shared by every session (`forward.rs`). A session may also hold
+//! its input back ([`Session::wants_input`]): its connection is then not
+//! read.
+
+mod forward;
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -19,7 +26,10 @@ use nix::unistd::Pid;
 
 use super::per_ip::PerIp;
 use super::scoreboard::Slot;
-use crate::handlers::{Connection, Flow, Limits, Outcome, Peer, Session, Stream};
+use crate::handlers::{Connection, Endpoint, Flow, Limits, Outcome, Peer, Session, Stream};
+
+use forward::Forwarding;
+pub use forward::UPSTREAM_TOKEN;
 
 /// Epoll tokens at or above this are connections (`token - BASE` = slot).
 pub const SESSION_TOKEN_BASE: u64 = 1 << 32;
@@ -33,9 +43,14 @@ struct Conn {
     last: Instant,
     peer: Peer,
     close_after_send: bool,
-    /// Waiting for EPOLLOUT (interest switched from EPOLLIN).
-    writing: bool,
+    /// The interest registered: EPOLLIN to read, EPOLLOUT while output
+    /// waits (no reads meanwhile), none while the session holds input back.
+    interest: EpollFlags,
+    /// The client closed its sending side.
+    input_done: bool,
     token: u64,
+    /// Tells this connection from earlier ones in the same slab slot.
+    serial: u64,
 }
 
 /// The connections of one event-mode worker.
@@ -50,10 +65,15 @@ pub struct Sessions<'a> {
     limits: Limits,
     buf: Vec<u8>,
     next_sweep: Instant,
+    forwarding: Option<Forwarding>,
+    /// Sessions that may have requests for the upstream.
+    to_forward: Vec<usize>,
+    next_serial: u64,
 }
 
 impl<'a> Sessions<'a> {
-    pub fn new(limits: Limits, per_ip: &'a PerIp) -> Sessions<'a> {
+    /// `upstream`: where the handler's sessions forward requests, if anywhere.
+    pub fn new(limits: Limits, per_ip: &'a PerIp, upstream: Option<Endpoint>) -> Sessions<'a> {
         Sessions {
             slab: Vec::new(),
             free: Vec::new(),
@@ -63,6 +83,9 @@ impl<'a> Sessions<'a> {
             buf: vec![0; limits.read_buffer()],
             limits,
             next_sweep: Instant::now() + sweep_interval(&limits),
+            forwarding: upstream.map(Forwarding::new),
+            to_forward: Vec::new(),
+            next_serial: 0,
         }
     }
 
@@ -115,9 +138,12 @@ impl<'a> Sessions<'a> {
             last: Instant::now(),
             peer,
             close_after_send: false,
-            writing: false,
+            interest: EpollFlags::EPOLLIN,
+            input_done: false,
             token,
+            serial: self.next_serial,
         });
+        self.next_serial += 1;
         self.live += 1;
         slot.add_claim();
         true
@@ -129,18 +155,28 @@ impl<'a> Sessions<'a> {
         let Some(Some(conn)) = self.slab.get_mut(index) else {
             return;
         };
+        let gone = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
         let step = if conn.sent < conn.out.len() {
-            if flags.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
-            {
+            if flags.intersects(EpollFlags::EPOLLOUT | gone) {
                 conn.flush(epoll)
             } else {
                 Step::Keep
             }
-        } else {
+        } else if conn.interest.contains(EpollFlags::EPOLLIN) {
             conn.read_and_answer(epoll, &mut self.buf)
+        } else if flags.intersects(gone) {
+            // Closed while it waited for answers: nobody to give them to.
+            Step::End(Outcome::Done)
+        } else {
+            Step::Keep
         };
-        if let Step::End(outcome) = step {
-            self.close(epoll, index, outcome, slot);
+        match step {
+            Step::End(outcome) => self.close(epoll, index, outcome, slot),
+            Step::Keep if self.forwarding.is_some() => {
+                self.to_forward.push(index);
+                self.forward(epoll, slot);
+            }
+            Step::Keep => {}
         }
     }
 
@@ -203,7 +239,13 @@ enum Step {
 impl Conn {
     fn read_and_answer(&mut self, epoll: &Epoll, buf: &mut [u8]) -> Step {
         let n = match self.stream.read(buf) {
-            Ok(0) => return Step::End(Outcome::Done),
+            Ok(0) => {
+                self.input_done = true;
+                if self.session.input_ended(&mut self.out) == Flow::Close {
+                    self.close_after_send = true;
+                }
+                return self.flush(epoll);
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Keep,
@@ -221,8 +263,8 @@ impl Conn {
         self.flush(epoll)
     }
 
-    /// Writes pending output; switches the interest to EPOLLOUT while some
-    /// remains (no reads meanwhile: back-pressure) and back to EPOLLIN.
+    /// Writes pending output, then sets the interest it leaves
+    /// ([`Conn::update_interest`]).
     fn flush(&mut self, epoll: &Epoll) -> Step {
         while self.sent < self.out.len() {
             match self.stream.write(&self.out[self.sent..]) {
@@ -233,29 +275,35 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.writing {
-                        self.writing = true;
-                        self.set_interest(epoll, EpollFlags::EPOLLOUT);
-                    }
+                    self.update_interest(epoll);
                     return Step::Keep;
                 }
                 Err(_) => return Step::End(Outcome::Failed),
             }
-        }
-        if self.writing {
-            self.writing = false;
-            self.set_interest(epoll, EpollFlags::EPOLLIN);
         }
         self.out.clear();
         self.sent = 0;
         if self.close_after_send {
             return Step::End(Outcome::Done);
         }
+        self.update_interest(epoll);
         Step::Keep
     }
 
-    fn set_interest(&self, epoll: &Epoll, flags: EpollFlags) {
-        let mut event = EpollEvent::new(flags, self.token);
-        let _ = epoll.modify(self.stream.as_fd(), &mut event);
+    /// EPOLLOUT while output remains (no reads meanwhile: back-pressure),
+    /// else EPOLLIN unless the input ended or the session holds it back.
+    fn update_interest(&mut self, epoll: &Epoll) {
+        let want = if self.sent < self.out.len() {
+            EpollFlags::EPOLLOUT
+        } else if !self.input_done && self.session.wants_input() {
+            EpollFlags::EPOLLIN
+        } else {
+            EpollFlags::empty()
+        };
+        if want != self.interest {
+            self.interest = want;
+            let mut event = EpollEvent::new(want, self.token);
+            let _ = epoll.modify(self.stream.as_fd(), &mut event);
+        }
     }
 }

@@ -20,7 +20,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
-use super::event::{Sessions, SESSION_TOKEN_BASE};
+use super::event::{Sessions, SESSION_TOKEN_BASE, UPSTREAM_TOKEN};
 use super::listener::{Accepted, Listener, ReserveFd, Socket};
 use super::per_ip::PerIp;
 use super::scoreboard::{Scoreboard, Slot, SlotState};
@@ -109,7 +109,7 @@ impl Worker<'_> {
         )?;
         self.watch_listeners(&epoll)?;
         let limits = Limits::of(self.config);
-        let mut sessions = Sessions::new(limits, self.per_ip);
+        let mut sessions = Sessions::new(limits, self.per_ip, self.handler.upstream().cloned());
         let mut reserve = ReserveFd::new();
         let mut events = vec![EpollEvent::empty(); 256];
         let mut draining = false;
@@ -145,6 +145,7 @@ impl Worker<'_> {
             for event in &events[..n] {
                 match event.data() {
                     SIGNAL_TOKEN => term = true,
+                    UPSTREAM_TOKEN => sessions.upstream_ready(&epoll, event.events(), slot),
                     token if token >= SESSION_TOKEN_BASE => {
                         sessions.ready(&epoll, token, event.events(), slot);
                     }

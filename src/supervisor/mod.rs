@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::process::daemonize::Readiness;
 
 pub use instance::{Instance, State};
+pub use pools::endpoint_name;
 pub use programs::Program;
 
 const SIGNALS: Token = Token(0);
@@ -262,6 +263,7 @@ impl Supervisor {
                 self.handle_source(token);
             }
             self.control_reconcile();
+            self.stop_pools_after_services();
             if self.shutdown.is_some()
                 && self.children.is_empty()
                 && self.connection_children() == 0
@@ -307,8 +309,9 @@ impl Supervisor {
                 log::info!("{name}: stopping every program");
                 self.systemd.stopping();
                 self.shutdown = Some(Shutdown::Graceful);
+                // Pools stop once the services that forward to them have
+                // drained (`stop_pools_after_services`).
                 self.drain_services();
-                self.stop_pools(false);
                 for name in self.program_names() {
                     self.stop_program(&name, None);
                 }

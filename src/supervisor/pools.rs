@@ -38,6 +38,8 @@ pub(super) struct Pools {
     pub(super) list: Vec<RunningPool>,
     next_id: u64,
     ledger: Option<Ledger>,
+    /// Shutdown reached the pools.
+    stopping: bool,
 }
 
 /// A caller's connection and the pool it talks to.
@@ -360,6 +362,7 @@ impl Supervisor {
     /// Shutdown: every pool stops taking jobs, finishes what it holds
     /// within the daemon's stop_timeout, then its workers are killed.
     pub(super) fn stop_pools(&mut self, immediate: bool) {
+        self.pools.stopping = true;
         let ids: Vec<u64> = self.pools.list.iter().map(|p| p.id).collect();
         let grace = self.config.daemon.stop_timeout;
         for id in ids {
@@ -368,6 +371,23 @@ impl Supervisor {
                 let deadline = if immediate { now } else { now + grace };
                 pool.stop(now, deadline, ctx)
             });
+        }
+    }
+
+    /// Graceful shutdown: pools keep serving until every service child
+    /// (a `pool` handler among them) is gone, then stop.
+    pub(super) fn stop_pools_after_services(&mut self) {
+        if self.shutdown.is_none() || self.pools.stopping || self.pools.list.is_empty() {
+            return;
+        }
+        let service_children = self.connection_children()
+            + self
+                .children
+                .values()
+                .filter(|o| matches!(o, Owner::Service { .. }))
+                .count();
+        if service_children == 0 {
+            self.stop_pools(false);
         }
     }
 

@@ -319,6 +319,29 @@ fn pool_handler_needs_a_defined_pool() {
 }
 
 #[test]
+fn pool_handler_frames_fit_the_pool_and_never_come_over_udp() {
+    let pool = "[[pool]]\nname = \"upper\"\nworker = \"builtin:upper\"\nmax_frame = \"1KiB\"\n\n";
+    let text = format!(
+        "{pool}[[service]]\nname = \"s\"\n{LISTEN}handler = \"pool\"\npool = \"upper\"\nmax_frame = \"2KiB\"\n"
+    );
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (11, 13));
+    assert_eq!(
+        message,
+        "max_frame (2048 bytes) is over the max_frame of [[pool]] \"upper\" (1024 bytes), which refuses larger jobs by closing the connection; lower this one or raise the pool's"
+    );
+    let text = format!(
+        "{pool}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:7000\", \"udp://127.0.0.1:7000\"]\nhandler = \"pool\"\npool = \"upper\"\n"
+    );
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (8, 35));
+    assert_eq!(
+        message,
+        "handler = \"pool\" cannot serve udp:// listeners; only echo and chat speak UDP"
+    );
+}
+
+#[test]
 fn handler_cross_checks() {
     let service = |rest: &str| format!("[[service]]\nname = \"s\"\n{rest}");
     // exec needs a command, and not in event mode.

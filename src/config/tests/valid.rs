@@ -91,6 +91,14 @@ fn the_design_example_parses() {
 }
 
 #[test]
+fn a_pool_service_takes_frames_as_large_as_its_pool_by_default() {
+    let text = "[[pool]]\nname = \"small\"\nworker = \"builtin:upper\"\nmax_frame = \"4KiB\"\n\n[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:7000\"]\nhandler = \"pool\"\npool = \"small\"\n\n[[service]]\nname = \"e\"\nlisten = [\"tcp://127.0.0.1:7001\"]\nhandler = \"echo\"\n";
+    let c = parse(text);
+    assert_eq!(c.services[0].max_frame, 4 << 10);
+    assert_eq!(c.services[1].max_frame, 16 << 20, "others keep 16 MiB");
+}
+
+#[test]
 fn an_empty_file_is_a_valid_config_with_daemon_defaults() {
     let c = parse("");
     assert_eq!(c.daemon, DaemonConfig::default());
