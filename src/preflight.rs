@@ -1,5 +1,6 @@
-//! What `forkd --check` can tell beyond the config's validity: commands
-//! that cannot be exec'd as the machine is now.
+//! What `forkd --check` (and start-up) can tell beyond the config's
+//! validity: commands that cannot be exec'd as the machine is now, and
+//! mqueue pools that this user's RLIMIT_MSGQUEUE cannot hold.
 //!
 //! Warnings only, never errors: a command may be installed, or a user
 //! created, before forkd starts the program, and `--check` still exits 0.
@@ -9,9 +10,35 @@
 use crate::config::{Config, HandlerKind};
 use crate::process::exec::{child_environment, command_problem};
 
-/// Every warning for `config`, in config order: programs, then services.
+/// Every warning for `config`, in config order: programs, then services,
+/// then pools.
 pub fn warnings(config: &Config) -> Vec<String> {
-    command_warnings(config)
+    let mut out = command_warnings(config);
+    out.extend(mqueue_budget(config));
+    out
+}
+
+/// The mqueue workers of every pool against RLIMIT_MSGQUEUE, which a
+/// forkd without CAP_SYS_RESOURCE cannot raise: past it, workers fail to
+/// start with EMFILE (and back off), so say so before.
+pub fn mqueue_budget(config: &Config) -> Option<String> {
+    let workers: u64 = config
+        .pools
+        .iter()
+        .filter(|p| p.transport == crate::config::Transport::Mqueue)
+        .map(|p| u64::from(p.workers))
+        .sum();
+    let need = workers * crate::ipc::mqueue::BYTES_PER_WORKER;
+    let (limit, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MSGQUEUE).ok()?;
+    (need > limit).then(|| {
+        format!(
+            "{workers} mqueue pool workers need about {} KiB of message-queue memory, but RLIMIT_MSGQUEUE (ulimit -q) allows this user {} KiB, shared by all its processes: about {} will start, the rest fail with EMFILE; use transport = \"shm\" or \"pipe\" for some pools, or raise the limit (LimitMSGQUEUE= under systemd)",
+            need / 1024,
+            limit / 1024,
+            limit / crate::ipc::mqueue::BYTES_PER_WORKER
+        )
+    })
 }
 
 /// Programs and `exec` services whose command cannot be exec'd now.

@@ -8,7 +8,11 @@ use std::process::Command;
 use common::{Scratch, FORKD};
 
 fn check(path: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = Command::new(FORKD)
+    check_with(path, Command::new(FORKD))
+}
+
+fn check_with(path: &std::path::Path, mut cmd: Command) -> (Option<i32>, String, String) {
+    let out = cmd
         .arg("--check")
         .arg("--config")
         .arg(path)
@@ -154,6 +158,38 @@ fn a_pool_with_an_unknown_builtin_is_an_error_with_its_position() {
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("bad.toml:3:10: ") && stderr.contains("did you mean \"builtin:upper\"?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn more_mqueue_workers_than_rlimit_msgqueue_holds_is_a_warning() {
+    let dir = Scratch::new("check-mqueue");
+    let path = dir.write(
+        "forkd.toml",
+        "[[pool]]\nname = \"a\"\ntransport = \"mqueue\"\nworkers = 40\nworker = \"builtin:echo\"\n",
+    );
+    // Linux's default limit, whatever this machine's is.
+    let mut cmd = Command::new(FORKD);
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of ours.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let limit = libc::rlimit {
+                rlim_cur: 819_200,
+                rlim_max: 819_200,
+            };
+            if libc::setrlimit(libc::RLIMIT_MSGQUEUE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let (code, stdout, stderr) = check_with(&path, cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("OK, 1 warning"), "{stdout}");
+    assert!(
+        stderr.contains("40 mqueue pool workers need about") && stderr.contains("RLIMIT_MSGQUEUE"),
         "{stderr}"
     );
 }

@@ -65,6 +65,11 @@ const MAX_MESSAGES: mq_attr_member_t = 4;
 /// Bytes a message holds: `fs.mqueue.msgsize_default` and `msgsize_max`.
 const MESSAGE_SIZE: mq_attr_member_t = 8192;
 
+/// What one worker's two queues take of RLIMIT_MSGQUEUE: per queue the
+/// message bytes plus the kernel's per-message bookkeeping (about 100
+/// bytes; mq_open(3), `mq_bytes` in ipc/mqueue.c).
+pub const BYTES_PER_WORKER: u64 = 2 * (MAX_MESSAGES as u64) * (MESSAGE_SIZE as u64 + 100);
+
 /// The names of a worker's request and response queues, in that order.
 /// The pool records both in its ledger ([`super::names::Ledger::record`]
 /// with [`super::names::Kind::Mqueue`]) before calling [`channel`], so

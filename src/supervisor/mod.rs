@@ -187,6 +187,9 @@ impl Supervisor {
     /// that start-up is done, and runs the loop until shutdown completes.
     /// Returns the process exit code.
     pub fn run(mut self, mut readiness: Option<Readiness>) -> io::Result<i32> {
+        if let Some(warning) = crate::preflight::mqueue_budget(&self.config) {
+            log::warn!("{warning}");
+        }
         // Pools and listeners first: a pool that cannot start or a port
         // that cannot be bound stops start-up before any program runs
         // (nginx does the same).
