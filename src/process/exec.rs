@@ -192,6 +192,11 @@ impl Prepared {
         })))
     }
 
+    /// `argv[0]` as configured, for messages about this command.
+    pub fn program(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.0.argv[0].to_bytes())
+    }
+
     /// A plan for one spawn with the defaults: own session, SIGKILL when
     /// forkd dies, forkd's standard fds, no cwd, credentials or limits.
     pub fn plan<'fd>(&self) -> ExecPlan<'fd> {
