@@ -8,6 +8,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -167,6 +168,48 @@ impl Caller {
         }
         sender.join().unwrap();
         results
+    }
+
+    /// Sends `job(0)`, `job(1)`, ... with at most `window` unanswered,
+    /// from a thread, until `stop` is set or `max` jobs are sent; then
+    /// closes its sending side and reads results until forkd closes the
+    /// connection. Returns the jobs sent and the results, in order.
+    pub fn stream(
+        &mut self,
+        window: usize,
+        max: usize,
+        stop: &AtomicBool,
+        job: impl Fn(usize) -> Vec<u8> + Send,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        // One credit per unanswered job: the sender blocks at `window`.
+        let (credit, credits) = std::sync::mpsc::sync_channel::<()>(window);
+        let writer = self.stream.try_clone().unwrap();
+        let mut reader = BufReader::with_capacity(1 << 16, self.stream.try_clone().unwrap());
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(move || {
+                let mut writer = writer;
+                let mut sent = Vec::new();
+                for i in 0..max {
+                    if stop.load(Ordering::Relaxed) || credit.send(()).is_err() {
+                        break;
+                    }
+                    let payload = job(i);
+                    if writer.write_all(&frame(&payload)).is_err() {
+                        break;
+                    }
+                    sent.push(payload);
+                }
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+                sent
+            });
+            let mut results = Vec::new();
+            while let Some(result) = read_frame(&mut reader) {
+                results.push(result);
+                let _ = credits.try_recv();
+            }
+            drop(credits);
+            (sender.join().expect("the sending thread"), results)
+        })
     }
 
     /// One job, one result.
