@@ -118,10 +118,11 @@ enum Step {
     Chdir,
     Dup2,
     CloseRange,
+    KeepFd,
 }
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::Exec,
         Step::Setsid,
         Step::Setrlimit,
@@ -132,6 +133,7 @@ impl Step {
         Step::Chdir,
         Step::Dup2,
         Step::CloseRange,
+        Step::KeepFd,
     ];
 
     fn as_str(self) -> &'static str {
@@ -146,6 +148,7 @@ impl Step {
             Step::Chdir => "chdir",
             Step::Dup2 => "dup2",
             Step::CloseRange => "close_range",
+            Step::KeepFd => "fcntl(F_SETFD) on a kept fd",
         }
     }
 
@@ -632,11 +635,12 @@ unsafe fn child_exec(
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    //    Then the fds the program is meant to keep lose FD_CLOEXEC.
+    //    Then the fds the program is meant to keep lose FD_CLOEXEC (EBADF:
+    //    the caller named an fd it had not kept open for the spawn).
     for &fd in &plan.keep {
         // SAFETY: F_SETFD on an fd number is async-signal-safe and harmless.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
-            fail(Step::CloseRange);
+            fail(Step::KeepFd);
         }
     }
     // 9. exec; on return it failed.
@@ -760,6 +764,32 @@ mod tests {
             .filter(|l| l.starts_with("FORKD_INSTANCE"))
             .collect();
         assert_eq!(ours, ["FORKD_INSTANCE=3", "FORKD_INSTANCE_X=kept"]);
+    }
+
+    #[test]
+    fn a_kept_fd_stays_open_at_its_number_and_a_closed_one_is_named() {
+        // Close-on-exec in forkd, as every fd of forkd's is.
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let fd = write.as_raw_fd();
+        let script = format!("echo kept >&{fd}");
+        let prepared = Prepared::new(&["sh".to_string(), "-c".to_string(), script], &[]).unwrap();
+        let mut plan = prepared.plan();
+        plan.keep = vec![fd];
+        run(plan);
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "kept\n");
+
+        let mut plan = prepared.plan();
+        plan.keep = vec![999_999];
+        match plan.spawn() {
+            Err(SpawnError::Child { step, source }) => {
+                assert_eq!(step, "fcntl(F_SETFD) on a kept fd");
+                assert_eq!(source.raw_os_error(), Some(libc::EBADF));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
