@@ -12,7 +12,6 @@ use clap::CommandFactory;
 
 /// Keys and verbs no integration test can exercise today, and why.
 const ALLOWED: &[(&str, &str)] = &[
-    ("pool.command", "exec'd pool workers are not built yet"),
     // Keys of handlers that are validated but not built yet.
     (
         "service.root",

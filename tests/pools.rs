@@ -8,61 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::pool::{forkctl_call, Caller};
+use common::pool::{
+    forkctl_call, jobs_per_worker, pattern, pool_status, running_workers, start_pool, turn, Caller,
+};
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
 const TRANSPORTS: &[&str] = &["pipe", "mqueue", "shm"];
 
-/// mqueue workers share this user's RLIMIT_MSGQUEUE (twelve workers; see
-/// ipc/mqueue.rs): the tests take turns with their queues.
-static MQUEUES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Held while a test's forkd has queues of `transport`.
-fn turn(transport: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    (transport == "mqueue").then(|| MQUEUES.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
 fn pool(name: &str, transport: &str, extra: &str) -> String {
     format!("[[pool]]\nname = \"{name}\"\ntransport = \"{transport}\"\n{extra}\n")
-}
-
-/// forkd with the pool(s) of `body`, once every worker of `pool` runs.
-fn start_pool(
-    dir: &Scratch,
-    body: &str,
-    pool: &str,
-    workers: usize,
-) -> (Forkd, std::path::PathBuf) {
-    let (forkd, socket) = start_with_control(dir, body);
-    wait_until("the pool's workers run", T, || {
-        running_workers(&socket, pool).len() == workers
-    });
-    (forkd, socket)
-}
-
-fn pool_status(socket: &std::path::Path, pool: &str) -> serde_json::Value {
-    let status = status_json(socket);
-    status["pools"]
-        .as_array()
-        .and_then(|pools| pools.iter().find(|p| p["name"] == pool).cloned())
-        .unwrap_or_else(|| panic!("no pool {pool} in {status}"))
-}
-
-fn running_workers(socket: &std::path::Path, pool: &str) -> Vec<i64> {
-    pool_status(socket, pool)["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["state"] == "running")
-        .filter_map(|w| w["pid"].as_i64())
-        .collect()
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| b"abcdefghijklmnopqrstuvwxyz"[i % 26])
-        .collect()
 }
 
 #[test]
@@ -133,12 +88,7 @@ fn ten_thousand_jobs_through_four_workers_are_answered_once_each_in_order() {
         let status = pool_status(&socket, "upper");
         assert_eq!(status["done"], 10_000, "{transport}: {status}");
         assert_eq!(status["failed"], 0, "{transport}: {status}");
-        let per_worker: Vec<u64> = status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| w["jobs"].as_u64().unwrap())
-            .collect();
+        let per_worker = jobs_per_worker(&status);
         assert!(
             per_worker.iter().all(|&n| n > 0),
             "{transport}: every worker took jobs: {per_worker:?}"

@@ -789,25 +789,33 @@ fn spawn_builtin(name: &str, mut child: ipc::Child, parent: Pid) -> Result<Pid, 
 }
 
 /// Execs a worker command with its channel described in its environment
-/// (over the pipe transport: on its stdin and stdout).
+/// (over the pipe transport: on its stdin and stdout; over the others
+/// stdin is /dev/null, so a worker never reads forkd's terminal). A
+/// failure names the command.
 fn spawn_command(
     command: &crate::process::exec::Prepared,
     child: &ipc::Child,
 ) -> Result<Pid, String> {
     use std::os::fd::BorrowedFd;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot run {:?}: {e}", command.program());
     let setup = child.exec_setup();
     let mut plan = command.plan();
     for (name, value) in &setup.env {
-        plan.add_env(name, value).map_err(|e| e.to_string())?;
+        plan.add_env(name, value).map_err(|e| cannot(&e))?;
     }
     // SAFETY: the fds belong to `child`, which outlives the spawn.
     let borrow = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
-    if let Some(fd) = setup.stdin {
-        plan.stdin = crate::process::exec::ChildFd::Borrowed(borrow(fd));
-    }
+    plan.stdin = match setup.stdin {
+        Some(fd) => crate::process::exec::ChildFd::Borrowed(borrow(fd)),
+        None => crate::process::exec::ChildFd::Fd(
+            std::fs::File::open("/dev/null")
+                .map_err(|e| cannot(&format_args!("/dev/null: {e}")))?
+                .into(),
+        ),
+    };
     if let Some(fd) = setup.stdout {
         plan.stdout = crate::process::exec::ChildFd::Borrowed(borrow(fd));
     }
     plan.keep = setup.keep;
-    plan.spawn().map_err(|e| e.to_string())
+    plan.spawn().map_err(|e| cannot(&e))
 }

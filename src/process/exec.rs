@@ -118,10 +118,11 @@ enum Step {
     Chdir,
     Dup2,
     CloseRange,
+    KeepFd,
 }
 
 impl Step {
-    const ALL: [Step; 10] = [
+    const ALL: [Step; 11] = [
         Step::Exec,
         Step::Setsid,
         Step::Setrlimit,
@@ -132,6 +133,7 @@ impl Step {
         Step::Chdir,
         Step::Dup2,
         Step::CloseRange,
+        Step::KeepFd,
     ];
 
     fn as_str(self) -> &'static str {
@@ -146,6 +148,7 @@ impl Step {
             Step::Chdir => "chdir",
             Step::Dup2 => "dup2",
             Step::CloseRange => "close_range",
+            Step::KeepFd => "fcntl(F_SETFD) on a kept fd",
         }
     }
 
@@ -192,6 +195,11 @@ impl Prepared {
         })))
     }
 
+    /// `argv[0]` as configured, for messages about this command.
+    pub fn program(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.0.argv[0].to_bytes())
+    }
+
     /// A plan for one spawn with the defaults: own session, SIGKILL when
     /// forkd dies, forkd's standard fds, no cwd, credentials or limits.
     pub fn plan<'fd>(&self) -> ExecPlan<'fd> {
@@ -226,14 +234,6 @@ impl Prepared {
             keep: Vec::new(),
         }
     }
-
-    /// Whether the prepared environment sets `name`.
-    fn has_env(&self, name: &str) -> bool {
-        self.0.envp.iter().any(|e| {
-            let e = e.to_bytes();
-            e.len() > name.len() && e.starts_with(name.as_bytes()) && e[name.len()] == b'='
-        })
-    }
 }
 
 impl<'fd> ExecPlan<'fd> {
@@ -242,15 +242,21 @@ impl<'fd> ExecPlan<'fd> {
         Ok(Prepared::new(argv, env)?.plan())
     }
 
-    /// Adds `name=value` to this spawn's environment. `name` must not be in
-    /// the prepared environment (the child would see both).
+    /// Sets `name=value` in this spawn's environment, in place of a
+    /// prepared variable or an earlier `add_env` of that name. forkd's own
+    /// environment, which the prepared one copies, may well hold it: a
+    /// forkd run as a forkd program has `FORKD_INSTANCE`, one run by
+    /// inetd `TCPREMOTEIP`, one started from a shell that tried a pool
+    /// worker by hand `FORKD_TRANSPORT`.
     pub fn add_env(&mut self, name: &str, value: impl fmt::Display) -> Result<(), SpawnError> {
         use std::io::Write;
-        debug_assert!(!self.command.has_env(name), "{name} is already prepared");
         let mut var = Vec::with_capacity(name.len() + 48);
         // Writing into a Vec cannot fail.
         let _ = write!(var, "{name}={value}");
-        self.extra_env.push(cstr(&var, "an environment variable")?);
+        let var = cstr(&var, "an environment variable")?;
+        self.extra_env
+            .retain(|e| variable_name(e) != variable_name(&var));
+        self.extra_env.push(var);
         Ok(())
     }
 
@@ -307,8 +313,14 @@ impl<'fd> ExecPlan<'fd> {
 
     fn fork_exec(self, parent: Pid, report: RawFd) -> Result<Pid, SpawnError> {
         // Pointer arrays are built here: the child must not allocate.
-        let argv = null_terminated(&self.command.0.argv, &[]);
-        let envp = null_terminated(&self.command.0.envp, &self.extra_env);
+        let argv = null_terminated(&self.command.0.argv);
+        // A prepared variable this spawn sets again is left out: execve
+        // would pass both, and getenv(3) finds the first, the stale one.
+        let prepared = self.command.0.envp.iter().filter(|p| {
+            let name = variable_name(p);
+            !self.extra_env.iter().any(|e| variable_name(e) == name)
+        });
+        let envp = null_terminated(prepared.chain(&self.extra_env));
         let groups: Vec<libc::gid_t> = self
             .credentials
             .as_ref()
@@ -419,11 +431,16 @@ impl ReportPipe {
     }
 }
 
-fn null_terminated(first: &[CString], then: &[CString]) -> Vec<*const libc::c_char> {
-    let mut ptrs = Vec::with_capacity(first.len() + then.len() + 1);
-    ptrs.extend(first.iter().chain(then).map(|s| s.as_ptr()));
+fn null_terminated<'a>(strings: impl IntoIterator<Item = &'a CString>) -> Vec<*const libc::c_char> {
+    let mut ptrs: Vec<*const libc::c_char> = strings.into_iter().map(|s| s.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     ptrs
+}
+
+/// `NAME` of a `NAME=value` environment entry.
+fn variable_name(var: &CString) -> &[u8] {
+    let bytes = var.as_bytes();
+    bytes.split(|&b| b == b'=').next().unwrap_or(bytes)
 }
 
 /// `execvp`'s search, done in the parent: `name` itself if it has a slash,
@@ -618,11 +635,12 @@ unsafe fn child_exec(
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
-    //    Then the fds the program is meant to keep lose FD_CLOEXEC.
+    //    Then the fds the program is meant to keep lose FD_CLOEXEC (EBADF:
+    //    the caller named an fd it had not kept open for the spawn).
     for &fd in &plan.keep {
         // SAFETY: F_SETFD on an fd number is async-signal-safe and harmless.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
-            fail(Step::CloseRange);
+            fail(Step::KeepFd);
         }
     }
     // 9. exec; on return it failed.
@@ -719,6 +737,59 @@ mod tests {
         assert_eq!(reply, "hello 1 42\n");
         // The prepared command is unchanged by the spawn's additions.
         assert_eq!(prepared.plan().added_env().count(), 0);
+    }
+
+    #[test]
+    fn a_spawns_variable_replaces_a_prepared_one_of_the_same_name() {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let env = [
+            ("FORKD_INSTANCE".to_string(), "stale".to_string()),
+            ("FORKD_INSTANCE_X".to_string(), "kept".to_string()),
+        ];
+        let prepared = Prepared::new(
+            &["sh".to_string(), "-c".to_string(), "env | sort".to_string()],
+            &env,
+        )
+        .unwrap();
+        let mut plan = prepared.plan();
+        plan.add_env("FORKD_INSTANCE", "first").unwrap();
+        plan.add_env("FORKD_INSTANCE", 3).unwrap();
+        plan.stdout = ChildFd::Borrowed(write.as_fd());
+        run(plan);
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        let ours: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("FORKD_INSTANCE"))
+            .collect();
+        assert_eq!(ours, ["FORKD_INSTANCE=3", "FORKD_INSTANCE_X=kept"]);
+    }
+
+    #[test]
+    fn a_kept_fd_stays_open_at_its_number_and_a_closed_one_is_named() {
+        // Close-on-exec in forkd, as every fd of forkd's is.
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let fd = write.as_raw_fd();
+        let script = format!("echo kept >&{fd}");
+        let prepared = Prepared::new(&["sh".to_string(), "-c".to_string(), script], &[]).unwrap();
+        let mut plan = prepared.plan();
+        plan.keep = vec![fd];
+        run(plan);
+        drop(write);
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "kept\n");
+
+        let mut plan = prepared.plan();
+        plan.keep = vec![999_999];
+        match plan.spawn() {
+            Err(SpawnError::Child { step, source }) => {
+                assert_eq!(step, "fcntl(F_SETFD) on a kept fd");
+                assert_eq!(source.raw_os_error(), Some(libc::EBADF));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -244,6 +244,40 @@ impl Drop for Forkd {
                 let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
+        self.remove_ipc_leftovers();
+    }
+}
+
+impl Forkd {
+    /// Unlinks the message queues and shared-memory segments a killed
+    /// forkd left, as the next forkd of its control socket would: they
+    /// outlive it and count against the user's RLIMIT_MSGQUEUE (twelve
+    /// mqueue workers; src/ipc/mqueue.rs), so tests that end forkd with
+    /// SIGKILL would starve the next run. The names are in the ledger
+    /// beside the control socket (src/ipc/names.rs), which a forkd that
+    /// stopped cleanly has removed.
+    fn remove_ipc_leftovers(&self) {
+        let lines = self.log.snapshot();
+        let Some(socket) = lines
+            .iter()
+            .find_map(|l| l.split_once("control socket: ").map(|(_, p)| p.trim()))
+        else {
+            return;
+        };
+        let Ok(ledger) = std::fs::read_to_string(format!("{socket}.ipc")) else {
+            return;
+        };
+        for line in ledger.lines() {
+            match line.split_once(' ') {
+                Some(("mq", name)) if name.starts_with("/forkd.") => {
+                    let _ = nix::mqueue::mq_unlink(name);
+                }
+                Some(("shm", name)) if name.starts_with("/forkd.") => {
+                    let _ = nix::sys::mman::shm_unlink(name);
+                }
+                _ => {}
+            }
+        }
     }
 }
 
