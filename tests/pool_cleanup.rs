@@ -27,7 +27,7 @@ use common::*;
 const T: Duration = Duration::from_secs(20);
 const WORKERS: usize = 2;
 /// A pool of each, so a transport is one entry (shm: /dev/shm segments).
-const TRANSPORTS: &[&str] = &["pipe", "mqueue"];
+const TRANSPORTS: &[&str] = &["pipe", "mqueue", "shm"];
 
 /// A private mount namespace and IPC namespace with an mqueue file system
 /// on /dev/mqueue, held by a shell that lives until its stdin closes (so

@@ -37,6 +37,7 @@ enum Example {
 const CASES: &[(&str, &[Example])] = &[
     ("pipe", &[Example::Python, Example::Rust]),
     ("mqueue", &[Example::Rust]),
+    ("shm", &[Example::Rust]),
 ];
 
 impl Example {

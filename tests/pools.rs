@@ -270,3 +270,18 @@ fn forkctl_call_names_an_unknown_pool_and_a_failed_job() {
         "{err}"
     );
 }
+
+#[test]
+fn a_job_no_worker_can_take_fails_at_job_timeout_instead_of_waiting_for_good() {
+    let dir = Scratch::new("pool-no-worker");
+    let body = "[[pool]]\nname = \"none\"\nworkers = 1\ncommand = [\"/nonexistent/forkd-worker\"]\njob_timeout = \"300ms\"\n";
+    let (forkd, socket) = start_with_control(&dir, body);
+    forkd.log.wait_line("/nonexistent/forkd-worker", T);
+    let (code, out, err) = forkctl_call(&socket, "none", b"job");
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("no worker of pool none took the job within job_timeout (300ms)"),
+        "{err}"
+    );
+}

@@ -465,6 +465,31 @@ impl Pool {
                 );
                 kill(&name, worker, reason, true);
             }
+            // A job no worker took (none could start) fails too, rather
+            // than leave its caller waiting for good.
+            while let Some(&id) = self.queue.front() {
+                let waited_out = self
+                    .jobs
+                    .get(&id)
+                    .map_or(true, |j| now >= j.submitted + timeout);
+                if !waited_out {
+                    break;
+                }
+                self.queue.pop_front();
+                if let Some(job) = self.jobs.remove(&id) {
+                    let message = format!(
+                        "ERR timeout: no worker of pool {name} took the job within job_timeout ({})",
+                        crate::logging::human_duration(timeout)
+                    );
+                    finish(
+                        &mut self.stats,
+                        &mut self.done,
+                        job,
+                        message.into_bytes(),
+                        now,
+                    );
+                }
+            }
         }
         self.retire_drained(now, ctx.registry);
         if !self.stopping {
@@ -606,8 +631,13 @@ impl Pool {
         let timeouts = all()
             .filter(|w| w.killed.is_none())
             .filter_map(|w| Some(w.head_since? + timeout?));
+        let waiting = self
+            .queue
+            .front()
+            .and_then(|id| Some(self.jobs.get(id)?.submitted + timeout?));
         spawns
             .chain(timeouts)
+            .chain(waiting)
             .chain(self.stop_deadline.filter(|_| !self.retiring.is_empty()))
             .min()
     }
