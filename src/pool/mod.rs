@@ -121,15 +121,13 @@ pub struct Pool {
     /// Workers of an older size or config finishing their jobs.
     retiring: Vec<Worker>,
     queue: VecDeque<u64>,
-    jobs: HashMap<u64, Job>,
+    book: Book,
     next_job: u64,
     /// Channel names are unique per spawn: a replacement never meets the
     /// queue or segment of the worker it replaces.
     next_channel: usize,
-    done: Vec<Done>,
     /// Tokens of workers gone for good, for the loop to forget.
     released: Vec<Token>,
-    stats: Stats,
     command: Option<crate::process::exec::Prepared>,
     parent: Pid,
     /// Set by `stop`: no new jobs, and workers retire as they finish.
@@ -162,12 +160,10 @@ impl Pool {
             workers: Vec::new(),
             retiring: Vec::new(),
             queue: VecDeque::new(),
-            jobs: HashMap::new(),
+            book: Book::default(),
             next_job: 0,
             next_channel: 0,
-            done: Vec::new(),
             released: Vec::new(),
-            stats: Stats::default(),
             command,
             parent: nix::unistd::getpid(),
             stopping: false,
@@ -247,7 +243,7 @@ impl Pool {
             ));
         }
         if self.queue.len() >= self.config.queue.max(1) {
-            self.stats.busy += 1;
+            self.book.stats.busy += 1;
             return Err(format!(
                 "busy: pool {} has {} jobs waiting (queue = {})",
                 self.config.name,
@@ -257,7 +253,7 @@ impl Pool {
         }
         let id = self.next_job;
         self.next_job += 1;
-        self.jobs.insert(
+        self.book.jobs.insert(
             id,
             Job {
                 payload,
@@ -274,7 +270,7 @@ impl Pool {
 
     /// Finished jobs since the last call, for the loop to route to callers.
     pub fn take_done(&mut self) -> Vec<Done> {
-        std::mem::take(&mut self.done)
+        std::mem::take(&mut self.book.done)
     }
 
     /// Tokens of channels that are gone for good.
@@ -294,7 +290,7 @@ impl Pool {
                 return;
             };
             self.queue.pop_front();
-            let Some(job) = self.jobs.get(&id) else {
+            let Some(job) = self.book.jobs.get(&id) else {
                 continue;
             };
             let payload = Rc::clone(&job.payload);
@@ -341,8 +337,8 @@ impl Pool {
                     worker.jobs += 1;
                     worker.failed += u64::from(result.starts_with(b"ERR "));
                     worker.head_since = (!worker.in_flight.is_empty()).then_some(now);
-                    if let Some(job) = self.jobs.remove(&id) {
-                        finish(&mut self.stats, &mut self.done, job, result, now);
+                    if let Some(job) = self.book.jobs.remove(&id) {
+                        self.book.finish(job, result, now);
                     }
                 }
                 Ok(None) => break,
@@ -390,25 +386,19 @@ impl Pool {
         });
         // The running job is charged an attempt; those behind it go again free.
         for (k, &id) in in_flight.iter().enumerate().rev() {
-            let Some(job) = self.jobs.get_mut(&id) else {
+            let Some(job) = self.book.jobs.get_mut(&id) else {
                 continue;
             };
             if k == 0 && charged {
                 job.attempts += 1;
                 if job.attempts > self.config.retries {
-                    let job = self.jobs.remove(&id).expect("just found");
+                    let job = self.book.jobs.remove(&id).expect("just found");
                     let attempts = job.attempts;
                     let message = format!("ERR worker died: {reason} (tried {attempts} times)");
-                    finish(
-                        &mut self.stats,
-                        &mut self.done,
-                        job,
-                        message.into_bytes(),
-                        now,
-                    );
+                    self.book.finish(job, message.into_bytes(), now);
                     continue;
                 }
-                self.stats.retried += 1;
+                self.book.stats.retried += 1;
             }
             self.queue.push_front(id);
         }
@@ -445,19 +435,11 @@ impl Pool {
                     continue;
                 }
                 if let Some(id) = worker.in_flight.pop_front() {
-                    if let Some(job) = self.jobs.remove(&id) {
-                        let message = format!(
-                            "ERR timeout: the job ran over job_timeout ({}); its worker was killed",
-                            crate::logging::human_duration(timeout)
-                        );
-                        finish(
-                            &mut self.stats,
-                            &mut self.done,
-                            job,
-                            message.into_bytes(),
-                            now,
-                        );
-                    }
+                    let message = format!(
+                        "ERR timeout: the job ran over job_timeout ({}); its worker was killed",
+                        crate::logging::human_duration(timeout)
+                    );
+                    self.book.fail(id, message, now);
                 }
                 let reason = format!(
                     "killed after job_timeout ({})",
@@ -469,6 +451,7 @@ impl Pool {
             // than leave its caller waiting for good.
             while let Some(&id) = self.queue.front() {
                 let waited_out = self
+                    .book
                     .jobs
                     .get(&id)
                     .map_or(true, |j| now >= j.submitted + timeout);
@@ -476,19 +459,11 @@ impl Pool {
                     break;
                 }
                 self.queue.pop_front();
-                if let Some(job) = self.jobs.remove(&id) {
-                    let message = format!(
-                        "ERR timeout: no worker of pool {name} took the job within job_timeout ({})",
-                        crate::logging::human_duration(timeout)
-                    );
-                    finish(
-                        &mut self.stats,
-                        &mut self.done,
-                        job,
-                        message.into_bytes(),
-                        now,
-                    );
-                }
+                let message = format!(
+                    "ERR timeout: no worker of pool {name} took the job within job_timeout ({})",
+                    crate::logging::human_duration(timeout)
+                );
+                self.book.fail(id, message, now);
             }
         }
         self.retire_drained(now, ctx.registry);
@@ -598,16 +573,8 @@ impl Pool {
         self.stopping = true;
         self.stop_deadline = Some(deadline);
         for id in std::mem::take(&mut self.queue) {
-            if let Some(job) = self.jobs.remove(&id) {
-                let message = format!("ERR pool {} is stopping", self.config.name);
-                finish(
-                    &mut self.stats,
-                    &mut self.done,
-                    job,
-                    message.into_bytes(),
-                    now,
-                );
-            }
+            let message = format!("ERR pool {} is stopping", self.config.name);
+            self.book.fail(id, message, now);
         }
         self.retiring.append(&mut self.workers);
         self.tick(now, ctx);
@@ -634,7 +601,7 @@ impl Pool {
         let waiting = self
             .queue
             .front()
-            .and_then(|id| Some(self.jobs.get(id)?.submitted + timeout?));
+            .and_then(|id| Some(self.book.jobs.get(id)?.submitted + timeout?));
         spawns
             .chain(timeouts)
             .chain(waiting)
@@ -652,7 +619,7 @@ impl Pool {
 
     /// `forkctl status`: counters, latency percentiles and the workers.
     pub fn status(&self) -> Value {
-        let mut sorted: Vec<u64> = self.stats.latencies_us.iter().copied().collect();
+        let mut sorted: Vec<u64> = self.book.stats.latencies_us.iter().copied().collect();
         sorted.sort_unstable();
         let percentile = |p: usize| {
             sorted
@@ -687,10 +654,10 @@ impl Pool {
                 WorkerKind::Builtin(name) => format!("builtin:{name}"),
                 WorkerKind::Command(argv) => argv.join(" "),
             },
-            "done": self.stats.done,
-            "failed": self.stats.failed,
-            "retried": self.stats.retried,
-            "busy": self.stats.busy,
+            "done": self.book.stats.done,
+            "failed": self.book.stats.failed,
+            "retried": self.book.stats.retried,
+            "busy": self.book.stats.busy,
             "in_flight": in_flight,
             "queued": self.queue.len(),
             "queue": self.config.queue,
@@ -744,24 +711,44 @@ pub fn transport_name(t: Transport) -> &'static str {
     }
 }
 
-fn finish(stats: &mut Stats, done: &mut Vec<Done>, job: Job, result: Vec<u8>, now: Instant) {
-    if result.starts_with(b"ERR ") {
-        stats.failed += 1;
-    } else {
-        stats.done += 1;
+/// The jobs not yet answered, what became of the others, and the answers
+/// waiting to be routed to their callers.
+#[derive(Debug, Default)]
+struct Book {
+    jobs: HashMap<u64, Job>,
+    stats: Stats,
+    done: Vec<Done>,
+}
+
+impl Book {
+    /// Ends job `id` (if it is still pending) with the failure `message`
+    /// (which starts with `ERR `).
+    fn fail(&mut self, id: u64, message: String, now: Instant) {
+        if let Some(job) = self.jobs.remove(&id) {
+            self.finish(job, message.into_bytes(), now);
+        }
     }
-    if stats.latencies_us.len() == LATENCIES {
-        stats.latencies_us.pop_front();
+
+    fn finish(&mut self, job: Job, result: Vec<u8>, now: Instant) {
+        let stats = &mut self.stats;
+        if result.starts_with(b"ERR ") {
+            stats.failed += 1;
+        } else {
+            stats.done += 1;
+        }
+        if stats.latencies_us.len() == LATENCIES {
+            stats.latencies_us.pop_front();
+        }
+        let us = now.duration_since(job.submitted).as_micros();
+        stats
+            .latencies_us
+            .push_back(u64::try_from(us).unwrap_or(u64::MAX));
+        self.done.push(Done {
+            client: job.client,
+            seq: job.seq,
+            result,
+        });
     }
-    let us = now.duration_since(job.submitted).as_micros();
-    stats
-        .latencies_us
-        .push_back(u64::try_from(us).unwrap_or(u64::MAX));
-    done.push(Done {
-        client: job.client,
-        seq: job.seq,
-        result,
-    });
 }
 
 /// SIGKILLs a worker that broke its channel or overran `job_timeout`;
