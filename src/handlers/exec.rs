@@ -10,8 +10,7 @@
 
 use nix::unistd::Pid;
 
-use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
-use crate::config::ServiceConfig;
+use super::{Connection, Context, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
 use crate::process::{exec::child_environment, ChildFd, ExecPlan, Prepared, ReportPipe};
 
 /// The exec handler: the command, prepared once (resolved path, argv and
@@ -23,7 +22,8 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn new(config: &ServiceConfig) -> Result<Exec, HandlerError> {
+    pub fn new(context: &Context<'_>) -> Result<Exec, HandlerError> {
+        let config = context.service;
         let command = config.command.clone().unwrap_or_default();
         if command.is_empty() {
             return Err(HandlerError::Setup(format!(

@@ -1,6 +1,10 @@
 //! The built-in services a connection is handed to, behind one trait.
 //!
-//! A [`Handler`] says how one connection (or one datagram) is served. Every
+//! A [`Handler`] is built once per service, in the supervisor, from a
+//! [`Context`] (the service's settings and forkd's pid); what it opens then
+//! it names in [`Handler::keep_open`], so the child set-up that closes every
+//! other descriptor leaves those open. It says how one connection (or one
+//! datagram) is served. Every
 //! connection mode drives the same handler: `fork` and `prefork` call
 //! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
 //! `event` asks for a [`Session`] (a state machine fed the bytes read) and
@@ -34,6 +38,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use nix::unistd::Pid;
 
 use crate::config::{HandlerKind, ServiceConfig};
 
@@ -215,11 +221,47 @@ pub trait Session {
     }
 }
 
-/// One built-in service. Implementations hold only configuration; all
-/// per-connection state lives in a [`Session`] or on `serve`'s stack.
+/// What a handler is built with: in the supervisor, before any fork, so
+/// whatever it opens here (a served directory, say) every child inherits.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The service's settings.
+    pub service: &'a ServiceConfig,
+    /// The supervisor's pid: it names its pools' endpoints, and every
+    /// child re-checks it as its parent.
+    pub forkd: Pid,
+}
+
+impl<'a> Context<'a> {
+    /// The context of a handler built by this process for `service`.
+    pub fn new(service: &'a ServiceConfig) -> Context<'a> {
+        Context {
+            service,
+            forkd: nix::unistd::getpid(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits::of(self.service)
+    }
+}
+
+/// Descriptors a handler may ask to keep open in its children at most
+/// ([`Handler::keep_open`]): the fork-mode child holds them in a fixed
+/// array, so it allocates nothing to close the rest.
+pub const MAX_KEPT_FDS: usize = 8;
+
+/// One built-in service. Implementations hold only configuration (and
+/// what they opened when built); all per-connection state lives in a
+/// [`Session`] or on `serve`'s stack.
 pub trait Handler {
     /// The `handler = "..."` keyword.
     fn name(&self) -> &'static str;
+
+    /// Hands `keep` every descriptor the handler opened when it was built
+    /// and goes on using in a child: `server`'s child set-up closes every
+    /// other one (at most [`MAX_KEPT_FDS`]).
+    fn keep_open(&self, _keep: &mut dyn FnMut(BorrowedFd<'_>)) {}
 
     /// A fresh protocol state for one connection, or `None` when this
     /// handler needs a process per connection (it cannot run in `event` mode).
@@ -365,15 +407,15 @@ pub enum HandlerError {
 }
 
 /// Builds the handler a service's config names.
-pub fn build(config: &ServiceConfig) -> Result<Box<dyn Handler>, HandlerError> {
-    match config.handler {
+pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
+    match context.service.handler {
         HandlerKind::Echo => Ok(Box::new(Echo)),
-        HandlerKind::Exec => Ok(Box::new(Exec::new(config)?)),
+        HandlerKind::Exec => Ok(Box::new(Exec::new(context)?)),
         HandlerKind::Files => Err(HandlerError::NotAvailable("files")),
         HandlerKind::Ftp => Err(HandlerError::NotAvailable("ftp")),
         HandlerKind::Command => Err(HandlerError::NotAvailable("command")),
         HandlerKind::Chat => Err(HandlerError::NotAvailable("chat")),
         HandlerKind::Http => Err(HandlerError::NotAvailable("http")),
-        HandlerKind::Pool => Ok(Box::new(PoolForwarding::new(config)?)),
+        HandlerKind::Pool => Ok(Box::new(PoolForwarding::new(context)?)),
     }
 }

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::upstream::{Endpoint, Upstream};
-use super::{read_uninit, Connection, Flow, Handler, HandlerError, Limits, Outcome, Session};
-use crate::config::ServiceConfig;
+use super::{
+    read_uninit, Connection, Context, Flow, Handler, HandlerError, Limits, Outcome, Session,
+};
 use crate::ipc::{frame, Decoder};
 
 /// Unanswered jobs of one client before it is no longer read.
@@ -49,13 +50,14 @@ pub struct PoolForwarding {
 }
 
 impl PoolForwarding {
-    /// Built in the supervisor, so its own pid names the endpoint.
-    pub fn new(config: &ServiceConfig) -> Result<PoolForwarding, HandlerError> {
+    /// The supervisor's pid names the endpoint.
+    pub fn new(context: &Context<'_>) -> Result<PoolForwarding, HandlerError> {
+        let config = context.service;
         let pool = config.pool.as_deref().ok_or_else(|| {
             HandlerError::Setup("handler = \"pool\" needs pool = \"NAME\" naming a [[pool]]".into())
         })?;
         Ok(PoolForwarding {
-            endpoint: Endpoint::new(std::process::id(), pool),
+            endpoint: Endpoint::new(context.forkd.as_raw() as u32, pool),
             max_frame: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
         })
     }

@@ -7,11 +7,12 @@
 //! accepting and the kernel's backlog holds the rest; it resumes when a
 //! child is reaped. Nothing is logged per connection on the hot path.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::child::KeepList;
 use super::listener::Accepted;
 use super::service::{unix_now, LiveConnection, Service, ServiceState};
 use super::Role;
@@ -110,8 +111,13 @@ impl Service {
         let limits = Limits::of(&self.config);
         let parent = self.parent;
         crate::process::fork_worker(move || {
-            let fd = conn.stream.as_fd().as_raw_fd();
-            if !super::child::setup(parent, &mut [fd], false) {
+            let mut keep = KeepList::new();
+            keep.push(conn.stream.as_fd());
+            handler.keep_open(&mut |fd| keep.push(fd));
+            let Some(keep) = keep.as_mut_slice() else {
+                return 1;
+            };
+            if !super::child::setup(parent, keep, false) {
                 return 1;
             }
             handler.serve(conn, &limits).exit_code()

@@ -104,7 +104,8 @@ impl Service {
         per_ip: Option<PerIp>,
     ) -> Result<Service, String> {
         let name = &config.name;
-        let handler = handlers::build(config).map_err(|e| format!("service \"{name}\": {e}"))?;
+        let handler = handlers::build(&handlers::Context::new(config))
+            .map_err(|e| format!("service \"{name}\": {e}"))?;
         if config.mode == Mode::Event && handler.session().is_none() {
             return Err(format!(
                 "service \"{name}\": handler \"{}\" needs a process per connection; use mode = \"fork\" or \"prefork\"",

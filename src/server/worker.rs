@@ -79,6 +79,7 @@ impl Worker<'_> {
             .iter()
             .map(|l| l.as_fd().as_raw_fd())
             .collect();
+        self.handler.keep_open(&mut |fd| keep.push(fd.as_raw_fd()));
         if !super::child::setup(self.parent, &mut keep, true) {
             return 1;
         }
