@@ -1,5 +1,6 @@
 //! What `forkd --check` can tell beyond the config's validity: commands
-//! that cannot be exec'd as the machine is now.
+//! that cannot be exec'd as the machine is now, and handlers this forkd
+//! build does not have (the handlers' table; start-up refuses them).
 //!
 //! Warnings only, never errors: a command may be installed, or a user
 //! created, before forkd starts the program, and `--check` still exits 0.
@@ -7,11 +8,25 @@
 //! as each program will get it); it never starts anything.
 
 use crate::config::{Config, HandlerKind};
+use crate::handlers::support;
 use crate::process::exec::{child_environment, command_problem};
 
-/// Every warning for `config`, in config order: programs, then services.
+/// Every warning for `config`: programs, then services, each in config order.
 pub fn warnings(config: &Config) -> Vec<String> {
-    command_warnings(config)
+    let mut all = command_warnings(config);
+    all.extend(handler_warnings(config));
+    all
+}
+
+/// Services whose handler is valid in the file but not in this build.
+fn handler_warnings(config: &Config) -> impl Iterator<Item = String> + '_ {
+    config.services.iter().filter_map(|s| {
+        let missing = support(s.handler).check_built().err()?;
+        Some(format!(
+            "service \"{}\": {missing}: forkd will not start with it",
+            s.name
+        ))
+    })
 }
 
 /// Programs and `exec` services whose command cannot be exec'd now.
@@ -37,4 +52,19 @@ fn command_warnings(config: &Config) -> Vec<String> {
             ))
         });
     programs.chain(services).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_this_build_lacks_is_a_warning() {
+        let text = "[[service]]\nname = \"drop\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"files\"\nroot = \"/srv\"\n";
+        let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        assert_eq!(
+            warnings(&config),
+            ["service \"drop\": handler \"files\" is not available yet in this forkd build; use handler = \"echo\", \"exec\" or \"pool\": forkd will not start with it"]
+        );
+    }
 }

@@ -247,6 +247,32 @@ pub enum HandlerKind {
     Pool,
 }
 
+impl Mode {
+    /// The `mode = "..."` keyword.
+    pub fn keyword(self) -> &'static str {
+        values::keyword_of(values::MODE, self)
+    }
+}
+
+impl HandlerKind {
+    /// Every kind, in the order of their keywords.
+    pub const ALL: &'static [HandlerKind] = &[
+        HandlerKind::Echo,
+        HandlerKind::Files,
+        HandlerKind::Ftp,
+        HandlerKind::Command,
+        HandlerKind::Chat,
+        HandlerKind::Http,
+        HandlerKind::Exec,
+        HandlerKind::Pool,
+    ];
+
+    /// The `handler = "..."` keyword.
+    pub fn keyword(self) -> &'static str {
+        values::keyword_of(values::HANDLER, self)
+    }
+}
+
 /// `[[service]]`: a listener and how its connections are served.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {

@@ -36,10 +36,6 @@ impl Handler for Echo {
         Some(Box::new(Echo))
     }
 
-    fn speaks_udp(&self) -> bool {
-        true
-    }
-
     fn datagram(&self, input: &[u8], out: &mut Vec<u8>) {
         upper_into(input, out);
     }

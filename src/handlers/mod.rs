@@ -9,10 +9,10 @@
 //! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
 //! `event` asks for a [`Session`] (a state machine fed the bytes read) and
 //! multiplexes many of them in one worker; UDP listeners call
-//! [`Handler::datagram`]. A handler that cannot work in a mode says so by
-//! returning `None` from [`Handler::session`] or `false` from
-//! [`Handler::speaks_udp`]; the config check rejects those combinations
-//! before anything starts.
+//! [`Handler::datagram`]. Which modes and sockets each handler serves, and
+//! whether this build has it, is one table (`table.rs`, [`support`]), read
+//! by the config check and by start-up; a handler with no [`Session`]
+//! cannot run in `event` mode, and its row says so.
 //!
 //! One extension for `event` mode, until the handler trait is reshaped: a
 //! handler whose sessions forward requests somewhere (the `pool` handler)
@@ -30,6 +30,7 @@
 mod echo;
 mod exec;
 mod pool;
+mod table;
 mod upstream;
 
 use std::io::{self, Read, Write};
@@ -46,6 +47,7 @@ use crate::config::{HandlerKind, ServiceConfig};
 pub use echo::Echo;
 pub use exec::Exec;
 pub use pool::{Forwarder, PoolForwarding};
+pub use table::{support, Carrier, Support, Unsupported};
 pub use upstream::{Endpoint, Upstream};
 
 /// An accepted stream connection.
@@ -276,11 +278,6 @@ pub trait Handler {
         }
     }
 
-    /// Whether `udp://` listeners can use this handler.
-    fn speaks_udp(&self) -> bool {
-        false
-    }
-
     /// Answers one datagram: appends the reply to `out` (nothing = no reply).
     fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
 
@@ -400,22 +397,26 @@ fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Resul
 /// Why a service's handler cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("handler \"{0}\" is not available yet in this forkd build; use handler = \"echo\", \"exec\" or \"pool\"")]
-    NotAvailable(&'static str),
+    /// The table refuses it (not in this build).
+    #[error("{0}")]
+    Unsupported(#[from] Unsupported),
     #[error("{0}")]
     Setup(String),
 }
 
-/// Builds the handler a service's config names.
+/// Builds the handler a service's config names, if the table says this
+/// build has it.
 pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
-    match context.service.handler {
-        HandlerKind::Echo => Ok(Box::new(Echo)),
-        HandlerKind::Exec => Ok(Box::new(Exec::new(context)?)),
-        HandlerKind::Files => Err(HandlerError::NotAvailable("files")),
-        HandlerKind::Ftp => Err(HandlerError::NotAvailable("ftp")),
-        HandlerKind::Command => Err(HandlerError::NotAvailable("command")),
-        HandlerKind::Chat => Err(HandlerError::NotAvailable("chat")),
-        HandlerKind::Http => Err(HandlerError::NotAvailable("http")),
-        HandlerKind::Pool => Ok(Box::new(PoolForwarding::new(context)?)),
-    }
+    let kind = context.service.handler;
+    support(kind).check_built()?;
+    Ok(match kind {
+        HandlerKind::Echo => Box::new(Echo),
+        HandlerKind::Exec => Box::new(Exec::new(context)?),
+        HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
+        HandlerKind::Files
+        | HandlerKind::Ftp
+        | HandlerKind::Command
+        | HandlerKind::Chat
+        | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
+    })
 }

@@ -14,7 +14,7 @@ use super::scoreboard::Counts;
 use super::workers::{Spawn, WorkerPool};
 use super::Role;
 use crate::config::{Mode, ServiceConfig};
-use crate::handlers::{self, Handler, Peer};
+use crate::handlers::{self, Carrier, Handler, Peer};
 use crate::process::ExitKind;
 
 /// Where a service is in its life.
@@ -104,24 +104,28 @@ impl Service {
         per_ip: Option<PerIp>,
     ) -> Result<Service, String> {
         let name = &config.name;
+        // The table first: a handler this build lacks, a mode it cannot
+        // run in or a socket it cannot serve is refused before anything
+        // is built (the config check said so too, except for systemd
+        // sockets, whose kind shows only now).
+        let support = handlers::support(config.handler);
+        support
+            .check_built()
+            .and_then(|()| support.check_mode(config.mode))
+            .map_err(|e| format!("service \"{name}\": {e}"))?;
         let handler = handlers::build(&handlers::Context::new(config))
             .map_err(|e| format!("service \"{name}\": {e}"))?;
-        if config.mode == Mode::Event && handler.session().is_none() {
-            return Err(format!(
-                "service \"{name}\": handler \"{}\" needs a process per connection; use mode = \"fork\" or \"prefork\"",
-                handler.name()
-            ));
-        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             let listener = Listener::open(addr, config, reuse, inherited)?;
-            if !listener.is_stream() && !handler.speaks_udp() {
-                return Err(format!(
-                    "service \"{name}\": handler \"{}\" cannot serve {}: it does not speak UDP",
-                    handler.name(),
-                    listener.bound()
-                ));
-            }
+            let carrier = if listener.is_stream() {
+                Carrier::Stream
+            } else {
+                Carrier::Datagram
+            };
+            support
+                .check_carrier(carrier)
+                .map_err(|e| format!("service \"{name}\": {}: {e}", listener.bound()))?;
             listeners.push(listener);
         }
         let reports = match (config.mode, handler.as_exec()) {
@@ -431,7 +435,7 @@ impl Service {
         json!({
             "name": self.config.name,
             "state": self.state.as_str(),
-            "mode": mode_name(self.config.mode),
+            "mode": self.config.mode.keyword(),
             "handler": self.handler.name(),
             "listen": self.listeners.iter().map(Listener::bound).collect::<Vec<_>>(),
             "connections": connections,
@@ -455,14 +459,6 @@ fn log_open_file_limit(config: &ServiceConfig) {
                 config.max_connections
             );
         }
-    }
-}
-
-pub(super) fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Fork => "fork",
-        Mode::Prefork => "prefork",
-        Mode::Event => "event",
     }
 }
 
