@@ -45,7 +45,7 @@ use nix::unistd::Pid;
 use crate::config::{HandlerKind, ServiceConfig};
 
 pub use echo::Echo;
-pub use exec::Exec;
+pub use exec::{ConnectionProgram, Exec};
 pub use pool::{Forwarder, PoolForwarding};
 pub use table::{support, Carrier, Support, Unsupported};
 pub use upstream::{Endpoint, Upstream};
@@ -270,8 +270,12 @@ pub trait Handler {
     fn session(&self) -> Option<Box<dyn Session>>;
 
     /// Serves one connection to its end, blocking, in a worker process. The
-    /// default drives [`Handler::session`] with reads of at most `max_line`.
+    /// default runs the [`Handler::connection_program`] and waits for it,
+    /// or else drives [`Handler::session`] with reads of at most `max_line`.
     fn serve(&self, conn: Connection, limits: &Limits) -> Outcome {
+        if let Some(program) = self.connection_program() {
+            return program.serve(conn);
+        }
         match self.session() {
             Some(session) => drive_blocking(conn, session, limits),
             None => Outcome::Failed,
@@ -281,9 +285,11 @@ pub trait Handler {
     /// Answers one datagram: appends the reply to `out` (nothing = no reply).
     fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
 
-    /// The exec handler, which fork mode spawns straight from the
-    /// supervisor instead of forking a child that runs [`Handler::serve`].
-    fn as_exec(&self) -> Option<&Exec> {
+    /// A handler that serves a connection by exec'ing a program in place
+    /// of a Rust child: fork mode then spawns it straight from the
+    /// supervisor (no intermediate process runs [`Handler::serve`]), and
+    /// the default `serve` of a prefork worker runs it and waits.
+    fn connection_program(&self) -> Option<&dyn ConnectionProgram> {
         None
     }
 

@@ -64,7 +64,7 @@ pub struct Service {
     pub config: ServiceConfig,
     pub(super) handler: Box<dyn Handler>,
     /// fork mode + exec handler: the supervisor spawns the command directly
-    /// ([`Handler::as_exec`]), and its children report failures before exec
+    /// ([`Handler::connection_program`]), and its children report failures before exec
     /// to this one pipe.
     pub(super) reports: Option<crate::process::ReportPipe>,
     pub listeners: Vec<Listener>,
@@ -128,7 +128,7 @@ impl Service {
                 .map_err(|e| format!("service \"{name}\": {}: {e}", listener.bound()))?;
             listeners.push(listener);
         }
-        let reports = match (config.mode, handler.as_exec()) {
+        let reports = match (config.mode, handler.connection_program()) {
             (Mode::Fork, Some(_)) => Some(
                 crate::process::ReportPipe::new()
                     .map_err(|e| format!("service \"{name}\": cannot open a pipe: {e}"))?,
