@@ -3,7 +3,7 @@
 //! datagram is answered to its sender the same way. Stateless, so one value
 //! serves every connection and every mode.
 
-use super::{serve_in_place, Connection, Flow, Handler, Limits, Outcome, Session};
+use super::{serve_in_place, Connection, Flow, Handler, Limits, Outcome, Output, Session};
 
 /// The upper-case echo handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,8 +15,8 @@ fn upper_into(data: &[u8], out: &mut Vec<u8>) {
 }
 
 impl Session for Echo {
-    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
-        upper_into(data, out);
+    fn input(&mut self, data: &[u8], out: &mut Output) -> Flow {
+        upper_into(data, out.bytes());
         Flow::Continue
     }
 }
@@ -47,12 +47,12 @@ mod tests {
 
     #[test]
     fn upper_cases_ascii_and_keeps_other_bytes() {
-        let mut out = Vec::new();
+        let mut out = Output::new();
         assert_eq!(
             Echo.input("héllo, w0rld\n".as_bytes(), &mut out),
             Flow::Continue
         );
-        assert_eq!(out, "HéLLO, W0RLD\n".as_bytes());
+        assert_eq!(*out.bytes(), "HéLLO, W0RLD\n".as_bytes());
         let mut reply = Vec::new();
         Echo.datagram(b"abc", &mut reply);
         assert_eq!(reply, b"ABC");

@@ -8,7 +8,12 @@
 //! connection mode drives the same handler: `fork` and `prefork` call
 //! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
 //! `event` asks for a [`Session`] (a state machine fed the bytes read) and
-//! multiplexes many of them in one worker; UDP listeners call
+//! multiplexes many of them in one worker, and `fork`/`prefork` drive the
+//! same session blocking ([`drive`]) unless the handler has a `serve` of
+//! its own. A session may speak first, and queues its replies on an
+//! [`Output`] that is written as the socket drains: byte runs and file
+//! ranges (sendfile), with [`Session::drained`] to pull the next part, so
+//! nothing large is ever buffered whole; UDP listeners call
 //! [`Handler::datagram`]. Which modes and sockets each handler serves, and
 //! whether this build has it, is one table (`table.rs`, [`support`]), read
 //! by the config check and by start-up; a handler with no [`Session`]
@@ -27,10 +32,14 @@
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
+mod drive;
 mod echo;
 mod exec;
+mod output;
 mod pool;
 mod table;
+#[cfg(test)]
+pub(crate) mod testing;
 mod upstream;
 
 use std::io::{self, Read, Write};
@@ -44,8 +53,10 @@ use nix::unistd::Pid;
 
 use crate::config::{HandlerKind, ServiceConfig};
 
+pub use drive::{drive, write_out};
 pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
+pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use table::{support, Carrier, Support, Unsupported};
 pub use upstream::{Endpoint, Upstream};
@@ -189,18 +200,27 @@ impl Outcome {
 pub enum Flow {
     /// Keep reading.
     Continue,
-    /// Send what is in the output buffer, then close.
+    /// Send what is queued, then close.
     Close,
 }
 
-/// A connection's protocol state in `event` mode: fed every chunk read,
-/// appends its replies to `out`. Never blocks and never does I/O itself.
+/// A connection's protocol state: fed every chunk read, it queues its
+/// replies on the connection's [`Output`] (bytes, or file ranges the
+/// driver sends with sendfile(2)). Never blocks and never does I/O itself;
+/// the same session runs under `event` mode's loop and under the blocking
+/// driver of `fork`/`prefork` ([`drive`]).
 pub trait Session {
-    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow;
+    /// The connection was just accepted, before any byte is read: a
+    /// session that speaks first (a greeting) queues it here.
+    fn start(&mut self, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
+    fn input(&mut self, data: &[u8], out: &mut Output) -> Flow;
 
     /// The client closed its sending side (EOF). By default the session
     /// ends; one still owing answers returns `Continue` until they are out.
-    fn input_ended(&mut self, _out: &mut Vec<u8>) -> Flow {
+    fn input_ended(&mut self, _out: &mut Output) -> Flow {
         Flow::Close
     }
 
@@ -210,6 +230,13 @@ pub trait Session {
         true
     }
 
+    /// Everything queued has been written: output is pulled, so a session
+    /// with more to send than it should hold (a listing, a stream) queues
+    /// its next part here, as the socket drains.
+    fn drained(&mut self, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
     /// For a handler with an [`Handler::upstream`]: appends the encoded
     /// frames to forward there to `to`; returns how many.
     fn take_requests(&mut self, _to: &mut Vec<u8>) -> usize {
@@ -217,8 +244,8 @@ pub trait Session {
     }
 
     /// The upstream's answer to this session's oldest forwarded request
-    /// (or an `ERR ` frame saying why there is none); appends the reply.
-    fn answer(&mut self, _result: &[u8], _out: &mut Vec<u8>) -> Flow {
+    /// (or an `ERR ` frame saying why there is none); queues the reply.
+    fn answer(&mut self, _result: &[u8], _out: &mut Output) -> Flow {
         Flow::Continue
     }
 }
@@ -277,7 +304,7 @@ pub trait Handler {
             return program.serve(conn);
         }
         match self.session() {
-            Some(session) => drive_blocking(conn, session, limits),
+            Some(session) => drive(conn, session, limits),
             None => Outcome::Failed,
         }
     }
@@ -323,18 +350,8 @@ impl Limits {
     }
 }
 
-/// The read size of [`Handler::serve`]'s default loop.
+/// The read size of [`serve_in_place`].
 const BLOCKING_READ: usize = 8 << 10;
-
-/// Read, feed the session, write the reply, until EOF, a timeout or `Close`.
-fn drive_blocking(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
-    let mut out = Vec::new();
-    serve_reads(conn, limits, |stream, input| {
-        out.clear();
-        let flow = session.input(input, &mut out);
-        stream.write_all(&out).map(|()| flow)
-    })
-}
 
 /// Serves a connection whose reply to each read is that read's bytes
 /// changed in place (`transform`), with no session and no output buffer:

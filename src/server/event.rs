@@ -1,8 +1,11 @@
 //! `event` mode inside one worker: many connections multiplexed with epoll
 //! (nginx's model). Each connection is a non-blocking stream, a handler
-//! [`Session`] and an output buffer. Reads are answered at once when the
-//! socket takes the reply; otherwise the connection stops reading until its
-//! output drains (back-pressure), and a reply stuck longer than
+//! [`Session`] and its [`Output`] (bytes and file ranges, the latter sent
+//! with sendfile). A session may speak first (`Session::start`, run when
+//! the connection is added). Reads are answered at once when the socket
+//! takes the reply; otherwise the connection stops reading until its
+//! output drains (back-pressure), and each time it is all out the session
+//! is asked for more (`Session::drained`); and a reply stuck longer than
 //! `request_timeout`, or a connection silent for `idle_timeout`, is cut.
 //!
 //! Level-triggered epoll, one read per readiness, so one busy client cannot
@@ -16,7 +19,7 @@
 
 mod forward;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,9 @@ use nix::unistd::Pid;
 
 use super::per_ip::PerIp;
 use super::scoreboard::Slot;
-use crate::handlers::{Connection, Endpoint, Flow, Limits, Outcome, Peer, Session, Stream};
+use crate::handlers::{
+    write_out, Connection, Endpoint, Flow, Limits, Outcome, Output, Peer, Session, Stream,
+};
 
 use forward::Forwarding;
 pub use forward::UPSTREAM_TOKEN;
@@ -37,8 +42,7 @@ pub const SESSION_TOKEN_BASE: u64 = 1 << 32;
 struct Conn {
     stream: Stream,
     session: Box<dyn Session>,
-    out: Vec<u8>,
-    sent: usize,
+    out: Output,
     /// Last read (idle clock) or, while output is pending, last write progress.
     last: Instant,
     peer: Peer,
@@ -133,8 +137,7 @@ impl<'a> Sessions<'a> {
         self.slab[index] = Some(Conn {
             stream: conn.stream,
             session,
-            out: Vec::new(),
-            sent: 0,
+            out: Output::new(),
             last: Instant::now(),
             peer,
             close_after_send: false,
@@ -146,6 +149,15 @@ impl<'a> Sessions<'a> {
         self.next_serial += 1;
         self.live += 1;
         slot.add_claim();
+        // A session may speak first.
+        if let Some(conn) = self.slab[index].as_mut() {
+            if conn.session.start(&mut conn.out) == Flow::Close {
+                conn.close_after_send = true;
+            }
+            if let Step::End(outcome) = conn.flush(epoll) {
+                self.close(epoll, index, outcome, slot);
+            }
+        }
         true
     }
 
@@ -156,7 +168,7 @@ impl<'a> Sessions<'a> {
             return;
         };
         let gone = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        let step = if conn.sent < conn.out.len() {
+        let step = if !conn.out.is_empty() {
             if flags.intersects(EpollFlags::EPOLLOUT | gone) {
                 conn.flush(epoll)
             } else {
@@ -195,7 +207,7 @@ impl<'a> Sessions<'a> {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                let limit = if c.sent < c.out.len() { request } else { idle };
+                let limit = if c.out.is_empty() { idle } else { request };
                 (!limit.is_zero() && now.duration_since(c.last) >= limit).then_some(i)
             })
             .collect();
@@ -255,35 +267,27 @@ impl Conn {
             Err(_) => return Step::End(Outcome::Failed),
         };
         self.last = Instant::now();
-        self.out.clear();
-        self.sent = 0;
         if self.session.input(&buf[..n], &mut self.out) == Flow::Close {
             self.close_after_send = true;
         }
         self.flush(epoll)
     }
 
-    /// Writes pending output, then sets the interest it leaves
+    /// Writes pending output (pulling more from the session each time it
+    /// is all out), then sets the interest it leaves
     /// ([`Conn::update_interest`]).
     fn flush(&mut self, epoll: &Epoll) -> Step {
-        while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]) {
-                Ok(0) => return Step::End(Outcome::Failed),
-                Ok(n) => {
-                    self.sent += n;
-                    self.last = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.update_interest(epoll);
-                    return Step::Keep;
-                }
-                Err(_) => return Step::End(Outcome::Failed),
-            }
+        match write_out(
+            &self.stream,
+            &mut self.out,
+            &mut *self.session,
+            &mut self.close_after_send,
+        ) {
+            Ok(true) => self.last = Instant::now(),
+            Ok(false) => {}
+            Err(_) => return Step::End(Outcome::Failed),
         }
-        self.out.clear();
-        self.sent = 0;
-        if self.close_after_send {
+        if self.out.is_empty() && self.close_after_send {
             return Step::End(Outcome::Done);
         }
         self.update_interest(epoll);
@@ -293,7 +297,7 @@ impl Conn {
     /// EPOLLOUT while output remains (no reads meanwhile: back-pressure),
     /// else EPOLLIN unless the input ended or the session holds it back.
     fn update_interest(&mut self, epoll: &Epoll) {
-        let want = if self.sent < self.out.len() {
+        let want = if !self.out.is_empty() {
             EpollFlags::EPOLLOUT
         } else if !self.input_done && self.session.wants_input() {
             EpollFlags::EPOLLIN
@@ -305,5 +309,118 @@ impl Conn {
             let mut event = EpollEvent::new(want, self.token);
             let _ = epoll.modify(self.stream.as_fd(), &mut event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::epoll::{EpollCreateFlags, EpollTimeout};
+
+    use super::*;
+    use crate::handlers::testing::{service_for, Greeter, TempFile, GREETING};
+    use crate::handlers::{Context, Handler};
+    use crate::server::scoreboard::Scoreboard;
+
+    /// One event worker's sessions, driven turn by turn.
+    pub(super) struct Rig {
+        pub epoll: Epoll,
+        pub board: Scoreboard,
+    }
+
+    impl Rig {
+        pub fn new() -> Rig {
+            Rig {
+                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+                board: Scoreboard::new(1).unwrap(),
+            }
+        }
+
+        pub fn slot(&self) -> &Slot {
+            self.board.slot(0).unwrap()
+        }
+
+        /// A client connected to a new session of `handler`.
+        pub fn client(&self, sessions: &mut Sessions<'_>, handler: &dyn Handler) -> UnixStream {
+            let (near, far) = UnixStream::pair().unwrap();
+            let conn = Connection {
+                stream: Stream::Unix(far),
+                peer: Peer::Unix,
+            };
+            let session = handler.session().unwrap();
+            assert!(sessions.add(&self.epoll, conn, session, self.slot()));
+            near.set_nonblocking(true).unwrap();
+            near
+        }
+
+        /// One turn of the worker's loop (at most 20 ms of waiting).
+        pub fn turn(&self, sessions: &mut Sessions<'_>) {
+            let mut events = [EpollEvent::empty(); 16];
+            let timeout = EpollTimeout::try_from(Duration::from_millis(20)).unwrap();
+            let n = self.epoll.wait(&mut events, timeout).unwrap();
+            for event in &events[..n] {
+                sessions.ready(&self.epoll, event.data(), event.events(), self.slot());
+            }
+        }
+
+        /// Turns until `client` has sent `want` bytes more into `got`.
+        pub fn read(
+            &self,
+            sessions: &mut Sessions<'_>,
+            client: &mut UnixStream,
+            want: usize,
+        ) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            for _ in 0..2000 {
+                let room = (want - got.len()).min(buf.len());
+                match client.read(&mut buf[..room]) {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => self.turn(sessions),
+                }
+                if got.len() == want {
+                    return got;
+                }
+            }
+            panic!("only {} of {want} bytes arrived", got.len());
+        }
+    }
+
+    pub(super) fn limits() -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_line: 64 << 10,
+        }
+    }
+
+    #[test]
+    fn an_event_session_greets_first_and_streams_a_file_as_the_socket_drains() {
+        let file = TempFile::new("event", 3 << 20);
+        let service = service_for(&file.path);
+        let handler = Greeter::new(&Context::new(&service));
+        let rig = Rig::new();
+        let per_ip = PerIp::new(0, 8).unwrap();
+        let mut sessions = Sessions::new(limits(), &per_ip, None);
+        let mut client = rig.client(&mut sessions, &handler);
+        assert_eq!(
+            rig.read(&mut sessions, &mut client, GREETING.len()),
+            GREETING
+        );
+        client.write_all(b"GET").unwrap();
+        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"OK");
+        let body = rig.read(&mut sessions, &mut client, file.content.len());
+        assert!(body == file.content, "the file arrived whole and in order");
+        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"##");
+        client.write_all(b"BYE").unwrap();
+        for _ in 0..100 {
+            if sessions.is_empty() {
+                return;
+            }
+            rig.turn(&mut sessions);
+        }
+        panic!("the session did not close after BYE");
     }
 }
