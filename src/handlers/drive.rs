@@ -5,7 +5,9 @@
 //! session is driven exactly as `event` mode drives it: it may speak first
 //! ([`Session::start`]), its output is written as the socket drains and
 //! pulled from it when empty ([`Session::drained`]), and reading stops
-//! while output waits (back-pressure). `idle_timeout` without a byte read
+//! while output waits (back-pressure), and a session's timer
+//! ([`Session::deadline`]) bounds the wait so a pause ends on time.
+//! `idle_timeout` without a byte read
 //! and `request_timeout` without write progress end the connection. Runs
 //! in a child process only; never logs.
 
@@ -42,8 +44,11 @@ pub fn drive(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -
             PollFlags::POLLOUT
         } else if !input_done && session.wants_input() {
             PollFlags::POLLIN
+        } else if session.deadline().is_some() {
+            // A pause: only the timer can move things on.
+            PollFlags::empty()
         } else {
-            // Nothing to write, nothing to read: nothing can happen.
+            // Nothing to write, nothing to read, no timer: nothing can happen.
             return Outcome::Done;
         };
         let limit = if writing {
@@ -51,14 +56,19 @@ pub fn drive(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -
         } else {
             limits.idle_timeout
         };
+        let deadline = session.deadline();
         let mut fds = [PollFd::new(stream.as_fd(), events)];
-        match nix::poll::poll(&mut fds, poll_timeout(limit, last)) {
+        match nix::poll::poll(&mut fds, poll_timeout_until(limit, last, deadline)) {
             Ok(0) if !limit.is_zero() && last.elapsed() >= limit => return Outcome::TimedOut,
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Outcome::of_error(&e.into()),
         }
+        let now = Instant::now();
+        if deadline.is_some_and(|at| now >= at) && session.wake(now, &mut out) == Flow::Close {
+            closing = true;
+        }
         let ready = fds[0].revents().unwrap_or(PollFlags::empty());
-        if writing || ready.is_empty() {
+        if writing || !events.contains(PollFlags::POLLIN) || ready.is_empty() {
             continue;
         }
         let flow = match read_uninit(&stream, &mut buf) {
@@ -103,6 +113,20 @@ pub fn write_out(
         if out.is_empty() {
             return Ok(progress);
         }
+    }
+}
+
+/// The shorter of what is left of `limit` since `last` and the time until
+/// `deadline`.
+fn poll_timeout_until(limit: Duration, last: Instant, deadline: Option<Instant>) -> PollTimeout {
+    let Some(at) = deadline else {
+        return poll_timeout(limit, last);
+    };
+    let until = at.saturating_duration_since(Instant::now()).as_millis() + 1;
+    let until = PollTimeout::try_from(until).unwrap_or(PollTimeout::MAX);
+    match poll_timeout(limit, last) {
+        PollTimeout::NONE => until,
+        left => left.min(until),
     }
 }
 

@@ -47,7 +47,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
@@ -234,6 +234,20 @@ pub trait Session {
     /// with more to send than it should hold (a listing, a stream) queues
     /// its next part here, as the socket drains.
     fn drained(&mut self, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
+    /// When the session wants [`Session::wake`]: a pause it must keep
+    /// (the classic clients need their `OK` alone in one read), a timed
+    /// reply. Asked after every call into the session; the drivers keep
+    /// their other connections going meanwhile (a timer heap in `event`
+    /// mode, poll(2)'s timeout in the blocking driver).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The [`Session::deadline`] has come (`now` is at or past it).
+    fn wake(&mut self, _now: Instant, _out: &mut Output) -> Flow {
         Flow::Continue
     }
 

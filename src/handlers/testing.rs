@@ -1,13 +1,14 @@
 //! A handler for tests only, shaped like the classic services: it opens a
 //! file when built (the service's `root`) and keeps it open in its
 //! children, greets each client before reading, answers `GET` with `OK`,
-//! then (once `OK` is out) the file (sent from the open descriptor, never
-//! read into memory) and `##`, and `BYE` by closing. It proves the handler
-//! boundary (context, kept fds, speaking first, pulled output) without a
+//! a pause, the file (sent from the open descriptor, never read into
+//! memory) and `##`, and `BYE` by closing. It proves the handler boundary
+//! (context, kept fds, speaking first, pulled output, timers) without a
 //! user-facing handler.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use super::{Context, Flow, Handler, Output, Session};
 use crate::config::{Config, ServiceConfig};
@@ -17,13 +18,16 @@ pub const GREETING: &[u8] = b"HELLO\n";
 /// The handler: the file it serves, opened once.
 pub struct Greeter {
     file: File,
+    pause: Duration,
 }
 
 impl Greeter {
-    pub fn new(context: &Context<'_>) -> Greeter {
+    /// `pause`: the quiet time between `OK` and the file.
+    pub fn new(context: &Context<'_>, pause: Duration) -> Greeter {
         let root = context.service.root.as_ref().expect("a root");
         Greeter {
             file: File::open(root).unwrap(),
+            pause,
         }
     }
 }
@@ -41,6 +45,7 @@ impl Handler for Greeter {
         let file = self.file.try_clone().unwrap();
         Some(Box::new(Greeting {
             file,
+            pause: self.pause,
             state: State::Idle,
         }))
     }
@@ -49,12 +54,15 @@ impl Handler for Greeter {
 /// Where a `GET` is.
 enum State {
     Idle,
-    /// `OK` is queued; the file follows when it is out.
+    /// `OK` is queued; when it is out, wait.
     Told,
+    /// Quiet until then, so `OK` arrives alone.
+    Pausing(Instant),
 }
 
 pub struct Greeting {
     file: File,
+    pause: Duration,
     state: State,
 }
 
@@ -83,13 +91,29 @@ impl Session for Greeting {
         matches!(self.state, State::Idle)
     }
 
-    /// Pulled: the file is queued only once `OK` has left on its own.
-    fn drained(&mut self, out: &mut Output) -> Flow {
+    /// Pulled: the pause starts once `OK` has left on its own.
+    fn drained(&mut self, _out: &mut Output) -> Flow {
         if let State::Told = self.state {
-            let len = self.file.metadata().unwrap().len();
-            out.send_file(self.file.try_clone().unwrap(), 0, len);
-            out.push(b"##");
-            self.state = State::Idle;
+            self.state = State::Pausing(Instant::now() + self.pause);
+        }
+        Flow::Continue
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Pausing(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    fn wake(&mut self, now: Instant, out: &mut Output) -> Flow {
+        if let State::Pausing(at) = self.state {
+            if now >= at {
+                let len = self.file.metadata().unwrap().len();
+                out.send_file(self.file.try_clone().unwrap(), 0, len);
+                out.push(b"##");
+                self.state = State::Idle;
+            }
         }
         Flow::Continue
     }
@@ -132,7 +156,6 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
 
     use super::*;
     use crate::handlers::{Connection, Limits, Outcome, Peer, Stream};
@@ -145,10 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn a_blocking_session_greets_first_and_streams_a_file_it_keeps_open() {
+    fn a_blocking_session_greets_first_pauses_and_streams_a_file_it_keeps_open() {
         let file = TempFile::new("blocking", 3 << 20);
         let service = service_for(&file.path);
-        let handler = Greeter::new(&Context::new(&service));
+        let handler = Greeter::new(&Context::new(&service), Duration::from_millis(100));
         let mut kept = Vec::new();
         handler.keep_open(&mut |fd| kept.push(fd.as_raw_fd()));
         assert_eq!(kept, [handler.file.as_raw_fd()]);
@@ -168,8 +191,13 @@ mod tests {
         // Nothing sent yet: the session speaks first.
         assert_eq!(read_exactly(&mut client, GREETING.len()), GREETING);
         client.write_all(b"GET").unwrap();
+        let asked = Instant::now();
         assert_eq!(read_exactly(&mut client, 2), b"OK");
         let body = read_exactly(&mut client, file.content.len());
+        assert!(
+            asked.elapsed() >= Duration::from_millis(100),
+            "the pause came between OK and the file"
+        );
         assert!(body == file.content, "the file arrived whole and in order");
         assert_eq!(read_exactly(&mut client, 2), b"##");
         client.write_all(b"BYE").unwrap();

@@ -12,6 +12,11 @@
 //! starve the others. Connections live in a slab indexed by their epoll
 //! token. This module never accepts (the worker loop does) and never forks.
 //!
+//! Sessions' timers ([`Session::deadline`], a pause a classic client
+//! relies on) sit in one heap; the worker waits no longer than the
+//! soonest, then [`Sessions::run_timers`] wakes what is due, so a pausing
+//! session never holds up the others.
+//!
 //! A handler with an upstream (`pool`) gets one connection to it per
 //! worker, shared by every session (`forward.rs`). A session may also hold
 //! its input back ([`Session::wants_input`]): its connection is then not
@@ -19,6 +24,8 @@
 
 mod forward;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -52,6 +59,8 @@ struct Conn {
     interest: EpollFlags,
     /// The client closed its sending side.
     input_done: bool,
+    /// The session's timer as last put in the heap.
+    deadline: Option<Instant>,
     token: u64,
     /// Tells this connection from earlier ones in the same slab slot.
     serial: u64,
@@ -69,6 +78,10 @@ pub struct Sessions<'a> {
     limits: Limits,
     buf: Vec<u8>,
     next_sweep: Instant,
+    /// The sessions' timers, soonest first: (when, slot, serial). An entry
+    /// whose connection is gone or has since asked for another time is
+    /// skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     forwarding: Option<Forwarding>,
     /// Sessions that may have requests for the upstream.
     to_forward: Vec<usize>,
@@ -87,6 +100,7 @@ impl<'a> Sessions<'a> {
             buf: vec![0; limits.read_buffer()],
             limits,
             next_sweep: Instant::now() + sweep_interval(&limits),
+            timers: BinaryHeap::new(),
             forwarding: upstream.map(Forwarding::new),
             to_forward: Vec::new(),
             next_serial: 0,
@@ -143,6 +157,7 @@ impl<'a> Sessions<'a> {
             close_after_send: false,
             interest: EpollFlags::EPOLLIN,
             input_done: false,
+            deadline: None,
             token,
             serial: self.next_serial,
         });
@@ -154,8 +169,9 @@ impl<'a> Sessions<'a> {
             if conn.session.start(&mut conn.out) == Flow::Close {
                 conn.close_after_send = true;
             }
-            if let Step::End(outcome) = conn.flush(epoll) {
-                self.close(epoll, index, outcome, slot);
+            match conn.flush(epoll) {
+                Step::End(outcome) => self.close(epoll, index, outcome, slot),
+                Step::Keep => self.rearm(index),
             }
         }
         true
@@ -184,12 +200,59 @@ impl<'a> Sessions<'a> {
         };
         match step {
             Step::End(outcome) => self.close(epoll, index, outcome, slot),
-            Step::Keep if self.forwarding.is_some() => {
-                self.to_forward.push(index);
-                self.forward(epoll, slot);
+            Step::Keep => {
+                self.rearm(index);
+                if self.forwarding.is_some() {
+                    self.to_forward.push(index);
+                    self.forward(epoll, slot);
+                }
             }
-            Step::Keep => {}
         }
+    }
+
+    /// Puts the session's timer in the heap if it asked for a new time.
+    fn rearm(&mut self, index: usize) {
+        let Some(Some(conn)) = self.slab.get_mut(index) else {
+            return;
+        };
+        let wanted = conn.session.deadline();
+        if wanted != conn.deadline {
+            conn.deadline = wanted;
+            if let Some(at) = wanted {
+                self.timers.push(Reverse((at, index, conn.serial)));
+            }
+        }
+    }
+
+    /// Wakes every session whose timer is due.
+    pub fn run_timers(&mut self, epoll: &Epoll, now: Instant, slot: &Slot) {
+        while let Some(&Reverse((at, index, serial))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(Some(conn)) = self.slab.get_mut(index) else {
+                continue;
+            };
+            if conn.serial != serial || conn.deadline != Some(at) {
+                continue;
+            }
+            conn.deadline = None;
+            if conn.session.wake(now, &mut conn.out) == Flow::Close {
+                conn.close_after_send = true;
+            }
+            match conn.flush(epoll) {
+                Step::End(outcome) => self.close(epoll, index, outcome, slot),
+                Step::Keep => self.rearm(index),
+            }
+        }
+    }
+
+    /// When the worker must next call [`Sessions::run_timers`] and
+    /// [`Sessions::expire`].
+    pub fn next_wake(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        self.next_sweep().into_iter().chain(timer).min()
     }
 
     /// Cuts connections idle past `idle_timeout` or with a reply stuck past
@@ -355,14 +418,23 @@ mod tests {
             near
         }
 
-        /// One turn of the worker's loop (at most 20 ms of waiting).
+        /// One turn of the worker's loop (at most 20 ms of waiting, less
+        /// when a timer is due sooner).
         pub fn turn(&self, sessions: &mut Sessions<'_>) {
             let mut events = [EpollEvent::empty(); 16];
-            let timeout = EpollTimeout::try_from(Duration::from_millis(20)).unwrap();
+            let now = Instant::now();
+            let wait = sessions
+                .next_wake()
+                .map_or(Duration::from_millis(20), |at| {
+                    at.saturating_duration_since(now)
+                        .min(Duration::from_millis(20))
+                });
+            let timeout = EpollTimeout::try_from(wait).unwrap();
             let n = self.epoll.wait(&mut events, timeout).unwrap();
             for event in &events[..n] {
                 sessions.ready(&self.epoll, event.data(), event.events(), self.slot());
             }
+            sessions.run_timers(&self.epoll, Instant::now(), self.slot());
         }
 
         /// Turns until `client` has sent `want` bytes more into `got`.
@@ -396,11 +468,42 @@ mod tests {
         }
     }
 
+    /// With a timer heap instead of a sleep, one session's pause holds
+    /// up nobody: another is answered at once, and the paused one gets
+    /// its file only once the pause is over.
+    #[test]
+    fn a_pausing_session_never_blocks_the_others() {
+        let file = TempFile::new("pause", 1000);
+        let service = service_for(&file.path);
+        let pause = Duration::from_millis(300);
+        let handler = Greeter::new(&Context::new(&service), pause);
+        let rig = Rig::new();
+        let per_ip = PerIp::new(0, 8).unwrap();
+        let mut sessions = Sessions::new(limits(), &per_ip, None);
+        let mut slow = rig.client(&mut sessions, &handler);
+        let mut quick = rig.client(&mut sessions, &handler);
+        assert_eq!(rig.read(&mut sessions, &mut slow, GREETING.len()), GREETING);
+        assert_eq!(
+            rig.read(&mut sessions, &mut quick, GREETING.len()),
+            GREETING
+        );
+        slow.write_all(b"GET").unwrap();
+        let asked = Instant::now();
+        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"OK");
+        quick.write_all(b"what?").unwrap();
+        assert_eq!(rig.read(&mut sessions, &mut quick, 4), b"FAIL");
+        assert!(asked.elapsed() < pause, "answered during the pause");
+        let body = rig.read(&mut sessions, &mut slow, file.content.len());
+        assert!(asked.elapsed() >= pause, "the file came after the pause");
+        assert!(body == file.content);
+        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"##");
+    }
+
     #[test]
     fn an_event_session_greets_first_and_streams_a_file_as_the_socket_drains() {
         let file = TempFile::new("event", 3 << 20);
         let service = service_for(&file.path);
-        let handler = Greeter::new(&Context::new(&service));
+        let handler = Greeter::new(&Context::new(&service), Duration::ZERO);
         let rig = Rig::new();
         let per_ip = PerIp::new(0, 8).unwrap();
         let mut sessions = Sessions::new(limits(), &per_ip, None);

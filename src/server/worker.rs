@@ -121,7 +121,7 @@ impl Worker<'_> {
                 return Ok(0);
             }
             let now = Instant::now();
-            let mut wake = sessions.next_sweep();
+            let mut wake = sessions.next_wake();
             if paused {
                 wake = Some(wake.map_or(now + PAUSE_RECHECK, |w| w.min(now + PAUSE_RECHECK)));
             }
@@ -185,6 +185,7 @@ impl Worker<'_> {
                     self.close_listeners(&epoll, paused);
                 }
             }
+            sessions.run_timers(&epoll, Instant::now(), slot);
             sessions.expire(&epoll, Instant::now(), slot);
             slot.set_connections(sessions.len() as u32);
             if draining {
