@@ -32,6 +32,7 @@
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
+mod datagram;
 mod drive;
 mod echo;
 mod exec;
@@ -53,6 +54,7 @@ use nix::unistd::Pid;
 
 use crate::config::{HandlerKind, ServiceConfig};
 
+pub use datagram::{Datagrams, Replies};
 pub use drive::{drive, write_out};
 pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
@@ -323,8 +325,12 @@ pub trait Handler {
         }
     }
 
-    /// Answers one datagram: appends the reply to `out` (nothing = no reply).
-    fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
+    /// A fresh datagram state for one `udp://` socket in one worker, kept
+    /// across datagrams; `None` when the handler speaks no UDP (its row
+    /// in the table says so too).
+    fn datagrams(&self) -> Option<Box<dyn Datagrams>> {
+        None
+    }
 
     /// A handler that serves a connection by exec'ing a program in place
     /// of a Rust child: fork mode then spawns it straight from the

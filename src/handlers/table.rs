@@ -36,6 +36,10 @@ pub struct Support {
     pub modes_reason: &'static str,
     pub stream: bool,
     pub datagram: bool,
+    /// Its datagram state is one for all peers (a chat room): only one
+    /// worker of the service reads its `udp://` sockets, or the room
+    /// would split between processes.
+    pub one_datagram_worker: bool,
 }
 
 const ALL_MODES: &[Mode] = &[Mode::Fork, Mode::Prefork, Mode::Event];
@@ -51,6 +55,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
             modes_reason: "",
             stream,
             datagram,
+            one_datagram_worker: false,
         }
     }
     const ECHO: Support = row(HandlerKind::Echo, true, true, true);
@@ -61,7 +66,10 @@ pub fn support(kind: HandlerKind) -> &'static Support {
         modes_reason: "each request waits for the command it runs, in a process of its own",
         ..row(HandlerKind::Command, false, true, false)
     };
-    const CHAT: Support = row(HandlerKind::Chat, false, false, true);
+    const CHAT: Support = Support {
+        one_datagram_worker: true,
+        ..row(HandlerKind::Chat, false, false, true)
+    };
     const HTTP: Support = row(HandlerKind::Http, false, true, false);
     const EXEC: Support = Support {
         modes: OWN_PROCESS,
@@ -243,6 +251,11 @@ mod tests {
                 handler.session().is_some(),
                 row.modes.contains(&Mode::Event),
                 "{kind}: a session exactly when event mode is allowed"
+            );
+            assert_eq!(
+                handler.datagrams().is_some(),
+                row.datagram,
+                "{kind}: datagrams exactly when udp:// is allowed"
             );
         }
     }
