@@ -7,8 +7,8 @@
 //! This module reads the file system and forkd's environment (for `PATH`,
 //! as each program will get it); it never starts anything.
 
+use crate::config::support;
 use crate::config::{Config, HandlerKind};
-use crate::handlers::support;
 use crate::process::exec::{child_environment, command_problem};
 
 /// Every warning for `config`: programs, then services, each in config order.

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::handler_support::{support, Carrier, Support};
 use super::section::{describe, Section, Sink, Span};
 use super::suggest;
 use super::tables::{read_name, Named, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
 use super::values;
 use super::{HandlerKind, ListenAddr, Mode, PoolConfig, ServiceConfig};
-use crate::handlers::Carrier;
 
 pub(super) const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -193,7 +193,7 @@ fn check_handler(
 ) {
     let at_handler = s.span_of("handler");
     let kind = handler.keyword();
-    let support = crate::handlers::support(handler);
+    let support = support(handler);
     if let Err(refused) = support.check_mode(c.mode) {
         let at = s.span_of("mode");
         s.error(&at, refused.to_string());
@@ -254,7 +254,7 @@ fn check_pool(s: &mut Section<'_, '_>, c: &ServiceConfig, pools: &[&PoolConfig])
 
 /// Every listener the handler cannot serve, at its address. A
 /// `systemd:` socket's kind is known only at start-up, which checks again.
-fn check_carriers(s: &mut Section<'_, '_>, support: &crate::handlers::Support) {
+fn check_carriers(s: &mut Section<'_, '_>, support: &Support) {
     let Some(DeValue::Array(items)) = s.get("listen").map(|v| v.get_ref()) else {
         return;
     };

@@ -1,32 +1,40 @@
 //! The built-in services a connection is handed to, behind one trait.
 //!
 //! A [`Handler`] is built once per service, in the supervisor, from a
-//! [`Context`] (the service's settings and forkd's pid); what it opens then
-//! it names in [`Handler::keep_open`], so the child set-up that closes every
-//! other descriptor leaves those open. It says how one connection (or one
-//! datagram) is served. Every
-//! connection mode drives the same handler: `fork` and `prefork` call
-//! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
-//! `event` asks for a [`Session`] (a state machine fed the bytes read) and
-//! multiplexes many of them in one worker, and `fork`/`prefork` drive the
-//! same session blocking ([`drive`]) unless the handler has a `serve` of
-//! its own. A session may speak first, and queues its replies on an
-//! [`Output`] that is written as the socket drains: byte runs and file
-//! ranges (sendfile), with [`Session::drained`] to pull the next part, so
-//! nothing large is ever buffered whole; UDP listeners call
-//! [`Handler::datagram`]. Which modes and sockets each handler serves, and
-//! whether this build has it, is one table (`table.rs`, [`support`]), read
-//! by the config check and by start-up; a handler with no [`Session`]
-//! cannot run in `event` mode, and its row says so.
+//! [`Context`] (the service's settings and forkd's pid); what it opens
+//! then it names in [`Handler::keep_open`], so the child set-up that
+//! closes every other descriptor leaves those open. It serves in one of
+//! these shapes, whatever the mode:
 //!
-//! One extension for `event` mode, until the handler trait is reshaped: a
-//! handler whose sessions forward requests somewhere (the `pool` handler)
-//! names that place with [`Handler::upstream`]. The event worker then
-//! keeps one connection there for all its sessions, writes what
-//! [`Session::take_requests`] hands it, and gives each answer back with
-//! [`Session::answer`] to the session whose request it was (the upstream
-//! answers in order, so a FIFO of owners suffices). The session itself
-//! still never does I/O.
+//! - a [`Session`] per connection: a state machine fed the bytes read,
+//!   which may speak first, queues its replies on an [`Output`] (byte runs
+//!   and file ranges sent with sendfile, pulled again through
+//!   [`Session::drained`] as the socket drains, so nothing large is
+//!   buffered whole) and may ask for a timer ([`Session::deadline`]).
+//!   `event` mode multiplexes sessions in one worker; `fork` and `prefork`
+//!   drive one blocking ([`drive`]), unless the handler's own
+//!   [`Handler::serve`] does better (echo answers in place, without a
+//!   session, so a fork-mode child allocates nothing);
+//! - a [`ConnectionProgram`]: a program exec'd per connection in place of
+//!   a Rust child (exec); fork mode spawns it straight from the supervisor;
+//! - a [`Datagrams`] state per `udp://` socket and worker, which sees each
+//!   sender, keeps what it learns and may answer many peers.
+//!
+//! A handler whose sessions forward requests (the `pool` handler) names
+//! where with [`Handler::upstream`]: an event worker keeps one connection
+//! there for all its sessions, writes what [`Session::take_requests`]
+//! hands it, and gives each answer back with [`Session::answer`] to the
+//! session whose request it was. Sessions never do I/O themselves.
+//!
+//! Which modes and sockets each handler serves, and whether this build has
+//! it, is one table ([`crate::config::support`]), read by the config
+//! check, by start-up and by [`build`]; a test here holds each built
+//! handler to its row.
+//!
+//! Files: `echo.rs`, `exec.rs`, `pool.rs` (with `upstream.rs`) are the
+//! handlers; `output.rs` the output queue; `drive.rs` the blocking
+//! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
+//! tests only.
 //!
 //! This module never forks, accepts or binds (that is `server`), never logs
 //! per connection, and never touches the supervisor's state: handlers run in
@@ -38,7 +46,6 @@ mod echo;
 mod exec;
 mod output;
 mod pool;
-mod table;
 #[cfg(test)]
 pub(crate) mod testing;
 mod upstream;
@@ -52,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::config::{HandlerKind, ServiceConfig};
+use crate::config::{support, HandlerKind, ServiceConfig, Unsupported};
 
 pub use datagram::{Datagrams, Replies};
 pub use drive::{drive, write_out};
@@ -60,7 +67,6 @@ pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
-pub use table::{support, Carrier, Support, Unsupported};
 pub use upstream::{Endpoint, Upstream};
 
 /// An accepted stream connection.
@@ -462,4 +468,36 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         | HandlerKind::Chat
         | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{handler_rows as rows, Config, Mode};
+
+    /// Each built handler does what its row says, and no more.
+    #[test]
+    fn built_handlers_keep_to_their_rows() {
+        let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:upper\"\n";
+        for row in rows().filter(|r| r.built) {
+            let kind = row.kind.keyword();
+            let service = format!(
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nmode = \"fork\"\n"
+            );
+            let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
+            let context = Context::new(&config.services[0]);
+            let handler = build(&context).unwrap();
+            assert_eq!(handler.name(), kind);
+            assert_eq!(
+                handler.session().is_some(),
+                row.modes.contains(&Mode::Event),
+                "{kind}: a session exactly when event mode is allowed"
+            );
+            assert_eq!(
+                handler.datagrams().is_some(),
+                row.datagram,
+                "{kind}: datagrams exactly when udp:// is allowed"
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! the connection is added). Reads are answered at once when the socket
 //! takes the reply; otherwise the connection stops reading until its
 //! output drains (back-pressure), and each time it is all out the session
-//! is asked for more (`Session::drained`); and a reply stuck longer than
+//! is asked for more (`Session::drained`). A reply stuck longer than
 //! `request_timeout`, or a connection silent for `idle_timeout`, is cut.
 //!
 //! Level-triggered epoll, one read per readiness, so one busy client cannot

@@ -13,8 +13,9 @@ use super::per_ip::PerIp;
 use super::scoreboard::Counts;
 use super::workers::{Spawn, WorkerPool};
 use super::Role;
+use crate::config::{support, Carrier};
 use crate::config::{Mode, ServiceConfig};
-use crate::handlers::{self, Carrier, Handler, Peer};
+use crate::handlers::{self, Handler, Peer};
 use crate::process::ExitKind;
 
 /// Where a service is in its life.
@@ -108,7 +109,7 @@ impl Service {
         // run in or a socket it cannot serve is refused before anything
         // is built (the config check said so too, except for systemd
         // sockets, whose kind shows only now).
-        let support = handlers::support(config.handler);
+        let support = support(config.handler);
         support
             .check_built()
             .and_then(|()| support.check_mode(config.mode))

@@ -142,7 +142,7 @@ impl WorkerPool {
             per_ip,
             parent,
         } = *spawn;
-        let one_datagram_worker = crate::handlers::support(config.handler).one_datagram_worker;
+        let one_datagram_worker = crate::config::support(config.handler).one_datagram_worker;
         for index in 0..self.slots.len() {
             if self.slots[index].step(Event::Tick { now }) != Action::Spawn {
                 continue;

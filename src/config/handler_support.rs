@@ -4,16 +4,18 @@
 //!
 //! Read by the config check (`forkd --check`, a reload, start-up's parse),
 //! which turns an unsupported combination into an error at the key's
-//! `file:line:col`, and by start-up, which checks again what the config
-//! could not know (the kind of a socket systemd hands over) and refuses a
-//! handler this build lacks. [`support`] is an exhaustive match, so a new
-//! [`HandlerKind`] does not compile without its row; a unit test holds each
-//! built handler to what its row claims. Pure data: nothing here opens,
-//! forks or logs.
+//! `file:line:col`, and by start-up (`server`), which checks again what
+//! the config could not know (the kind of a socket systemd hands over),
+//! and by `handlers::build`, which refuses a handler this build lacks.
+//! [`support`] is an exhaustive match, so a new [`HandlerKind`] does not
+//! compile without its row; a test in `handlers` holds each built handler
+//! to what its row claims. It lives in `config`, below `handlers`, so the
+//! config check needs nothing of the handlers themselves. Pure data:
+//! nothing here opens, forks or logs.
 
 use std::fmt;
 
-use crate::config::{HandlerKind, Mode};
+use super::{HandlerKind, Mode};
 
 /// What a listener's socket carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +205,6 @@ fn or_list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn every_kind_has_its_own_row_and_every_row_a_mode_and_a_carrier() {
@@ -232,31 +233,5 @@ mod tests {
             Unsupported::Carrier(HandlerKind::Pool, Carrier::Datagram).to_string(),
             "handler = \"pool\" cannot serve udp:// listeners; only echo and chat speak UDP"
         );
-    }
-
-    /// Each built handler does what its row says, and no more.
-    #[test]
-    fn built_handlers_keep_to_their_rows() {
-        let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:upper\"\n";
-        for row in rows().filter(|r| r.built) {
-            let kind = row.kind.keyword();
-            let service = format!(
-                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nmode = \"fork\"\n"
-            );
-            let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
-            let context = super::super::Context::new(&config.services[0]);
-            let handler = super::super::build(&context).unwrap();
-            assert_eq!(handler.name(), kind);
-            assert_eq!(
-                handler.session().is_some(),
-                row.modes.contains(&Mode::Event),
-                "{kind}: a session exactly when event mode is allowed"
-            );
-            assert_eq!(
-                handler.datagrams().is_some(),
-                row.datagram,
-                "{kind}: datagrams exactly when udp:// is allowed"
-            );
-        }
     }
 }
