@@ -11,7 +11,9 @@
 //! `tables.rs` and `service.rs` read one table each; `section.rs` holds the
 //! typed, position-keeping getters; `values.rs` the value formats
 //! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
-//! "did you mean"; `diff.rs` what a reload changes.
+//! "did you mean"; `diff.rs` what a reload changes; `handler_support.rs`
+//! the one table of which handler runs in which mode and on which sockets
+//! (read here, by start-up and by `handlers::build`).
 //!
 //! ```
 //! use std::path::Path;
@@ -29,6 +31,7 @@
 //! ```
 
 mod diff;
+mod handler_support;
 mod parse;
 mod section;
 mod service;
@@ -44,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diff::{diff, program_changes, service_changes, ConfigDiff, KindDiff};
+pub use handler_support::{rows as handler_rows, support, Carrier, Support, Unsupported};
 pub use parse::{ConfigError, ConfigErrors};
 
 /// Where forkd reads its configuration when `--config` is not given.
@@ -245,6 +249,32 @@ pub enum HandlerKind {
     Http,
     Exec,
     Pool,
+}
+
+impl Mode {
+    /// The `mode = "..."` keyword.
+    pub fn keyword(self) -> &'static str {
+        values::keyword_of(values::MODE, self)
+    }
+}
+
+impl HandlerKind {
+    /// Every kind, in the order of their keywords.
+    pub const ALL: &'static [HandlerKind] = &[
+        HandlerKind::Echo,
+        HandlerKind::Files,
+        HandlerKind::Ftp,
+        HandlerKind::Command,
+        HandlerKind::Chat,
+        HandlerKind::Http,
+        HandlerKind::Exec,
+        HandlerKind::Pool,
+    ];
+
+    /// The `handler = "..."` keyword.
+    pub fn keyword(self) -> &'static str {
+        values::keyword_of(values::HANDLER, self)
+    }
 }
 
 /// `[[service]]`: a listener and how its connections are served.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::handler_support::{support, Carrier, Support};
 use super::section::{describe, Section, Sink, Span};
 use super::suggest;
 use super::tables::{read_name, Named, DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT};
@@ -182,7 +183,8 @@ fn listen(s: &mut Section<'_, '_>) -> Vec<ListenAddr> {
     out
 }
 
-/// What each handler needs from the rest of the service and the file.
+/// What each handler needs from the rest of the service and the file, and
+/// whether it runs in this mode on these sockets (the handlers' table).
 fn check_handler(
     s: &mut Section<'_, '_>,
     c: &ServiceConfig,
@@ -190,7 +192,13 @@ fn check_handler(
     pools: &[&PoolConfig],
 ) {
     let at_handler = s.span_of("handler");
-    let kind = values::keyword_of(values::HANDLER, handler);
+    let kind = handler.keyword();
+    let support = support(handler);
+    if let Err(refused) = support.check_mode(c.mode) {
+        let at = s.span_of("mode");
+        s.error(&at, refused.to_string());
+    }
+    check_carriers(s, support);
     match handler {
         HandlerKind::Pool => check_pool(s, c, pools),
         HandlerKind::Exec => {
@@ -198,11 +206,6 @@ fn check_handler(
                 let message =
                     "handler = \"exec\" needs command = [...], the program run per connection";
                 s.error(&at_handler, message);
-            }
-            if c.mode == Mode::Event {
-                let at = s.span_of("mode");
-                let message = "handler = \"exec\" cannot run in mode = \"event\": each connection needs its own process; use mode = \"fork\" or \"prefork\"";
-                s.error(&at, message);
             }
         }
         HandlerKind::Files | HandlerKind::Ftp | HandlerKind::Http => {
@@ -212,18 +215,7 @@ fn check_handler(
                 s.error(&at_handler, message);
             }
         }
-        HandlerKind::Chat => {
-            let has_udp = c.listen.iter().any(|l| matches!(l, ListenAddr::Udp(_)));
-            if !has_udp && !c.listen.is_empty() {
-                let message =
-                    "handler = \"chat\" is a UDP chat room: add a udp://HOST:PORT listener";
-                s.error(&at_handler, message);
-            }
-        }
-        HandlerKind::Echo | HandlerKind::Command => {}
-    }
-    if !matches!(handler, HandlerKind::Echo | HandlerKind::Chat) {
-        check_no_udp(s, kind);
+        HandlerKind::Echo | HandlerKind::Command | HandlerKind::Chat => {}
     }
 }
 
@@ -260,19 +252,23 @@ fn check_pool(s: &mut Section<'_, '_>, c: &ServiceConfig, pools: &[&PoolConfig])
     }
 }
 
-/// Only the echo and chat handlers speak datagrams.
-fn check_no_udp(s: &mut Section<'_, '_>, kind: &str) {
+/// Every listener the handler cannot serve, at its address. A
+/// `systemd:` socket's kind is known only at start-up, which checks again.
+fn check_carriers(s: &mut Section<'_, '_>, support: &Support) {
     let Some(DeValue::Array(items)) = s.get("listen").map(|v| v.get_ref()) else {
         return;
     };
     for item in items.iter() {
-        if let DeValue::String(text) = item.get_ref() {
-            if text.starts_with("udp://") {
-                let message = format!(
-                    "handler = \"{kind}\" cannot serve udp:// listeners; only echo and chat speak UDP"
-                );
-                s.error(&item.span(), message);
-            }
+        let DeValue::String(text) = item.get_ref() else {
+            continue;
+        };
+        let carrier = match values::listen(text) {
+            Ok(ListenAddr::Udp(_)) => Carrier::Datagram,
+            Ok(ListenAddr::Tcp(_) | ListenAddr::Unix(_)) => Carrier::Stream,
+            Ok(ListenAddr::Systemd(_)) | Err(_) => continue,
+        };
+        if let Err(refused) = support.check_carrier(carrier) {
+            s.error(&item.span(), refused.to_string());
         }
     }
 }

@@ -3,7 +3,11 @@
 //! datagram is answered to its sender the same way. Stateless, so one value
 //! serves every connection and every mode.
 
-use super::{serve_in_place, Connection, Flow, Handler, Limits, Outcome, Session};
+use std::net::SocketAddr;
+
+use super::{
+    serve_in_place, Connection, Datagrams, Flow, Handler, Limits, Outcome, Output, Replies, Session,
+};
 
 /// The upper-case echo handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,8 +19,8 @@ fn upper_into(data: &[u8], out: &mut Vec<u8>) {
 }
 
 impl Session for Echo {
-    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
-        upper_into(data, out);
+    fn input(&mut self, data: &[u8], out: &mut Output) -> Flow {
+        upper_into(data, out.bytes());
         Flow::Continue
     }
 }
@@ -36,12 +40,15 @@ impl Handler for Echo {
         Some(Box::new(Echo))
     }
 
-    fn speaks_udp(&self) -> bool {
-        true
+    fn datagrams(&self) -> Option<Box<dyn Datagrams>> {
+        Some(Box::new(Echo))
     }
+}
 
-    fn datagram(&self, input: &[u8], out: &mut Vec<u8>) {
-        upper_into(input, out);
+/// Each datagram answered to its sender; nothing kept.
+impl Datagrams for Echo {
+    fn datagram(&mut self, from: SocketAddr, input: &[u8], out: &mut Replies) {
+        out.send_with(from, |buf| upper_into(input, buf));
     }
 }
 
@@ -51,14 +58,15 @@ mod tests {
 
     #[test]
     fn upper_cases_ascii_and_keeps_other_bytes() {
-        let mut out = Vec::new();
+        let mut out = Output::new();
         assert_eq!(
             Echo.input("héllo, w0rld\n".as_bytes(), &mut out),
             Flow::Continue
         );
-        assert_eq!(out, "HéLLO, W0RLD\n".as_bytes());
-        let mut reply = Vec::new();
-        Echo.datagram(b"abc", &mut reply);
-        assert_eq!(reply, b"ABC");
+        assert_eq!(*out.bytes(), "HéLLO, W0RLD\n".as_bytes());
+        let mut replies = Replies::new();
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        Echo.datagram(from, b"abc", &mut replies);
+        assert_eq!(replies.iter().collect::<Vec<_>>(), [(from, &b"ABC"[..])]);
     }
 }

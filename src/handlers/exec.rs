@@ -7,11 +7,14 @@
 //! per connection only the five UCSPI variables are added. Everything
 //! between fork and exec is `process::ExecPlan`'s. This handler needs a
 //! process per connection, so it has no `event`-mode session.
+//!
+//! It serves through the trait's capability for that, [`ConnectionProgram`]
+//! (defined here: the handler supplies the plan, and spawning it, with or
+//! without waiting, is the same for any handler that execs per connection).
 
 use nix::unistd::Pid;
 
-use super::{Connection, Handler, HandlerError, Limits, Outcome, Peer, Session, Stream};
-use crate::config::ServiceConfig;
+use super::{Connection, Context, Handler, HandlerError, Outcome, Peer, Session, Stream};
 use crate::process::{exec::child_environment, ChildFd, ExecPlan, Prepared, ReportPipe};
 
 /// The exec handler: the command, prepared once (resolved path, argv and
@@ -23,7 +26,8 @@ pub struct Exec {
 }
 
 impl Exec {
-    pub fn new(config: &ServiceConfig) -> Result<Exec, HandlerError> {
+    pub fn new(context: &Context<'_>) -> Result<Exec, HandlerError> {
+        let config = context.service;
         let command = config.command.clone().unwrap_or_default();
         if command.is_empty() {
             return Err(HandlerError::Setup(format!(
@@ -39,22 +43,24 @@ impl Exec {
             .map_err(|e| HandlerError::Setup(format!("service \"{}\": {e}", config.name)))?;
         Ok(Exec { command, prepared })
     }
+}
 
-    /// The plan that runs `command` on `conn`: the socket on fds 0 and 1
-    /// (one fd in forkd: the child copies its stdin to stdout).
-    pub fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
-        let mut plan = self.prepared.plan();
-        add_ucspi(&mut plan, &conn.peer).map_err(|e| e.to_string())?;
-        plan.stdin = ChildFd::Fd(conn.stream.into_owned());
-        plan.stdout = ChildFd::Stdin;
-        Ok(plan)
-    }
+/// A handler's capability to serve a connection by exec'ing a program in
+/// its place ([`Handler::connection_program`]), inetd style. Only the plan
+/// is the handler's; spawning it, from the supervisor or from a prefork
+/// worker that waits for it, is the same for every such handler.
+pub trait ConnectionProgram {
+    /// The program's name, for messages.
+    fn program(&self) -> &str;
 
-    /// Spawns the command for `conn` without waiting for the exec (fork
+    /// The plan that runs the program on `conn`.
+    fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String>;
+
+    /// Spawns the program for `conn` without waiting for the exec (fork
     /// mode: the loop must not wait); the report says later whether it ran.
     /// A failure before exec goes to `reports` (read it with
     /// [`ReportPipe::failure`] once the child has exited with 127).
-    pub fn spawn_reporting(
+    fn spawn_reporting(
         &self,
         conn: Connection,
         reports: &ReportPipe,
@@ -62,19 +68,48 @@ impl Exec {
     ) -> Result<Pid, String> {
         self.plan(conn)?
             .spawn_reporting(reports, parent)
-            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
+            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.program()))
     }
 
-    /// The command's name, for messages.
-    pub fn program(&self) -> &str {
+    /// In a prefork worker: runs the program and waits for it, so the
+    /// worker serves one connection at a time like the built-in handlers.
+    fn serve(&self, conn: Connection) -> Outcome {
+        let spawned = self.plan(conn).and_then(|plan| {
+            plan.spawn()
+                .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.program()))
+        });
+        let pid = match spawned {
+            Ok(pid) => pid,
+            Err(e) => {
+                log::error!("{e}");
+                return Outcome::Failed;
+            }
+        };
+        loop {
+            match nix::sys::wait::waitpid(pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Outcome::Done,
+                Ok(nix::sys::wait::WaitStatus::Exited(..))
+                | Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return Outcome::Failed,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return Outcome::Failed,
+            }
+        }
+    }
+}
+
+impl ConnectionProgram for Exec {
+    fn program(&self) -> &str {
         &self.command[0]
     }
 
-    /// Spawns the command for `conn`; the pid is the caller's to reap.
-    pub fn spawn(&self, conn: Connection) -> Result<Pid, String> {
-        self.plan(conn)?
-            .spawn()
-            .map_err(|e| format!("cannot run {:?} for a connection: {e}", self.command[0]))
+    /// `command` with the socket on fds 0 and 1 (one fd in forkd: the
+    /// child copies its stdin to stdout) and the UCSPI variables.
+    fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
+        let mut plan = self.prepared.plan();
+        add_ucspi(&mut plan, &conn.peer).map_err(|e| e.to_string())?;
+        plan.stdin = ChildFd::Fd(conn.stream.into_owned());
+        plan.stdout = ChildFd::Stdin;
+        Ok(plan)
     }
 }
 
@@ -116,33 +151,12 @@ impl Handler for Exec {
         "exec"
     }
 
-    fn as_exec(&self) -> Option<&Exec> {
+    fn connection_program(&self) -> Option<&dyn ConnectionProgram> {
         Some(self)
     }
 
     fn session(&self) -> Option<Box<dyn Session>> {
         None
-    }
-
-    /// In a prefork worker: run the command and wait for it, so the worker
-    /// serves one connection at a time like the built-in handlers.
-    fn serve(&self, conn: Connection, _limits: &Limits) -> Outcome {
-        let pid = match self.spawn(conn) {
-            Ok(pid) => pid,
-            Err(e) => {
-                log::error!("{e}");
-                return Outcome::Failed;
-            }
-        };
-        loop {
-            match nix::sys::wait::waitpid(pid, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Outcome::Done,
-                Ok(nix::sys::wait::WaitStatus::Exited(..))
-                | Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return Outcome::Failed,
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return Outcome::Failed,
-            }
-        }
     }
 }
 

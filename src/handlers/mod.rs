@@ -1,31 +1,53 @@
 //! The built-in services a connection is handed to, behind one trait.
 //!
-//! A [`Handler`] says how one connection (or one datagram) is served. Every
-//! connection mode drives the same handler: `fork` and `prefork` call
-//! [`Handler::serve`] with a blocking [`Connection`] in a worker process;
-//! `event` asks for a [`Session`] (a state machine fed the bytes read) and
-//! multiplexes many of them in one worker; UDP listeners call
-//! [`Handler::datagram`]. A handler that cannot work in a mode says so by
-//! returning `None` from [`Handler::session`] or `false` from
-//! [`Handler::speaks_udp`]; the config check rejects those combinations
-//! before anything starts.
+//! A [`Handler`] is built once per service, in the supervisor, from a
+//! [`Context`] (the service's settings and forkd's pid); what it opens
+//! then it names in [`Handler::keep_open`], so the child set-up that
+//! closes every other descriptor leaves those open. It serves in one of
+//! these shapes, whatever the mode:
 //!
-//! One extension for `event` mode, until the handler trait is reshaped: a
-//! handler whose sessions forward requests somewhere (the `pool` handler)
-//! names that place with [`Handler::upstream`]. The event worker then
-//! keeps one connection there for all its sessions, writes what
-//! [`Session::take_requests`] hands it, and gives each answer back with
-//! [`Session::answer`] to the session whose request it was (the upstream
-//! answers in order, so a FIFO of owners suffices). The session itself
-//! still never does I/O.
+//! - a [`Session`] per connection: a state machine fed the bytes read,
+//!   which may speak first, queues its replies on an [`Output`] (byte runs
+//!   and file ranges sent with sendfile, pulled again through
+//!   [`Session::drained`] as the socket drains, so nothing large is
+//!   buffered whole) and may ask for a timer ([`Session::deadline`]).
+//!   `event` mode multiplexes sessions in one worker; `fork` and `prefork`
+//!   drive one blocking ([`drive`]), unless the handler's own
+//!   [`Handler::serve`] does better (echo answers in place, without a
+//!   session, so a fork-mode child allocates nothing);
+//! - a [`ConnectionProgram`]: a program exec'd per connection in place of
+//!   a Rust child (exec); fork mode spawns it straight from the supervisor;
+//! - a [`Datagrams`] state per `udp://` socket and worker, which sees each
+//!   sender, keeps what it learns and may answer many peers.
+//!
+//! A handler whose sessions forward requests (the `pool` handler) names
+//! where with [`Handler::upstream`]: an event worker keeps one connection
+//! there for all its sessions, writes what [`Session::take_requests`]
+//! hands it, and gives each answer back with [`Session::answer`] to the
+//! session whose request it was. Sessions never do I/O themselves.
+//!
+//! Which modes and sockets each handler serves, and whether this build has
+//! it, is one table ([`crate::config::support`]), read by the config
+//! check, by start-up and by [`build`]; a test here holds each built
+//! handler to its row.
+//!
+//! Files: `echo.rs`, `exec.rs`, `pool.rs` (with `upstream.rs`) are the
+//! handlers; `output.rs` the output queue; `drive.rs` the blocking
+//! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
+//! tests only.
 //!
 //! This module never forks, accepts or binds (that is `server`), never logs
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
+mod datagram;
+mod drive;
 mod echo;
 mod exec;
+mod output;
 mod pool;
+#[cfg(test)]
+pub(crate) mod testing;
 mod upstream;
 
 use std::io::{self, Read, Write};
@@ -33,12 +55,17 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::config::{HandlerKind, ServiceConfig};
+use nix::unistd::Pid;
 
+use crate::config::{support, HandlerKind, ServiceConfig, Unsupported};
+
+pub use datagram::{Datagrams, Replies};
+pub use drive::{drive, write_out};
 pub use echo::Echo;
-pub use exec::Exec;
+pub use exec::{ConnectionProgram, Exec};
+pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
 
@@ -181,18 +208,27 @@ impl Outcome {
 pub enum Flow {
     /// Keep reading.
     Continue,
-    /// Send what is in the output buffer, then close.
+    /// Send what is queued, then close.
     Close,
 }
 
-/// A connection's protocol state in `event` mode: fed every chunk read,
-/// appends its replies to `out`. Never blocks and never does I/O itself.
+/// A connection's protocol state: fed every chunk read, it queues its
+/// replies on the connection's [`Output`] (bytes, or file ranges the
+/// driver sends with sendfile(2)). Never blocks and never does I/O itself;
+/// the same session runs under `event` mode's loop and under the blocking
+/// driver of `fork`/`prefork` ([`drive`]).
 pub trait Session {
-    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow;
+    /// The connection was just accepted, before any byte is read: a
+    /// session that speaks first (a greeting) queues it here.
+    fn start(&mut self, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
+    fn input(&mut self, data: &[u8], out: &mut Output) -> Flow;
 
     /// The client closed its sending side (EOF). By default the session
     /// ends; one still owing answers returns `Continue` until they are out.
-    fn input_ended(&mut self, _out: &mut Vec<u8>) -> Flow {
+    fn input_ended(&mut self, _out: &mut Output) -> Flow {
         Flow::Close
     }
 
@@ -202,6 +238,27 @@ pub trait Session {
         true
     }
 
+    /// Everything queued has been written: output is pulled, so a session
+    /// with more to send than it should hold (a listing, a stream) queues
+    /// its next part here, as the socket drains.
+    fn drained(&mut self, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
+    /// When the session wants [`Session::wake`]: a pause it must keep
+    /// (the classic clients need their `OK` alone in one read), a timed
+    /// reply. Asked after every call into the session; the drivers keep
+    /// their other connections going meanwhile (a timer heap in `event`
+    /// mode, poll(2)'s timeout in the blocking driver).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The [`Session::deadline`] has come (`now` is at or past it).
+    fn wake(&mut self, _now: Instant, _out: &mut Output) -> Flow {
+        Flow::Continue
+    }
+
     /// For a handler with an [`Handler::upstream`]: appends the encoded
     /// frames to forward there to `to`; returns how many.
     fn take_requests(&mut self, _to: &mut Vec<u8>) -> usize {
@@ -209,42 +266,83 @@ pub trait Session {
     }
 
     /// The upstream's answer to this session's oldest forwarded request
-    /// (or an `ERR ` frame saying why there is none); appends the reply.
-    fn answer(&mut self, _result: &[u8], _out: &mut Vec<u8>) -> Flow {
+    /// (or an `ERR ` frame saying why there is none); queues the reply.
+    fn answer(&mut self, _result: &[u8], _out: &mut Output) -> Flow {
         Flow::Continue
     }
 }
 
-/// One built-in service. Implementations hold only configuration; all
-/// per-connection state lives in a [`Session`] or on `serve`'s stack.
+/// What a handler is built with: in the supervisor, before any fork, so
+/// whatever it opens here (a served directory, say) every child inherits.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The service's settings.
+    pub service: &'a ServiceConfig,
+    /// The supervisor's pid: it names its pools' endpoints, and every
+    /// child re-checks it as its parent.
+    pub forkd: Pid,
+}
+
+impl<'a> Context<'a> {
+    /// The context of a handler built by this process for `service`.
+    pub fn new(service: &'a ServiceConfig) -> Context<'a> {
+        Context {
+            service,
+            forkd: nix::unistd::getpid(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits::of(self.service)
+    }
+}
+
+/// Descriptors a handler may ask to keep open in its children at most
+/// ([`Handler::keep_open`]): the fork-mode child holds them in a fixed
+/// array, so it allocates nothing to close the rest.
+pub const MAX_KEPT_FDS: usize = 8;
+
+/// One built-in service. Implementations hold only configuration (and
+/// what they opened when built); all per-connection state lives in a
+/// [`Session`] or on `serve`'s stack.
 pub trait Handler {
     /// The `handler = "..."` keyword.
     fn name(&self) -> &'static str;
+
+    /// Hands `keep` every descriptor the handler opened when it was built
+    /// and goes on using in a child: `server`'s child set-up closes every
+    /// other one (at most [`MAX_KEPT_FDS`]).
+    fn keep_open(&self, _keep: &mut dyn FnMut(BorrowedFd<'_>)) {}
 
     /// A fresh protocol state for one connection, or `None` when this
     /// handler needs a process per connection (it cannot run in `event` mode).
     fn session(&self) -> Option<Box<dyn Session>>;
 
     /// Serves one connection to its end, blocking, in a worker process. The
-    /// default drives [`Handler::session`] with reads of at most `max_line`.
+    /// default runs the [`Handler::connection_program`] and waits for it,
+    /// or else drives [`Handler::session`] with reads of at most `max_line`.
     fn serve(&self, conn: Connection, limits: &Limits) -> Outcome {
+        if let Some(program) = self.connection_program() {
+            return program.serve(conn);
+        }
         match self.session() {
-            Some(session) => drive_blocking(conn, session, limits),
+            Some(session) => drive(conn, session, limits),
             None => Outcome::Failed,
         }
     }
 
-    /// Whether `udp://` listeners can use this handler.
-    fn speaks_udp(&self) -> bool {
-        false
+    /// A fresh datagram state for one `udp://` socket in one worker, kept
+    /// across datagrams; `None` when the handler speaks no UDP (its row
+    /// in the table says so too).
+    fn datagrams(&self) -> Option<Box<dyn Datagrams>> {
+        None
     }
 
-    /// Answers one datagram: appends the reply to `out` (nothing = no reply).
-    fn datagram(&self, _input: &[u8], _out: &mut Vec<u8>) {}
-
-    /// The exec handler, which fork mode spawns straight from the
-    /// supervisor instead of forking a child that runs [`Handler::serve`].
-    fn as_exec(&self) -> Option<&Exec> {
+    /// A handler that serves a connection by exec'ing a program in place
+    /// of a Rust child: fork mode then spawns it straight from the
+    /// supervisor (no intermediate process runs [`Handler::serve`]), and
+    /// the default `serve` of a prefork worker runs it and waits.
+    fn connection_program(&self) -> Option<&dyn ConnectionProgram> {
         None
     }
 
@@ -278,18 +376,8 @@ impl Limits {
     }
 }
 
-/// The read size of [`Handler::serve`]'s default loop.
+/// The read size of [`serve_in_place`].
 const BLOCKING_READ: usize = 8 << 10;
-
-/// Read, feed the session, write the reply, until EOF, a timeout or `Close`.
-fn drive_blocking(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
-    let mut out = Vec::new();
-    serve_reads(conn, limits, |stream, input| {
-        out.clear();
-        let flow = session.input(input, &mut out);
-        stream.write_all(&out).map(|()| flow)
-    })
-}
 
 /// Serves a connection whose reply to each read is that read's bytes
 /// changed in place (`transform`), with no session and no output buffer:
@@ -358,22 +446,58 @@ fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Resul
 /// Why a service's handler cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("handler \"{0}\" is not available yet in this forkd build; use handler = \"echo\", \"exec\" or \"pool\"")]
-    NotAvailable(&'static str),
+    /// The table refuses it (not in this build).
+    #[error("{0}")]
+    Unsupported(#[from] Unsupported),
     #[error("{0}")]
     Setup(String),
 }
 
-/// Builds the handler a service's config names.
-pub fn build(config: &ServiceConfig) -> Result<Box<dyn Handler>, HandlerError> {
-    match config.handler {
-        HandlerKind::Echo => Ok(Box::new(Echo)),
-        HandlerKind::Exec => Ok(Box::new(Exec::new(config)?)),
-        HandlerKind::Files => Err(HandlerError::NotAvailable("files")),
-        HandlerKind::Ftp => Err(HandlerError::NotAvailable("ftp")),
-        HandlerKind::Command => Err(HandlerError::NotAvailable("command")),
-        HandlerKind::Chat => Err(HandlerError::NotAvailable("chat")),
-        HandlerKind::Http => Err(HandlerError::NotAvailable("http")),
-        HandlerKind::Pool => Ok(Box::new(PoolForwarding::new(config)?)),
+/// Builds the handler a service's config names, if the table says this
+/// build has it.
+pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
+    let kind = context.service.handler;
+    support(kind).check_built()?;
+    Ok(match kind {
+        HandlerKind::Echo => Box::new(Echo),
+        HandlerKind::Exec => Box::new(Exec::new(context)?),
+        HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
+        HandlerKind::Files
+        | HandlerKind::Ftp
+        | HandlerKind::Command
+        | HandlerKind::Chat
+        | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{handler_rows as rows, Config, Mode};
+
+    /// Each built handler does what its row says, and no more.
+    #[test]
+    fn built_handlers_keep_to_their_rows() {
+        let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:upper\"\n";
+        for row in rows().filter(|r| r.built) {
+            let kind = row.kind.keyword();
+            let service = format!(
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nmode = \"fork\"\n"
+            );
+            let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
+            let context = Context::new(&config.services[0]);
+            let handler = build(&context).unwrap();
+            assert_eq!(handler.name(), kind);
+            assert_eq!(
+                handler.session().is_some(),
+                row.modes.contains(&Mode::Event),
+                "{kind}: a session exactly when event mode is allowed"
+            );
+            assert_eq!(
+                handler.datagrams().is_some(),
+                row.datagram,
+                "{kind}: datagrams exactly when udp:// is allowed"
+            );
+        }
     }
 }

@@ -22,16 +22,18 @@
 //! and the next job connects again.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 
+use super::drive::poll_timeout;
 use super::upstream::{Endpoint, Upstream};
-use super::{read_uninit, Connection, Flow, Handler, HandlerError, Limits, Outcome, Session};
-use crate::config::ServiceConfig;
+use super::{
+    read_uninit, Connection, Context, Flow, Handler, HandlerError, Limits, Outcome, Output, Session,
+};
 use crate::ipc::{frame, Decoder};
 
 /// Unanswered jobs of one client before it is no longer read.
@@ -49,13 +51,14 @@ pub struct PoolForwarding {
 }
 
 impl PoolForwarding {
-    /// Built in the supervisor, so its own pid names the endpoint.
-    pub fn new(config: &ServiceConfig) -> Result<PoolForwarding, HandlerError> {
+    /// The supervisor's pid names the endpoint.
+    pub fn new(context: &Context<'_>) -> Result<PoolForwarding, HandlerError> {
+        let config = context.service;
         let pool = config.pool.as_deref().ok_or_else(|| {
             HandlerError::Setup("handler = \"pool\" needs pool = \"NAME\" naming a [[pool]]".into())
         })?;
         Ok(PoolForwarding {
-            endpoint: Endpoint::new(std::process::id(), pool),
+            endpoint: Endpoint::new(context.forkd.as_raw() as u32, pool),
             max_frame: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
         })
     }
@@ -141,25 +144,25 @@ impl Forwarder {
     }
 
     /// Close once the input ended and every answer (and the refusal) is out.
-    fn settle(&mut self, out: &mut Vec<u8>) -> Flow {
+    fn settle(&mut self, out: &mut Output) -> Flow {
         if !self.ended || !self.owed.is_empty() {
             return Flow::Continue;
         }
         if let Some(refusal) = self.refusal.take() {
-            frame::encode(&refusal, out);
+            frame::encode(&refusal, out.bytes());
         }
         Flow::Close
     }
 }
 
 impl Session for Forwarder {
-    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) -> Flow {
+    fn input(&mut self, data: &[u8], out: &mut Output) -> Flow {
         self.requests.extend(data);
         self.decode();
         self.settle(out)
     }
 
-    fn input_ended(&mut self, out: &mut Vec<u8>) -> Flow {
+    fn input_ended(&mut self, out: &mut Output) -> Flow {
         // Every whole frame is decoded by now (input is read only while
         // there is room); a frame cut short gets no answer: nobody is
         // left to send it to.
@@ -176,10 +179,10 @@ impl Session for Forwarder {
         std::mem::take(&mut self.ready_count)
     }
 
-    fn answer(&mut self, result: &[u8], out: &mut Vec<u8>) -> Flow {
+    fn answer(&mut self, result: &[u8], out: &mut Output) -> Flow {
         if let Some(size) = self.owed.pop_front() {
             self.owed_bytes -= size;
-            frame::encode(result, out);
+            frame::encode(result, out.bytes());
         }
         self.decode();
         self.settle(out)
@@ -196,12 +199,11 @@ pub fn relay(
     mut session: Forwarder,
     mut upstream: Upstream<()>,
 ) -> Outcome {
-    let mut client = conn.stream;
+    let client = conn.stream;
     if let Err(e) = client.set_nonblocking(true) {
         return Outcome::of_error(&e);
     }
-    let mut out = Vec::new();
-    let mut sent = 0;
+    let mut out = Output::new();
     let mut flow = Flow::Continue;
     let mut last = Instant::now();
     // Not zeroed: in a forked child every page touched is a fault.
@@ -210,26 +212,15 @@ pub fn relay(
         if forward(&mut session, &mut upstream, &mut out) == Flow::Close {
             flow = Flow::Close;
         }
-        while sent < out.len() {
-            match client.write(&out[sent..]) {
-                Ok(0) => return Outcome::Failed,
-                Ok(n) => {
-                    sent += n;
-                    last = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Outcome::of_error(&e),
-            }
+        match out.write_to(client.as_fd()) {
+            Ok(written) if written.bytes > 0 => last = Instant::now(),
+            Ok(_) => {}
+            Err(e) => return Outcome::of_error(&e),
         }
-        if sent == out.len() {
-            out.clear();
-            sent = 0;
-            if flow == Flow::Close {
-                return Outcome::Done;
-            }
+        if out.is_empty() && flow == Flow::Close {
+            return Outcome::Done;
         }
-        let writing = sent < out.len();
+        let writing = !out.is_empty();
         let client_events = if writing {
             PollFlags::POLLOUT
         } else if session.wants_input() {
@@ -294,7 +285,7 @@ pub fn relay(
 /// Sends what the session decoded. Requests the upstream cannot take
 /// (unreachable, broken) are answered with the reason at once, which may
 /// let the session decode more: repeat until it has none ready.
-fn forward(session: &mut Forwarder, upstream: &mut Upstream<()>, out: &mut Vec<u8>) -> Flow {
+fn forward(session: &mut Forwarder, upstream: &mut Upstream<()>, out: &mut Output) -> Flow {
     let mut flow = Flow::Continue;
     while session.ready_count > 0 {
         upstream.queue((), |outbox| session.take_requests(outbox));
@@ -312,7 +303,7 @@ fn receive(
     session: &mut Forwarder,
     upstream: &mut Upstream<()>,
     ready: PollFlags,
-    out: &mut Vec<u8>,
+    out: &mut Output,
 ) -> Flow {
     let mut flow = Flow::Continue;
     let mut failed = None;
@@ -343,7 +334,7 @@ fn fail(
     session: &mut Forwarder,
     upstream: &mut Upstream<()>,
     e: &io::Error,
-    out: &mut Vec<u8>,
+    out: &mut Output,
 ) -> Flow {
     let (answer, owners) = upstream.break_off(e);
     let mut flow = Flow::Continue;
@@ -353,18 +344,11 @@ fn fail(
     flow
 }
 
-/// What is left of `limit` since `last`; no limit when zero.
-fn poll_timeout(limit: Duration, last: Instant) -> PollTimeout {
-    if limit.is_zero() {
-        return PollTimeout::NONE;
-    }
-    let left = limit.saturating_sub(last.elapsed()).as_millis() + 1;
-    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::time::Duration;
 
     fn frames(bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut d = Decoder::new(1 << 20);
@@ -383,7 +367,7 @@ mod tests {
     #[test]
     fn requests_are_forwarded_whole_and_answers_leave_in_order() {
         let mut f = Forwarder::new(1024);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let bytes = wire(&[b"one", b"two"]);
         // Byte by byte: only whole frames are forwarded.
         for b in &bytes[..bytes.len() - 1] {
@@ -397,13 +381,13 @@ mod tests {
         assert_eq!(f.input_ended(&mut out), Flow::Continue, "two answers owed");
         assert_eq!(f.answer(b"ONE", &mut out), Flow::Continue);
         assert_eq!(f.answer(b"ERR no", &mut out), Flow::Close);
-        assert_eq!(frames(&out), [&b"ONE"[..], b"ERR no"]);
+        assert_eq!(frames(out.bytes()), [&b"ONE"[..], b"ERR no"]);
     }
 
     #[test]
     fn an_over_size_frame_is_refused_after_the_earlier_answers_then_closes() {
         let mut f = Forwarder::new(8);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         let mut bytes = wire(&[b"ok"]);
         bytes.extend_from_slice(&frame::header(9));
         assert_eq!(f.input(&bytes, &mut out), Flow::Continue);
@@ -411,7 +395,7 @@ mod tests {
         assert_eq!(f.take_requests(&mut Vec::new()), 1);
         assert!(out.is_empty(), "the refusal waits for the answer before it");
         assert_eq!(f.answer(b"OK", &mut out), Flow::Close);
-        let answers = frames(&out);
+        let answers = frames(out.bytes());
         assert_eq!(answers[0], b"OK");
         assert_eq!(
             String::from_utf8_lossy(&answers[1]),
@@ -422,7 +406,7 @@ mod tests {
     #[test]
     fn a_client_with_many_unanswered_jobs_is_not_read() {
         let mut f = Forwarder::new(1 << 20);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         // One read with more frames than may be owed: the rest wait.
         let many: Vec<&[u8]> = vec![b"x"; MAX_OWED + 3];
         f.input(&wire(&many), &mut out);

@@ -3,13 +3,16 @@
 //! SIGTERM for itself (blocked, so a drain lets the current connection
 //! finish), and close every inherited fd it does not need (the supervisor's
 //! epoll, signal pipe, other listeners and connections), so a listener
-//! closed by the supervisor is really closed.
+//! closed by the supervisor is really closed. What it keeps is its
+//! connection or listeners and what its handler asked for
+//! (`Handler::keep_open`); [`KeepList`] holds a fork-mode child's list
+//! without allocating.
 //!
 //! Runs in a forked, single-threaded child that never returns into the
 //! loop, so allocation is fine here; it never execs (that is
 //! `process::ExecPlan`).
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
@@ -28,6 +31,42 @@ pub fn setup(parent: Pid, keep: &mut [RawFd], block_term: bool) -> bool {
     }
     close_other_fds(keep);
     true
+}
+
+/// The fds a fork-mode child keeps: its connection and what its handler
+/// asks for ([`crate::handlers::Handler::keep_open`]). A fixed array, so
+/// the child allocates nothing to build it.
+#[derive(Debug)]
+pub struct KeepList {
+    fds: [RawFd; 1 + crate::handlers::MAX_KEPT_FDS],
+    len: usize,
+    overflow: bool,
+}
+
+impl KeepList {
+    pub fn new() -> KeepList {
+        KeepList {
+            fds: [-1; 1 + crate::handlers::MAX_KEPT_FDS],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    pub fn push(&mut self, fd: BorrowedFd<'_>) {
+        match self.fds.get_mut(self.len) {
+            Some(slot) => {
+                *slot = fd.as_raw_fd();
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    /// The list for [`setup`]; `None` if more were pushed than it holds
+    /// (a handler over its [`crate::handlers::MAX_KEPT_FDS`]).
+    pub fn as_mut_slice(&mut self) -> Option<&mut [RawFd]> {
+        (!self.overflow).then_some(&mut self.fds[..self.len])
+    }
 }
 
 /// Closes every fd from 3 up except `keep`, with one close_range(2) per gap.
@@ -53,5 +92,29 @@ fn close_range(first: u32, last: u32) {
     // are never used or dropped here, since the child ends in `_exit`.
     unsafe {
         libc::syscall(libc::SYS_close_range, first, last, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn the_keep_list_holds_the_connection_and_the_handlers_fds_and_refuses_more() {
+        let files: Vec<std::fs::File> = (0..=crate::handlers::MAX_KEPT_FDS)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let mut keep = KeepList::new();
+        for f in &files {
+            keep.push(f.as_fd());
+        }
+        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        assert_eq!(keep.as_mut_slice().unwrap(), &raw[..]);
+        keep.push(files[0].as_fd());
+        assert!(
+            keep.as_mut_slice().is_none(),
+            "one over: the child gives up"
+        );
     }
 }

@@ -1,13 +1,21 @@
 //! `event` mode inside one worker: many connections multiplexed with epoll
 //! (nginx's model). Each connection is a non-blocking stream, a handler
-//! [`Session`] and an output buffer. Reads are answered at once when the
-//! socket takes the reply; otherwise the connection stops reading until its
-//! output drains (back-pressure), and a reply stuck longer than
+//! [`Session`] and its [`Output`] (bytes and file ranges, the latter sent
+//! with sendfile). A session may speak first (`Session::start`, run when
+//! the connection is added). Reads are answered at once when the socket
+//! takes the reply; otherwise the connection stops reading until its
+//! output drains (back-pressure), and each time it is all out the session
+//! is asked for more (`Session::drained`). A reply stuck longer than
 //! `request_timeout`, or a connection silent for `idle_timeout`, is cut.
 //!
 //! Level-triggered epoll, one read per readiness, so one busy client cannot
 //! starve the others. Connections live in a slab indexed by their epoll
 //! token. This module never accepts (the worker loop does) and never forks.
+//!
+//! Sessions' timers ([`Session::deadline`], a pause a classic client
+//! relies on) sit in one heap; the worker waits no longer than the
+//! soonest, then [`Sessions::run_timers`] wakes what is due, so a pausing
+//! session never holds up the others.
 //!
 //! A handler with an upstream (`pool`) gets one connection to it per
 //! worker, shared by every session (`forward.rs`). A session may also hold
@@ -16,7 +24,9 @@
 
 mod forward;
 
-use std::io::{self, Read, Write};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -26,7 +36,9 @@ use nix::unistd::Pid;
 
 use super::per_ip::PerIp;
 use super::scoreboard::Slot;
-use crate::handlers::{Connection, Endpoint, Flow, Limits, Outcome, Peer, Session, Stream};
+use crate::handlers::{
+    write_out, Connection, Endpoint, Flow, Limits, Outcome, Output, Peer, Session, Stream,
+};
 
 use forward::Forwarding;
 pub use forward::UPSTREAM_TOKEN;
@@ -37,8 +49,7 @@ pub const SESSION_TOKEN_BASE: u64 = 1 << 32;
 struct Conn {
     stream: Stream,
     session: Box<dyn Session>,
-    out: Vec<u8>,
-    sent: usize,
+    out: Output,
     /// Last read (idle clock) or, while output is pending, last write progress.
     last: Instant,
     peer: Peer,
@@ -48,6 +59,8 @@ struct Conn {
     interest: EpollFlags,
     /// The client closed its sending side.
     input_done: bool,
+    /// The session's timer as last put in the heap.
+    deadline: Option<Instant>,
     token: u64,
     /// Tells this connection from earlier ones in the same slab slot.
     serial: u64,
@@ -65,6 +78,10 @@ pub struct Sessions<'a> {
     limits: Limits,
     buf: Vec<u8>,
     next_sweep: Instant,
+    /// The sessions' timers, soonest first: (when, slot, serial). An entry
+    /// whose connection is gone or has since asked for another time is
+    /// skipped when it comes up.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     forwarding: Option<Forwarding>,
     /// Sessions that may have requests for the upstream.
     to_forward: Vec<usize>,
@@ -83,6 +100,7 @@ impl<'a> Sessions<'a> {
             buf: vec![0; limits.read_buffer()],
             limits,
             next_sweep: Instant::now() + sweep_interval(&limits),
+            timers: BinaryHeap::new(),
             forwarding: upstream.map(Forwarding::new),
             to_forward: Vec::new(),
             next_serial: 0,
@@ -133,19 +151,29 @@ impl<'a> Sessions<'a> {
         self.slab[index] = Some(Conn {
             stream: conn.stream,
             session,
-            out: Vec::new(),
-            sent: 0,
+            out: Output::new(),
             last: Instant::now(),
             peer,
             close_after_send: false,
             interest: EpollFlags::EPOLLIN,
             input_done: false,
+            deadline: None,
             token,
             serial: self.next_serial,
         });
         self.next_serial += 1;
         self.live += 1;
         slot.add_claim();
+        // A session may speak first.
+        if let Some(conn) = self.slab[index].as_mut() {
+            if conn.session.start(&mut conn.out) == Flow::Close {
+                conn.close_after_send = true;
+            }
+            match conn.flush(epoll) {
+                Step::End(outcome) => self.close(epoll, index, outcome, slot),
+                Step::Keep => self.rearm(index),
+            }
+        }
         true
     }
 
@@ -156,7 +184,7 @@ impl<'a> Sessions<'a> {
             return;
         };
         let gone = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        let step = if conn.sent < conn.out.len() {
+        let step = if !conn.out.is_empty() {
             if flags.intersects(EpollFlags::EPOLLOUT | gone) {
                 conn.flush(epoll)
             } else {
@@ -172,12 +200,59 @@ impl<'a> Sessions<'a> {
         };
         match step {
             Step::End(outcome) => self.close(epoll, index, outcome, slot),
-            Step::Keep if self.forwarding.is_some() => {
-                self.to_forward.push(index);
-                self.forward(epoll, slot);
+            Step::Keep => {
+                self.rearm(index);
+                if self.forwarding.is_some() {
+                    self.to_forward.push(index);
+                    self.forward(epoll, slot);
+                }
             }
-            Step::Keep => {}
         }
+    }
+
+    /// Puts the session's timer in the heap if it asked for a new time.
+    fn rearm(&mut self, index: usize) {
+        let Some(Some(conn)) = self.slab.get_mut(index) else {
+            return;
+        };
+        let wanted = conn.session.deadline();
+        if wanted != conn.deadline {
+            conn.deadline = wanted;
+            if let Some(at) = wanted {
+                self.timers.push(Reverse((at, index, conn.serial)));
+            }
+        }
+    }
+
+    /// Wakes every session whose timer is due.
+    pub fn run_timers(&mut self, epoll: &Epoll, now: Instant, slot: &Slot) {
+        while let Some(&Reverse((at, index, serial))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(Some(conn)) = self.slab.get_mut(index) else {
+                continue;
+            };
+            if conn.serial != serial || conn.deadline != Some(at) {
+                continue;
+            }
+            conn.deadline = None;
+            if conn.session.wake(now, &mut conn.out) == Flow::Close {
+                conn.close_after_send = true;
+            }
+            match conn.flush(epoll) {
+                Step::End(outcome) => self.close(epoll, index, outcome, slot),
+                Step::Keep => self.rearm(index),
+            }
+        }
+    }
+
+    /// When the worker must next call [`Sessions::run_timers`] and
+    /// [`Sessions::expire`].
+    pub fn next_wake(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        self.next_sweep().into_iter().chain(timer).min()
     }
 
     /// Cuts connections idle past `idle_timeout` or with a reply stuck past
@@ -195,7 +270,7 @@ impl<'a> Sessions<'a> {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                let limit = if c.sent < c.out.len() { request } else { idle };
+                let limit = if c.out.is_empty() { idle } else { request };
                 (!limit.is_zero() && now.duration_since(c.last) >= limit).then_some(i)
             })
             .collect();
@@ -255,35 +330,27 @@ impl Conn {
             Err(_) => return Step::End(Outcome::Failed),
         };
         self.last = Instant::now();
-        self.out.clear();
-        self.sent = 0;
         if self.session.input(&buf[..n], &mut self.out) == Flow::Close {
             self.close_after_send = true;
         }
         self.flush(epoll)
     }
 
-    /// Writes pending output, then sets the interest it leaves
+    /// Writes pending output (pulling more from the session each time it
+    /// is all out), then sets the interest it leaves
     /// ([`Conn::update_interest`]).
     fn flush(&mut self, epoll: &Epoll) -> Step {
-        while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]) {
-                Ok(0) => return Step::End(Outcome::Failed),
-                Ok(n) => {
-                    self.sent += n;
-                    self.last = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.update_interest(epoll);
-                    return Step::Keep;
-                }
-                Err(_) => return Step::End(Outcome::Failed),
-            }
+        match write_out(
+            &self.stream,
+            &mut self.out,
+            &mut *self.session,
+            &mut self.close_after_send,
+        ) {
+            Ok(true) => self.last = Instant::now(),
+            Ok(false) => {}
+            Err(_) => return Step::End(Outcome::Failed),
         }
-        self.out.clear();
-        self.sent = 0;
-        if self.close_after_send {
+        if self.out.is_empty() && self.close_after_send {
             return Step::End(Outcome::Done);
         }
         self.update_interest(epoll);
@@ -293,7 +360,7 @@ impl Conn {
     /// EPOLLOUT while output remains (no reads meanwhile: back-pressure),
     /// else EPOLLIN unless the input ended or the session holds it back.
     fn update_interest(&mut self, epoll: &Epoll) {
-        let want = if self.sent < self.out.len() {
+        let want = if !self.out.is_empty() {
             EpollFlags::EPOLLOUT
         } else if !self.input_done && self.session.wants_input() {
             EpollFlags::EPOLLIN
@@ -305,5 +372,158 @@ impl Conn {
             let mut event = EpollEvent::new(want, self.token);
             let _ = epoll.modify(self.stream.as_fd(), &mut event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use nix::sys::epoll::{EpollCreateFlags, EpollTimeout};
+
+    use super::*;
+    use crate::handlers::testing::{service_for, Greeter, TempFile, GREETING};
+    use crate::handlers::{Context, Handler};
+    use crate::server::scoreboard::Scoreboard;
+
+    /// One event worker's sessions, driven turn by turn.
+    pub(super) struct Rig {
+        pub epoll: Epoll,
+        pub board: Scoreboard,
+    }
+
+    impl Rig {
+        pub fn new() -> Rig {
+            Rig {
+                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
+                board: Scoreboard::new(1).unwrap(),
+            }
+        }
+
+        pub fn slot(&self) -> &Slot {
+            self.board.slot(0).unwrap()
+        }
+
+        /// A client connected to a new session of `handler`.
+        pub fn client(&self, sessions: &mut Sessions<'_>, handler: &dyn Handler) -> UnixStream {
+            let (near, far) = UnixStream::pair().unwrap();
+            let conn = Connection {
+                stream: Stream::Unix(far),
+                peer: Peer::Unix,
+            };
+            let session = handler.session().unwrap();
+            assert!(sessions.add(&self.epoll, conn, session, self.slot()));
+            near.set_nonblocking(true).unwrap();
+            near
+        }
+
+        /// One turn of the worker's loop (at most 20 ms of waiting, less
+        /// when a timer is due sooner).
+        pub fn turn(&self, sessions: &mut Sessions<'_>) {
+            let mut events = [EpollEvent::empty(); 16];
+            let now = Instant::now();
+            let wait = sessions
+                .next_wake()
+                .map_or(Duration::from_millis(20), |at| {
+                    at.saturating_duration_since(now)
+                        .min(Duration::from_millis(20))
+                });
+            let timeout = EpollTimeout::try_from(wait).unwrap();
+            let n = self.epoll.wait(&mut events, timeout).unwrap();
+            for event in &events[..n] {
+                sessions.ready(&self.epoll, event.data(), event.events(), self.slot());
+            }
+            sessions.run_timers(&self.epoll, Instant::now(), self.slot());
+        }
+
+        /// Turns until `client` has sent `want` bytes more into `got`.
+        pub fn read(
+            &self,
+            sessions: &mut Sessions<'_>,
+            client: &mut UnixStream,
+            want: usize,
+        ) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 << 10];
+            for _ in 0..2000 {
+                let room = (want - got.len()).min(buf.len());
+                match client.read(&mut buf[..room]) {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => self.turn(sessions),
+                }
+                if got.len() == want {
+                    return got;
+                }
+            }
+            panic!("only {} of {want} bytes arrived", got.len());
+        }
+    }
+
+    pub(super) fn limits() -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_line: 64 << 10,
+        }
+    }
+
+    /// With a timer heap instead of a sleep, one session's pause holds
+    /// up nobody: another is answered at once, and the paused one gets
+    /// its file only once the pause is over.
+    #[test]
+    fn a_pausing_session_never_blocks_the_others() {
+        let file = TempFile::new("pause", 1000);
+        let service = service_for(&file.path);
+        let pause = Duration::from_millis(300);
+        let handler = Greeter::new(&Context::new(&service), pause);
+        let rig = Rig::new();
+        let per_ip = PerIp::new(0, 8).unwrap();
+        let mut sessions = Sessions::new(limits(), &per_ip, None);
+        let mut slow = rig.client(&mut sessions, &handler);
+        let mut quick = rig.client(&mut sessions, &handler);
+        assert_eq!(rig.read(&mut sessions, &mut slow, GREETING.len()), GREETING);
+        assert_eq!(
+            rig.read(&mut sessions, &mut quick, GREETING.len()),
+            GREETING
+        );
+        slow.write_all(b"GET").unwrap();
+        let asked = Instant::now();
+        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"OK");
+        quick.write_all(b"what?").unwrap();
+        assert_eq!(rig.read(&mut sessions, &mut quick, 4), b"FAIL");
+        assert!(asked.elapsed() < pause, "answered during the pause");
+        let body = rig.read(&mut sessions, &mut slow, file.content.len());
+        assert!(asked.elapsed() >= pause, "the file came after the pause");
+        assert!(body == file.content);
+        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"##");
+    }
+
+    #[test]
+    fn an_event_session_greets_first_and_streams_a_file_as_the_socket_drains() {
+        let file = TempFile::new("event", 3 << 20);
+        let service = service_for(&file.path);
+        let handler = Greeter::new(&Context::new(&service), Duration::ZERO);
+        let rig = Rig::new();
+        let per_ip = PerIp::new(0, 8).unwrap();
+        let mut sessions = Sessions::new(limits(), &per_ip, None);
+        let mut client = rig.client(&mut sessions, &handler);
+        assert_eq!(
+            rig.read(&mut sessions, &mut client, GREETING.len()),
+            GREETING
+        );
+        client.write_all(b"GET").unwrap();
+        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"OK");
+        let body = rig.read(&mut sessions, &mut client, file.content.len());
+        assert!(body == file.content, "the file arrived whole and in order");
+        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"##");
+        client.write_all(b"BYE").unwrap();
+        for _ in 0..100 {
+            if sessions.is_empty() {
+                return;
+            }
+            rig.turn(&mut sessions);
+        }
+        panic!("the session did not close after BYE");
     }
 }

@@ -1,17 +1,19 @@
 //! `fork` mode (socketserver's ForkingTCPServer): the supervisor's loop
 //! accepts, forks one child per connection, and closes its own copy of the
 //! connection right after the fork (trap 15). The child runs the handler and
-//! `_exit`s with the connection's [`Outcome`] as its code; the exec handler
-//! is spawned straight from the supervisor with `process::ExecPlan`, with no
-//! intermediate process. At `max_connections` live children the loop stops
+//! `_exit`s with the connection's [`Outcome`] as its code; a handler that
+//! serves by exec'ing a program (`Handler::connection_program`: exec) has
+//! it spawned straight from the supervisor with `process::ExecPlan`, with
+//! no intermediate process. At `max_connections` live children the loop stops
 //! accepting and the kernel's backlog holds the rest; it resumes when a
 //! child is reaped. Nothing is logged per connection on the hot path.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::child::KeepList;
 use super::listener::Accepted;
 use super::service::{unix_now, LiveConnection, Service, ServiceState};
 use super::Role;
@@ -101,8 +103,8 @@ impl Service {
     /// The child for one connection; `conn` is closed in the parent when
     /// this returns (moved into the closure or the exec plan and dropped).
     fn fork_connection(&self, conn: Connection) -> Result<(Pid, bool), String> {
-        if let (Some(exec), Some(reports)) = (self.handler.as_exec(), &self.reports) {
-            return exec
+        if let (Some(program), Some(reports)) = (self.handler.connection_program(), &self.reports) {
+            return program
                 .spawn_reporting(conn, reports, self.parent)
                 .map(|pid| (pid, true));
         }
@@ -110,8 +112,13 @@ impl Service {
         let limits = Limits::of(&self.config);
         let parent = self.parent;
         crate::process::fork_worker(move || {
-            let fd = conn.stream.as_fd().as_raw_fd();
-            if !super::child::setup(parent, &mut [fd], false) {
+            let mut keep = KeepList::new();
+            keep.push(conn.stream.as_fd());
+            handler.keep_open(&mut |fd| keep.push(fd));
+            let Some(keep) = keep.as_mut_slice() else {
+                return 1;
+            };
+            if !super::child::setup(parent, keep, false) {
                 return 1;
             }
             handler.serve(conn, &limits).exit_code()
@@ -147,7 +154,10 @@ impl Service {
         if let Some(e) = exec_failed {
             self.counts.errors += 1;
             if let Some(line) = self.failures.note(now, &self.config.name) {
-                let program = self.handler.as_exec().map_or("?", |x| x.program());
+                let program = self
+                    .handler
+                    .connection_program()
+                    .map_or("?", |x| x.program());
                 log::error!("{line}: cannot run {program:?}: {e}");
             }
             return;

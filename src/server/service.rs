@@ -13,6 +13,7 @@ use super::per_ip::PerIp;
 use super::scoreboard::Counts;
 use super::workers::{Spawn, WorkerPool};
 use super::Role;
+use crate::config::{support, Carrier};
 use crate::config::{Mode, ServiceConfig};
 use crate::handlers::{self, Handler, Peer};
 use crate::process::ExitKind;
@@ -64,7 +65,7 @@ pub struct Service {
     pub config: ServiceConfig,
     pub(super) handler: Box<dyn Handler>,
     /// fork mode + exec handler: the supervisor spawns the command directly
-    /// ([`Handler::as_exec`]), and its children report failures before exec
+    /// ([`Handler::connection_program`]), and its children report failures before exec
     /// to this one pipe.
     pub(super) reports: Option<crate::process::ReportPipe>,
     pub listeners: Vec<Listener>,
@@ -104,26 +105,31 @@ impl Service {
         per_ip: Option<PerIp>,
     ) -> Result<Service, String> {
         let name = &config.name;
-        let handler = handlers::build(config).map_err(|e| format!("service \"{name}\": {e}"))?;
-        if config.mode == Mode::Event && handler.session().is_none() {
-            return Err(format!(
-                "service \"{name}\": handler \"{}\" needs a process per connection; use mode = \"fork\" or \"prefork\"",
-                handler.name()
-            ));
-        }
+        // The table first: a handler this build lacks, a mode it cannot
+        // run in or a socket it cannot serve is refused before anything
+        // is built (the config check said so too, except for systemd
+        // sockets, whose kind shows only now).
+        let support = support(config.handler);
+        support
+            .check_built()
+            .and_then(|()| support.check_mode(config.mode))
+            .map_err(|e| format!("service \"{name}\": {e}"))?;
+        let handler = handlers::build(&handlers::Context::new(config))
+            .map_err(|e| format!("service \"{name}\": {e}"))?;
         let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
             let listener = Listener::open(addr, config, reuse, inherited)?;
-            if !listener.is_stream() && !handler.speaks_udp() {
-                return Err(format!(
-                    "service \"{name}\": handler \"{}\" cannot serve {}: it does not speak UDP",
-                    handler.name(),
-                    listener.bound()
-                ));
-            }
+            let carrier = if listener.is_stream() {
+                Carrier::Stream
+            } else {
+                Carrier::Datagram
+            };
+            support
+                .check_carrier(carrier)
+                .map_err(|e| format!("service \"{name}\": {}: {e}", listener.bound()))?;
             listeners.push(listener);
         }
-        let reports = match (config.mode, handler.as_exec()) {
+        let reports = match (config.mode, handler.connection_program()) {
             (Mode::Fork, Some(_)) => Some(
                 crate::process::ReportPipe::new()
                     .map_err(|e| format!("service \"{name}\": cannot open a pipe: {e}"))?,
@@ -430,7 +436,7 @@ impl Service {
         json!({
             "name": self.config.name,
             "state": self.state.as_str(),
-            "mode": mode_name(self.config.mode),
+            "mode": self.config.mode.keyword(),
             "handler": self.handler.name(),
             "listen": self.listeners.iter().map(Listener::bound).collect::<Vec<_>>(),
             "connections": connections,
@@ -454,14 +460,6 @@ fn log_open_file_limit(config: &ServiceConfig) {
                 config.max_connections
             );
         }
-    }
-}
-
-pub(super) fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Fork => "fork",
-        Mode::Prefork => "prefork",
-        Mode::Event => "event",
     }
 }
 

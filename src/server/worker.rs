@@ -7,7 +7,9 @@
 //! no handler and no race between a flag check and the wait). `prefork`
 //! accepts one connection and serves it to its end with the blocking
 //! [`Handler::serve`]; `event` accepts into [`Sessions`]; a UDP socket is
-//! answered datagram by datagram. SIGTERM means drain: stop accepting,
+//! served datagram by datagram by its own [`Datagrams`] state, kept for
+//! the worker's life (a stateful one, like a chat room, is given to one
+//! worker only: `workers.rs`). SIGTERM means drain: stop accepting,
 //! finish what is open, exit 0. The worker reports through its scoreboard
 //! slot only, and ends in `_exit` (via `process::fork_worker`), never
 //! returning into the supervisor's loop.
@@ -25,7 +27,7 @@ use super::listener::{Accepted, Listener, ReserveFd, Socket};
 use super::per_ip::PerIp;
 use super::scoreboard::{Scoreboard, Slot, SlotState};
 use crate::config::ServiceConfig;
-use crate::handlers::{Handler, Limits};
+use crate::handlers::{Datagrams, Handler, Limits, Replies};
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
 /// Accepts per wake-up before looking at other sources (fairness).
@@ -79,6 +81,7 @@ impl Worker<'_> {
             .iter()
             .map(|l| l.as_fd().as_raw_fd())
             .collect();
+        self.handler.keep_open(&mut |fd| keep.push(fd.as_raw_fd()));
         if !super::child::setup(self.parent, &mut keep, true) {
             return 1;
         }
@@ -110,6 +113,8 @@ impl Worker<'_> {
         self.watch_listeners(&epoll)?;
         let limits = Limits::of(self.config);
         let mut sessions = Sessions::new(limits, self.per_ip, self.handler.upstream().cloned());
+        let mut datagrams = self.datagram_states();
+        let mut replies = Replies::new();
         let mut reserve = ReserveFd::new();
         let mut events = vec![EpollEvent::empty(); 256];
         let mut draining = false;
@@ -120,7 +125,10 @@ impl Worker<'_> {
                 return Ok(0);
             }
             let now = Instant::now();
-            let mut wake = sessions.next_sweep();
+            let mut wake = [sessions.next_wake(), datagram_deadline(&datagrams)]
+                .into_iter()
+                .flatten()
+                .min();
             if paused {
                 wake = Some(wake.map_or(now + PAUSE_RECHECK, |w| w.min(now + PAUSE_RECHECK)));
             }
@@ -155,7 +163,9 @@ impl Worker<'_> {
                         }
                         let listener = self.listeners[token as usize];
                         if let Socket::Udp(socket) = &listener.socket {
-                            self.answer_datagrams(socket, slot);
+                            if let Some(state) = datagrams[token as usize].as_deref_mut() {
+                                self.answer_datagrams(socket, state, &mut replies, slot);
+                            }
                             continue;
                         }
                         match self.style {
@@ -184,6 +194,8 @@ impl Worker<'_> {
                     self.close_listeners(&epoll, paused);
                 }
             }
+            sessions.run_timers(&epoll, Instant::now(), slot);
+            self.wake_datagrams(&mut datagrams, &mut replies, Instant::now());
             sessions.expire(&epoll, Instant::now(), slot);
             slot.set_connections(sessions.len() as u32);
             if draining {
@@ -314,22 +326,69 @@ impl Worker<'_> {
         }
     }
 
-    /// Answers pending datagrams (bounded per wake-up).
-    fn answer_datagrams(&self, socket: &std::net::UdpSocket, slot: &Slot) {
+    /// Answers pending datagrams (bounded per wake-up), feeding each to
+    /// the socket's datagram state with its sender.
+    fn answer_datagrams(
+        &self,
+        socket: &std::net::UdpSocket,
+        state: &mut dyn Datagrams,
+        replies: &mut Replies,
+        slot: &Slot,
+    ) {
         let mut input = [0u8; 65536];
-        let mut out = Vec::with_capacity(2048);
         for _ in 0..ACCEPT_BATCH {
             let (n, from) = match socket.recv_from(&mut input) {
                 Ok(got) => got,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
-            out.clear();
-            self.handler.datagram(&input[..n], &mut out);
-            if !out.is_empty() {
-                let _ = socket.send_to(&out, from);
-            }
+            replies.clear();
+            state.datagram(from, &input[..n], replies);
+            send_replies(socket, replies);
             slot.add_served();
         }
     }
+
+    /// One datagram state per `udp://` listener (by listener index).
+    fn datagram_states(&self) -> Vec<Option<Box<dyn Datagrams>>> {
+        self.listeners
+            .iter()
+            .map(|l| match l.socket {
+                Socket::Udp(_) => self.handler.datagrams(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Wakes the datagram states whose timer is due.
+    fn wake_datagrams(
+        &self,
+        states: &mut [Option<Box<dyn Datagrams>>],
+        replies: &mut Replies,
+        now: Instant,
+    ) {
+        for (listener, state) in self.listeners.iter().zip(states.iter_mut()) {
+            let (Socket::Udp(socket), Some(state)) = (&listener.socket, state) else {
+                continue;
+            };
+            if state.deadline().is_some_and(|at| at <= now) {
+                replies.clear();
+                state.wake(now, replies);
+                send_replies(socket, replies);
+            }
+        }
+    }
+}
+
+/// Sends every reply; a peer that cannot be reached is skipped, so one
+/// bad address never stops the rest of a broadcast.
+fn send_replies(socket: &std::net::UdpSocket, replies: &Replies) {
+    for (peer, data) in replies.iter() {
+        let _ = socket.send_to(data, peer);
+    }
+}
+
+/// The soonest of the datagram states' timers.
+fn datagram_deadline(states: &[Option<Box<dyn Datagrams>>]) -> Option<Instant> {
+    states.iter().flatten().filter_map(|d| d.deadline()).min()
 }

@@ -2,7 +2,9 @@
 //! spawning into free scoreboard slots, replacing the dead (with a back-off
 //! when they die young), recycling after `max_requests`, and Apache-style
 //! spare-server upkeep between `min_spare` and `max_spare` idle workers,
-//! checked once a second from the scoreboard. Each slot's life is a
+//! checked once a second from the scoreboard. A handler whose datagram
+//! state is one for all peers (the table's `one_datagram_worker`: chat)
+//! has its `udp://` sockets read by worker #0 only. Each slot's life is a
 //! [`lifecycle::Slot`]: this file turns its actions into forks, signals and
 //! log lines.
 //!
@@ -140,6 +142,7 @@ impl WorkerPool {
             per_ip,
             parent,
         } = *spawn;
+        let one_datagram_worker = crate::config::support(config.handler).one_datagram_worker;
         for index in 0..self.slots.len() {
             if self.slots[index].step(Event::Tick { now }) != Action::Spawn {
                 continue;
@@ -155,7 +158,10 @@ impl WorkerPool {
                 handler,
                 listeners: listeners
                     .iter()
-                    .filter(|l| !self.udp_only || !l.is_stream())
+                    .filter(|l| match l.is_stream() {
+                        true => !self.udp_only,
+                        false => index == 0 || !one_datagram_worker,
+                    })
                     .collect(),
                 board: &self.board,
                 per_ip,

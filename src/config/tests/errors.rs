@@ -366,10 +366,21 @@ fn handler_cross_checks() {
     let (line, col, message) = error(&text);
     assert_eq!((line, col), (3, 11));
     assert!(message.contains("cannot serve udp://"), "{message}");
+    // chat speaks only UDP: the stream listener is the error.
     let (line, col, message) = error(&service(&format!("{LISTEN}handler = \"chat\"\n")));
-    assert_eq!((line, col), (4, 11));
+    assert_eq!((line, col), (3, 11));
     assert!(
-        message.contains("add a udp://HOST:PORT listener"),
+        message.contains("use a udp://HOST:PORT listener"),
+        "{message}"
+    );
+    // command waits for its program in a process of its own.
+    let text = service(&format!(
+        "{LISTEN}mode = \"event\"\nhandler = \"command\"\n"
+    ));
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (4, 8));
+    assert!(
+        message.contains("use mode = \"fork\" or \"prefork\""),
         "{message}"
     );
 }

@@ -242,3 +242,13 @@ fn the_default_path() {
         std::path::PathBuf::from("/etc/forkd/forkd.toml")
     );
 }
+
+#[test]
+fn every_handler_kind_is_listed_once_in_keyword_order() {
+    let keywords: Vec<&str> = HandlerKind::ALL.iter().map(|k| k.keyword()).collect();
+    let table: Vec<&str> = crate::config::values::HANDLER
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(keywords, table);
+}

@@ -152,7 +152,10 @@ impl Sessions<'_> {
         }
         match conn.flush(epoll) {
             Step::End(outcome) => self.close(epoll, index, outcome, slot),
-            Step::Keep => self.to_forward.push(index),
+            Step::Keep => {
+                self.rearm(index);
+                self.to_forward.push(index);
+            }
         }
     }
 }
