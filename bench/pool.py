@@ -41,6 +41,7 @@ frames.
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -181,11 +182,26 @@ def cpu_ns(pid):
         return 0
 
 
-def run_loadgen(path, pool, clients, window, size, seconds, check, server_pid=None):
-    """Runs frame_loadgen; with server_pid, also the CPU the server and its
-    children used meanwhile.  Returns the parsed figures."""
-    argv = [LOADGEN, "-u", path, "-c", clients, "-w", window, "-s", size, "-d", seconds,
-            "-x", check]
+def pin_tree(pid, cpu):
+    """Moves pid and its children (a server and its workers) to one CPU."""
+    for p in [pid] + [k for k, _c, _s in B.children(pid)]:
+        try:
+            os.sched_setaffinity(p, {cpu})
+        except OSError:
+            pass
+
+
+def taskset(argv, cpu):
+    """argv run on one CPU (taskset execs it: the pid stays the program's)."""
+    return (["taskset", "-c", str(cpu)] + argv) if cpu is not None else argv
+
+
+def run_loadgen(path, pool, clients, window, size, seconds, check, server_pid=None, cpu=None):
+    """Runs frame_loadgen (on `cpu` if given); with server_pid, also the
+    CPU the server and its children used meanwhile.  Returns the parsed
+    figures."""
+    argv = taskset([LOADGEN, "-u", path, "-c", clients, "-w", window, "-s", size, "-d",
+                    seconds, "-x", check], cpu)
     if pool:
         argv += ["-P", pool]
     kids = [pid for pid, _c, _s in B.children(server_pid)] if server_pid else []
@@ -222,9 +238,9 @@ def forkctl_calls(control, n):
     return statistics.median(times)
 
 
-def run_py(mode, workers, seconds, tmp):
-    argv = [sys.executable, PY_POOL, mode, "--workers", workers, "--seconds", seconds,
-            "--size", 64]
+def run_py(mode, workers, seconds, tmp, cpu=None):
+    argv = taskset([sys.executable, PY_POOL, mode, "--workers", workers, "--seconds", seconds,
+                    "--size", 64], cpu)
     p = B.Proc(argv, f"py_pool {mode}", stdout=subprocess.PIPE, stderr=tmp / "py.stderr")
     try:
         out, _ = p.popen.communicate(timeout=seconds + 60)
@@ -277,6 +293,10 @@ def e2e_rep(r, tmp, a):
                 r.add("forkd", "p50", res["p50_us"])
                 r.add("forkd", "p99", res["p99_us"])
                 r.add("forkd", "call_ms", forkctl_calls(tmp / "control.sock", a.calls))
+                pin_tree(p.pid, 0)
+                res = run_loadgen(path, pool, cpu=0, **one)
+                r.add("forkd", "p50c", res["p50_us"])
+                r.add("forkd", "p99c", res["p99_us"])
                 B.log(f"forkd     {r.data[('forkd', 'rate')][-1]:>10,.0f} jobs/s  "
                       f"p50 {res['p50_us']:.1f} us")
             finally:
@@ -293,6 +313,10 @@ def e2e_rep(r, tmp, a):
             res = run_loadgen(path, None, **one)
             r.add("c-broker", "p50", res["p50_us"])
             r.add("c-broker", "p99", res["p99_us"])
+            pin_tree(p.pid, 0)
+            res = run_loadgen(path, None, cpu=0, **one)
+            r.add("c-broker", "p50c", res["p50_us"])
+            r.add("c-broker", "p99c", res["p99_us"])
             B.log(f"c-broker  {r.data[('c-broker', 'rate')][-1]:>10,.0f} jobs/s  "
                   f"p50 {res['p50_us']:.1f} us")
         finally:
@@ -308,6 +332,13 @@ def e2e_rep(r, tmp, a):
         if mode == "apply":
             r.add("mp-apply", "p50", res["p50_us"])
             r.add("mp-apply", "p99", res["p99_us"])
+            try:
+                res = run_py(mode, 2, a.seconds, tmp, cpu=0)
+            except B.Unavailable as e:
+                r.fail("mp-apply", e)
+                continue
+            r.add("mp-apply", "p50c", res["p50_us"])
+            r.add("mp-apply", "p99c", res["p99_us"])
         else:
             r.add(f"mp-{mode}", "rate", res["rate"])
         B.log(f"mp {mode:<11} " + (f"p50 {res['p50_us']:.1f} us" if mode == "apply"
@@ -379,7 +410,8 @@ def report_e2e(r, a):
     print(f"\nend to end: 64-byte jobs, builtin:upper (C workers upper-case too), 2 workers, "
           f"forkd transport {a.transport}, via {a.via}; {a.seconds:g} s per run, median of "
           f"{a.repeat}")
-    print(f"\n{'target':<16}{'jobs/s':>12}{'p50 us':>10}{'p99 us':>10}")
+    print(f"\n{'':<16}{'':>12}{'round trip, us':>20}{'one CPU, us':>18}")
+    print(f"{'target':<16}{'jobs/s':>12}{'p50':>10}{'p99':>10}{'p50':>9}{'p99':>9}")
     rows = [("forkd", f"{a.clients} clients x {a.window} in flight; p50: 1 x 1"),
             ("c-broker", "same loads"),
             ("mp-imap", "imap(chunksize=1)"),
@@ -390,7 +422,10 @@ def report_e2e(r, a):
             print(f"{t:<16}  not available ({r.unavailable[t]})")
             continue
         print(f"{t:<16}{fmt(r.med(t, 'rate'), ',.0f'):>12}{fmt(r.med(t, 'p50'), '.1f'):>10}"
-              f"{fmt(r.med(t, 'p99'), '.1f'):>10}   {note}")
+              f"{fmt(r.med(t, 'p99'), '.1f'):>10}{fmt(r.med(t, 'p50c'), '.1f'):>9}"
+              f"{fmt(r.med(t, 'p99c'), '.1f'):>9}   {note}")
+    print("(round trip: where the scheduler puts the processes; one CPU: every "
+          "process of the target and the client on CPU 0, no wake-up across CPUs)")
     call = r.med("forkd", "call_ms")
     print(f"forkctl call wall time (process start included), median of {a.calls}: "
           + (f"{call:.2f} ms" if call else "n/a"))
@@ -400,12 +435,16 @@ def report_e2e(r, a):
     print(goal_line("forkd / mp-imap jobs/s", ratio(r, "forkd", "rate", "mp-imap", "rate"), 3))
     print(goal_line("forkd p50 / mp-apply p50", ratio(r, "forkd", "p50", "mp-apply", "p50"),
                     0.3, at_least=False))
+    print(goal_line("forkd p50 / mp-apply p50, one CPU",
+                    ratio(r, "forkd", "p50c", "mp-apply", "p50c"), 0.3, at_least=False))
     print(goal_line("forkd / c-broker jobs/s", ratio(r, "forkd", "rate", "c-broker", "rate"),
                     0.8))
     print("context:")
     for label, v in (("forkd / mp-apply_async jobs/s",
                       ratio(r, "forkd", "rate", "mp-apply_async", "rate")),
-                     ("forkd p50 / c-broker p50", ratio(r, "forkd", "p50", "c-broker", "p50"))):
+                     ("forkd p50 / c-broker p50", ratio(r, "forkd", "p50", "c-broker", "p50")),
+                     ("forkd p50 / c-broker p50, one CPU",
+                      ratio(r, "forkd", "p50c", "c-broker", "p50c"))):
         print(f"  {label}: " + (f"{v:.2f}" if v else "n/a"))
     cpu_lines(r, ["forkd", "c-broker"])
 
@@ -424,6 +463,20 @@ def report_sha(r, a):
     print("errors: " + (", ".join(f"{t} {n}" for t, n in bad.items()) if bad else "none"))
     one, two = r.med("forkd-sha256-1", "rate"), r.med("forkd-sha256-2", "rate")
     print(goal_line("forkd 2 workers / 1 worker", two / one if one and two else None, 1.8))
+    # What this machine allows: per job, the workers' CPU w can be split
+    # over workers, the supervisor's and the load generator's s cannot,
+    # and all of it shares the cores.
+    t = "forkd-sha256-2"
+    jobs = r.med(t, "jobs_total")
+    if jobs:
+        w = r.med(t, "workers_cpu") / jobs
+        s = (r.med(t, "server_cpu") + r.med(t, "cpu_s")) / jobs
+        cores = os.cpu_count() or 1
+        best = [min(n / w, cores / (w + s)) for n in (1, 2)]
+        print(f"  ceiling on this machine ({cores} cores): per job {w * 1e6:.0f} us in a "
+              f"worker, {s * 1e6:.0f} us in the supervisor and load generator; 1 worker "
+              f"<= {best[0]:,.0f} jobs/s, 2 workers <= {best[1]:,.0f} jobs/s: speed-up <= "
+              f"{best[1] / best[0]:.2f}")
     cpu_lines(r, ["forkd-sha256-1", "forkd-sha256-2"])
 
 
