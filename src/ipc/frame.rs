@@ -81,6 +81,14 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
     Ok(Some(payload))
 }
 
+/// A frame at least this large is collected straight into the `Vec` that
+/// [`Decoder::next_frame`] returns, instead of into the shared buffer and
+/// then copied out: one pass over a large payload fewer (for 1 MiB jobs,
+/// a fifth of the supervisor's time went to that copy). The `Vec` is
+/// allocated whole when the length is read; it is bounded by `max_frame`
+/// like the buffer was, and pages not yet written cost no memory.
+const LARGE: usize = 64 << 10;
+
 /// Whole frames out of bytes that arrive in pieces.
 #[derive(Debug)]
 pub struct Decoder {
@@ -89,6 +97,11 @@ pub struct Decoder {
     /// lazily, so a burst of small frames is not a memmove each).
     start: usize,
     max: usize,
+    /// A large frame whose header is consumed: its payload so far,
+    /// complete once it holds `large_len` bytes. Bytes after it wait in
+    /// `buf`.
+    large: Option<Vec<u8>>,
+    large_len: usize,
 }
 
 impl Decoder {
@@ -97,11 +110,18 @@ impl Decoder {
             buf: Vec::new(),
             start: 0,
             max,
+            large: None,
+            large_len: 0,
         }
     }
 
     /// Adds bytes read from the stream.
-    pub fn extend(&mut self, data: &[u8]) {
+    pub fn extend(&mut self, mut data: &[u8]) {
+        if let Some(large) = self.large.as_mut() {
+            let take = data.len().min(self.large_len - large.len());
+            large.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -112,6 +132,12 @@ impl Decoder {
     /// The next whole frame, if one is in; an error (and the stream must be
     /// closed) when a length is over `max_frame`.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some(large) = &self.large {
+            if large.len() < self.large_len {
+                return Ok(None);
+            }
+            return Ok(self.large.take());
+        }
         let pending = &self.buf[self.start..];
         let Some(head) = pending.get(..HEADER) else {
             return Ok(None);
@@ -124,6 +150,15 @@ impl Decoder {
             });
         }
         let Some(payload) = pending.get(HEADER..HEADER + len) else {
+            if len >= LARGE {
+                // Unfinished and large: the rest goes straight into it.
+                let mut large = Vec::with_capacity(len);
+                large.extend_from_slice(&pending[HEADER..]);
+                self.buf.clear();
+                self.start = 0;
+                self.large = Some(large);
+                self.large_len = len;
+            }
             return Ok(None);
         };
         let frame = payload.to_vec();
@@ -138,7 +173,8 @@ impl Decoder {
     /// Bytes of an unfinished frame (nonzero at the end of a stream means
     /// it was cut short).
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        let large = self.large.as_ref().map_or(0, |l| HEADER + l.len());
+        large + self.buf.len() - self.start
     }
 }
 
@@ -170,6 +206,36 @@ mod tests {
         }
         assert_eq!(out, payloads);
         assert_eq!(trickle.pending(), 0);
+    }
+
+    #[test]
+    fn a_large_frame_in_pieces_comes_out_whole_between_its_neighbours() {
+        let large: Vec<u8> = (0..3 * LARGE + 5).map(|i| (i % 251) as u8).collect();
+        let payloads = vec![b"before".to_vec(), large, b"after".to_vec(), vec![9; LARGE]];
+        let mut wire = Vec::new();
+        for p in &payloads {
+            encode(p, &mut wire);
+        }
+        for piece in [1usize, 3, 4096, LARGE - 1, LARGE + 7] {
+            let mut d = Decoder::new(1 << 20);
+            let mut out = Vec::new();
+            for chunk in wire.chunks(piece) {
+                d.extend(chunk);
+                while let Some(f) = d.next_frame().unwrap() {
+                    out.push(f);
+                }
+            }
+            assert_eq!(out, payloads, "in pieces of {piece} bytes");
+            assert_eq!(d.pending(), 0);
+        }
+        let mut cut = Decoder::new(1 << 20);
+        cut.extend(&wire[..wire.len() - 1]);
+        while cut.next_frame().unwrap().is_some() {}
+        assert_eq!(
+            cut.pending(),
+            HEADER + LARGE - 1,
+            "a cut large frame is pending"
+        );
     }
 
     #[test]
