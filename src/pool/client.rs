@@ -174,9 +174,16 @@ impl<S: Read + Write + HalfClose> Client<S> {
         while let Some(Some(_)) = self.pending.front() {
             let result = self.pending.pop_front().flatten().expect("checked Some");
             self.first_seq += 1;
-            let mut encoded = Vec::with_capacity(frame::HEADER + result.len());
-            frame::encode(&result, &mut encoded);
-            self.out.push_back(encoded);
+            // Results ready together leave in one write (and wake the
+            // caller once), appended to the last buffer not yet written.
+            match self.out.back_mut() {
+                Some(back) => frame::encode(&result, back),
+                None => {
+                    let mut encoded = Vec::with_capacity(frame::HEADER + result.len());
+                    frame::encode(&result, &mut encoded);
+                    self.out.push_back(encoded);
+                }
+            }
         }
     }
 

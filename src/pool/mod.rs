@@ -36,8 +36,11 @@ use crate::ipc::{self, names, ChannelId, Payload};
 use crate::lifecycle::{self, Action, Event, Policy, State};
 use crate::process::ExitKind;
 
-/// Jobs sent to one worker before its first result comes back.
-const DEPTH: usize = 4;
+/// Jobs sent to one worker before its first result comes back: enough
+/// that a worker's request pipe rarely runs dry (a worker that sleeps is
+/// woken by nearly every write: bench/README.md), few enough that jobs
+/// behind a slow one are not held long (`job_timeout` still bounds it).
+const DEPTH: usize = 16;
 /// Latencies kept for the status percentiles.
 const LATENCIES: usize = 4096;
 const POLICY: Policy = Policy {
