@@ -183,6 +183,11 @@ fn bad_frames_close_only_their_own_connection_in_fork_mode() {
 }
 
 #[test]
+fn bad_frames_close_only_their_own_connection_in_prefork_mode() {
+    bad_frames_close_only_their_own_connection("prefork");
+}
+
+#[test]
 fn bad_frames_close_only_their_own_connection_in_event_mode() {
     bad_frames_close_only_their_own_connection("event");
 }

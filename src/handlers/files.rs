@@ -111,6 +111,8 @@ pub enum Refusal {
     TooLarge,
     #[error("bad file name: {0}")]
     BadName(&'static str),
+    #[error("the upload could not be written (a full disk?)")]
+    Write,
 }
 
 /// HLEN's four bytes (little-endian, signed) as a header length.
@@ -256,9 +258,9 @@ impl FilesSession {
                 let take = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
                 if let Some(file) = upload.as_mut() {
                     if file.file.write_all(&data[..take]).is_err() {
-                        // A full disk: what was sent is lost; the client
-                        // learns it by the close.
-                        return Err(Refusal::TooLarge);
+                        // What was sent is lost; the client learns it by
+                        // the close.
+                        return Err(Refusal::Write);
                     }
                 }
                 *left -= take as u64;
@@ -495,6 +497,72 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    /// A session over a scratch root, fed `input` in pieces of `step` bytes.
+    fn feed(root: &std::path::Path, input: &[u8], step: usize) -> (Flow, Vec<u8>) {
+        let dir = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty());
+        let handler = Files {
+            root: Rc::new(dir.unwrap()),
+            max_file_size: 1 << 20,
+            overwrite: true,
+        };
+        let mut session = handler.session().unwrap();
+        let mut out = Output::new();
+        let mut flow = Flow::Continue;
+        for piece in input.chunks(step) {
+            flow = session.input(piece, &mut out);
+            if flow == Flow::Close {
+                break;
+            }
+        }
+        drop(session);
+        let (near, mut far) = std::os::unix::net::UnixStream::pair().unwrap();
+        while !out.write_to(near.as_fd()).unwrap().drained {}
+        drop(near);
+        let mut sent = Vec::new();
+        std::io::Read::read_to_end(&mut far, &mut sent).unwrap();
+        (flow, sent)
+    }
+
+    fn frame(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as i32).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn frames_split_anywhere_store_exactly_their_bodies() {
+        let root = std::env::temp_dir().join(format!("forkd-files-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut input = frame(r#"{"cmd": "put", "filename": "a", "filesize": 3}"#, b"abc");
+        input.extend(frame(
+            r#"{"cmd": "put", "filename": "e", "filesize": 0}"#,
+            b"",
+        ));
+        input.extend(frame(r#"{"cmd": "get", "filename": "a"}"#, b""));
+        input.extend(frame(
+            r#"{"cmd": "put", "filename": "cut", "filesize": 9}"#,
+            b"1234",
+        ));
+        let mut want = Vec::new();
+        get_reply("a", 3, None, &mut want);
+        want.extend_from_slice(b"abc");
+        for step in [1, 2, 5, input.len()] {
+            assert_eq!(feed(&root, &input, step), (Flow::Continue, want.clone()));
+            assert_eq!(std::fs::read(root.join("a")).unwrap(), b"abc");
+            assert_eq!(std::fs::read(root.join("e")).unwrap(), b"");
+            let mut names: Vec<_> = std::fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["a", "e"], "the cut upload left nothing");
+        }
+        let bad = frame(r#"{"cmd": "put", "filename": "../x", "filesize": 1}"#, b"x");
+        assert_eq!(feed(&root, &bad, 3), (Flow::Close, Vec::new()));
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
