@@ -14,10 +14,6 @@ use clap::CommandFactory;
 const ALLOWED: &[(&str, &str)] = &[
     // Keys of handlers that are validated but not built yet.
     (
-        "service.root",
-        "the files, ftp and http handlers are not built yet",
-    ),
-    (
         "service.max_line",
         "echo answers each read as it comes; the line-based handlers are not built yet",
     ),

@@ -61,7 +61,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
         }
     }
     const ECHO: Support = row(HandlerKind::Echo, true, true, true);
-    const FILES: Support = row(HandlerKind::Files, false, true, false);
+    const FILES: Support = row(HandlerKind::Files, true, true, false);
     const FTP: Support = row(HandlerKind::Ftp, false, true, false);
     const COMMAND: Support = Support {
         modes: OWN_PROCESS,
@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn the_messages_name_what_is_allowed() {
         assert_eq!(
-            Unsupported::NotBuilt(HandlerKind::Files).to_string(),
-            "handler \"files\" is not available yet in this forkd build; use handler = \"echo\", \"exec\" or \"pool\""
+            Unsupported::NotBuilt(HandlerKind::Http).to_string(),
+            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"exec\" or \"pool\""
         );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),

@@ -309,4 +309,8 @@ pub struct ServiceConfig {
     pub command: Option<Vec<String>>,
     /// `files`/`ftp`/`http` handlers: the directory served.
     pub root: Option<PathBuf>,
+    /// `files` handler: the largest upload stored, in bytes.
+    pub max_file_size: u64,
+    /// `files` handler: whether a put replaces an existing file.
+    pub overwrite: bool,
 }

@@ -36,6 +36,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "pool",
     "command",
     "root",
+    "max_file_size",
+    "overwrite",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -92,6 +94,9 @@ pub(super) fn service(
         pool,
         command: s.command("command"),
         root: s.path("root"),
+        max_file_size: s.size("max_file_size", DEFAULT_MAX_FILE_SIZE, MAX_FILE_SIZE_LIMIT),
+        // The classic server replaces a file put twice.
+        overwrite: s.bool("overwrite", true),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -99,6 +104,10 @@ pub(super) fn service(
     check_worker_counts(&mut s, &config);
     Named { config, name_span }
 }
+
+/// `files`: the largest upload stored by default, and the most one may set.
+const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
+const MAX_FILE_SIZE_LIMIT: u64 = 1 << 40;
 
 /// fork and prefork: every connection has a process of its own, and at the
 /// limit new clients wait in the listen backlog (they are not refused), so

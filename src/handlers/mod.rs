@@ -31,7 +31,7 @@
 //! check, by start-up and by [`build`]; a test here holds each built
 //! handler to its row.
 //!
-//! Files: `echo.rs`, `exec.rs`, `pool.rs` (with `upstream.rs`) are the
+//! Files: `echo.rs`, `exec.rs`, `files.rs`, `pool.rs` (with `upstream.rs`) are the
 //! handlers; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
@@ -44,6 +44,7 @@ mod datagram;
 mod drive;
 mod echo;
 mod exec;
+mod files;
 mod output;
 mod pool;
 #[cfg(test)]
@@ -65,6 +66,7 @@ pub use datagram::{Datagrams, Replies};
 pub use drive::{drive, write_out};
 pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
+pub use files::Files;
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
@@ -462,11 +464,10 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Echo => Box::new(Echo),
         HandlerKind::Exec => Box::new(Exec::new(context)?),
         HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
-        HandlerKind::Files
-        | HandlerKind::Ftp
-        | HandlerKind::Command
-        | HandlerKind::Chat
-        | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
+        HandlerKind::Files => Box::new(Files::new(context)?),
+        HandlerKind::Ftp | HandlerKind::Command | HandlerKind::Chat | HandlerKind::Http => {
+            return Err(Unsupported::NotBuilt(kind).into())
+        }
     })
 }
 
@@ -482,7 +483,7 @@ mod tests {
         for row in rows().filter(|r| r.built) {
             let kind = row.kind.keyword();
             let service = format!(
-                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nmode = \"fork\"\n"
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nroot = \"/\"\nmode = \"fork\"\n"
             );
             let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
             let context = Context::new(&config.services[0]);

@@ -441,3 +441,17 @@ fn an_unknown_builtin_worker_names_the_builtins() {
     );
     assert!(message.contains("upper, sha256, sleep, echo"), "{message}");
 }
+
+#[test]
+fn files_keys_are_checked_where_they_are_written() {
+    let service = "[[service]]\nname = \"drop\"\nlisten = [\"tcp://127.0.0.1:8080\"]\nhandler = \"files\"\nroot = \"/srv\"\n";
+    let (line, col, message) = error(&format!("{service}max_file_size = \"2TiB\"\n"));
+    assert_eq!((line, col), (6, 17));
+    assert!(
+        message.contains("the most allowed is 1099511627776 bytes"),
+        "{message}"
+    );
+    let (line, col, message) = error(&format!("{service}overwrite = \"no\"\n"));
+    assert_eq!((line, col), (6, 13));
+    assert!(message.contains("true or false"), "{message}");
+}
