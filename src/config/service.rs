@@ -36,6 +36,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "pool",
     "command",
     "root",
+    "commands",
+    "timeout",
+    "max_output",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -92,6 +95,9 @@ pub(super) fn service(
         pool,
         command: s.command("command"),
         root: s.path("root"),
+        commands: super::commands::commands(&mut s),
+        timeout: s.duration("timeout", Duration::from_secs(10)),
+        max_output: s.size("max_output", 1 << 20, MAX_FRAME_LIMIT),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -215,7 +221,18 @@ fn check_handler(
                 s.error(&at_handler, message);
             }
         }
-        HandlerKind::Echo | HandlerKind::Command | HandlerKind::Chat => {}
+        HandlerKind::Command => {
+            if !s.has("commands") {
+                let message = "handler = \"command\" needs commands = { NAME = [\"/bin/prog\", ...] }, the commands a client may run";
+                s.error(&at_handler, message);
+            }
+            if c.timeout.is_zero() {
+                let at = s.span_of("timeout");
+                let message = "timeout must be more than 0s: a command that never ends would hold its connection's process forever";
+                s.error(&at, message);
+            }
+        }
+        HandlerKind::Echo | HandlerKind::Chat => {}
     }
 }
 
