@@ -200,6 +200,9 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("pool", a.pool != b.pool),
         ("command", a.command != b.command),
         ("root", a.root != b.root),
+        ("commands", a.commands != b.commands),
+        ("timeout", a.timeout != b.timeout),
+        ("max_output", a.max_output != b.max_output),
     ];
     named_differences(&fields)
 }

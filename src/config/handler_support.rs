@@ -66,7 +66,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
     const COMMAND: Support = Support {
         modes: OWN_PROCESS,
         modes_reason: "each request waits for the command it runs, in a process of its own",
-        ..row(HandlerKind::Command, false, true, false)
+        ..row(HandlerKind::Command, true, true, false)
     };
     const CHAT: Support = Support {
         one_datagram_worker: true,
@@ -223,7 +223,7 @@ mod tests {
     fn the_messages_name_what_is_allowed() {
         assert_eq!(
             Unsupported::NotBuilt(HandlerKind::Http).to_string(),
-            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"exec\" or \"pool\""
+            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"exec\" or \"pool\""
         );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),

@@ -8,7 +8,8 @@
 //! sockets and spawning are the jobs of `process`, `server` and `supervisor`.
 //!
 //! Files: `parse.rs` walks the document and owns the error types;
-//! `tables.rs` and `service.rs` read one table each; `section.rs` holds the
+//! `tables.rs` and `service.rs` read one table each (`commands.rs` the
+//! `command` handler's allow-list); `section.rs` holds the
 //! typed, position-keeping getters; `values.rs` the value formats
 //! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
 //! "did you mean"; `diff.rs` what a reload changes; `handler_support.rs`
@@ -30,6 +31,7 @@
 //! );
 //! ```
 
+mod commands;
 mod diff;
 mod handler_support;
 mod parse;
@@ -313,4 +315,22 @@ pub struct ServiceConfig {
     pub max_file_size: u64,
     /// `files` handler: whether a put replaces an existing file.
     pub overwrite: bool,
+    /// `command` handler: the allow-list, by the name a client sends.
+    pub commands: BTreeMap<String, AllowedCommand>,
+    /// `command` handler: how long one command may run before its
+    /// process group is killed.
+    pub timeout: Duration,
+    /// `command` handler: stdout and stderr bytes kept per command.
+    pub max_output: u64,
+}
+
+/// One entry of a `command` service's `commands`: what runs for its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedCommand {
+    /// The program and its fixed arguments.
+    pub argv: Vec<String>,
+    /// Whether the words after the name are appended to `argv`
+    /// (`{ argv = [...], args = true }`); otherwise a line with more
+    /// than the name is refused.
+    pub args: bool,
 }

@@ -358,6 +358,12 @@ impl<'a, 'i> Section<'a, 'i> {
     /// An argv: a non-empty array of strings whose first one is not empty.
     pub(super) fn command(&mut self, key: &str) -> Option<Vec<String>> {
         let value = self.get(key)?;
+        self.argv(key, value)
+    }
+
+    /// [`Section::command`] of a value found elsewhere (an entry of a
+    /// nested table); `key` is how messages name it.
+    pub(super) fn argv(&mut self, key: &str, value: &Value<'_>) -> Option<Vec<String>> {
         let example = "an array of strings, like [\"/bin/cat\", \"-n\"]";
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, value, example);

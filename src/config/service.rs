@@ -38,6 +38,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "root",
     "max_file_size",
     "overwrite",
+    "commands",
+    "timeout",
+    "max_output",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -97,6 +100,9 @@ pub(super) fn service(
         max_file_size: s.size("max_file_size", DEFAULT_MAX_FILE_SIZE, MAX_FILE_SIZE_LIMIT),
         // The classic server replaces a file put twice.
         overwrite: s.bool("overwrite", true),
+        commands: super::commands::commands(&mut s),
+        timeout: s.duration("timeout", Duration::from_secs(10)),
+        max_output: s.size("max_output", 1 << 20, MAX_FRAME_LIMIT),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -224,7 +230,18 @@ fn check_handler(
                 s.error(&at_handler, message);
             }
         }
-        HandlerKind::Echo | HandlerKind::Command | HandlerKind::Chat => {}
+        HandlerKind::Command => {
+            if !s.has("commands") {
+                let message = "handler = \"command\" needs commands = { NAME = [\"/bin/prog\", ...] }, the commands a client may run";
+                s.error(&at_handler, message);
+            }
+            if c.timeout.is_zero() {
+                let at = s.span_of("timeout");
+                let message = "timeout must be more than 0s: a command that never ends would hold its connection's process forever";
+                s.error(&at, message);
+            }
+        }
+        HandlerKind::Echo | HandlerKind::Chat => {}
     }
 }
 

@@ -31,8 +31,8 @@
 //! check, by start-up and by [`build`]; a test here holds each built
 //! handler to its row.
 //!
-//! Files: `echo.rs`, `exec.rs`, `files.rs`, `pool.rs` (with `upstream.rs`) are the
-//! handlers; `output.rs` the output queue; `drive.rs` the blocking
+//! Files: `echo.rs`, `exec.rs`, `files.rs`, `pool.rs` (with `upstream.rs`) and
+//! `command.rs` (with `command/run.rs`) are the handlers; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
 //!
@@ -40,6 +40,7 @@
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
+mod command;
 mod datagram;
 mod drive;
 mod echo;
@@ -62,6 +63,7 @@ use nix::unistd::Pid;
 
 use crate::config::{support, HandlerKind, ServiceConfig, Unsupported};
 
+pub use command::Commands;
 pub use datagram::{Datagrams, Replies};
 pub use drive::{drive, write_out};
 pub use echo::Echo;
@@ -465,7 +467,8 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Exec => Box::new(Exec::new(context)?),
         HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
         HandlerKind::Files => Box::new(Files::new(context)?),
-        HandlerKind::Ftp | HandlerKind::Command | HandlerKind::Chat | HandlerKind::Http => {
+        HandlerKind::Command => Box::new(Commands::new(context)?),
+        HandlerKind::Ftp | HandlerKind::Chat | HandlerKind::Http => {
             return Err(Unsupported::NotBuilt(kind).into())
         }
     })
@@ -483,7 +486,7 @@ mod tests {
         for row in rows().filter(|r| r.built) {
             let kind = row.kind.keyword();
             let service = format!(
-                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\nroot = \"/\"\nmode = \"fork\"\n"
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\ncommands = {{ cat = [\"/bin/cat\"] }}\nroot = \"/\"\nmode = \"fork\"\n"
             );
             let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
             let context = Context::new(&config.services[0]);

@@ -375,7 +375,7 @@ fn handler_cross_checks() {
     );
     // command waits for its program in a process of its own.
     let text = service(&format!(
-        "{LISTEN}mode = \"event\"\nhandler = \"command\"\n"
+        "{LISTEN}mode = \"event\"\nhandler = \"command\"\ncommands = {{ date = [\"/bin/date\"] }}\n"
     ));
     let (line, col, message) = error(&text);
     assert_eq!((line, col), (4, 8));
@@ -454,4 +454,63 @@ fn files_keys_are_checked_where_they_are_written() {
     let (line, col, message) = error(&format!("{service}overwrite = \"no\"\n"));
     assert_eq!((line, col), (6, 13));
     assert!(message.contains("true or false"), "{message}");
+}
+
+fn service(rest: &str) -> String {
+    format!("[[service]]\nname = \"s\"\n{rest}")
+}
+
+#[test]
+fn command_allow_lists_are_checked_entry_by_entry() {
+    let command = |rest: &str| service(&format!("{LISTEN}handler = \"command\"\n{rest}"));
+    let (line, col, message) = error(&command(""));
+    assert_eq!((line, col), (4, 11));
+    assert!(message.contains("needs commands = {"), "{message}");
+    let (line, col, message) = error(&command("commands = {}\n"));
+    assert_eq!((line, col), (5, 12));
+    assert!(
+        message.starts_with("commands must allow at least one command"),
+        "{message}"
+    );
+    let (line, col, message) = error(&command("commands = { date = [] }\n"));
+    assert_eq!((line, col), (5, 21));
+    assert!(
+        message.starts_with("commands.date must not be empty"),
+        "{message}"
+    );
+    let (line, col, message) = error(&command("commands = { ls = { args = true } }\n"));
+    assert_eq!((line, col), (5, 19));
+    assert!(
+        message.contains("missing required key \"argv\" in commands.ls"),
+        "{message}"
+    );
+    let (_, _, message) = error(&command(
+        "commands = { ls = { argv = [\"/bin/ls\"], argz = true } }\n",
+    ));
+    assert!(
+        message.starts_with("unknown key \"argz\" in commands.ls"),
+        "{message}"
+    );
+    let (_, _, message) = error(&command("commands = { \"l s\" = [\"/bin/ls\"] }\n"));
+    assert!(message.contains("a command name is one word"), "{message}");
+    let (_, _, message) = error(&command(
+        "commands = { date = [\"/bin/date\"] }\ntimeout = \"0s\"\n",
+    ));
+    assert!(
+        message.starts_with("timeout must be more than 0s"),
+        "{message}"
+    );
+}
+
+#[test]
+fn command_entries_with_and_without_arguments_parse() {
+    let config = super::parse(&service(&format!(
+        "{LISTEN}handler = \"command\"\ncommands = {{ date = [\"/bin/date\", \"-u\"], ls = {{ argv = [\"/bin/ls\"], args = true }} }}\nmax_output = \"4KiB\"\n"
+    )));
+    let s = &config.services[0];
+    assert_eq!(s.commands["date"].argv, ["/bin/date", "-u"]);
+    assert!(!s.commands["date"].args);
+    assert!(s.commands["ls"].args);
+    assert_eq!(s.timeout, std::time::Duration::from_secs(10));
+    assert_eq!(s.max_output, 4096);
 }

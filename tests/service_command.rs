@@ -1,0 +1,153 @@
+//! The `command` handler answers the classic remote-shell client: each
+//! line's first word selects an allowed command, run without a shell; the
+//! reply is `{"data_size": N}` and stdout then stderr; refusals, timeouts
+//! and the output limit are answered in a frame, and the service goes on
+//! serving.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+const TEST: &str = "service_command";
+
+fn client() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/command_client.py")
+}
+
+fn start(mode: &str) -> (Scratch, Forkd, String) {
+    let scratch = Scratch::new("command");
+    let commands = "commands = { hello = [\"/bin/echo\", \"hello\"], \
+        both = [\"/bin/sh\", \"-c\", \"echo out; echo err >&2\"], \
+        echo = { argv = [\"/bin/echo\"], args = true }, \
+        slow = [\"/bin/sleep\", \"30\"], big = [\"/usr/bin/yes\"] }";
+    let body = format!(
+        "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"{mode}\"\nworkers = 2\nhandler = \"command\"\ntimeout = \"1s\"\nmax_output = \"4KiB\"\n{commands}"
+    );
+    let config = service_config(&scratch, &body);
+    let forkd = Forkd::start(&config);
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    (scratch, forkd, addr)
+}
+
+/// Runs the classic client on `lines` over one connection; the bodies.
+fn ask(addr: &str, lines: &[&str]) -> Vec<String> {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = Command::new("python3")
+        .arg(client())
+        .args([host, port])
+        .args(lines)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn allowed_commands_answer_with_stdout_then_stderr_in_fork_and_prefork_modes() {
+    if !have_tool("python3", TEST) {
+        return;
+    }
+    for mode in ["fork", "prefork"] {
+        let (_s, forkd, addr) = start(mode);
+        let bodies = ask(&addr, &["hello", "both", "echo a b  c\n"]);
+        assert_eq!(bodies, ["hello\n", "out\nerr\n", "a b c\n"], "{mode}");
+        wait_until(
+            "commands are reaped",
+            std::time::Duration::from_secs(5),
+            || zombies_below(forkd.pid()).is_empty(),
+        );
+    }
+}
+
+#[test]
+fn refused_lines_get_an_error_body_and_run_nothing() {
+    if !have_tool("python3", TEST) {
+        return;
+    }
+    let (scratch, _forkd, addr) = start("fork");
+    let marker = scratch.file("pwned");
+    let attack = format!("echo hi ; touch {}", marker.display());
+    let bodies = ask(
+        &addr,
+        &["ls; rm -rf /", "rm -rf /", "hello world", &attack, "hello"],
+    );
+    assert!(
+        bodies[0].starts_with("forkd: unknown command \"ls;\"; allowed: "),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].starts_with("forkd: unknown command \"rm\""),
+        "{}",
+        bodies[1]
+    );
+    assert!(
+        bodies[2].contains("\"hello\" takes no arguments"),
+        "{}",
+        bodies[2]
+    );
+    assert!(bodies[3].contains("forkd runs no shell"), "{}", bodies[3]);
+    assert_eq!(
+        bodies[4], "hello\n",
+        "the connection goes on after refusals"
+    );
+    assert!(!marker.exists(), "nothing of the refused line ran");
+}
+
+#[test]
+fn a_slow_command_is_killed_at_the_timeout_while_others_are_served() {
+    if !have_tool("python3", TEST) {
+        return;
+    }
+    let (_s, forkd, addr) = start("fork");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let slow = Command::new("python3")
+        .arg(client())
+        .args([host, port, "slow", "hello"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        ask(&addr, &["hello"]),
+        ["hello\n"],
+        "another client is served"
+    );
+    let out = slow.wait_with_output().unwrap();
+    let bodies: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        bodies[0].contains("forkd: timed out after 1s"),
+        "{}",
+        bodies[0]
+    );
+    assert_eq!(bodies[1], "hello\n");
+    wait_until(
+        "the killed command is reaped",
+        std::time::Duration::from_secs(5),
+        || {
+            !descendants(forkd.pid())
+                .iter()
+                .any(|&p| cmdline(p).contains("sleep"))
+                && zombies_below(forkd.pid()).is_empty()
+        },
+    );
+}
+
+#[test]
+fn output_beyond_max_output_is_cut_with_a_note() {
+    if !have_tool("python3", TEST) {
+        return;
+    }
+    let (_s, _forkd, addr) = start("prefork");
+    let bodies = ask(&addr, &["big", "hello"]);
+    let (output, note) = bodies[0].split_at(4096);
+    assert!(output.chars().all(|c| c == 'y' || c == '\n'));
+    assert!(note.contains("output cut at 4096 bytes"), "{note}");
+    assert_eq!(bodies[1], "hello\n");
+}
