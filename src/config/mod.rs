@@ -192,6 +192,26 @@ pub enum Transport {
     Shm,
 }
 
+impl Transport {
+    /// The `transport = "..."` keyword (also what an exec'd worker finds
+    /// in `FORKD_TRANSPORT`).
+    pub fn keyword(self) -> &'static str {
+        values::TRANSPORT
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(k, _)| *k)
+            .expect("every transport has a keyword")
+    }
+
+    /// The transport a keyword names.
+    pub fn from_keyword(text: &str) -> Option<Transport> {
+        values::TRANSPORT
+            .iter()
+            .find(|(k, _)| *k == text)
+            .map(|(_, t)| *t)
+    }
+}
+
 /// What a pool worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerKind {

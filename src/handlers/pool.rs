@@ -443,6 +443,8 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             max_line: 64 << 10,
         };
+        // A test thread stands in for the worker process; forkd's own
+        // code never starts one (the supervisor must stay single-threaded).
         let relay = std::thread::spawn(move || {
             let conn = Connection {
                 stream: super::super::Stream::Unix(far),

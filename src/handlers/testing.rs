@@ -181,6 +181,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let limits = Limits::of(&service);
+        // Test-only: a thread plays the peer; no forkd process starts one.
         let server = std::thread::spawn(move || {
             let conn = Connection {
                 stream: Stream::Unix(far),

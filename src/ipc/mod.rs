@@ -226,11 +226,13 @@ impl Child {
             Child::Shm(end) => end.exec_setup(),
         };
         let (transport, max) = match self {
-            Child::Pipe(end) => ("pipe", end.max_frame()),
-            Child::Mqueue(end) => ("mqueue", end.max_frame()),
-            Child::Shm(end) => ("shm", end.max_frame()),
+            Child::Pipe(end) => (Transport::Pipe, end.max_frame()),
+            Child::Mqueue(end) => (Transport::Mqueue, end.max_frame()),
+            Child::Shm(end) => (Transport::Shm, end.max_frame()),
         };
-        setup.env.push((ENV_TRANSPORT.into(), transport.into()));
+        setup
+            .env
+            .push((ENV_TRANSPORT.into(), transport.keyword().into()));
         setup.env.push((ENV_MAX_FRAME.into(), max.to_string()));
         setup
     }
@@ -248,12 +250,13 @@ impl Child {
         let max_frame: usize = var(ENV_MAX_FRAME)?
             .parse()
             .map_err(|_| ChannelError::Corrupt(format!("{ENV_MAX_FRAME} is not a number")))?;
-        match var(ENV_TRANSPORT)?.as_str() {
-            "pipe" => Ok(Child::Pipe(pipe::Child::from_stdio(max_frame))),
-            "mqueue" => Ok(Child::Mqueue(mqueue::Child::from_env(max_frame)?)),
-            "shm" => Ok(Child::Shm(shm::Child::from_env(max_frame)?)),
-            other => Err(ChannelError::Corrupt(format!(
-                "{ENV_TRANSPORT}={other}: expected pipe, mqueue or shm"
+        let named = var(ENV_TRANSPORT)?;
+        match Transport::from_keyword(&named) {
+            Some(Transport::Pipe) => Ok(Child::Pipe(pipe::Child::from_stdio(max_frame))),
+            Some(Transport::Mqueue) => Ok(Child::Mqueue(mqueue::Child::from_env(max_frame)?)),
+            Some(Transport::Shm) => Ok(Child::Shm(shm::Child::from_env(max_frame)?)),
+            None => Err(ChannelError::Corrupt(format!(
+                "{ENV_TRANSPORT}={named}: expected pipe, mqueue or shm"
             ))),
         }
     }

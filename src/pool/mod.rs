@@ -588,11 +588,6 @@ impl Pool {
         self.stopping && self.workers.is_empty() && self.retiring.is_empty()
     }
 
-    /// SIGKILL to every worker (a second SIGTERM, SIGQUIT).
-    pub fn kill_all(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        self.stop(now, now, ctx);
-    }
-
     /// The nearest time this pool must be ticked.
     pub fn deadline(&self) -> Option<Instant> {
         let timeout = (!self.config.job_timeout.is_zero()).then_some(self.config.job_timeout);
@@ -610,14 +605,6 @@ impl Pool {
             .chain(waiting)
             .chain(self.stop_deadline.filter(|_| !self.retiring.is_empty()))
             .min()
-    }
-
-    /// Whether a worker channel of this pool uses `token`.
-    pub fn owns_token(&self, token: Token) -> bool {
-        self.workers
-            .iter()
-            .chain(self.retiring.iter())
-            .any(|w| w.token == token)
     }
 
     /// `forkctl status`: counters, latency percentiles and the workers.
@@ -652,7 +639,7 @@ impl Pool {
         json!({
             "name": self.config.name,
             "state": state,
-            "transport": transport_name(self.config.transport),
+            "transport": self.config.transport.keyword(),
             "worker": match &self.config.worker {
                 WorkerKind::Builtin(name) => format!("builtin:{name}"),
                 WorkerKind::Command(argv) => argv.join(" "),
@@ -703,14 +690,6 @@ impl Worker {
             "jobs": self.jobs,
             "in_flight": self.in_flight.len(),
         })
-    }
-}
-
-pub fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Pipe => "pipe",
-        Transport::Mqueue => "mqueue",
-        Transport::Shm => "shm",
     }
 }
 

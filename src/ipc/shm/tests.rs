@@ -1,5 +1,7 @@
 //! The shm transport against a worker thread (or a forked worker), woken
-//! the way forkd's loop is: by the doorbell, through mio.
+//! the way forkd's loop is: by the doorbell, through mio. The threads exist
+//! only in these tests, standing in for worker processes; forkd itself
+//! never starts one.
 
 use std::os::fd::IntoRawFd;
 use std::rc::Rc;
