@@ -289,3 +289,12 @@ def median(xs):
 
 def toml_str(s):
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_main(main):
+    """Runs a benchmark's main; Ctrl-C stops everything it started."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        cleanup()
+        sys.exit(130)

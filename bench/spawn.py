@@ -192,8 +192,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        B.cleanup()
-        sys.exit(130)
+    B.run_main(main)

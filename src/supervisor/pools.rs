@@ -181,9 +181,7 @@ impl Supervisor {
                 let token = Token(d.client as usize);
                 if let Some(Source::PoolCaller(caller)) = self.sources.get_mut(&token) {
                     caller.client.complete(d.seq, d.result);
-                    if touched.last() != Some(&token) {
-                        touched.push(token);
-                    }
+                    touched.push(token);
                 }
             }
             touched.sort_unstable();
