@@ -203,6 +203,8 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("commands", a.commands != b.commands),
         ("timeout", a.timeout != b.timeout),
         ("max_output", a.max_output != b.max_output),
+        ("pause", a.pause != b.pause),
+        ("upload_quiet", a.upload_quiet != b.upload_quiet),
     ];
     named_differences(&fields)
 }

@@ -62,7 +62,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
     }
     const ECHO: Support = row(HandlerKind::Echo, true, true, true);
     const FILES: Support = row(HandlerKind::Files, true, true, false);
-    const FTP: Support = row(HandlerKind::Ftp, false, true, false);
+    const FTP: Support = row(HandlerKind::Ftp, true, true, false);
     const COMMAND: Support = Support {
         modes: OWN_PROCESS,
         modes_reason: "each request waits for the command it runs, in a process of its own",
@@ -223,7 +223,7 @@ mod tests {
     fn the_messages_name_what_is_allowed() {
         assert_eq!(
             Unsupported::NotBuilt(HandlerKind::Http).to_string(),
-            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"exec\" or \"pool\""
+            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"exec\" or \"pool\""
         );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),

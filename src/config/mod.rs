@@ -342,6 +342,12 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     /// `command` handler: stdout and stderr bytes kept per command.
     pub max_output: u64,
+    /// `ftp` handler: the quiet time before what follows an `OK` and
+    /// before the `##` that ends a download.
+    pub pause: Duration,
+    /// `ftp` handler: the silence after an upload's read that ends in
+    /// `##` that makes it the end of the upload.
+    pub upload_quiet: Duration,
 }
 
 /// One entry of a `command` service's `commands`: what runs for its name.

@@ -41,6 +41,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "commands",
     "timeout",
     "max_output",
+    "pause",
+    "upload_quiet",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -103,6 +105,9 @@ pub(super) fn service(
         commands: super::commands::commands(&mut s),
         timeout: s.duration("timeout", Duration::from_secs(10)),
         max_output: s.size("max_output", 1 << 20, MAX_FRAME_LIMIT),
+        // The classic ftp server's time.sleep(0.1) around OK and `##`.
+        pause: s.duration("pause", Duration::from_millis(100)),
+        upload_quiet: s.duration("upload_quiet", Duration::from_millis(200)),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -243,7 +248,25 @@ fn check_handler(
         }
         HandlerKind::Echo | HandlerKind::Chat => {}
     }
+    if handler == HandlerKind::Ftp {
+        check_ftp(s, c);
+    }
 }
+
+/// `handler = "ftp"`: each read is one request of up to 1024 bytes (the
+/// classic client's `recv(1024)`), so reads must not be shorter.
+fn check_ftp(s: &mut Section<'_, '_>, c: &ServiceConfig) {
+    if c.max_line < FTP_REQUEST {
+        let at = s.span_of("max_line");
+        let message = format!(
+            "handler = \"ftp\" reads each request of up to {FTP_REQUEST} bytes at once: max_line must be at least \"1KiB\""
+        );
+        s.error(&at, message);
+    }
+}
+
+/// The longest `ftp` request (the handler's own `MAX_REQUEST`).
+const FTP_REQUEST: u64 = 1024;
 
 /// `handler = "pool"`: the pool exists, and takes every frame the service
 /// lets through. A frame over the pool's own max_frame would make the pool

@@ -10,36 +10,25 @@
 //! not a JSON object, another `cmd`, a bad put) closes the session, since
 //! the length of what follows is unknown.
 //!
-//! Invariants: names are basenames (no `/`, NUL, `.`, `..`, empty) opened
-//! relative to the root's directory fd with `O_NOFOLLOW`, so neither a
-//! name nor a symlink leaves the root; a body is counted to the byte, so
-//! the next frame is never eaten; an upload goes to a hidden temporary
-//! name (`O_EXCL`) and is renamed into place only once complete, so an
-//! early EOF, a timeout or a refusal leaves nothing behind. Never blocks
-//! on the socket; writes to the file system in place.
+//! Invariants: names and uploads follow `root.rs` (basenames opened under
+//! the root's descriptor with `O_NOFOLLOW`; an upload renamed into place
+//! only once complete, so an early EOF, a timeout or a refusal leaves
+//! nothing behind); a body is counted to the byte, so the next frame is
+//! never eaten. Never blocks on the socket; writes to the file system in
+//! place.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags};
-use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::UnlinkatFlags;
-
+use super::root::{check_name, Root, Upload};
 use super::{Context, Flow, Handler, HandlerError, Output, Session};
 
 /// The largest header accepted: the classic limit (64 KiB).
 pub const MAX_HEADER: usize = 64 << 10;
-/// Names of uploads in progress start so; no request may name one.
-const PARTIAL_PREFIX: &str = ".forkd-partial-";
 
 /// The `files` handler: the root directory, opened once when built.
 #[derive(Debug)]
 pub struct Files {
-    root: Rc<OwnedFd>,
+    root: Root,
     max_file_size: u64,
     overwrite: bool,
 }
@@ -47,23 +36,8 @@ pub struct Files {
 impl Files {
     pub fn new(context: &Context<'_>) -> Result<Files, HandlerError> {
         let config = context.service;
-        let Some(root) = &config.root else {
-            return Err(HandlerError::Setup(format!(
-                "service \"{}\": handler = \"files\" needs root = \"/DIR\"",
-                config.name
-            )));
-        };
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let dir = nix::fcntl::open(root.as_path(), flags, Mode::empty()).map_err(|e| {
-            HandlerError::Setup(format!(
-                "service \"{}\": cannot open root \"{}\": {}",
-                config.name,
-                root.display(),
-                e.desc()
-            ))
-        })?;
         Ok(Files {
-            root: Rc::new(dir),
+            root: Root::of(context, "files")?,
             max_file_size: config.max_file_size,
             overwrite: config.overwrite,
         })
@@ -81,7 +55,7 @@ impl Handler for Files {
 
     fn session(&self) -> Option<Box<dyn Session>> {
         Some(Box::new(FilesSession {
-            root: Rc::clone(&self.root),
+            root: self.root.clone(),
             max_file_size: self.max_file_size,
             overwrite: self.overwrite,
             state: State::Length(Vec::with_capacity(4)),
@@ -152,19 +126,6 @@ pub fn parse_header(header: &[u8], max_file_size: u64) -> Result<Request, Refusa
     }
 }
 
-/// A name stays in the root: a basename, not hidden upload state.
-pub fn check_name(name: &str) -> Result<(), &'static str> {
-    match name {
-        "" => Err("empty"),
-        "." | ".." => Err("a directory"),
-        _ if name.contains('/') => Err("contains /"),
-        _ if name.contains('\0') => Err("contains NUL"),
-        _ if name.len() > 255 => Err("longer than 255 bytes"),
-        _ if name.starts_with(PARTIAL_PREFIX) => Err("an upload in progress"),
-        _ => Ok(()),
-    }
-}
-
 /// The `get` reply header as Python's `json.dumps` writes it (`", "` and
 /// `": "` separators, non-ASCII as `\uXXXX`), framed with its HLEN.
 pub fn get_reply(name: &str, size: i64, error: Option<&str>, out: &mut Vec<u8>) {
@@ -221,7 +182,7 @@ enum State {
 /// One connection of the drop box.
 #[derive(Debug)]
 struct FilesSession {
-    root: Rc<OwnedFd>,
+    root: Root,
     max_file_size: u64,
     overwrite: bool,
     state: State,
@@ -257,7 +218,7 @@ impl FilesSession {
             State::Body { upload, left } => {
                 let take = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
                 if let Some(file) = upload.as_mut() {
-                    if file.file.write_all(&data[..take]).is_err() {
+                    if file.write(&data[..take]).is_err() {
                         // What was sent is lost; the client learns it by
                         // the close.
                         return Err(Refusal::Write);
@@ -287,9 +248,7 @@ impl FilesSession {
                 State::Length(Vec::with_capacity(4))
             }
             Request::Put { name, size } => {
-                let upload = self
-                    .may_store(&name)
-                    .then(|| Upload::start(&self.root, name));
+                let upload = self.may_store(&name).then(|| self.root.upload(name));
                 let state = State::Body {
                     upload: upload.flatten(),
                     left: size,
@@ -312,14 +271,12 @@ impl FilesSession {
     /// Whether a put of `name` may go ahead: with `overwrite = false`, an
     /// existing name keeps its file and the body is read and dropped.
     fn may_store(&self, name: &str) -> bool {
-        self.overwrite
-            || nix::sys::stat::fstatat(&*self.root, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                .is_err()
+        self.overwrite || !self.root.exists(name)
     }
 
     /// Queues the reply to a get: the header, then the file as a range.
     fn get(&self, name: &str, out: &mut Output) {
-        match open_regular(&self.root, name) {
+        match self.root.open_regular(name) {
             Ok((file, size)) => {
                 get_reply(
                     name,
@@ -347,94 +304,6 @@ impl Session for FilesSession {
             }
         }
         Flow::Continue
-    }
-}
-
-/// Opens `name` under `root` for reading: a regular file, no symlink.
-fn open_regular(root: &OwnedFd, name: &str) -> Result<(File, u64), &'static str> {
-    check_name(name)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let fd = match nix::fcntl::openat(root, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Err("no such file"),
-        Err(Errno::ELOOP) => return Err("a symbolic link"),
-        Err(Errno::EACCES) => return Err("permission denied"),
-        Err(_) => return Err("cannot open"),
-    };
-    let stat = nix::sys::stat::fstat(&fd).map_err(|_| "cannot open")?;
-    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-        return Err("not a regular file");
-    }
-    Ok((File::from(fd), u64::try_from(stat.st_size).unwrap_or(0)))
-}
-
-/// Numbers this process's uploads, so two at once never share a name.
-static UPLOADS: AtomicU64 = AtomicU64::new(0);
-
-/// A put in progress: its temporary file, removed unless finished.
-#[derive(Debug)]
-struct Upload {
-    root: Rc<OwnedFd>,
-    name: String,
-    partial: String,
-    file: File,
-    done: bool,
-}
-
-impl Upload {
-    /// `None` when the temporary file cannot be made: the body is skipped.
-    fn start(root: &Rc<OwnedFd>, name: String) -> Option<Upload> {
-        let partial = format!(
-            "{PARTIAL_PREFIX}{}-{}",
-            std::process::id(),
-            UPLOADS.fetch_add(1, Ordering::Relaxed)
-        );
-        let flags =
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::openat(
-            &**root,
-            partial.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o644),
-        )
-        .ok()?;
-        Some(Upload {
-            root: Rc::clone(root),
-            name,
-            partial,
-            file: File::from(fd),
-            done: false,
-        })
-    }
-
-    /// The body is complete: into place (not over an existing file unless
-    /// `overwrite`). On failure, `Drop` removes it.
-    fn finish(mut self, overwrite: bool) {
-        let flags = if overwrite {
-            RenameFlags::empty()
-        } else {
-            RenameFlags::RENAME_NOREPLACE
-        };
-        let renamed = nix::fcntl::renameat2(
-            &*self.root,
-            self.partial.as_str(),
-            &*self.root,
-            self.name.as_str(),
-            flags,
-        );
-        self.done = renamed.is_ok();
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = nix::unistd::unlinkat(
-                &*self.root,
-                self.partial.as_str(),
-                UnlinkatFlags::NoRemoveDir,
-            );
-        }
     }
 }
 
@@ -501,9 +370,8 @@ mod tests {
 
     /// A session over a scratch root, fed `input` in pieces of `step` bytes.
     fn feed(root: &std::path::Path, input: &[u8], step: usize) -> (Flow, Vec<u8>) {
-        let dir = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty());
         let handler = Files {
-            root: Rc::new(dir.unwrap()),
+            root: Root::open(root).unwrap(),
             max_file_size: 1 << 20,
             overwrite: true,
         };

@@ -31,8 +31,9 @@
 //! check, by start-up and by [`build`]; a test here holds each built
 //! handler to its row.
 //!
-//! Files: `echo.rs`, `exec.rs`, `files.rs`, `pool.rs` (with `upstream.rs`) and
-//! `command.rs` (with `command/run.rs`) are the handlers; `output.rs` the output queue; `drive.rs` the blocking
+//! Files: `echo.rs`, `exec.rs`, `files.rs`, `ftp.rs` (with `ftp/`), `pool.rs` (with `upstream.rs`) and
+//! `command.rs` (with `command/run.rs`) are the handlers; `root.rs` the
+//! served directory of files and ftp; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
 //!
@@ -46,8 +47,10 @@ mod drive;
 mod echo;
 mod exec;
 mod files;
+mod ftp;
 mod output;
 mod pool;
+mod root;
 #[cfg(test)]
 pub(crate) mod testing;
 mod upstream;
@@ -69,6 +72,7 @@ pub use drive::{drive, write_out};
 pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
 pub use files::Files;
+pub use ftp::Ftp;
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
@@ -468,9 +472,8 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
         HandlerKind::Files => Box::new(Files::new(context)?),
         HandlerKind::Command => Box::new(Commands::new(context)?),
-        HandlerKind::Ftp | HandlerKind::Chat | HandlerKind::Http => {
-            return Err(Unsupported::NotBuilt(kind).into())
-        }
+        HandlerKind::Ftp => Box::new(Ftp::new(context)?),
+        HandlerKind::Chat | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
     })
 }
 

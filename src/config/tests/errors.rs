@@ -514,3 +514,27 @@ fn command_entries_with_and_without_arguments_parse() {
     assert_eq!(s.timeout, std::time::Duration::from_secs(10));
     assert_eq!(s.max_output, 4096);
 }
+
+#[test]
+fn ftp_timings_have_defaults_and_reads_hold_a_whole_request() {
+    let config = super::parse(&service(&format!(
+        "{LISTEN}handler = \"ftp\"\nroot = \"/srv\"\nupload_quiet = \"1s\"\n"
+    )));
+    let s = &config.services[0];
+    assert_eq!(s.pause, std::time::Duration::from_millis(100));
+    assert_eq!(s.upload_quiet, std::time::Duration::from_secs(1));
+    let text = service(&format!(
+        "{LISTEN}handler = \"ftp\"\nroot = \"/srv\"\nmax_line = 100\n"
+    ));
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (6, 12));
+    assert!(message.contains("max_line must be at least"), "{message}");
+    let (line, col, message) = error(&service(&format!(
+        "{LISTEN}handler = \"ftp\"\nroot = \"/srv\"\npause = \"soon\"\n"
+    )));
+    assert_eq!((line, col), (6, 9));
+    assert!(
+        message.contains("bad duration \"soon\" for pause"),
+        "{message}"
+    );
+}
