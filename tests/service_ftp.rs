@@ -2,7 +2,8 @@
 //! course writes it (tests/clients/ftp_client.py) lists, gets a binary file
 //! byte for byte, puts one and is refused a second put of it, in each
 //! mode; refused names and bad requests get `FAIL` and the session goes
-//! on; an upload cut before `##` leaves nothing behind; and in event mode
+//! on; an upload cut before `##` leaves nothing behind, one whose `##`
+//! came merged with its last bytes is stored without it; and in event mode
 //! a client in its pause does not hold up another one.
 
 mod common;
@@ -199,6 +200,21 @@ fn bad_requests_fail_and_the_service_goes_on(mode: &str) {
         sender.join().unwrap()
     });
     assert_eq!(long, ("FAIL".to_string(), NAMES.to_string()), "{mode}");
+
+    // The last bytes and `##` in one read: the upload ends once the
+    // client has been quiet for upload_quiet, without the `##`.
+    assert_eq!(ask(&mut good, b"PUT merged.bin"), b"OK");
+    good.write_all(b"last bytes##").unwrap();
+    wait_until(
+        "the merged upload is stored",
+        Duration::from_secs(5),
+        || std::fs::read(root.join("merged.bin")).is_ok_and(|b| b == b"last bytes"),
+    );
+    assert_eq!(
+        list(&mut good),
+        "binary.bin\nmerged.bin\ntext.txt",
+        "{mode}"
+    );
     assert_eq!(ask(&mut good, b"EXIT"), b"", "{mode}: EXIT closes");
     drop(forkd);
 }
