@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -43,30 +43,6 @@ fn get(s: &mut TcpStream, name: &str) -> (serde_json::Value, Vec<u8>) {
     let mut body = vec![0u8; reply["filesize"].as_i64().unwrap().max(0) as usize];
     s.read_exact(&mut body).unwrap();
     (reply, body)
-}
-
-/// The server closed `s` (EOF or reset) without answering.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() == ErrorKind::ConnectionReset,
-    }
-}
-
-/// The names in `root`, sorted.
-fn entries(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn binary(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
 fn classic_client_puts_and_gets_a_binary_file(mode: &str) {
@@ -158,7 +134,10 @@ fn bad_frames_close_only_their_own_connection(mode: &str) {
         let mut bad = tcp(&addr);
         bad.write_all(&bytes).unwrap();
         bad.shutdown(Shutdown::Write).unwrap();
-        assert!(closed(&mut bad), "{mode}: {what}: the connection is closed");
+        assert!(
+            closed_by_server(&mut bad),
+            "{mode}: {what}: the connection is closed"
+        );
         let (reply, body) = get(&mut good, "kept.txt");
         assert_eq!(
             (reply["filesize"].as_i64(), &body[..]),

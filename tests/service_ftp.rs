@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -32,21 +32,6 @@ fn serve_ftp(scratch: &Scratch, mode: &str, extra: &str) -> (Forkd, String, Path
     (forkd, addr, root)
 }
 
-/// Every byte value, in an order that does not repeat every 256 bytes.
-fn binary(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-/// The names in `root`, hidden ones too, sorted.
-fn entries(root: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// One request and the reply's first read, as the classic client reads it.
 fn ask(s: &mut TcpStream, request: &[u8]) -> Vec<u8> {
     s.write_all(request).unwrap();
@@ -61,15 +46,6 @@ fn list(s: &mut TcpStream) -> String {
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     String::from_utf8(buf[..n].to_vec()).unwrap()
-}
-
-/// The server closed `s` (EOF or reset).
-fn closed(s: &mut TcpStream) -> bool {
-    match s.read(&mut [0u8; 64]) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() == ErrorKind::ConnectionReset,
-    }
 }
 
 const NAMES: &str = "binary.bin\ntext.txt";
@@ -173,7 +149,7 @@ fn bad_requests_fail_and_the_service_goes_on(mode: &str) {
     assert_eq!(ask(&mut cut, b"PUT cut.bin"), b"OK");
     cut.write_all(&binary(100 << 10)).unwrap();
     cut.shutdown(Shutdown::Write).unwrap();
-    assert!(closed(&mut cut), "{mode}: EOF before ## closes");
+    assert!(closed_by_server(&mut cut), "{mode}: EOF before ## closes");
     wait_until("the cut upload is gone", Duration::from_secs(5), || {
         entries(&root) == ["binary.bin", "dir", "escape", "text.txt"]
     });

@@ -30,16 +30,6 @@ fn stays_silent(s: &mut std::net::TcpStream, within: Duration) -> bool {
     silent
 }
 
-/// True if the server closed `s` (EOF or reset) within 5 s.
-fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
-    let mut buf = [0u8; 16];
-    match s.read(&mut buf) {
-        Ok(0) => true,
-        Err(e) => e.kind() == ErrorKind::ConnectionReset,
-        Ok(_) => false,
-    }
-}
-
 fn max_connections_holds_extra_clients_in_the_backlog(mode: &str) {
     let (_scratch, _forkd, addr) = start(mode, "max_connections = 2");
     let mut a = tcp(&addr);

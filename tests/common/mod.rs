@@ -948,3 +948,31 @@ pub fn refused(s: &mut TcpStream) -> bool {
         Ok(_) => false,
     }
 }
+
+// ---- File-serving handlers (service_files.rs, service_ftp.rs) ----
+
+/// True if the server closed `s` (EOF or reset) before its read timeout.
+pub fn closed_by_server(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+/// The names in `dir`, hidden ones too, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `len` bytes holding every byte value, in an order that does not
+/// repeat every 256 bytes.
+pub fn binary(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
