@@ -214,7 +214,9 @@ fn bad_requests_fail_and_the_service_goes_on_in_event_mode() {
 /// the sockets' buffers and reads nothing more; B lists meanwhile. B's
 /// `OK` comes while A is still in its pause (no byte of A's file has been
 /// sent), and B's whole LIST completes while A's download is stuck half
-/// way, so neither A's pause nor A's full socket holds the worker.
+/// way, so neither A's pause nor A's full socket holds the worker. (The
+/// 2 s pause is the margin for B's connect and `OK`; a worker that slept
+/// through A's pause would answer B only after A's file had started.)
 #[test]
 fn a_client_in_its_pause_does_not_hold_up_another_in_event_mode() {
     let scratch = Scratch::new("ftp-pause");

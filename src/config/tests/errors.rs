@@ -537,4 +537,9 @@ fn ftp_timings_have_defaults_and_reads_hold_a_whole_request() {
         message.contains("bad duration \"soon\" for pause"),
         "{message}"
     );
+    let (_, _, message) = error(&service(&format!("{LISTEN}handler = \"ftp\"\n")));
+    assert!(
+        message.contains("handler = \"ftp\" needs root"),
+        "{message}"
+    );
 }
