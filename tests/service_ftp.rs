@@ -13,7 +13,7 @@ use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -244,5 +244,44 @@ fn a_client_in_its_pause_does_not_hold_up_another_in_event_mode() {
     let mut end = [0u8; 2];
     a.read_exact(&mut end).unwrap();
     assert_eq!(&end, b"##");
+    drop(forkd);
+}
+
+/// `pause` and `upload_quiet` are what the config says: the file comes no
+/// sooner than `pause` after `OK` and `##` no sooner than `pause` after
+/// the file; a trailing `##` ends the upload no sooner than
+/// `upload_quiet` after it came. (Lower bounds only: a busy machine makes
+/// them later, never sooner.)
+#[test]
+fn the_pauses_and_the_quiet_time_follow_the_config() {
+    let scratch = Scratch::new("ftp-timings");
+    let extra = "pause = \"500ms\"\nupload_quiet = \"1s\"";
+    let (forkd, addr, root) = serve_ftp(&scratch, "fork", extra);
+    let mut s = tcp(&addr);
+    let asked = Instant::now();
+    assert_eq!(ask(&mut s, b"GET text.txt"), b"OK");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let file_came = Instant::now();
+    assert_eq!(&buf[..n], b"hello\n");
+    assert!(
+        file_came - asked >= Duration::from_millis(500),
+        "pause after OK"
+    );
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"##");
+    assert!(
+        file_came.elapsed() >= Duration::from_millis(500),
+        "pause before ##"
+    );
+
+    assert_eq!(ask(&mut s, b"PUT quiet.bin"), b"OK");
+    let sent = Instant::now();
+    s.write_all(b"all of it##").unwrap();
+    wait_until("the upload is stored", Duration::from_secs(10), || {
+        root.join("quiet.bin").exists()
+    });
+    assert!(sent.elapsed() >= Duration::from_secs(1), "upload_quiet");
+    assert_eq!(std::fs::read(root.join("quiet.bin")).unwrap(), b"all of it");
     drop(forkd);
 }
