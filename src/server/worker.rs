@@ -9,12 +9,13 @@
 //! [`Handler::serve`]; `event` accepts into [`Sessions`]; a UDP socket is
 //! served datagram by datagram by its own [`Datagrams`] state, kept for
 //! the worker's life (a stateful one, like a chat room, is given to one
-//! worker only: `workers.rs`); a worker holding datagram states also polls
-//! its handler's [`Inbox`], if it has one, and gives each operator message
-//! to them, and keeps their peer and ignored counts in its slot. SIGTERM means drain: stop accepting,
-//! finish what is open, exit 0. The worker reports through its scoreboard
-//! slot only, and ends in `_exit` (via `process::fork_worker`), never
-//! returning into the supervisor's loop.
+//! worker only: `workers.rs`); a worker holding datagram states also
+//! polls its handler's [`Inbox`], if it has one, gives each operator
+//! message to them, and keeps their peer and ignored counts in its slot.
+//! SIGTERM means drain: stop accepting, finish what is open, exit 0. The
+//! worker reports through its scoreboard slot only, and ends in `_exit`
+//! (via `process::fork_worker`), never returning into the supervisor's
+//! loop.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
