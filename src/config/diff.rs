@@ -203,6 +203,8 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("commands", a.commands != b.commands),
         ("timeout", a.timeout != b.timeout),
         ("max_output", a.max_output != b.max_output),
+        ("max_members", a.max_members != b.max_members),
+        ("member_timeout", a.member_timeout != b.member_timeout),
     ];
     named_differences(&fields)
 }

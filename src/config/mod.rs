@@ -342,6 +342,10 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     /// `command` handler: stdout and stderr bytes kept per command.
     pub max_output: u64,
+    /// `chat` handler: members one room holds at most.
+    pub max_members: u32,
+    /// `chat` handler: a member silent this long is dropped (zero: never).
+    pub member_timeout: Duration,
 }
 
 /// One entry of a `command` service's `commands`: what runs for its name.

@@ -41,6 +41,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "commands",
     "timeout",
     "max_output",
+    "max_members",
+    "member_timeout",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -103,6 +105,11 @@ pub(super) fn service(
         commands: super::commands::commands(&mut s),
         timeout: s.duration("timeout", Duration::from_secs(10)),
         max_output: s.size("max_output", 1 << 20, MAX_FRAME_LIMIT),
+        max_members: s
+            .int("max_members", 1, MAX_CHAT_MEMBERS.into())
+            .map_or(1024, |n| n as u32),
+        // Zero: members never expire, as in the classic room.
+        member_timeout: s.duration("member_timeout", Duration::from_secs(600)),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -110,6 +117,10 @@ pub(super) fn service(
     check_worker_counts(&mut s, &config);
     Named { config, name_span }
 }
+
+/// `chat`: the most members one room may be set to hold (each datagram
+/// looks through them).
+const MAX_CHAT_MEMBERS: u32 = 65_536;
 
 /// `files`: the largest upload stored by default, and the most one may set.
 const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
