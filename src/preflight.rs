@@ -91,7 +91,7 @@ mod tests {
         let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
         assert_eq!(
             warnings(&config),
-            ["service \"drop\": handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"exec\" or \"pool\": forkd will not start with it"]
+            ["service \"drop\": handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"chat\", \"exec\" or \"pool\": forkd will not start with it"]
         );
     }
 }

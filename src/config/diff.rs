@@ -205,6 +205,8 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("max_output", a.max_output != b.max_output),
         ("pause", a.pause != b.pause),
         ("upload_quiet", a.upload_quiet != b.upload_quiet),
+        ("max_members", a.max_members != b.max_members),
+        ("member_timeout", a.member_timeout != b.member_timeout),
     ];
     named_differences(&fields)
 }

@@ -70,7 +70,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
     };
     const CHAT: Support = Support {
         one_datagram_worker: true,
-        ..row(HandlerKind::Chat, false, false, true)
+        ..row(HandlerKind::Chat, true, false, true)
     };
     const HTTP: Support = row(HandlerKind::Http, false, true, false);
     const EXEC: Support = Support {
@@ -223,7 +223,7 @@ mod tests {
     fn the_messages_name_what_is_allowed() {
         assert_eq!(
             Unsupported::NotBuilt(HandlerKind::Http).to_string(),
-            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"exec\" or \"pool\""
+            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"chat\", \"exec\" or \"pool\""
         );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),

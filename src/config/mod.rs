@@ -348,6 +348,10 @@ pub struct ServiceConfig {
     /// `ftp` handler: the silence after an upload's read that ends in
     /// `##` that makes it the end of the upload.
     pub upload_quiet: Duration,
+    /// `chat` handler: members one room holds at most.
+    pub max_members: u32,
+    /// `chat` handler: a member silent this long is dropped (zero: never).
+    pub member_timeout: Duration,
 }
 
 /// One entry of a `command` service's `commands`: what runs for its name.

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::section::{Sink, Span};
 use super::service::service;
 use super::tables::{daemon, pool, program, Named};
-use super::{suggest, Config, DaemonConfig, PoolConfig};
+use super::{suggest, Config, DaemonConfig, PoolConfig, ServiceConfig};
 
 /// One problem in a configuration file, at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,13 +172,32 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
     collect_names(&mut names, "service", &services, |c| &c.name);
     check_unique_names(sink, text, names);
 
+    let mut services: Vec<ServiceConfig> = services.into_iter().map(|n| n.config).collect();
+    for service in &mut services {
+        if let Some(root) = &mut service.root {
+            *root = beside(path, root);
+        }
+    }
     Config {
         path: path.to_path_buf(),
         daemon,
         programs: programs.into_iter().map(|n| n.config).collect(),
         pools: pools.into_iter().map(|n| n.config).collect(),
-        services: services.into_iter().map(|n| n.config).collect(),
+        services,
     }
+}
+
+/// A served directory written relative (`root = "www"`) is taken from the
+/// configuration file's directory, as nginx takes it from its prefix: the
+/// same file then serves the same tree whatever directory forkd was
+/// started in, and after `daemon = true` has moved it to `/`.
+fn beside(config: &Path, relative: &Path) -> PathBuf {
+    if relative.is_absolute() {
+        return relative.to_path_buf();
+    }
+    let dir = config.parent().unwrap_or(Path::new(""));
+    let joined = dir.join(relative);
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 /// The tables of an array of tables (`[[program]]`), each with its header span.

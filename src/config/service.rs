@@ -43,6 +43,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "max_output",
     "pause",
     "upload_quiet",
+    "max_members",
+    "member_timeout",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -108,6 +110,11 @@ pub(super) fn service(
         // The classic ftp server's time.sleep(0.1) around OK and `##`.
         pause: s.duration("pause", Duration::from_millis(100)),
         upload_quiet: s.duration("upload_quiet", Duration::from_millis(200)),
+        max_members: s
+            .int("max_members", 1, MAX_CHAT_MEMBERS.into())
+            .map_or(1024, |n| n as u32),
+        // Zero: members never expire, as in the classic room.
+        member_timeout: s.duration("member_timeout", Duration::from_secs(600)),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -115,6 +122,10 @@ pub(super) fn service(
     check_worker_counts(&mut s, &config);
     Named { config, name_span }
 }
+
+/// `chat`: the most members one room may be set to hold (each datagram
+/// looks through them).
+const MAX_CHAT_MEMBERS: u32 = 65_536;
 
 /// `files`: the largest upload stored by default, and the most one may set.
 const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;

@@ -93,6 +93,13 @@ pub enum Command {
         #[arg(value_name = "POOL")]
         pool: String,
     },
+    /// Broadcast TEXT to every member of a chat service, as "管理员消息 : TEXT".
+    Chat {
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        #[arg(value_name = "TEXT")]
+        text: String,
+    },
 }
 
 /// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

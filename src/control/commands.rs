@@ -119,6 +119,7 @@ impl Ctl {
                 follow,
             } => self.log(&name, lines, follow),
             Command::Call { pool } => self.call(pool),
+            Command::Chat { service, text } => self.chat(service, text),
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {
@@ -164,6 +165,27 @@ impl Ctl {
                 Ok(exit::FAILURE)
             }
         }
+    }
+
+    /// `forkctl chat SERVICE TEXT`: a text too long for one datagram is
+    /// refused here, before forkd is asked.
+    fn chat(&self, service: String, text: String) -> Result<i32, ClientError> {
+        let max = crate::handlers::MAX_OPERATOR_TEXT;
+        if text.len() > max {
+            eprintln!(
+                "forkctl: the text is {} bytes; one datagram carries at most {max} bytes of it",
+                text.len()
+            );
+            return Ok(exit::FAILURE);
+        }
+        let (reply, raw) = self.ask(&Request::Chat {
+            name: service.clone(),
+            text,
+        })?;
+        self.say(&raw, || {
+            println!("{service}: sent to {} member(s)", reply["members"])
+        });
+        Ok(exit::OK)
     }
 
     /// Prints the raw reply with --json, else runs `human`.
@@ -495,7 +517,7 @@ fn pool_rows(reply: &Value) -> Vec<Vec<String>> {
 fn service_rows(reply: &Value) -> Vec<Vec<String>> {
     let mut rows = vec![[
         "SERVICE", "MODE", "HANDLER", "LISTEN", "CONNS", "ACCEPTED", "REFUSED", "ERRORS",
-        "TIMEOUTS",
+        "TIMEOUTS", "IGNORED",
     ]
     .map(String::from)
     .to_vec()];
@@ -522,6 +544,7 @@ fn service_rows(reply: &Value) -> Vec<Vec<String>> {
             count("refused"),
             count("errors"),
             count("timeouts"),
+            count("ignored"),
         ]);
     }
     rows

@@ -90,6 +90,12 @@ pub enum Request {
     Call {
         pool: String,
     },
+    /// Broadcast `text` to the members of chat service `name`, as
+    /// `管理员消息 : text`.
+    Chat {
+        name: String,
+        text: String,
+    },
 }
 
 /// Why a request was refused; the `kind` field of an error reply.

@@ -5,7 +5,9 @@
 //! many peers (stored once). The worker sends each reply on the socket the
 //! datagram came in on and goes on past a peer that cannot be reached, so
 //! one bad address never stops a broadcast. Like a session, it may ask to
-//! be woken (expiring idle members). No I/O here.
+//! be woken (expiring idle members), hear the operator, and tells the
+//! worker how many peers it keeps and how many datagrams it ignored. No
+//! I/O here.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -22,6 +24,21 @@ pub trait Datagrams {
     }
 
     fn wake(&mut self, _now: Instant, _out: &mut Replies) {}
+
+    /// A message from the operator, read from the handler's
+    /// [`super::Inbox`] (`forkctl chat`): a chat room broadcasts it.
+    fn operator(&mut self, _text: &[u8], _out: &mut Replies) {}
+
+    /// Peers it keeps now (a chat room's members), for status.
+    fn peers(&self) -> usize {
+        0
+    }
+
+    /// Datagrams ignored so far (malformed, or from a sender it refuses
+    /// to hear), for status and the supervisor's summarised log.
+    fn ignored(&self) -> u64 {
+        0
+    }
 }
 
 /// Datagrams to send: each a peer and a range of one shared buffer.

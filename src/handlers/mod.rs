@@ -36,11 +36,14 @@
 //! served directory of files and ftp; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
+//! `chat.rs` (with `chat/room.rs`) is the UDP chat room; `inbox.rs` carries
+//! the operator's messages from the supervisor to the worker holding it.
 //!
 //! This module never forks, accepts or binds (that is `server`), never logs
 //! per connection, and never touches the supervisor's state: handlers run in
 //! worker processes.
 
+mod chat;
 mod command;
 mod datagram;
 mod drive;
@@ -48,6 +51,7 @@ mod echo;
 mod exec;
 mod files;
 mod ftp;
+mod inbox;
 mod output;
 mod pool;
 mod root;
@@ -66,6 +70,7 @@ use nix::unistd::Pid;
 
 use crate::config::{support, HandlerKind, ServiceConfig, Unsupported};
 
+pub use chat::{Chat, MAX_OPERATOR_TEXT};
 pub use command::Commands;
 pub use datagram::{Datagrams, Replies};
 pub use drive::{drive, write_out};
@@ -73,6 +78,7 @@ pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
 pub use files::Files;
 pub use ftp::Ftp;
+pub use inbox::{Inbox, PostError};
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
@@ -359,6 +365,13 @@ pub trait Handler {
     fn upstream(&self) -> Option<&Endpoint> {
         None
     }
+
+    /// Where the supervisor sends this handler's datagram state messages
+    /// from the operator (`forkctl chat`); the worker reading the
+    /// handler's `udp://` sockets polls it beside them.
+    fn inbox(&self) -> Option<&Inbox> {
+        None
+    }
 }
 
 /// The per-connection bounds a handler applies.
@@ -472,8 +485,9 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
         HandlerKind::Files => Box::new(Files::new(context)?),
         HandlerKind::Command => Box::new(Commands::new(context)?),
+        HandlerKind::Chat => Box::new(Chat::new(context)?),
         HandlerKind::Ftp => Box::new(Ftp::new(context)?),
-        HandlerKind::Chat | HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
+        HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
     })
 }
 
@@ -488,8 +502,9 @@ mod tests {
         let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:upper\"\n";
         for row in rows().filter(|r| r.built) {
             let kind = row.kind.keyword();
+            let scheme = if row.stream { "tcp" } else { "udp" };
             let service = format!(
-                "{text}[[service]]\nname = \"s\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\ncommands = {{ cat = [\"/bin/cat\"] }}\nroot = \"/\"\nmode = \"fork\"\n"
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"{scheme}://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\ncommands = {{ cat = [\"/bin/cat\"] }}\nroot = \"/\"\nmode = \"fork\"\n"
             );
             let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
             let context = Context::new(&config.services[0]);
@@ -497,8 +512,8 @@ mod tests {
             assert_eq!(handler.name(), kind);
             assert_eq!(
                 handler.session().is_some(),
-                row.modes.contains(&Mode::Event),
-                "{kind}: a session exactly when event mode is allowed"
+                row.stream && row.modes.contains(&Mode::Event),
+                "{kind}: a session exactly when event mode serves its streams"
             );
             assert_eq!(
                 handler.datagrams().is_some(),

@@ -40,7 +40,7 @@ mod workers;
 pub use child::setup as child_setup;
 pub use listener::{display_addr, InheritedLookup, Listener, Listeners};
 pub use scoreboard::Scoreboard;
-pub use service::{Service, ServiceState};
+pub use service::{OperatorError, Service, ServiceState};
 
 /// What a service child is, for the supervisor's pid → owner table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

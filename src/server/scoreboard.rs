@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use super::shm::{Mapping, Shared};
 
 const MAGIC: u32 = 0x666b_7364; // "fksd"
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 #[repr(C)]
 struct Header {
@@ -66,7 +66,7 @@ impl SlotState {
     }
 }
 
-/// One worker's record. 48 bytes, naturally aligned.
+/// One worker's record. 56 bytes, naturally aligned.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Slot {
@@ -86,7 +86,10 @@ pub struct Slot {
     /// Connections this worker holds in the service's `per_ip` table:
     /// what the supervisor must drop for it if it dies (0: nothing to do).
     claims: AtomicU32,
-    _reserved: AtomicU32,
+    /// Peers its datagram states keep (a chat room's members).
+    peers: AtomicU32,
+    /// Datagrams its datagram states ignored (malformed, or refused).
+    ignored: AtomicU64,
 }
 
 /// A slot's counters, folded into the service's totals when its worker goes.
@@ -96,6 +99,8 @@ pub struct Counts {
     pub refused: u64,
     pub errors: u64,
     pub timeouts: u64,
+    /// Datagrams ignored.
+    pub ignored: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -104,6 +109,7 @@ impl std::ops::AddAssign for Counts {
         self.refused += o.refused;
         self.errors += o.errors;
         self.timeouts += o.timeouts;
+        self.ignored += o.ignored;
     }
 }
 
@@ -156,17 +162,28 @@ impl Slot {
             refused: self.refused.load(Relaxed).into(),
             errors: self.errors.load(Relaxed).into(),
             timeouts: self.timeouts.load(Relaxed).into(),
+            ignored: self.ignored.load(Relaxed),
         }
+    }
+
+    /// The worker's datagram states: the peers they keep now and the
+    /// datagrams they ignored since it started.
+    pub fn set_datagrams(&self, peers: usize, ignored: u64) {
+        self.peers
+            .store(u32::try_from(peers).unwrap_or(u32::MAX), Relaxed);
+        self.ignored.store(ignored, Relaxed);
+    }
+
+    pub fn peers(&self) -> u32 {
+        self.peers.load(Relaxed)
     }
 
     /// A new worker takes the slot (called by the supervisor at spawn).
     pub fn claim(&self, pid: i32) {
-        self.served.store(0, Relaxed);
-        self.refused.store(0, Relaxed);
-        self.errors.store(0, Relaxed);
-        self.timeouts.store(0, Relaxed);
+        self.reset_counts();
         self.connections.store(0, Relaxed);
         self.claims.store(0, Relaxed);
+        self.peers.store(0, Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -195,11 +212,23 @@ impl Slot {
         self.pid.store(pid, Relaxed);
     }
 
-    /// The slot's worker is gone (reaped).
+    /// The slot's worker is gone (reaped). Its counters are zeroed: the
+    /// caller has folded them into the service's totals, and an empty slot
+    /// waiting out a respawn back-off must not count them a second time.
     pub fn clear(&self) {
         self.pid.store(0, Relaxed);
         self.connections.store(0, Relaxed);
+        self.peers.store(0, Relaxed);
+        self.reset_counts();
         self.set_state(SlotState::Empty);
+    }
+
+    fn reset_counts(&self) {
+        self.served.store(0, Relaxed);
+        self.refused.store(0, Relaxed);
+        self.errors.store(0, Relaxed);
+        self.timeouts.store(0, Relaxed);
+        self.ignored.store(0, Relaxed);
     }
 }
 
@@ -255,6 +284,11 @@ impl Scoreboard {
     /// Open connections over every worker.
     pub fn live_connections(&self) -> u64 {
         self.iter().map(|s| u64::from(s.connections())).sum()
+    }
+
+    /// Peers kept by the datagram states of every worker.
+    pub fn peers(&self) -> u64 {
+        self.iter().map(|s| u64::from(s.peers())).sum()
     }
 
     /// Workers waiting for a connection.

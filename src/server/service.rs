@@ -15,7 +15,7 @@ use super::workers::{Spawn, WorkerPool};
 use super::Role;
 use crate::config::{support, Carrier};
 use crate::config::{Mode, ServiceConfig};
-use crate::handlers::{self, Handler, Peer};
+use crate::handlers::{self, Handler, Peer, PostError};
 use crate::process::ExitKind;
 
 /// Where a service is in its life.
@@ -83,6 +83,7 @@ pub struct Service {
     pub(super) refusals: RateLog,
     pub(super) timeouts: RateLog,
     pub(super) failures: RateLog,
+    pub(super) ignored: RateLog,
     pub(super) reserve: ReserveFd,
     /// forkd's pid, for the children's PDEATHSIG re-check.
     pub(super) parent: Pid,
@@ -164,6 +165,9 @@ impl Service {
             refusals: RateLog::new("refused a connection: per_ip limit reached"),
             timeouts: RateLog::new("cut a connection at idle_timeout/request_timeout"),
             failures: RateLog::new("a connection failed"),
+            ignored: RateLog::new(
+                "ignored a datagram (malformed, or naming a member from another address)",
+            ),
             reserve: ReserveFd::new(),
             parent: nix::unistd::getpid(),
             paused: false,
@@ -296,6 +300,7 @@ impl Service {
             self.refusals.deadline(),
             self.timeouts.deadline(),
             self.failures.deadline(),
+            self.ignored.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -339,7 +344,12 @@ impl Service {
         self.forget_workers();
         self.log_worker_counts(now);
         let name = self.config.name.clone();
-        for rate in [&mut self.refusals, &mut self.timeouts, &mut self.failures] {
+        for rate in [
+            &mut self.refusals,
+            &mut self.timeouts,
+            &mut self.failures,
+            &mut self.ignored,
+        ] {
             if let Some(line) = rate.flush(now, &name) {
                 log::warn!("{line}");
             }
@@ -374,6 +384,10 @@ impl Service {
             (
                 total.errors.saturating_sub(self.logged.errors),
                 &mut self.failures,
+            ),
+            (
+                total.ignored.saturating_sub(self.logged.ignored),
+                &mut self.ignored,
             ),
         ];
         for (new, rate) in pairs {
@@ -420,10 +434,12 @@ impl Service {
     pub fn status(&self) -> Value {
         let mut counts = self.counts;
         let mut connections = self.conns.len() as u64;
+        let mut members = 0;
         let mut workers = Vec::new();
         if let Some(pool) = &self.pool {
             counts += pool.totals();
             connections += pool.board().live_connections();
+            members = pool.board().peers();
             workers.extend(pool.status());
         }
         let mut conns: Vec<(&Pid, &LiveConnection)> = self.conns.iter().collect();
@@ -444,9 +460,45 @@ impl Service {
             "refused": counts.refused,
             "errors": counts.errors,
             "timeouts": counts.timeouts,
+            "ignored": counts.ignored,
+            "members": members,
             "workers": workers,
         })
     }
+
+    /// Hands the operator's `text` to the worker holding the service's
+    /// datagram state (a chat room: worker #0), through the handler's
+    /// inbox; never waits. Returns the members the room had at its last
+    /// report: those the message reaches unless one joins or leaves first.
+    pub fn post_operator(&self, text: &[u8]) -> Result<u64, OperatorError> {
+        let handler = self.handler.name();
+        let inbox = self
+            .handler
+            .inbox()
+            .ok_or(OperatorError::NoInbox(handler))?;
+        if !self.is_running() {
+            return Err(OperatorError::NotRunning(self.state.as_str()));
+        }
+        let pool = self.pool.as_ref().ok_or(OperatorError::NoWorker)?;
+        if !pool.is_alive(0) {
+            return Err(OperatorError::NoWorker);
+        }
+        inbox.post(text)?;
+        Ok(pool.board().peers())
+    }
+}
+
+/// Why an operator message was not handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("its handler (\"{0}\") takes no operator messages; forkctl chat needs a service with handler = \"chat\"")]
+    NoInbox(&'static str),
+    #[error("the service is {0}; it takes no message")]
+    NotRunning(&'static str),
+    #[error("worker #0, which holds the room, is not running (it is being replaced); try again in a moment")]
+    NoWorker,
+    #[error("{0}")]
+    Post(#[from] PostError),
 }
 
 /// Says what an event service's workers will do to their open-file limit.

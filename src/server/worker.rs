@@ -9,10 +9,13 @@
 //! [`Handler::serve`]; `event` accepts into [`Sessions`]; a UDP socket is
 //! served datagram by datagram by its own [`Datagrams`] state, kept for
 //! the worker's life (a stateful one, like a chat room, is given to one
-//! worker only: `workers.rs`). SIGTERM means drain: stop accepting,
-//! finish what is open, exit 0. The worker reports through its scoreboard
-//! slot only, and ends in `_exit` (via `process::fork_worker`), never
-//! returning into the supervisor's loop.
+//! worker only: `workers.rs`); a worker holding datagram states also
+//! polls its handler's [`Inbox`], if it has one, gives each operator
+//! message to them, and keeps their peer and ignored counts in its slot.
+//! SIGTERM means drain: stop accepting, finish what is open, exit 0. The
+//! worker reports through its scoreboard slot only, and ends in `_exit`
+//! (via `process::fork_worker`), never returning into the supervisor's
+//! loop.
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -27,9 +30,11 @@ use super::listener::{Accepted, Listener, ReserveFd, Socket};
 use super::per_ip::PerIp;
 use super::scoreboard::{Scoreboard, Slot, SlotState};
 use crate::config::ServiceConfig;
-use crate::handlers::{Datagrams, Handler, Limits, Replies};
+use crate::handlers::{Datagrams, Handler, Inbox, Limits, Replies};
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
+/// The handler's inbox: below the upstream's token, above any listener's.
+const INBOX_TOKEN: u64 = UPSTREAM_TOKEN - 1;
 /// Accepts per wake-up before looking at other sources (fairness).
 const ACCEPT_BATCH: usize = 64;
 /// How often a worker paused by `max_connections` looks again.
@@ -114,6 +119,17 @@ impl Worker<'_> {
         let limits = Limits::of(self.config);
         let mut sessions = Sessions::new(limits, self.per_ip, self.handler.upstream().cloned());
         let mut datagrams = self.datagram_states();
+        let inbox = self
+            .handler
+            .inbox()
+            .filter(|_| datagrams.iter().any(Option::is_some));
+        if let Some(inbox) = inbox {
+            epoll.add(
+                inbox.reader(),
+                EpollEvent::new(EpollFlags::EPOLLIN, INBOX_TOKEN),
+            )?;
+        }
+        let mut inbox_buffer = inbox.map(Inbox::buffer).unwrap_or_default();
         let mut replies = Replies::new();
         let mut reserve = ReserveFd::new();
         let mut events = vec![EpollEvent::empty(); 256];
@@ -154,6 +170,12 @@ impl Worker<'_> {
                 match event.data() {
                     SIGNAL_TOKEN => term = true,
                     UPSTREAM_TOKEN => sessions.upstream_ready(&epoll, event.events(), slot),
+                    INBOX_TOKEN => {
+                        if let Some(inbox) = inbox.filter(|_| !draining) {
+                            let buffer = &mut inbox_buffer[..];
+                            self.hear_operator(inbox, buffer, &mut datagrams, &mut replies);
+                        }
+                    }
                     token if token >= SESSION_TOKEN_BASE => {
                         sessions.ready(&epoll, token, event.events(), slot);
                     }
@@ -162,10 +184,9 @@ impl Worker<'_> {
                             continue;
                         }
                         let listener = self.listeners[token as usize];
-                        if let Socket::Udp(socket) = &listener.socket {
-                            if let Some(state) = datagrams[token as usize].as_deref_mut() {
-                                self.answer_datagrams(socket, state, &mut replies, slot);
-                            }
+                        if let Socket::Udp(_) = &listener.socket {
+                            let index = token as usize;
+                            self.answer_datagrams(index, &mut datagrams, &mut replies, slot);
                             continue;
                         }
                         match self.style {
@@ -192,10 +213,13 @@ impl Worker<'_> {
                     draining = true;
                     slot.set_state(SlotState::Draining);
                     self.close_listeners(&epoll, paused);
+                    if let Some(inbox) = inbox {
+                        let _ = epoll.delete(inbox.reader());
+                    }
                 }
             }
             sessions.run_timers(&epoll, Instant::now(), slot);
-            self.wake_datagrams(&mut datagrams, &mut replies, Instant::now());
+            self.wake_datagrams(&mut datagrams, &mut replies, Instant::now(), slot);
             sessions.expire(&epoll, Instant::now(), slot);
             slot.set_connections(sessions.len() as u32);
             if draining {
@@ -326,17 +350,25 @@ impl Worker<'_> {
         }
     }
 
-    /// Answers pending datagrams (bounded per wake-up), feeding each to
-    /// the socket's datagram state with its sender.
+    /// Answers the datagrams pending on listener `index` (bounded per
+    /// wake-up), feeding each to its datagram state with its sender. The
+    /// slot's counts are written before the replies go, so a client that
+    /// has its answer finds them in status.
     fn answer_datagrams(
         &self,
-        socket: &std::net::UdpSocket,
-        state: &mut dyn Datagrams,
+        index: usize,
+        states: &mut [Option<Box<dyn Datagrams>>],
         replies: &mut Replies,
         slot: &Slot,
     ) {
+        let Socket::Udp(socket) = &self.listeners[index].socket else {
+            return;
+        };
         let mut input = [0u8; 65536];
         for _ in 0..ACCEPT_BATCH {
+            let Some(state) = states[index].as_deref_mut() else {
+                return;
+            };
             let (n, from) = match socket.recv_from(&mut input) {
                 Ok(got) => got,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -344,8 +376,33 @@ impl Worker<'_> {
             };
             replies.clear();
             state.datagram(from, &input[..n], replies);
+            report_datagrams(states, slot);
             send_replies(socket, replies);
             slot.add_served();
+        }
+    }
+
+    /// Gives the operator's messages waiting in the inbox (bounded per
+    /// wake-up) to every datagram state, each sending on its own socket.
+    fn hear_operator(
+        &self,
+        inbox: &Inbox,
+        buffer: &mut [u8],
+        states: &mut [Option<Box<dyn Datagrams>>],
+        replies: &mut Replies,
+    ) {
+        for _ in 0..ACCEPT_BATCH {
+            let Some(text) = inbox.receive(buffer) else {
+                return;
+            };
+            for (listener, state) in self.listeners.iter().zip(states.iter_mut()) {
+                let (Socket::Udp(socket), Some(state)) = (&listener.socket, state) else {
+                    continue;
+                };
+                replies.clear();
+                state.operator(text, replies);
+                send_replies(socket, replies);
+            }
         }
     }
 
@@ -366,29 +423,110 @@ impl Worker<'_> {
         states: &mut [Option<Box<dyn Datagrams>>],
         replies: &mut Replies,
         now: Instant,
+        slot: &Slot,
     ) {
-        for (listener, state) in self.listeners.iter().zip(states.iter_mut()) {
-            let (Socket::Udp(socket), Some(state)) = (&listener.socket, state) else {
+        for (index, listener) in self.listeners.iter().enumerate() {
+            let (Socket::Udp(socket), Some(state)) = (&listener.socket, &mut states[index]) else {
                 continue;
             };
             if state.deadline().is_some_and(|at| at <= now) {
                 replies.clear();
                 state.wake(now, replies);
+                report_datagrams(states, slot);
                 send_replies(socket, replies);
             }
         }
     }
 }
 
+/// The datagram states' peers and ignored datagrams, into the slot.
+fn report_datagrams(states: &[Option<Box<dyn Datagrams>>], slot: &Slot) {
+    let (peers, ignored) = states
+        .iter()
+        .flatten()
+        .fold((0, 0), |(p, i), d| (p + d.peers(), i + d.ignored()));
+    slot.set_datagrams(peers, ignored);
+}
+
 /// Sends every reply; a peer that cannot be reached is skipped, so one
-/// bad address never stops the rest of a broadcast.
+/// bad address never stops the rest of a broadcast. A failed send is
+/// tried once more: the error may be an earlier peer's, left on the
+/// socket by an ICMP message (with `IP_RECVERR` set, as on a socket
+/// handed over by someone else, a refused datagram makes the next
+/// sendto(2) fail, whoever it is for), and the failed call cleared it.
 fn send_replies(socket: &std::net::UdpSocket, replies: &Replies) {
     for (peer, data) in replies.iter() {
-        let _ = socket.send_to(data, peer);
+        if socket.send_to(data, peer).is_err() {
+            let _ = socket.send_to(data, peer);
+        }
     }
 }
 
 /// The soonest of the datagram states' timers.
 fn datagram_deadline(states: &[Option<Box<dyn Datagrams>>]) -> Option<Instant> {
     states.iter().flatten().filter_map(|d| d.deadline()).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+    use std::net::{SocketAddr, UdpSocket};
+
+    fn bound() -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+    }
+
+    /// A loopback port nobody listens on (its socket was just closed).
+    fn closed_port() -> SocketAddr {
+        bound().local_addr().unwrap()
+    }
+
+    fn received(socket: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_broadcast_goes_on_past_peers_that_cannot_be_reached() {
+        let (server, a, b) = (bound(), bound(), bound());
+        let peers = [
+            a.local_addr().unwrap(),
+            // EACCES: a broadcast address without SO_BROADCAST.
+            "255.255.255.255:9".parse().unwrap(),
+            // EAFNOSUPPORT: an IPv6 peer for an IPv4 socket.
+            "[::1]:9".parse().unwrap(),
+            closed_port(),
+            b.local_addr().unwrap(),
+        ];
+        let mut replies = Replies::new();
+        replies.send_to_all(peers, b"to all");
+        send_replies(&server, &replies);
+        assert_eq!(received(&a), b"to all");
+        assert_eq!(received(&b), b"to all");
+    }
+
+    #[test]
+    fn an_error_an_earlier_peer_left_does_not_cost_the_next_peer_its_datagram() {
+        let (server, a) = (bound(), bound());
+        let to_a = a.local_addr().unwrap();
+        nix::sys::socket::setsockopt(&server, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
+            .unwrap();
+        let dead = closed_port();
+        // The trap: the port unreachable that answered the datagram to
+        // `dead` fails the next sendto(2), whoever it is for.
+        server.send_to(b"x", dead).unwrap();
+        let trapped = server.send_to(b"lost", to_a).unwrap_err();
+        assert_eq!(trapped.kind(), ErrorKind::ConnectionRefused);
+        let mut replies = Replies::new();
+        replies.send_to_all([dead, to_a, dead, to_a], b"kept");
+        send_replies(&server, &replies);
+        assert_eq!(received(&a), b"kept");
+        assert_eq!(received(&a), b"kept");
+    }
 }

@@ -126,6 +126,11 @@ impl WorkerPool {
         self.slots.iter().filter(|s| s.pid().is_some()).count()
     }
 
+    /// Whether worker `index` is alive (forked and not yet reaped).
+    pub fn is_alive(&self, index: usize) -> bool {
+        self.slots.get(index).is_some_and(|s| s.pid().is_some())
+    }
+
     /// Counts of all workers, gone and alive.
     pub fn totals(&self) -> Counts {
         let mut total = self.retired;
@@ -340,6 +345,7 @@ impl WorkerPool {
                     "pid": pid.as_raw(),
                     "served": slot.served(),
                     "connections": slot.connections(),
+                    "members": slot.peers(),
                     "started": slot.started(),
                     "role": if self.udp_only { "datagram" } else { "worker" },
                 }))

@@ -272,6 +272,7 @@ impl Supervisor {
                     format!("no pool named \"{pool}\" (`forkctl status` lists them)"),
                 ),
             },
+            Request::Chat { name, text } => self.chat_reply(&name, &text),
             Request::Version => json!({
                 "ok": true,
                 "version": env!("CARGO_PKG_VERSION"),

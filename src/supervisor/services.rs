@@ -1,7 +1,8 @@
 //! `[[service]]`s in the loop: starting them (listeners opened here, before
 //! any program starts), fork mode's listener readiness, service children's
-//! exits, their timers, drain on shutdown, and `services_status()`. What a
-//! reload does to them is in `services_reload.rs`.
+//! exits, their timers, drain on shutdown, `services_status()`, and the
+//! hand-over of `forkctl chat`'s message to a chat room. What a reload
+//! does to them is in `services_reload.rs`.
 //!
 //! The mechanisms are in [`crate::server`]; this file only wires them to the
 //! loop's collections: `children` (pid → owner), `sources` (token → fd) and
@@ -16,9 +17,11 @@ use mio::{Interest, Token};
 use nix::unistd::Pid;
 
 use super::{Owner, Source, Supervisor};
-use crate::config::Mode;
+use crate::config::{HandlerKind, Mode};
+use crate::control::{error_reply, ErrorKind};
+use crate::handlers::PostError;
 use crate::process::ExitKind;
-use crate::server::{Listeners, Role, Service};
+use crate::server::{Listeners, OperatorError, Role, Service};
 
 /// A service, with the id its children and tokens refer to (stable while
 /// the service exists, unlike its position).
@@ -248,6 +251,53 @@ impl Supervisor {
             if let Some(listener) = running.service.listeners.get(index) {
                 let fd = listener.as_raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+        }
+    }
+
+    /// `forkctl chat NAME TEXT`: the operator's message to the worker
+    /// holding the room; the reply says how many members it had.
+    pub(super) fn chat_reply(&self, name: &str, text: &str) -> serde_json::Value {
+        let found = self
+            .services
+            .list
+            .iter()
+            .find(|r| r.retired.is_none() && r.service.name() == name);
+        let Some(running) = found else {
+            let rooms: Vec<&str> = (self.config.services.iter())
+                .filter(|s| s.handler == HandlerKind::Chat)
+                .map(|s| s.name.as_str())
+                .collect();
+            let hint = match rooms.as_slice() {
+                [] => "forkd serves no chat service".to_string(),
+                rooms => format!("chat services: {}", rooms.join(", ")),
+            };
+            return error_reply(
+                ErrorKind::UnknownName,
+                format!("no service named \"{name}\" ({hint})"),
+            );
+        };
+        if text.is_empty() {
+            return error_reply(ErrorKind::BadRequest, "nothing to send: give the text");
+        }
+        match running.service.post_operator(text.as_bytes()) {
+            Ok(members) => {
+                log::info!(
+                    "service \"{name}\": operator message of {} bytes for {members} member(s) (forkctl)",
+                    text.len()
+                );
+                serde_json::json!({ "ok": true, "name": name, "members": members })
+            }
+            Err(e) => {
+                let kind = match &e {
+                    OperatorError::NoInbox(_) | OperatorError::NotRunning(_) => ErrorKind::BadState,
+                    OperatorError::NoWorker | OperatorError::Post(PostError::Full) => {
+                        ErrorKind::Busy
+                    }
+                    OperatorError::Post(PostError::TooLong { .. }) => ErrorKind::TooLarge,
+                    OperatorError::Post(PostError::Failed(_)) => ErrorKind::Failed,
+                };
+                error_reply(kind, format!("service \"{name}\": {e}"))
             }
         }
     }

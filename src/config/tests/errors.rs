@@ -543,3 +543,36 @@ fn ftp_timings_have_defaults_and_reads_hold_a_whole_request() {
         "{message}"
     );
 }
+
+#[test]
+fn chat_keys_are_checked_where_they_are_written() {
+    let chat = |rest: &str| {
+        service(&format!(
+            "listen = [\"udp://127.0.0.1:9999\"]\nhandler = \"chat\"\n{rest}"
+        ))
+    };
+    let (line, col, message) = error(&chat("max_members = 0\n"));
+    assert_eq!((line, col), (5, 15));
+    assert_eq!(message, "max_members must be at least 1, not 0");
+    let (line, col, message) = error(&chat("max_members = 100000\n"));
+    assert_eq!((line, col), (5, 15));
+    assert_eq!(message, "max_members must be at most 65536, not 100000");
+    let (line, col, message) = error(&chat("member_timeout = \"soon\"\n"));
+    assert_eq!((line, col), (5, 18));
+    assert!(
+        message.starts_with("bad duration \"soon\" for member_timeout"),
+        "{message}"
+    );
+    let config = super::parse(&chat(""));
+    let s = &config.services[0];
+    assert_eq!(
+        (s.max_members, s.member_timeout),
+        (1024, std::time::Duration::from_secs(600))
+    );
+    let config = super::parse(&chat("max_members = 3\nmember_timeout = \"300ms\"\n"));
+    let s = &config.services[0];
+    assert_eq!(
+        (s.max_members, s.member_timeout),
+        (3, std::time::Duration::from_millis(300))
+    );
+}

@@ -252,3 +252,16 @@ fn every_handler_kind_is_listed_once_in_keyword_order() {
         .collect();
     assert_eq!(keywords, table);
 }
+
+#[test]
+fn a_relative_root_is_taken_from_the_config_files_directory() {
+    let text = "[[service]]\nname = \"w\"\nlisten = [\"tcp://127.0.0.1:0\"]\nhandler = \"files\"\nroot = \"../www\"\n";
+    let c = Config::parse(text, std::path::Path::new("/etc/forkd/forkd.toml")).unwrap();
+    assert_eq!(c.services[0].root, Some("/etc/forkd/../www".into()));
+    let c = Config::parse(text, std::path::Path::new("conf/forkd.toml")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.services[0].root, Some(cwd.join("conf/../www")));
+    let absolute = text.replace("../www", "/srv/www");
+    let c = Config::parse(&absolute, std::path::Path::new("conf/forkd.toml")).unwrap();
+    assert_eq!(c.services[0].root, Some("/srv/www".into()));
+}
