@@ -87,11 +87,11 @@ mod tests {
 
     #[test]
     fn a_handler_this_build_lacks_is_a_warning() {
-        let text = "[[service]]\nname = \"drop\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"http\"\nroot = \"/srv\"\n";
+        let text = "[[service]]\nname = \"drop\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"ftp\"\nroot = \"/srv\"\n";
         let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
         assert_eq!(
             warnings(&config),
-            ["service \"drop\": handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"exec\" or \"pool\": forkd will not start with it"]
+            ["service \"drop\": handler \"ftp\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"http\", \"exec\" or \"pool\": forkd will not start with it"]
         );
     }
 }

@@ -14,14 +14,14 @@ fn a_handler_that_is_not_available_fails_start_up_clearly() {
     let config = service_config(
         &scratch,
         &format!(
-            "listen = [\"tcp://127.0.0.1:0\"]\nhandler = \"http\"\nroot = \"{}\"",
+            "listen = [\"tcp://127.0.0.1:0\"]\nhandler = \"ftp\"\nroot = \"{}\"",
             scratch.path.display()
         ),
     );
     let mut forkd = Forkd::start(&config);
     assert_eq!(forkd.wait_exit(Duration::from_secs(5)), Some(1));
     forkd.log.wait_line(
-        "handler \"http\" is not available yet",
+        "handler \"ftp\" is not available yet",
         Duration::from_secs(1),
     );
     assert_eq!(forkd.log.count("panicked"), 0);

@@ -203,6 +203,15 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("commands", a.commands != b.commands),
         ("timeout", a.timeout != b.timeout),
         ("max_output", a.max_output != b.max_output),
+        ("follow_symlinks", a.follow_symlinks != b.follow_symlinks),
+        (
+            "max_requests_per_connection",
+            a.max_requests_per_connection != b.max_requests_per_connection,
+        ),
+        (
+            "keepalive_timeout",
+            a.keepalive_timeout != b.keepalive_timeout,
+        ),
     ];
     named_differences(&fields)
 }

@@ -72,7 +72,7 @@ pub fn support(kind: HandlerKind) -> &'static Support {
         one_datagram_worker: true,
         ..row(HandlerKind::Chat, false, false, true)
     };
-    const HTTP: Support = row(HandlerKind::Http, false, true, false);
+    const HTTP: Support = row(HandlerKind::Http, true, true, false);
     const EXEC: Support = Support {
         modes: OWN_PROCESS,
         modes_reason: "each connection needs its own process",
@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn the_messages_name_what_is_allowed() {
         assert_eq!(
-            Unsupported::NotBuilt(HandlerKind::Http).to_string(),
-            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"exec\" or \"pool\""
+            Unsupported::NotBuilt(HandlerKind::Ftp).to_string(),
+            "handler \"ftp\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"command\", \"http\", \"exec\" or \"pool\""
         );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),

@@ -342,6 +342,14 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     /// `command` handler: stdout and stderr bytes kept per command.
     pub max_output: u64,
+    /// `http` handler: whether symlinks under the root are followed
+    /// (never out of it).
+    pub follow_symlinks: bool,
+    /// `http` handler: replies on one connection before it closes.
+    pub max_requests_per_connection: u64,
+    /// `http` handler: how long a connection is kept idle between
+    /// requests (0: one request per connection).
+    pub keepalive_timeout: Duration,
 }
 
 /// One entry of a `command` service's `commands`: what runs for its name.

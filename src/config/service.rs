@@ -41,6 +41,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "commands",
     "timeout",
     "max_output",
+    "follow_symlinks",
+    "max_requests_per_connection",
+    "keepalive_timeout",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -103,12 +106,28 @@ pub(super) fn service(
         commands: super::commands::commands(&mut s),
         timeout: s.duration("timeout", Duration::from_secs(10)),
         max_output: s.size("max_output", 1 << 20, MAX_FRAME_LIMIT),
+        follow_symlinks: s.bool("follow_symlinks", false),
+        // nginx's keepalive_requests.
+        max_requests_per_connection: s
+            .int("max_requests_per_connection", 1, u64::MAX.into())
+            .map_or(1000, |n| n as u64),
+        keepalive_timeout: s.duration("keepalive_timeout", default_keepalive_timeout(mode)),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
     }
     check_worker_counts(&mut s, &config);
     Named { config, name_span }
+}
+
+/// `http`: how long an idle connection is kept between requests. event:
+/// nginx's 75s (an idle connection costs a descriptor); fork and prefork:
+/// Apache's 5s, since an idle connection holds a whole process.
+fn default_keepalive_timeout(mode: Mode) -> Duration {
+    match mode {
+        Mode::Event => Duration::from_secs(75),
+        Mode::Fork | Mode::Prefork => Duration::from_secs(5),
+    }
 }
 
 /// `files`: the largest upload stored by default, and the most one may set.

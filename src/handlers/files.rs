@@ -47,27 +47,35 @@ pub struct Files {
 impl Files {
     pub fn new(context: &Context<'_>) -> Result<Files, HandlerError> {
         let config = context.service;
-        let Some(root) = &config.root else {
-            return Err(HandlerError::Setup(format!(
-                "service \"{}\": handler = \"files\" needs root = \"/DIR\"",
-                config.name
-            )));
-        };
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let dir = nix::fcntl::open(root.as_path(), flags, Mode::empty()).map_err(|e| {
-            HandlerError::Setup(format!(
-                "service \"{}\": cannot open root \"{}\": {}",
-                config.name,
-                root.display(),
-                e.desc()
-            ))
-        })?;
+        let dir = open_root(context, "files")?;
         Ok(Files {
             root: Rc::new(dir),
             max_file_size: config.max_file_size,
             overwrite: config.overwrite,
         })
     }
+}
+
+/// Opens the service's `root` as a directory fd, for a handler that
+/// serves files under it (`files`, `http`): every name is then opened
+/// relative to it.
+pub(super) fn open_root(context: &Context<'_>, handler: &str) -> Result<OwnedFd, HandlerError> {
+    let config = context.service;
+    let Some(root) = &config.root else {
+        return Err(HandlerError::Setup(format!(
+            "service \"{}\": handler = \"{handler}\" needs root = \"/DIR\"",
+            config.name
+        )));
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(root.as_path(), flags, Mode::empty()).map_err(|e| {
+        HandlerError::Setup(format!(
+            "service \"{}\": cannot open root \"{}\": {}",
+            config.name,
+            root.display(),
+            e.desc()
+        ))
+    })
 }
 
 impl Handler for Files {

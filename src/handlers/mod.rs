@@ -31,7 +31,7 @@
 //! check, by start-up and by [`build`]; a test here holds each built
 //! handler to its row.
 //!
-//! Files: `echo.rs`, `exec.rs`, `files.rs`, `pool.rs` (with `upstream.rs`) and
+//! Files: `echo.rs`, `exec.rs`, `files.rs`, `http.rs` (with `http/`), `pool.rs` (with `upstream.rs`) and
 //! `command.rs` (with `command/run.rs`) are the handlers; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
@@ -46,6 +46,7 @@ mod drive;
 mod echo;
 mod exec;
 mod files;
+mod http;
 mod output;
 mod pool;
 #[cfg(test)]
@@ -69,6 +70,7 @@ pub use drive::{drive, write_out};
 pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
 pub use files::Files;
+pub use http::Http;
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
@@ -468,9 +470,8 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Pool => Box::new(PoolForwarding::new(context)?),
         HandlerKind::Files => Box::new(Files::new(context)?),
         HandlerKind::Command => Box::new(Commands::new(context)?),
-        HandlerKind::Ftp | HandlerKind::Chat | HandlerKind::Http => {
-            return Err(Unsupported::NotBuilt(kind).into())
-        }
+        HandlerKind::Http => Box::new(Http::new(context)?),
+        HandlerKind::Ftp | HandlerKind::Chat => return Err(Unsupported::NotBuilt(kind).into()),
     })
 }
 
