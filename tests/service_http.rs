@@ -407,11 +407,19 @@ fn keep_alive_pipelining_and_the_cap_in_event_mode() {
 
 fn bad_requests_close_only_their_own_connection(mode: &str) {
     let scratch = Scratch::new(&format!("http-bad-{mode}"));
-    let (forkd, addr, _root) = serve_http(&scratch, mode, "keepalive_timeout = \"60s\"");
+    let extra = "keepalive_timeout = \"60s\"\nmax_line = \"8KiB\"";
+    let (forkd, addr, _root) = serve_http(&scratch, mode, extra);
     let mut good = Client::connect(&addr);
+    // A head within max_line is served.
+    let fields = format!(
+        "GET /notes.txt HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(6 << 10)
+    );
+    good.send(fields.as_bytes());
+    assert_eq!(good.reply(false).text(), "notes", "{mode}: a 6 KiB head");
     let huge_fields = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(100 << 10)
+        "b".repeat(9 << 10)
     );
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("garbage", b"\x00\x01 not http at all\r\n\r\n".to_vec(), 400),
