@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -334,7 +334,8 @@ fn follow_symlinks_serves_links_inside_the_root_only() {
 
 fn keep_alive_pipelining_and_the_cap(mode: &str) {
     let scratch = Scratch::new(&format!("http-keepalive-{mode}"));
-    let (forkd, addr, _root) = serve_http(&scratch, mode, "max_requests_per_connection = 4");
+    let extra = "max_requests_per_connection = 4\nkeepalive_timeout = \"1s\"";
+    let (forkd, addr, _root) = serve_http(&scratch, mode, extra);
     // Several requests on one connection; a HEAD leaves no body behind.
     let mut client = Client::connect(&addr);
     assert_eq!(client.get("/notes.txt").text(), "notes");
@@ -387,6 +388,17 @@ fn keep_alive_pipelining_and_the_cap(mode: &str) {
     client.send(b"GET /notes.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!(client.reply(false).field("connection"), Some("keep-alive"));
     assert_eq!(client.get("/data.json").text(), "{}");
+
+    // Idle for keepalive_timeout after a reply: closed (the read times
+    // out after 5 s if not).
+    let mut idle = Client::connect(&addr);
+    assert_eq!(idle.get("/notes.txt").text(), "notes");
+    let since = Instant::now();
+    assert!(idle.closed(), "{mode}: closed after keepalive_timeout");
+    assert!(
+        since.elapsed() >= Duration::from_millis(900),
+        "{mode}: not before it"
+    );
     drop(forkd);
 }
 

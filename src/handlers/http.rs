@@ -29,6 +29,7 @@
 //! socket is not read (back-pressure). Never blocks, never logs.
 
 mod open;
+mod reply;
 mod wire;
 
 use std::ffi::CStr;
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::stat::SFlag;
 
 use self::open::{Opened, Opener, Refused};
+use self::reply::{content_range, end_head, field, number_field, page_body, Status};
 use self::wire::{format_http_date, parse_range, resolve_target, Range};
 use super::{Context, Flow, Handler, HandlerError, Output, Session};
 
@@ -164,42 +166,6 @@ struct Head<'a> {
     range: Option<&'a [u8]>,
     if_modified_since: Option<&'a [u8]>,
     if_range: Option<&'a [u8]>,
-}
-
-/// A reply's status and what goes with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Ok,
-    Partial,
-    MovedPermanently,
-    NotModified,
-    BadRequest,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    UriTooLong,
-    RangeNotSatisfiable,
-    HeadersTooLarge,
-}
-
-impl Status {
-    fn line(self) -> &'static str {
-        match self {
-            Status::Ok => "200 OK",
-            Status::Partial => "206 Partial Content",
-            Status::MovedPermanently => "301 Moved Permanently",
-            Status::NotModified => "304 Not Modified",
-            Status::BadRequest => "400 Bad Request",
-            Status::Forbidden => "403 Forbidden",
-            Status::NotFound => "404 Not Found",
-            Status::MethodNotAllowed => "405 Method Not Allowed",
-            Status::PayloadTooLarge => "413 Content Too Large",
-            Status::UriTooLong => "414 URI Too Long",
-            Status::RangeNotSatisfiable => "416 Range Not Satisfiable",
-            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
-        }
-    }
 }
 
 /// What one parse of the buffered bytes found.
@@ -348,15 +314,15 @@ impl HttpSession {
                 } else {
                     Status::UriTooLong
                 };
-                self.refuse(status, out);
+                self.refuse(status, &Head::default(), out);
                 return Parsed::Answered(data.len());
             }
             Err(httparse::Error::TooManyHeaders) => {
-                self.refuse(Status::HeadersTooLarge, out);
+                self.refuse(Status::HeadersTooLarge, &Head::default(), out);
                 return Parsed::Answered(data.len());
             }
             Err(_) => {
-                self.refuse(Status::BadRequest, out);
+                self.refuse(Status::BadRequest, &Head::default(), out);
                 return Parsed::Answered(data.len());
             }
         };
@@ -369,12 +335,12 @@ impl HttpSession {
         let (Some(method), Some(target), Some(version)) =
             (request.method, request.path, request.version)
         else {
-            return self.refuse(Status::BadRequest, out);
+            return self.refuse(Status::BadRequest, &Head::default(), out);
         };
         let head_only = match method {
             "GET" => false,
             "HEAD" => true,
-            _ => return self.refuse(Status::MethodNotAllowed, out),
+            _ => return self.refuse(Status::MethodNotAllowed, &Head::default(), out),
         };
         let mut head = Head {
             head_only,
@@ -404,12 +370,12 @@ impl HttpSession {
             {
                 // A body GET and HEAD have no use for, of a length this
                 // connection would have to skip.
-                return self.refuse(Status::PayloadTooLarge, out);
+                return self.refuse(Status::PayloadTooLarge, &head, out);
             }
         }
         if !head.http10 && !host {
             // RFC 9112 section 3.2: a 1.1 request without Host is a 400.
-            return self.refuse(Status::BadRequest, out);
+            return self.refuse(Status::BadRequest, &head, out);
         }
         self.served += 1;
         head.keep_alive = if head.http10 { keep && !close } else { !close }
@@ -420,7 +386,7 @@ impl HttpSession {
         }
         let dir = match resolve_target(target.as_bytes(), &mut self.path) {
             Ok(dir) => dir,
-            Err(_) => return self.refuse(Status::BadRequest, out),
+            Err(_) => return self.refuse(Status::BadRequest, &head, out),
         };
         if dir {
             if !self.path.is_empty() {
@@ -464,10 +430,7 @@ impl HttpSession {
             Range::Part { start, len } => (Status::Partial, start, len),
             Range::Unsatisfiable => {
                 let reply = self.head(Status::RangeNotSatisfiable, head, out);
-                let mut text = [0u8; 28];
-                text[..8].copy_from_slice(b"bytes */");
-                let n = 8 + decimal(size, &mut text[8..]);
-                field(reply, "Content-Range", &text[..n]);
+                content_range(reply, None, size);
                 field(reply, "Content-Length", b"0");
                 end_head(reply);
                 return;
@@ -480,14 +443,7 @@ impl HttpSession {
         field(reply, "Last-Modified", &modified);
         field(reply, "Accept-Ranges", b"bytes");
         if status == Status::Partial {
-            let mut text = [0u8; 70];
-            text[..6].copy_from_slice(b"bytes ");
-            let mut n = 6 + decimal(start, &mut text[6..]);
-            text[n] = b'-';
-            n += 1 + decimal(start + len - 1, &mut text[n + 1..]);
-            text[n] = b'/';
-            n += 1 + decimal(size, &mut text[n + 1..]);
-            field(reply, "Content-Range", &text[..n]);
+            content_range(reply, Some((start, len)), size);
         }
         end_head(reply);
         if !head.head_only {
@@ -558,16 +514,15 @@ impl HttpSession {
         reply.extend_from_slice(query);
         reply.extend_from_slice(b"\r\n");
         page_body(reply, Status::MovedPermanently, head.head_only);
-        self.queued += reply.len();
     }
 
     /// A request that is not served: the built-in page, and the
     /// connection closes (what follows it cannot be trusted to be a
-    /// request).
-    fn refuse(&mut self, status: Status, out: &mut Output) {
+    /// request). `head` is what is known of the request (a HEAD gets no
+    /// body).
+    fn refuse(&mut self, status: Status, head: &Head<'_>, out: &mut Output) {
         self.closing = true;
-        let head = Head::default();
-        self.page(status, &head, out);
+        self.page(status, head, out);
     }
 
     /// The built-in page of `status`.
@@ -577,7 +532,6 @@ impl HttpSession {
             field(reply, "Allow", b"GET, HEAD");
         }
         page_body(reply, status, head.head_only);
-        self.queued += reply.len();
     }
 
     /// The status line and the fields every reply has; returns the byte
@@ -588,6 +542,9 @@ impl HttpSession {
         head: &Head<'_>,
         out: &'o mut Output,
     ) -> &'o mut Vec<u8> {
+        // About a head's size: with the body bytes counted where they are
+        // added, what a read's worth of pipelined requests may queue.
+        self.queued += 256;
         let reply = out.bytes();
         reply.extend_from_slice(b"HTTP/1.1 ");
         reply.extend_from_slice(status.line().as_bytes());
@@ -599,57 +556,6 @@ impl HttpSession {
             reply.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         reply
-    }
-}
-
-fn field(reply: &mut Vec<u8>, name: &str, value: &[u8]) {
-    reply.extend_from_slice(name.as_bytes());
-    reply.extend_from_slice(b": ");
-    reply.extend_from_slice(value);
-    reply.extend_from_slice(b"\r\n");
-}
-
-fn number_field(reply: &mut Vec<u8>, name: &str, n: u64) {
-    let mut digits = [0u8; 20];
-    let len = decimal(n, &mut digits);
-    field(reply, name, &digits[..len]);
-}
-
-fn end_head(reply: &mut Vec<u8>) {
-    reply.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal at the start of `out`; returns its length.
-fn decimal(mut n: u64, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
-}
-
-/// The built-in page's type, length, end of head and (unless HEAD) body.
-fn page_body(reply: &mut Vec<u8>, status: Status, head_only: bool) {
-    const OPEN: &str = "<!DOCTYPE html>\n<html><head><title>";
-    const MIDDLE: &str = "</title></head>\n<body><h1>";
-    const CLOSE: &str = "</h1><hr><p>forkd</p></body></html>\n";
-    let line = status.line();
-    let len = OPEN.len() + MIDDLE.len() + CLOSE.len() + 2 * line.len();
-    field(reply, "Content-Type", b"text/html; charset=utf-8");
-    number_field(reply, "Content-Length", len as u64);
-    end_head(reply);
-    if !head_only {
-        for part in [OPEN, line, MIDDLE, line, CLOSE] {
-            reply.extend_from_slice(part.as_bytes());
-        }
     }
 }
 
