@@ -493,18 +493,13 @@ fn bad_requests_close_only_their_own_connection_in_event_mode() {
 /// 32 clients from 127.0.0.1 at the defaults (no `workers`, no limits
 /// set), each 50 requests on fresh connections and 50 on one kept
 /// connection: every one answered 200 with the right body.
-#[test]
-fn event_mode_at_the_defaults_answers_6400_requests_from_one_address_at_c32() {
-    let scratch = Scratch::new("http-load");
+fn defaults_answer_3200_requests_from_one_address_at_c32(mode: &str) {
+    let scratch = Scratch::new(&format!("http-load-{mode}"));
     let root = site(&scratch);
     let body: Vec<u8> = (0..40_000).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("big.bin"), &body).unwrap();
-    let (forkd, addr) = serve(
-        &scratch,
-        "event",
-        "http",
-        &format!("root = \"{}\"", root.display()),
-    );
+    let root = format!("root = \"{}\"", root.display());
+    let (forkd, addr) = serve(&scratch, mode, "http", &root);
     let started = Instant::now();
     let errors: Vec<String> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..32)
@@ -541,9 +536,21 @@ fn event_mode_at_the_defaults_answers_6400_requests_from_one_address_at_c32() {
             .flat_map(|t| t.join().unwrap())
             .collect()
     });
-    assert_all_answered("event/http", &errors, 3200);
+    assert_all_answered(&format!("{mode}/http"), &errors, 3200);
     assert_eq!(forkd.log.count("refused"), 0, "nothing was refused");
+    wait_no_zombies(forkd.pid());
     drop(forkd);
+}
+
+#[test]
+fn event_mode_at_the_defaults_answers_3200_requests_from_one_address_at_c32() {
+    defaults_answer_3200_requests_from_one_address_at_c32("event");
+}
+
+/// Fork mode is what a config without `mode` gets.
+#[test]
+fn fork_mode_at_the_defaults_answers_3200_requests_from_one_address_at_c32() {
+    defaults_answer_3200_requests_from_one_address_at_c32("fork");
 }
 
 #[test]
