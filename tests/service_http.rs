@@ -1,5 +1,5 @@
-//! `handler = "http"`: static files under `root`, as curl and raw
-//! clients see them, in fork, prefork and event modes: the index, HEAD,
+//! `handler = "http"`: static files under `root`, as curl, raw clients
+//! and a classic one-recv client (tests/clients/http_client.py) see them, in fork, prefork and event modes: the index, HEAD,
 //! 304, ranges, 404 pages, Content-Types, percent-decoded names; no way
 //! out of the root, symlinks included; keep-alive, pipelining and the
 //! per-connection cap; bad requests answered and closed while another
@@ -273,6 +273,51 @@ fn files_are_served_as_curl_sees_them_in_prefork_mode() {
 #[test]
 fn files_are_served_as_curl_sees_them_in_event_mode() {
     files_are_served_as_curl_sees_them("event");
+}
+
+/// The classic client reads once: a small file's head and body arrive
+/// in that one recv (they leave in one write).
+fn a_classic_client_gets_head_and_body_in_one_recv(mode: &str) {
+    let test = "a_classic_client_gets_head_and_body_in_one_recv";
+    if !have_tool("python3", test) {
+        return;
+    }
+    let scratch = Scratch::new(&format!("http-classic-{mode}"));
+    let (forkd, addr, _root) = serve_http(&scratch, mode, "");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/http_client.py");
+    let run = Command::new("python3")
+        .args([client, host, port, "/", "/digits.txt", "/missing"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("200 13 13"));
+    assert_eq!(lines.next(), Some("200 36 36"));
+    let missing: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    assert_eq!(missing[0], "404");
+    assert_eq!(missing[1], missing[2], "the whole 404 page in the one recv");
+    drop(forkd);
+}
+
+#[test]
+fn a_classic_client_gets_head_and_body_in_one_recv_in_fork_mode() {
+    a_classic_client_gets_head_and_body_in_one_recv("fork");
+}
+
+#[test]
+fn a_classic_client_gets_head_and_body_in_one_recv_in_prefork_mode() {
+    a_classic_client_gets_head_and_body_in_one_recv("prefork");
+}
+
+#[test]
+fn a_classic_client_gets_head_and_body_in_one_recv_in_event_mode() {
+    a_classic_client_gets_head_and_body_in_one_recv("event");
 }
 
 fn nothing_outside_the_root_is_served(mode: &str) {
