@@ -161,7 +161,6 @@ struct HttpSession {
 #[derive(Debug, Default)]
 struct Head<'a> {
     head_only: bool,
-    keep_alive: bool,
     http10: bool,
     range: Option<&'a [u8]>,
     if_modified_since: Option<&'a [u8]>,
@@ -174,6 +173,53 @@ enum Parsed {
     Answered(usize),
     /// The head is not complete yet.
     Partial,
+}
+
+/// The tokens of the `Connection` fields.
+#[derive(Debug, Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+/// Reads the fields a static file server acts on into `head`; `Err` is the
+/// status that refuses the request.
+fn read_fields<'a>(
+    fields: &[httparse::Header<'a>],
+    head: &mut Head<'a>,
+) -> Result<ConnectionTokens, Status> {
+    let mut connection = ConnectionTokens::default();
+    let mut host = false;
+    for field in fields {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                connection.close |= token.eq_ignore_ascii_case(b"close");
+                connection.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case(b"range") {
+            head.range = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-modified-since") {
+            head.if_modified_since = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-range") {
+            head.if_range = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && value.trim_ascii() != b"0")
+        {
+            // A body GET and HEAD have no use for, of a length this
+            // connection would have to skip.
+            return Err(Status::PayloadTooLarge);
+        }
+    }
+    if !head.http10 && !host {
+        // RFC 9112 section 3.2: a 1.1 request without Host is a 400.
+        return Err(Status::BadRequest);
+    }
+    Ok(connection)
 }
 
 impl Session for HttpSession {
@@ -347,41 +393,20 @@ impl HttpSession {
             http10: version == 0,
             ..Head::default()
         };
-        let (mut close, mut keep, mut host) = (false, false, false);
-        for field in request.headers.iter() {
-            let name = field.name.as_bytes();
-            let value = field.value;
-            if name.eq_ignore_ascii_case(b"connection") {
-                for token in value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name.eq_ignore_ascii_case(b"host") {
-                host = true;
-            } else if name.eq_ignore_ascii_case(b"range") {
-                head.range = Some(value);
-            } else if name.eq_ignore_ascii_case(b"if-modified-since") {
-                head.if_modified_since = Some(value);
-            } else if name.eq_ignore_ascii_case(b"if-range") {
-                head.if_range = Some(value);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-                || (name.eq_ignore_ascii_case(b"content-length") && value.trim_ascii() != b"0")
-            {
-                // A body GET and HEAD have no use for, of a length this
-                // connection would have to skip.
-                return self.refuse(Status::PayloadTooLarge, &head, out);
-            }
-        }
-        if !head.http10 && !host {
-            // RFC 9112 section 3.2: a 1.1 request without Host is a 400.
-            return self.refuse(Status::BadRequest, &head, out);
-        }
+        let connection = match read_fields(request.headers, &mut head) {
+            Ok(connection) => connection,
+            Err(status) => return self.refuse(status, &head, out),
+        };
         self.served += 1;
-        head.keep_alive = if head.http10 { keep && !close } else { !close }
-            && self.served < self.shared.max_requests
-            && !self.shared.keepalive_timeout.is_zero();
-        if !head.keep_alive {
+        let keep_alive = if head.http10 {
+            connection.keep_alive && !connection.close
+        } else {
+            !connection.close
+        };
+        if !keep_alive
+            || self.served >= self.shared.max_requests
+            || self.shared.keepalive_timeout.is_zero()
+        {
             self.closing = true;
         }
         let dir = match resolve_target(target.as_bytes(), &mut self.path) {
