@@ -213,6 +213,15 @@ fn files_are_served_as_curl_sees_them(mode: &str) {
     assert_eq!((not_modified.status, not_modified.body.len()), (304, 0));
     let old = "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT";
     assert_eq!(curl(&["-H", old, &url("/")]).status, 200);
+    let tag = index.field("etag").unwrap().to_string();
+    let matching = format!("If-None-Match: {tag}");
+    assert_eq!(curl(&["-H", &matching, &url("/")]).status, 304);
+    let other = "If-None-Match: \"0-0\"";
+    let changed = curl(&["-H", other, "-H", &since, &url("/")]);
+    assert_eq!(
+        changed.status, 200,
+        "If-None-Match decides over If-Modified-Since"
+    );
 
     let part = curl(&["-r", "10-19", &url("/digits.txt")]);
     assert_eq!((part.status, part.text().as_str()), (206, "abcdefghij"));

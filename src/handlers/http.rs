@@ -7,7 +7,8 @@
 //! into a root-relative path (`wire`), opened by the kernel beneath the
 //! root (`open`), and answered: 200 with the file, 206 for one byte range
 //! (416 when unsatisfiable; several ranges get the whole file), 304 when
-//! not modified since `If-Modified-Since`, 301 to add the `/` of a
+//! not modified (`If-None-Match` on the `ETag`, else
+//! `If-Modified-Since`), 301 to add the `/` of a
 //! directory, 404 with the root's `404.html` or a built-in page, 403 for
 //! a symlink refused or a way out of the root, and 400, 405, 413, 414 or
 //! 431 for a request that is not served (those close the connection).
@@ -26,7 +27,12 @@
 //! between requests (a session timer), the connection closes. Pipelined
 //! requests are answered in order; while a reply holds a file (or 64 KiB
 //! of bytes) waits to be sent, the rest wait in the session and the
-//! socket is not read (back-pressure). Never blocks, never logs.
+//! socket is not read (back-pressure). Never blocks on the socket, never
+//! logs.
+//!
+//! Files: `wire.rs` the pure parts (target to path, `Range`, dates,
+//! Content-Type), `open.rs` opening beneath the root, `reply.rs` writing
+//! heads and the built-in pages, `tests.rs` sessions fed directly.
 
 mod open;
 mod reply;
@@ -164,6 +170,7 @@ struct Head<'a> {
     http10: bool,
     range: Option<&'a [u8]>,
     if_modified_since: Option<&'a [u8]>,
+    if_none_match: Option<&'a [u8]>,
     if_range: Option<&'a [u8]>,
 }
 
@@ -205,6 +212,8 @@ fn read_fields<'a>(
             head.range = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
             head.if_modified_since = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            head.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-range") {
             head.if_range = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -439,13 +448,24 @@ impl HttpSession {
         let size = u64::try_from(opened.stat.st_size).unwrap_or(0);
         let mtime = opened.stat.st_mtime;
         let modified = format_http_date(mtime);
-        if wire::not_modified(head.if_modified_since, mtime) {
+        let (tag, tag_len) = wire::etag(mtime, size);
+        let tag = &tag[..tag_len];
+        // RFC 9110 section 13.2.2: If-None-Match, when sent, decides alone.
+        let unchanged = match head.if_none_match {
+            Some(tags) => wire::none_match_hits(tags, tag),
+            None => wire::not_modified(head.if_modified_since, mtime),
+        };
+        if unchanged {
             let reply = self.head(Status::NotModified, head, out);
             field(reply, "Last-Modified", &modified);
+            field(reply, "ETag", tag);
             end_head(reply);
             return;
         }
-        let range_applies = head.if_range.map_or(true, |v| v.trim_ascii() == modified);
+        // If-Range holds the tag or the date this reply would carry.
+        let range_applies = head.if_range.map_or(true, |v| {
+            v.trim_ascii() == tag || v.trim_ascii() == modified
+        });
         let range = match head.range {
             Some(value) if range_applies => parse_range(value, size),
             _ => Range::Whole,
@@ -466,6 +486,7 @@ impl HttpSession {
         field(reply, "Content-Type", content_type.as_bytes());
         number_field(reply, "Content-Length", len);
         field(reply, "Last-Modified", &modified);
+        field(reply, "ETag", tag);
         field(reply, "Accept-Ranges", b"bytes");
         if status == Status::Partial {
             content_range(reply, Some((start, len)), size);

@@ -211,32 +211,65 @@ fn two(out: &mut [u8], n: i64) {
     out[1] = b'0' + (n % 10) as u8;
 }
 
-/// An IMF-fixdate as seconds since the epoch; `None` for anything else
-/// (the obsolete RFC 850 and asctime forms too: the full reply is then
-/// sent, which is always correct).
+/// An HTTP date as seconds since the epoch: the IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`) and, as RFC 9110 section 5.6.7 asks
+/// of recipients, the obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`)
+/// and asctime (`Sun Nov  6 08:49:37 1994`) forms. `None` for anything
+/// else (the full reply is then sent, which is always correct).
 pub fn parse_http_date(value: &[u8]) -> Option<i64> {
-    let value = value.trim_ascii();
-    if value.len() != HTTP_DATE_LEN
-        || value[3] != b','
-        || value[4] != b' '
-        || value[7] != b' '
-        || value[11] != b' '
-        || value[16] != b' '
-        || value[19] != b':'
-        || value[22] != b':'
-        || &value[25..] != b" GMT"
-    {
+    let mut tokens = value
+        .split(|&b| b == b' ' || b == b',' || b == b'-')
+        .filter(|t| !t.is_empty());
+    let _weekday = tokens.next()?;
+    let first = tokens.next()?;
+    let (day, month, year, time) = match month_number(first) {
+        // asctime: month, day, time, year.
+        Some(month) => {
+            let day = tokens.next()?;
+            let time = tokens.next()?;
+            (day, month, tokens.next()?, time)
+        }
+        None => {
+            let month = month_number(tokens.next()?)?;
+            let year = tokens.next()?;
+            let time = tokens.next()?;
+            if tokens.next()? != b"GMT" {
+                return None;
+            }
+            (first, month, year, time)
+        }
+    };
+    if tokens.next().is_some() || day.len() > 2 || time.len() != 8 {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| digits(&value[range]).map(|n| n as i64);
-    let day = number(5..7)?;
-    let month = MONTHS.iter().position(|m| m[..] == value[8..11])? as i64 + 1;
-    let year = number(12..16)?;
-    let (hour, minute, second) = (number(17..19)?, number(20..22)?, number(23..25)?);
+    let number = |text: &[u8]| digits(text).map(|n| n as i64);
+    let day = number(day)?;
+    let year = match (year.len(), number(year)?) {
+        (4, year) => year,
+        // RFC 850's two digits: the century that is not in the future.
+        (2, year) if year < 70 => 2000 + year,
+        (2, year) => 1900 + year,
+        _ => return None,
+    };
+    if time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (
+        number(&time[..2])?,
+        number(&time[3..5])?,
+        number(&time[6..])?,
+    );
     if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+fn month_number(name: &[u8]) -> Option<i64> {
+    MONTHS
+        .iter()
+        .position(|m| m[..] == *name)
+        .map(|i| i as i64 + 1)
 }
 
 /// Whether a file last modified at `mtime` (seconds) may be answered 304
@@ -246,6 +279,48 @@ pub fn not_modified(if_modified_since: Option<&[u8]>, mtime: i64) -> bool {
     if_modified_since
         .and_then(parse_http_date)
         .is_some_and(|since| mtime <= since)
+}
+
+/// The longest [`etag`]: two quotes, two 16-digit hex numbers and `-`.
+pub const ETAG_MAX: usize = 35;
+
+/// A file's entity tag, as nginx makes it: `"MTIME-SIZE"` in hex. Returns
+/// the buffer and the tag's length in it.
+pub fn etag(mtime: i64, size: u64) -> ([u8; ETAG_MAX], usize) {
+    let mut out = [0u8; ETAG_MAX];
+    out[0] = b'"';
+    let mut n = 1 + hex(mtime as u64, &mut out[1..]);
+    out[n] = b'-';
+    n += 1 + hex(size, &mut out[n + 1..]);
+    out[n] = b'"';
+    (out, n + 1)
+}
+
+fn hex(mut n: u64, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
+/// Whether an `If-None-Match` list names `tag` (weak comparison, RFC 9110
+/// section 13.1.2: a `W/` prefix is ignored) or is `*`.
+pub fn none_match_hits(value: &[u8], tag: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    value == b"*"
+        || value.split(|&b| b == b',').any(|candidate| {
+            let candidate = candidate.trim_ascii();
+            candidate.strip_prefix(b"W/").unwrap_or(candidate) == tag
+        })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
@@ -420,8 +495,19 @@ mod tests {
         for secs in [0, 784_111_777, 951_782_400, 1_700_000_000, 4_102_444_799] {
             assert_eq!(parse_http_date(&format_http_date(secs)), Some(secs));
         }
-        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
-        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), None);
+        // The obsolete forms a recipient must still read.
+        assert_eq!(
+            parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date(b"Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 PST"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT x"), None);
+        assert_eq!(parse_http_date(b""), None);
         assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 25:49:37 GMT"), None);
         assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
     }
@@ -434,6 +520,20 @@ mod tests {
         assert!(!not_modified(Some(&date), 1_700_000_001));
         assert!(!not_modified(Some(b"yesterday"), 0));
         assert!(!not_modified(None, 0));
+    }
+
+    #[test]
+    fn entity_tags_are_mtime_and_size_in_hex_and_match_weakly() {
+        let (tag, len) = etag(1_700_000_000, 1024);
+        let tag = &tag[..len];
+        assert_eq!(tag, b"\"6553f100-400\"");
+        let (max, len) = etag(-1, u64::MAX);
+        assert_eq!(len, ETAG_MAX, "{:?}", std::str::from_utf8(&max));
+        assert!(none_match_hits(b"\"6553f100-400\"", tag));
+        assert!(none_match_hits(b"\"x\", W/\"6553f100-400\"", tag));
+        assert!(none_match_hits(b" * ", tag));
+        assert!(!none_match_hits(b"\"6553f100-401\"", tag));
+        assert!(!none_match_hits(b"6553f100-400", tag));
     }
 
     #[test]
