@@ -554,6 +554,19 @@ fn defaults_answer_3200_requests_from_one_address_at_c32(mode: &str) {
     std::fs::write(root.join("big.bin"), &body).unwrap();
     let root = format!("root = \"{}\"", root.display());
     let (forkd, addr) = serve(&scratch, mode, "http", &root);
+    // Event workers' descriptors before: each request's file is closed
+    // once sent, each connection once it ends.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut fds_before = Vec::new();
+    if mode == "event" {
+        wait_until("the event workers", Duration::from_secs(10), || {
+            children(forkd.pid()).len() == workers
+        });
+        fds_before = children(forkd.pid())
+            .into_iter()
+            .map(|pid| (pid, fd_count(pid)))
+            .collect();
+    }
     let started = Instant::now();
     let errors: Vec<String> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..32)
@@ -592,6 +605,9 @@ fn defaults_answer_3200_requests_from_one_address_at_c32(mode: &str) {
     });
     assert_all_answered(&format!("{mode}/http"), &errors, 3200);
     assert_eq!(forkd.log.count("refused"), 0, "nothing was refused");
+    wait_until("no descriptor left open", Duration::from_secs(10), || {
+        fds_before.iter().all(|&(pid, n)| fd_count(pid) == n)
+    });
     wait_no_zombies(forkd.pid());
     drop(forkd);
 }
