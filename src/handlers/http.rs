@@ -38,6 +38,7 @@ mod open;
 mod reply;
 mod wire;
 
+use std::cell::RefCell;
 use std::ffi::CStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -74,6 +75,8 @@ struct Shared {
     max_head: usize,
     max_requests: u64,
     keepalive_timeout: Duration,
+    /// One for every session of the process: formatted once a second.
+    date: RefCell<DateCache>,
 }
 
 impl Http {
@@ -86,6 +89,7 @@ impl Http {
                 max_head: usize::try_from(config.max_line).unwrap_or(usize::MAX),
                 max_requests: config.max_requests_per_connection,
                 keepalive_timeout: config.keepalive_timeout,
+                date: RefCell::default(),
             }),
         })
     }
@@ -106,7 +110,6 @@ impl Handler for Http {
             pending: Vec::new(),
             path: Vec::new(),
             served: 0,
-            date: DateCache::default(),
             closing: false,
             deferred: false,
             input_ended: false,
@@ -147,7 +150,6 @@ struct HttpSession {
     /// The decoded path, reused from request to request.
     path: Vec<u8>,
     served: u64,
-    date: DateCache,
     /// A reply said `Connection: close`: nothing more is read.
     closing: bool,
     /// Complete requests wait in `pending` for the queued replies to go.
@@ -595,7 +597,7 @@ impl HttpSession {
         reply.extend_from_slice(b"HTTP/1.1 ");
         reply.extend_from_slice(status.line().as_bytes());
         reply.extend_from_slice(b"\r\nServer: forkd\r\n");
-        field(reply, "Date", self.date.now());
+        field(reply, "Date", self.shared.date.borrow_mut().now());
         if self.closing {
             reply.extend_from_slice(b"Connection: close\r\n");
         } else if head.http10 {
