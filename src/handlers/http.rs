@@ -110,8 +110,7 @@ impl Handler for Http {
             pending: Vec::new(),
             path: Vec::new(),
             served: 0,
-            closing: false,
-            deferred: false,
+            phase: Phase::Reading,
             input_ended: false,
             queued: 0,
             idle_since: None,
@@ -150,10 +149,7 @@ struct HttpSession {
     /// The decoded path, reused from request to request.
     path: Vec<u8>,
     served: u64,
-    /// A reply said `Connection: close`: nothing more is read.
-    closing: bool,
-    /// Complete requests wait in `pending` for the queued replies to go.
-    deferred: bool,
+    phase: Phase,
     input_ended: bool,
     /// Bytes (a file counts as the limit) queued since output last drained.
     queued: usize,
@@ -163,6 +159,19 @@ struct HttpSession {
     /// `keepalive_timeout`; none before the first reply (`idle_timeout`
     /// bounds the wait for the first request).
     keepalive_timer: Option<Instant>,
+}
+
+/// Where a connection is between its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests and answering them as they come.
+    Reading,
+    /// Complete requests wait in `pending` for the queued replies to go;
+    /// the socket is not read meanwhile.
+    Deferred,
+    /// The last reply is queued (it says `Connection: close`): nothing
+    /// more is read or answered.
+    Closing,
 }
 
 /// What the request head says, beyond method and target.
@@ -236,14 +245,14 @@ fn read_fields<'a>(
 impl Session for HttpSession {
     fn input(&mut self, data: &[u8], out: &mut Output) -> Flow {
         self.idle_since = None;
-        if self.closing {
+        if self.phase == Phase::Closing {
             return Flow::Close;
         }
         if self.pending.is_empty() {
             // The common case: whole requests in one read, parsed in place.
             let used = self.serve_all(data, out);
             let rest = &data[used..];
-            if !rest.is_empty() && !self.closing {
+            if !rest.is_empty() && self.phase != Phase::Closing {
                 self.pending.extend_from_slice(rest);
             }
         } else {
@@ -255,7 +264,7 @@ impl Session for HttpSession {
 
     fn input_ended(&mut self, _out: &mut Output) -> Flow {
         self.input_ended = true;
-        if self.deferred && !self.closing {
+        if self.phase == Phase::Deferred {
             // Pipelined requests still to answer; `drained` ends it.
             Flow::Continue
         } else {
@@ -264,19 +273,19 @@ impl Session for HttpSession {
     }
 
     fn wants_input(&self) -> bool {
-        !self.deferred && !self.closing
+        self.phase == Phase::Reading
     }
 
     fn drained(&mut self, out: &mut Output) -> Flow {
         self.queued = 0;
-        if self.deferred {
-            self.deferred = false;
+        if self.phase == Phase::Deferred {
+            self.phase = Phase::Reading;
             self.serve_pending(out);
         }
-        if !self.deferred && self.pending.is_empty() {
+        if self.phase != Phase::Deferred && self.pending.is_empty() {
             self.start_idle();
         }
-        if self.input_ended && !self.deferred {
+        if self.input_ended && self.phase != Phase::Deferred {
             return Flow::Close;
         }
         self.flow()
@@ -318,7 +327,7 @@ impl HttpSession {
     }
 
     fn flow(&self) -> Flow {
-        if self.closing {
+        if self.phase == Phase::Closing {
             Flow::Close
         } else {
             Flow::Continue
@@ -330,7 +339,7 @@ impl HttpSession {
         let pending = std::mem::take(&mut self.pending);
         let used = self.serve_all(&pending, out);
         self.pending = pending;
-        if self.closing {
+        if self.phase == Phase::Closing {
             self.pending.clear();
         } else {
             self.pending.drain(..used);
@@ -341,9 +350,9 @@ impl HttpSession {
     /// queue is full or the connection is closing); returns the bytes used.
     fn serve_all(&mut self, data: &[u8], out: &mut Output) -> usize {
         let mut used = 0;
-        while used < data.len() && !self.closing {
+        while used < data.len() && self.phase == Phase::Reading {
             if self.queued >= QUEUED_LIMIT {
-                self.deferred = true;
+                self.phase = Phase::Deferred;
                 break;
             }
             match self.serve_one(&data[used..], out) {
@@ -418,7 +427,7 @@ impl HttpSession {
             || self.served >= self.shared.max_requests
             || self.shared.keepalive_timeout.is_zero()
         {
-            self.closing = true;
+            self.phase = Phase::Closing;
         }
         let dir = match resolve_target(target.as_bytes(), &mut self.path) {
             Ok(dir) => dir,
@@ -522,7 +531,7 @@ impl HttpSession {
             // The file shrank under us: the head promised `len` bytes, so
             // the connection cannot go on.
             run.truncate(at + filled);
-            self.closing = true;
+            self.phase = Phase::Closing;
         }
         self.queued += len;
     }
@@ -569,7 +578,7 @@ impl HttpSession {
     /// request). `head` is what is known of the request (a HEAD gets no
     /// body).
     fn refuse(&mut self, status: Status, head: &Head<'_>, out: &mut Output) {
-        self.closing = true;
+        self.phase = Phase::Closing;
         self.page(status, head, out);
     }
 
@@ -598,7 +607,7 @@ impl HttpSession {
         reply.extend_from_slice(status.line().as_bytes());
         reply.extend_from_slice(b"\r\nServer: forkd\r\n");
         field(reply, "Date", self.shared.date.borrow_mut().now());
-        if self.closing {
+        if self.phase == Phase::Closing {
             reply.extend_from_slice(b"Connection: close\r\n");
         } else if head.http10 {
             reply.extend_from_slice(b"Connection: keep-alive\r\n");
