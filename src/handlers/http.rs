@@ -44,12 +44,12 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::sys::stat::SFlag;
 
 use self::open::{Opened, Opener, Refused};
-use self::reply::{content_range, end_head, field, number_field, page_body, Status};
+use self::reply::{content_range, end_head, field, number_field, page_body, DateCache, Status};
 use self::wire::{format_http_date, parse_range, resolve_target, Range};
 use super::{Context, Flow, Handler, HandlerError, Output, Session};
 
@@ -116,26 +116,6 @@ impl Handler for Http {
             idle_since: None,
             keepalive_timer: None,
         }))
-    }
-}
-
-/// The `Date` header's value, formatted again only when the second changes.
-#[derive(Debug, Default)]
-struct DateCache {
-    secs: i64,
-    text: [u8; wire::HTTP_DATE_LEN],
-}
-
-impl DateCache {
-    fn now(&mut self) -> &[u8] {
-        let secs = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        if secs != self.secs || self.text[0] == 0 {
-            self.secs = secs;
-            self.text = format_http_date(secs);
-        }
-        &self.text
     }
 }
 

@@ -1,5 +1,29 @@
 //! Writing a reply's head and the built-in pages into the output's byte
-//! run: no formatting machinery, no allocation.
+//! run (no formatting machinery, no allocation), and the Date it carries.
+
+use std::time::SystemTime;
+
+use super::wire::{format_http_date, HTTP_DATE_LEN};
+
+/// The `Date` header's value, formatted again only when the second changes.
+#[derive(Debug, Default)]
+pub struct DateCache {
+    secs: i64,
+    text: [u8; HTTP_DATE_LEN],
+}
+
+impl DateCache {
+    pub fn now(&mut self) -> &[u8] {
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if secs != self.secs || self.text[0] == 0 {
+            self.secs = secs;
+            self.text = format_http_date(secs);
+        }
+        &self.text
+    }
+}
 
 /// A reply's status and what goes with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
