@@ -1,15 +1,12 @@
 //! What `forkd --check` (and start-up) can tell beyond the config's
-//! validity: commands that cannot be exec'd as the machine is now,
-//! handlers this forkd build does not have (the handlers' table; start-up
-//! refuses them), and mqueue pools that this user's RLIMIT_MSGQUEUE cannot
-//! hold.
+//! validity: commands that cannot be exec'd as the machine is now, and
+//! mqueue pools that this user's RLIMIT_MSGQUEUE cannot hold.
 //!
 //! Warnings only, never errors: a command may be installed, or a user
 //! created, before forkd starts the program, and `--check` still exits 0.
 //! This module reads the file system and forkd's environment (for `PATH`,
 //! as each program will get it); it never starts anything.
 
-use crate::config::support;
 use crate::config::{Config, HandlerKind};
 use crate::process::exec::{child_environment, command_problem};
 
@@ -17,7 +14,6 @@ use crate::process::exec::{child_environment, command_problem};
 /// then pools.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut out = command_warnings(config);
-    out.extend(handler_warnings(config));
     out.extend(mqueue_budget(config));
     out
 }
@@ -45,17 +41,6 @@ pub fn mqueue_budget(config: &Config) -> Option<String> {
     })
 }
 
-/// Services whose handler is valid in the file but not in this build.
-fn handler_warnings(config: &Config) -> impl Iterator<Item = String> + '_ {
-    config.services.iter().filter_map(|s| {
-        let missing = support(s.handler).check_built().err()?;
-        Some(format!(
-            "service \"{}\": {missing}: forkd will not start with it",
-            s.name
-        ))
-    })
-}
-
 /// Programs and `exec` services whose command cannot be exec'd now.
 fn command_warnings(config: &Config) -> Vec<String> {
     let programs = config.programs.iter().filter_map(|p| {
@@ -79,19 +64,4 @@ fn command_warnings(config: &Config) -> Vec<String> {
             ))
         });
     programs.chain(services).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_handler_this_build_lacks_is_a_warning() {
-        let text = "[[service]]\nname = \"drop\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"http\"\nroot = \"/srv\"\n";
-        let config = Config::parse(text, std::path::Path::new("t.toml")).unwrap();
-        assert_eq!(
-            warnings(&config),
-            ["service \"drop\": handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"chat\", \"exec\" or \"pool\": forkd will not start with it"]
-        );
-    }
 }

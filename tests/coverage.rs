@@ -11,13 +11,7 @@ use std::path::PathBuf;
 use clap::CommandFactory;
 
 /// Keys and verbs no integration test can exercise today, and why.
-const ALLOWED: &[(&str, &str)] = &[
-    // Keys of handlers that are validated but not built yet.
-    (
-        "service.max_line",
-        "echo answers each read as it comes; the line-based handlers are not built yet",
-    ),
-];
+const ALLOWED: &[(&str, &str)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

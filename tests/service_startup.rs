@@ -1,6 +1,7 @@
-//! Start-up of services: a handler that is not built yet, or a systemd
-//! socket that was not passed, stops forkd with a clear error (exit 1, no
-//! panic); a stale Unix socket file from a crashed run is replaced.
+//! Start-up of services: a handler that cannot be set up (a served
+//! directory that is not there), or a systemd socket that was not passed,
+//! stops forkd with a clear error (exit 1, no panic); a stale Unix socket
+//! file from a crashed run is replaced.
 
 mod common;
 
@@ -9,19 +10,23 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn a_handler_that_is_not_available_fails_start_up_clearly() {
-    let scratch = Scratch::new("no-handler");
+fn a_handler_that_cannot_be_set_up_fails_start_up_clearly() {
+    let scratch = Scratch::new("no-root");
+    let missing = scratch.file("not-there");
     let config = service_config(
         &scratch,
         &format!(
-            "listen = [\"tcp://127.0.0.1:0\"]\nhandler = \"http\"\nroot = \"{}\"",
-            scratch.path.display()
+            "listen = [\"tcp://127.0.0.1:0\"]\nhandler = \"ftp\"\nroot = \"{}\"",
+            missing.display()
         ),
     );
     let mut forkd = Forkd::start(&config);
     assert_eq!(forkd.wait_exit(Duration::from_secs(5)), Some(1));
     forkd.log.wait_line(
-        "handler \"http\" is not available yet",
+        &format!(
+            "service \"echo\": cannot open root \"{}\": No such file or directory",
+            missing.display()
+        ),
         Duration::from_secs(1),
     );
     assert_eq!(forkd.log.count("panicked"), 0);

@@ -207,6 +207,15 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("upload_quiet", a.upload_quiet != b.upload_quiet),
         ("max_members", a.max_members != b.max_members),
         ("member_timeout", a.member_timeout != b.member_timeout),
+        ("follow_symlinks", a.follow_symlinks != b.follow_symlinks),
+        (
+            "max_requests_per_connection",
+            a.max_requests_per_connection != b.max_requests_per_connection,
+        ),
+        (
+            "keepalive_timeout",
+            a.keepalive_timeout != b.keepalive_timeout,
+        ),
     ];
     named_differences(&fields)
 }

@@ -1,15 +1,14 @@
-//! The one table of what each handler can do: whether this build has it,
-//! the connection modes it runs in, and the sockets it serves (streams:
-//! `tcp://` and `unix:`; datagrams: `udp://`).
+//! The one table of what each handler can do: the connection modes it
+//! runs in, and the sockets it serves (streams: `tcp://` and `unix:`;
+//! datagrams: `udp://`).
 //!
 //! Read by the config check (`forkd --check`, a reload, start-up's parse),
 //! which turns an unsupported combination into an error at the key's
 //! `file:line:col`, and by start-up (`server`), which checks again what
-//! the config could not know (the kind of a socket systemd hands over),
-//! and by `handlers::build`, which refuses a handler this build lacks.
+//! the config could not know (the kind of a socket systemd hands over).
 //! [`support`] is an exhaustive match, so a new [`HandlerKind`] does not
-//! compile without its row; a test in `handlers` holds each built handler
-//! to what its row claims. It lives in `config`, below `handlers`, so the
+//! compile without its row; a test in `handlers` holds each handler to
+//! what its row claims. It lives in `config`, below `handlers`, so the
 //! config check needs nothing of the handlers themselves. Pure data:
 //! nothing here opens, forks or logs.
 
@@ -30,9 +29,6 @@ pub enum Carrier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Support {
     pub kind: HandlerKind,
-    /// `handlers::build` can build it; otherwise start-up refuses it (the
-    /// config check accepts it: the file is right, this forkd is old).
-    pub built: bool,
     pub modes: &'static [Mode],
     /// Why the modes not listed are refused.
     pub modes_reason: &'static str,
@@ -49,10 +45,9 @@ const OWN_PROCESS: &[Mode] = &[Mode::Fork, Mode::Prefork];
 
 /// The row of `kind`.
 pub fn support(kind: HandlerKind) -> &'static Support {
-    const fn row(kind: HandlerKind, built: bool, stream: bool, datagram: bool) -> Support {
+    const fn row(kind: HandlerKind, stream: bool, datagram: bool) -> Support {
         Support {
             kind,
-            built,
             modes: ALL_MODES,
             modes_reason: "",
             stream,
@@ -60,25 +55,25 @@ pub fn support(kind: HandlerKind) -> &'static Support {
             one_datagram_worker: false,
         }
     }
-    const ECHO: Support = row(HandlerKind::Echo, true, true, true);
-    const FILES: Support = row(HandlerKind::Files, true, true, false);
-    const FTP: Support = row(HandlerKind::Ftp, true, true, false);
+    const ECHO: Support = row(HandlerKind::Echo, true, true);
+    const FILES: Support = row(HandlerKind::Files, true, false);
+    const FTP: Support = row(HandlerKind::Ftp, true, false);
     const COMMAND: Support = Support {
         modes: OWN_PROCESS,
         modes_reason: "each request waits for the command it runs, in a process of its own",
-        ..row(HandlerKind::Command, true, true, false)
+        ..row(HandlerKind::Command, true, false)
     };
     const CHAT: Support = Support {
         one_datagram_worker: true,
-        ..row(HandlerKind::Chat, true, false, true)
+        ..row(HandlerKind::Chat, false, true)
     };
-    const HTTP: Support = row(HandlerKind::Http, false, true, false);
+    const HTTP: Support = row(HandlerKind::Http, true, false);
     const EXEC: Support = Support {
         modes: OWN_PROCESS,
         modes_reason: "each connection needs its own process",
-        ..row(HandlerKind::Exec, true, true, false)
+        ..row(HandlerKind::Exec, true, false)
     };
-    const POOL: Support = row(HandlerKind::Pool, true, true, false);
+    const POOL: Support = row(HandlerKind::Pool, true, false);
     match kind {
         HandlerKind::Echo => &ECHO,
         HandlerKind::Files => &FILES,
@@ -97,14 +92,6 @@ pub fn rows() -> impl Iterator<Item = &'static Support> {
 }
 
 impl Support {
-    pub fn check_built(&self) -> Result<(), Unsupported> {
-        if self.built {
-            Ok(())
-        } else {
-            Err(Unsupported::NotBuilt(self.kind))
-        }
-    }
-
     pub fn check_mode(&self, mode: Mode) -> Result<(), Unsupported> {
         if self.modes.contains(&mode) {
             Ok(())
@@ -133,27 +120,13 @@ impl Support {
 /// caller adds where).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsupported {
-    NotBuilt(HandlerKind),
     Mode(HandlerKind, Mode),
     Carrier(HandlerKind, Carrier),
 }
 
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = |keep: fn(&Support) -> bool| {
-            let names: Vec<String> = rows()
-                .filter(|r| keep(r))
-                .map(|r| format!("\"{}\"", r.kind.keyword()))
-                .collect();
-            or_list(&names)
-        };
         match *self {
-            Unsupported::NotBuilt(kind) => write!(
-                f,
-                "handler \"{}\" is not available yet in this forkd build; use handler = {}",
-                kind.keyword(),
-                names(|r| r.built)
-            ),
             Unsupported::Mode(kind, mode) => {
                 let row = support(kind);
                 let modes: Vec<String> = row
@@ -221,10 +194,6 @@ mod tests {
 
     #[test]
     fn the_messages_name_what_is_allowed() {
-        assert_eq!(
-            Unsupported::NotBuilt(HandlerKind::Http).to_string(),
-            "handler \"http\" is not available yet in this forkd build; use handler = \"echo\", \"files\", \"ftp\", \"command\", \"chat\", \"exec\" or \"pool\""
-        );
         assert_eq!(
             Unsupported::Mode(HandlerKind::Exec, Mode::Event).to_string(),
             "handler = \"exec\" cannot run in mode = \"event\": each connection needs its own process; use mode = \"fork\" or \"prefork\""

@@ -352,6 +352,14 @@ pub struct ServiceConfig {
     pub max_members: u32,
     /// `chat` handler: a member silent this long is dropped (zero: never).
     pub member_timeout: Duration,
+    /// `http` handler: whether symlinks under the root are followed
+    /// (never out of it).
+    pub follow_symlinks: bool,
+    /// `http` handler: replies on one connection before it closes.
+    pub max_requests_per_connection: u64,
+    /// `http` handler: how long a connection is kept idle between
+    /// requests (0: one request per connection).
+    pub keepalive_timeout: Duration,
 }
 
 /// One entry of a `command` service's `commands`: what runs for its name.

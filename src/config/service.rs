@@ -45,6 +45,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "upload_quiet",
     "max_members",
     "member_timeout",
+    "follow_symlinks",
+    "max_requests_per_connection",
+    "keepalive_timeout",
 ];
 
 /// Reads one `[[service]]`; `pools` are the `[[pool]]`s defined anywhere
@@ -115,6 +118,12 @@ pub(super) fn service(
             .map_or(1024, |n| n as u32),
         // Zero: members never expire, as in the classic room.
         member_timeout: s.duration("member_timeout", Duration::from_secs(600)),
+        follow_symlinks: s.bool("follow_symlinks", false),
+        // nginx's keepalive_requests.
+        max_requests_per_connection: s
+            .int("max_requests_per_connection", 1, u64::MAX.into())
+            .map_or(1000, |n| n as u64),
+        keepalive_timeout: s.duration("keepalive_timeout", default_keepalive_timeout(mode)),
     };
     if let Some(handler) = handler {
         check_handler(&mut s, &config, handler, pools);
@@ -126,6 +135,15 @@ pub(super) fn service(
 /// `chat`: the most members one room may be set to hold (each datagram
 /// looks through them).
 const MAX_CHAT_MEMBERS: u32 = 65_536;
+/// `http`: how long an idle connection is kept between requests. event:
+/// nginx's 75s (an idle connection costs a descriptor); fork and prefork:
+/// Apache's 5s, since an idle connection holds a whole process.
+fn default_keepalive_timeout(mode: Mode) -> Duration {
+    match mode {
+        Mode::Event => Duration::from_secs(75),
+        Mode::Fork | Mode::Prefork => Duration::from_secs(5),
+    }
+}
 
 /// `files`: the largest upload stored by default, and the most one may set.
 const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;

@@ -26,14 +26,14 @@
 //! hands it, and gives each answer back with [`Session::answer`] to the
 //! session whose request it was. Sessions never do I/O themselves.
 //!
-//! Which modes and sockets each handler serves, and whether this build has
-//! it, is one table ([`crate::config::support`]), read by the config
-//! check, by start-up and by [`build`]; a test here holds each built
-//! handler to its row.
+//! Which modes and sockets each handler serves is one table
+//! ([`crate::config::support`]), read by the config check and by
+//! start-up; a test here holds each handler to its row.
 //!
-//! Files: `echo.rs`, `exec.rs`, `files.rs`, `ftp.rs` (with `ftp/`), `pool.rs` (with `upstream.rs`) and
+//! Files: `echo.rs`, `exec.rs`, `files.rs`, `ftp.rs` (with `ftp/`),
+//! `http.rs` (with `http/`), `pool.rs` (with `upstream.rs`) and
 //! `command.rs` (with `command/run.rs`) are the handlers; `root.rs` the
-//! served directory of files and ftp; `output.rs` the output queue; `drive.rs` the blocking
+//! served directory of files, ftp and http; `output.rs` the output queue; `drive.rs` the blocking
 //! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
 //! `chat.rs` (with `chat/room.rs`) is the UDP chat room; `inbox.rs` carries
@@ -51,6 +51,7 @@ mod echo;
 mod exec;
 mod files;
 mod ftp;
+mod http;
 mod inbox;
 mod output;
 mod pool;
@@ -68,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
-use crate::config::{support, HandlerKind, ServiceConfig, Unsupported};
+use crate::config::{HandlerKind, ServiceConfig};
 
 pub use chat::{Chat, MAX_OPERATOR_TEXT};
 pub use command::Commands;
@@ -78,6 +79,7 @@ pub use echo::Echo;
 pub use exec::{ConnectionProgram, Exec};
 pub use files::Files;
 pub use ftp::Ftp;
+pub use http::Http;
 pub use inbox::{Inbox, PostError};
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
@@ -467,18 +469,13 @@ fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Resul
 /// Why a service's handler cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// The table refuses it (not in this build).
-    #[error("{0}")]
-    Unsupported(#[from] Unsupported),
     #[error("{0}")]
     Setup(String),
 }
 
-/// Builds the handler a service's config names, if the table says this
-/// build has it.
+/// Builds the handler a service's config names.
 pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
     let kind = context.service.handler;
-    support(kind).check_built()?;
     Ok(match kind {
         HandlerKind::Echo => Box::new(Echo),
         HandlerKind::Exec => Box::new(Exec::new(context)?),
@@ -487,7 +484,7 @@ pub fn build(context: &Context<'_>) -> Result<Box<dyn Handler>, HandlerError> {
         HandlerKind::Command => Box::new(Commands::new(context)?),
         HandlerKind::Chat => Box::new(Chat::new(context)?),
         HandlerKind::Ftp => Box::new(Ftp::new(context)?),
-        HandlerKind::Http => return Err(Unsupported::NotBuilt(kind).into()),
+        HandlerKind::Http => Box::new(Http::new(context)?),
     })
 }
 
@@ -500,7 +497,7 @@ mod tests {
     #[test]
     fn built_handlers_keep_to_their_rows() {
         let text = "[[pool]]\nname = \"p\"\nworker = \"builtin:upper\"\n";
-        for row in rows().filter(|r| r.built) {
+        for row in rows() {
             let kind = row.kind.keyword();
             let scheme = if row.stream { "tcp" } else { "udp" };
             let service = format!(

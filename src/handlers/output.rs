@@ -47,6 +47,9 @@ pub struct Output {
     items: VecDeque<Item>,
     /// Bytes of the front run already written.
     sent: usize,
+    /// A drained run's buffer, for the next run: a reply of head and file
+    /// range after another allocates nothing.
+    spare: Vec<u8>,
 }
 
 /// What one [`Output::write_to`] did.
@@ -75,7 +78,8 @@ impl Output {
     /// friends write into a `Vec`).
     pub fn bytes(&mut self) -> &mut Vec<u8> {
         if !matches!(self.items.back(), Some(Item::Bytes(_))) {
-            self.items.push_back(Item::Bytes(Vec::new()));
+            self.items
+                .push_back(Item::Bytes(std::mem::take(&mut self.spare)));
         }
         match self.items.back_mut() {
             Some(Item::Bytes(run)) => run,
@@ -123,11 +127,19 @@ impl Output {
                             drained: true,
                         });
                     }
-                    self.items.pop_front();
+                    if let Some(Item::Bytes(mut run)) = self.items.pop_front() {
+                        if run.capacity() > self.spare.capacity() {
+                            run.clear();
+                            self.spare = run;
+                        }
+                    }
                     self.sent = 0;
                     continue;
                 }
-                Some(Item::Bytes(run)) => write(socket, &run[self.sent..]).map(|n| {
+                // A run before a file range (a reply's head) is corked
+                // with MSG_MORE, to leave in one segment with the range's
+                // first bytes.
+                Some(Item::Bytes(run)) => write(socket, &run[self.sent..], !only).map(|n| {
                     self.sent += n.unwrap_or(0);
                     n.map(|n| n as u64)
                 }),
@@ -160,10 +172,20 @@ impl Output {
     }
 }
 
-/// One write(2); `Ok(None)` when the socket is full.
-fn write(socket: BorrowedFd<'_>, data: &[u8]) -> io::Result<Option<usize>> {
+/// One write(2) (send(2) with MSG_MORE when `more` follows); `Ok(None)`
+/// when the socket is full.
+fn write(socket: BorrowedFd<'_>, data: &[u8], more: bool) -> io::Result<Option<usize>> {
     loop {
-        return match nix::unistd::write(socket, data) {
+        let written = if more {
+            match send_more(socket, data) {
+                // Not a socket (a pipe in a test): a plain write.
+                Err(nix::errno::Errno::ENOTSOCK) => nix::unistd::write(socket, data),
+                other => other,
+            }
+        } else {
+            nix::unistd::write(socket, data)
+        };
+        return match written {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => Ok(Some(n)),
             Err(nix::errno::Errno::EINTR) => continue,
@@ -171,6 +193,21 @@ fn write(socket: BorrowedFd<'_>, data: &[u8]) -> io::Result<Option<usize>> {
             Err(e) => Err(e.into()),
         };
     }
+}
+
+/// send(2) with MSG_MORE (which nix's `MsgFlags` lacks).
+fn send_more(socket: BorrowedFd<'_>, data: &[u8]) -> nix::Result<usize> {
+    // SAFETY: `data` is readable for its length and the fd is open
+    // (borrowed); send(2) only reads those bytes.
+    let n = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_MORE,
+        )
+    };
+    nix::errno::Errno::result(n).map(|n| n as usize)
 }
 
 impl FileRange {
@@ -201,7 +238,7 @@ impl FileRange {
         if read == 0 {
             return self.advance(0);
         }
-        match write(socket, &buf[..read])? {
+        match write(socket, &buf[..read], false)? {
             Some(n) => self.advance(n),
             None => Ok(None),
         }

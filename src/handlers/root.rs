@@ -28,6 +28,31 @@ use super::{Context, HandlerError};
 /// Names of uploads in progress start so; no request may name one.
 pub const PARTIAL_PREFIX: &str = ".forkd-partial-";
 
+/// Opens the service's `root` for `handler` (`files`, `ftp`, `http`): a
+/// missing key or a directory that cannot be opened is a start-up error.
+pub fn open_dir(context: &Context<'_>, handler: &str) -> Result<OwnedFd, HandlerError> {
+    let config = context.service;
+    let Some(root) = &config.root else {
+        return Err(HandlerError::Setup(format!(
+            "service \"{}\": handler = \"{handler}\" needs root = \"/DIR\"",
+            config.name
+        )));
+    };
+    open_path(root).map_err(|e| {
+        HandlerError::Setup(format!(
+            "service \"{}\": cannot open root \"{}\": {}",
+            config.name,
+            root.display(),
+            e.desc()
+        ))
+    })
+}
+
+fn open_path(path: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(path, flags, Mode::empty())
+}
+
 /// The served directory, open; cheap to clone (every session holds one).
 #[derive(Debug, Clone)]
 pub struct Root {
@@ -38,28 +63,13 @@ impl Root {
     /// Opens the service's `root` for `handler`: a missing key or a
     /// directory that cannot be opened is a start-up error.
     pub fn of(context: &Context<'_>, handler: &str) -> Result<Root, HandlerError> {
-        let config = context.service;
-        let Some(root) = &config.root else {
-            return Err(HandlerError::Setup(format!(
-                "service \"{}\": handler = \"{handler}\" needs root = \"/DIR\"",
-                config.name
-            )));
-        };
-        Root::open(root).map_err(|e| {
-            HandlerError::Setup(format!(
-                "service \"{}\": cannot open root \"{}\": {}",
-                config.name,
-                root.display(),
-                e.desc()
-            ))
-        })
+        open_dir(context, handler).map(|dir| Root { dir: Rc::new(dir) })
     }
 
-    /// Opens the directory at `path`.
+    /// Opens the directory at `path` (the unit tests' roots).
+    #[cfg(test)]
     pub fn open(path: &Path) -> nix::Result<Root> {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let dir = nix::fcntl::open(path, flags, Mode::empty())?;
-        Ok(Root { dir: Rc::new(dir) })
+        open_path(path).map(|dir| Root { dir: Rc::new(dir) })
     }
 
     /// Whether `name` exists in the root, as anything (a symbolic link

@@ -106,14 +106,13 @@ impl Service {
         per_ip: Option<PerIp>,
     ) -> Result<Service, String> {
         let name = &config.name;
-        // The table first: a handler this build lacks, a mode it cannot
-        // run in or a socket it cannot serve is refused before anything
-        // is built (the config check said so too, except for systemd
-        // sockets, whose kind shows only now).
+        // The table first: a mode the handler cannot run in or a socket
+        // it cannot serve is refused before anything is built (the config
+        // check said so too, except for systemd sockets, whose kind shows
+        // only now).
         let support = support(config.handler);
         support
-            .check_built()
-            .and_then(|()| support.check_mode(config.mode))
+            .check_mode(config.mode)
             .map_err(|e| format!("service \"{name}\": {e}"))?;
         let handler = handlers::build(&handlers::Context::new(config))
             .map_err(|e| format!("service \"{name}\": {e}"))?;

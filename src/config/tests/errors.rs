@@ -576,3 +576,27 @@ fn chat_keys_are_checked_where_they_are_written() {
         (3, std::time::Duration::from_millis(300))
     );
 }
+
+#[test]
+fn http_keys_default_by_mode_and_point_at_bad_values() {
+    let http = |mode: &str, extra: &str| {
+        format!("[[service]]\nname = \"www\"\n{LISTEN}handler = \"http\"\nroot = \"/srv\"\nmode = \"{mode}\"\n{extra}")
+    };
+    let event = super::parse(&http("event", ""));
+    let s = &event.services[0];
+    assert!(!s.follow_symlinks);
+    assert_eq!(s.max_requests_per_connection, 1000);
+    assert_eq!(s.keepalive_timeout, std::time::Duration::from_secs(75));
+    let prefork = super::parse(&http("prefork", "follow_symlinks = true\n"));
+    assert!(prefork.services[0].follow_symlinks);
+    assert_eq!(
+        prefork.services[0].keepalive_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let (line, col, message) = error(&http("fork", "max_requests_per_connection = 0\n"));
+    assert_eq!((line, col), (7, 31));
+    assert!(message.contains("at least 1"), "{message}");
+    let (line, col, message) = error(&http("fork", "keepalive_timeout = \"soon\"\n"));
+    assert_eq!((line, col), (7, 21));
+    assert!(message.contains("keepalive_timeout"), "{message}");
+}
