@@ -153,7 +153,12 @@ fn diff_kind<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -
 
 /// The keys whose values differ, in the words of forkd.toml.
 pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str> {
-    let fields = [
+    named_differences(&program_fields(a, b))
+}
+
+/// Every `[[program]]` key but `name`, with whether it differs.
+fn program_fields(a: &ProgramConfig, b: &ProgramConfig) -> Vec<(&'static str, bool)> {
+    vec![
         ("command", a.command != b.command),
         ("restart", a.restart != b.restart),
         ("backoff_initial", a.backoff_initial != b.backoff_initial),
@@ -172,13 +177,17 @@ pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str
         ("stop_timeout", a.stop_timeout != b.stop_timeout),
         ("stdout", a.stdout != b.stdout),
         ("stderr", a.stderr != b.stderr),
-    ];
-    named_differences(&fields)
+    ]
 }
 
 /// The keys whose values differ, in the words of forkd.toml.
 pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str> {
-    let fields = [
+    named_differences(&service_fields(a, b))
+}
+
+/// Every `[[service]]` key but `name`, with whether it differs.
+fn service_fields(a: &ServiceConfig, b: &ServiceConfig) -> Vec<(&'static str, bool)> {
+    vec![
         ("listen", a.listen != b.listen),
         ("mode", a.mode != b.mode),
         ("handler", a.handler != b.handler),
@@ -202,6 +211,8 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
         ("root", a.root != b.root),
         ("commands", a.commands != b.commands),
         ("timeout", a.timeout != b.timeout),
+        ("max_file_size", a.max_file_size != b.max_file_size),
+        ("overwrite", a.overwrite != b.overwrite),
         ("max_output", a.max_output != b.max_output),
         ("pause", a.pause != b.pause),
         ("upload_quiet", a.upload_quiet != b.upload_quiet),
@@ -216,8 +227,7 @@ pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str
             "keepalive_timeout",
             a.keepalive_timeout != b.keepalive_timeout,
         ),
-    ];
-    named_differences(&fields)
+    ]
 }
 
 /// The names whose flag is set, or `["settings"]` when none is (a change
@@ -262,6 +272,30 @@ name = "echo"
 listen = ["tcp://127.0.0.1:7000"]
 handler = "echo"
 "#;
+
+    /// A key the lists miss would be reported as "settings" on reload.
+    #[test]
+    fn every_program_and_service_key_is_named() {
+        let c = config(OLD);
+        let keys = |fields: Vec<(&'static str, bool)>| {
+            let mut names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
+            names
+        };
+        let expected = |all: &[&'static str]| {
+            let mut names: Vec<&str> = all.iter().copied().filter(|k| *k != "name").collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(
+            keys(program_fields(&c.programs[0], &c.programs[0])),
+            expected(crate::config::tables::PROGRAM_KEYS)
+        );
+        assert_eq!(
+            keys(service_fields(&c.services[0], &c.services[0])),
+            expected(crate::config::service::SERVICE_KEYS)
+        );
+    }
 
     #[test]
     fn identical_configs_have_an_empty_diff() {
