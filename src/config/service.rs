@@ -248,6 +248,7 @@ fn check_handler(
         s.error(&at, refused.to_string());
     }
     check_carriers(s, support);
+    check_handler_keys(s, handler);
     match handler {
         HandlerKind::Pool => check_pool(s, c, pools),
         HandlerKind::Exec => {
@@ -279,6 +280,53 @@ fn check_handler(
     }
     if handler == HandlerKind::Ftp {
         check_ftp(s, c);
+    }
+}
+
+/// The keys only some handlers read, and which. Any other handler would
+/// ignore them, so one written there is a mistake (a copied block, the
+/// wrong `handler`) and an error at the key.
+const HANDLER_KEYS: &[(&str, &[HandlerKind])] = {
+    use HandlerKind::*;
+    &[
+        ("pool", &[Pool]),
+        ("command", &[Exec]),
+        ("root", &[Files, Ftp, Http]),
+        ("max_file_size", &[Files, Ftp]),
+        ("overwrite", &[Files]),
+        ("commands", &[Command]),
+        ("timeout", &[Command]),
+        ("max_output", &[Command]),
+        ("pause", &[Ftp]),
+        ("upload_quiet", &[Ftp]),
+        ("max_members", &[Chat]),
+        ("member_timeout", &[Chat]),
+        ("follow_symlinks", &[Http]),
+        ("max_requests_per_connection", &[Http]),
+        ("keepalive_timeout", &[Http]),
+    ]
+};
+
+fn check_handler_keys(s: &mut Section<'_, '_>, handler: HandlerKind) {
+    for (key, readers) in HANDLER_KEYS {
+        if !s.has(key) || readers.contains(&handler) {
+            continue;
+        }
+        let names: Vec<String> = readers
+            .iter()
+            .map(|h| format!("\"{}\"", h.keyword()))
+            .collect();
+        let readers = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        let message = format!(
+            "{key} is read only by handler = {readers}; this service's handler = \"{}\" would ignore it",
+            handler.keyword()
+        );
+        let at = s.span_of(key);
+        s.error(&at, message);
     }
 }
 

@@ -500,8 +500,17 @@ mod tests {
         for row in rows() {
             let kind = row.kind.keyword();
             let scheme = if row.stream { "tcp" } else { "udp" };
+            // What each handler needs, and only that (other handlers'
+            // keys are config errors).
+            let needs = match row.kind {
+                HandlerKind::Pool => "pool = \"p\"",
+                HandlerKind::Exec => "command = [\"/bin/cat\"]",
+                HandlerKind::Command => "commands = { cat = [\"/bin/cat\"] }",
+                HandlerKind::Files | HandlerKind::Ftp | HandlerKind::Http => "root = \"/\"",
+                HandlerKind::Echo | HandlerKind::Chat => "",
+            };
             let service = format!(
-                "{text}[[service]]\nname = \"s\"\nlisten = [\"{scheme}://127.0.0.1:1\"]\nhandler = \"{kind}\"\npool = \"p\"\ncommand = [\"/bin/cat\"]\ncommands = {{ cat = [\"/bin/cat\"] }}\nroot = \"/\"\nmode = \"fork\"\n"
+                "{text}[[service]]\nname = \"s\"\nlisten = [\"{scheme}://127.0.0.1:1\"]\nhandler = \"{kind}\"\n{needs}\nmode = \"fork\"\n"
             );
             let config = Config::parse(&service, std::path::Path::new("t.toml")).unwrap();
             let context = Context::new(&config.services[0]);

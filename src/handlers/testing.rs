@@ -122,7 +122,7 @@ impl Session for Greeting {
 /// A service config whose `root` is `file`.
 pub fn service_for(file: &std::path::Path) -> ServiceConfig {
     let text = format!(
-        "[[service]]\nname = \"t\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"echo\"\nroot = \"{}\"\n",
+        "[[service]]\nname = \"t\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"files\"\nroot = \"{}\"\n",
         file.display()
     );
     let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();

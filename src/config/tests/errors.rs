@@ -600,3 +600,30 @@ fn http_keys_default_by_mode_and_point_at_bad_values() {
     assert_eq!((line, col), (7, 21));
     assert!(message.contains("keepalive_timeout"), "{message}");
 }
+
+#[test]
+fn a_key_of_another_handler_is_an_error_at_the_key() {
+    let text = service(&format!(
+        "{LISTEN}handler = \"echo\"\ncommands = {{ date = [\"/bin/date\"] }}\n"
+    ));
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (5, 12));
+    assert_eq!(
+        message,
+        "commands is read only by handler = \"command\"; this service's handler = \"echo\" would ignore it"
+    );
+    let (_, _, message) = error(&service(&format!(
+        "{LISTEN}handler = \"files\"\nroot = \"/srv\"\nkeepalive_timeout = \"5s\"\n"
+    )));
+    assert!(
+        message.starts_with("keepalive_timeout is read only by handler = \"http\";"),
+        "{message}"
+    );
+    let (_, _, message) = error(&service(&format!(
+        "{LISTEN}handler = \"echo\"\nroot = \"/srv\"\n"
+    )));
+    assert!(
+        message.starts_with("root is read only by handler = \"files\", \"ftp\" or \"http\";"),
+        "{message}"
+    );
+}
