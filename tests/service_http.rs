@@ -547,6 +547,11 @@ fn bad_requests_close_only_their_own_connection_in_event_mode() {
 /// 32 clients from 127.0.0.1 at the defaults (no `workers`, no limits
 /// set), each 50 requests on fresh connections and 50 on one kept
 /// connection: every one answered 200 with the right body.
+/// Whether `pid` is blocked in epoll_wait(2) (its wchan).
+fn waits_in_epoll(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w == "do_epoll_wait")
+}
+
 fn defaults_answer_3200_requests_from_one_address_at_c32(mode: &str) {
     let scratch = Scratch::new(&format!("http-load-{mode}"));
     let root = site(&scratch);
@@ -559,8 +564,11 @@ fn defaults_answer_3200_requests_from_one_address_at_c32(mode: &str) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut fds_before = Vec::new();
     if mode == "event" {
-        wait_until("the event workers", Duration::from_secs(10), || {
-            children(forkd.pid()).len() == workers
+        // Counted once each worker is set up and waits in epoll_wait: a
+        // worker still closing what it inherited has more open.
+        wait_until("the event workers, set up", Duration::from_secs(10), || {
+            let pids = children(forkd.pid());
+            pids.len() == workers && pids.iter().all(|&pid| waits_in_epoll(pid))
         });
         fds_before = children(forkd.pid())
             .into_iter()
