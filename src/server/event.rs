@@ -17,6 +17,13 @@
 //! soonest, then [`Sessions::run_timers`] wakes what is due, so a pausing
 //! session never holds up the others.
 //!
+//! A session that closes with its client's input unread
+//! ([`Session::unread_input`]: a refused request whose rest is still
+//! arriving) is not closed at once: its connection lingers, registered,
+//! its sending side shut and its input read and dropped, until the
+//! client's EOF or the bounds of `handlers::linger` (a heap timer), so the
+//! close is not a reset that could cost the client the refusal.
+//!
 //! A handler with an upstream (`pool`) gets one connection to it per
 //! worker, shared by every session (`forward.rs`). A session may also hold
 //! its input back ([`Session::wants_input`]): its connection is then not
@@ -37,7 +44,8 @@ use nix::unistd::Pid;
 use super::per_ip::PerIp;
 use super::scoreboard::Slot;
 use crate::handlers::{
-    write_out, Connection, Endpoint, Flow, Limits, Outcome, Output, Peer, Session, Stream,
+    write_out, Connection, Discarded, Endpoint, Flow, Limits, Linger, Outcome, Output, Peer,
+    Session, Stream,
 };
 
 use forward::Forwarding;
@@ -59,6 +67,9 @@ struct Conn {
     interest: EpollFlags,
     /// The client closed its sending side.
     input_done: bool,
+    /// The session ended with input unread: the sending side is shut and
+    /// what arrives is dropped until EOF or the linger's bounds.
+    lingering: Option<Linger>,
     /// The session's timer as last put in the heap.
     deadline: Option<Instant>,
     token: u64,
@@ -157,6 +168,7 @@ impl<'a> Sessions<'a> {
             close_after_send: false,
             interest: EpollFlags::EPOLLIN,
             input_done: false,
+            lingering: None,
             deadline: None,
             token,
             serial: self.next_serial,
@@ -184,7 +196,12 @@ impl<'a> Sessions<'a> {
             return;
         };
         let gone = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        let step = if !conn.out.is_empty() {
+        let step = if let Some(linger) = &mut conn.lingering {
+            match linger.discard(&conn.stream, &mut self.buf, Instant::now()) {
+                Discarded::Over => Step::End(Outcome::Done),
+                Discarded::Some | Discarded::Nothing => Step::Keep,
+            }
+        } else if !conn.out.is_empty() {
             if flags.intersects(EpollFlags::EPOLLOUT | gone) {
                 conn.flush(epoll)
             } else {
@@ -215,7 +232,10 @@ impl<'a> Sessions<'a> {
         let Some(Some(conn)) = self.slab.get_mut(index) else {
             return;
         };
-        let wanted = conn.session.deadline();
+        let wanted = match &conn.lingering {
+            Some(linger) => Some(linger.deadline()),
+            None => conn.session.deadline(),
+        };
         if wanted != conn.deadline {
             conn.deadline = wanted;
             if let Some(at) = wanted {
@@ -238,6 +258,11 @@ impl<'a> Sessions<'a> {
                 continue;
             }
             conn.deadline = None;
+            if conn.lingering.is_some() {
+                // The client is still sending at the linger's end.
+                self.close(epoll, index, Outcome::Done, slot);
+                continue;
+            }
             if conn.session.wake(now, &mut conn.out) == Flow::Close {
                 conn.close_after_send = true;
             }
@@ -269,7 +294,7 @@ impl<'a> Sessions<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
+                let c = c.as_ref().filter(|c| c.lingering.is_none())?;
                 let limit = if c.out.is_empty() { idle } else { request };
                 (!limit.is_zero() && now.duration_since(c.last) >= limit).then_some(i)
             })
@@ -351,9 +376,25 @@ impl Conn {
             Err(_) => return Step::End(Outcome::Failed),
         }
         if self.out.is_empty() && self.close_after_send {
-            return Step::End(Outcome::Done);
+            return self.close_or_linger(epoll);
         }
         self.update_interest(epoll);
+        Step::Keep
+    }
+
+    /// The session is done and its output is out: close, unless the
+    /// client may still be sending what the session did not read; then
+    /// linger (`handlers::linger`), reading to drop it, the deadline in
+    /// the timer heap. An ordinary close costs no syscall more.
+    fn close_or_linger(&mut self, epoll: &Epoll) -> Step {
+        if self.input_done || !self.session.unread_input() {
+            return Step::End(Outcome::Done);
+        }
+        let Some(linger) = Linger::start(&self.stream, Instant::now()) else {
+            return Step::End(Outcome::Done);
+        };
+        self.lingering = Some(linger);
+        self.set_interest(epoll, EpollFlags::EPOLLIN);
         Step::Keep
     }
 
@@ -367,6 +408,10 @@ impl Conn {
         } else {
             EpollFlags::empty()
         };
+        self.set_interest(epoll, want);
+    }
+
+    fn set_interest(&mut self, epoll: &Epoll, want: EpollFlags) {
         if want != self.interest {
             self.interest = want;
             let mut event = EpollEvent::new(want, self.token);
@@ -497,6 +542,59 @@ mod tests {
         assert!(asked.elapsed() >= pause, "the file came after the pause");
         assert!(body == file.content);
         assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"##");
+    }
+
+    /// Turns until `client` reads EOF; what it read before.
+    fn read_to_eof(rig: &Rig, sessions: &mut Sessions<'_>, client: &mut UnixStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..500 {
+            match client.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => rig.turn(sessions),
+            }
+        }
+        panic!("no EOF after {got:?}");
+    }
+
+    /// A session that closes with input unread lingers: the client reads
+    /// the refusal, then EOF, while its further input is dropped; the
+    /// connection goes at the client's EOF, or at the linger's deadline
+    /// from the timer heap when the client never closes.
+    #[test]
+    fn a_refusing_session_lingers_until_the_client_closes_or_the_deadline() {
+        let file = TempFile::new("linger", 10);
+        let service = service_for(&file.path);
+        let handler = Greeter::new(&Context::new(&service), Duration::ZERO);
+        let rig = Rig::new();
+        let per_ip = PerIp::new(0, 8).unwrap();
+        let mut sessions = Sessions::new(limits(), &per_ip, None);
+        for client_closes in [true, false] {
+            let mut client = rig.client(&mut sessions, &handler);
+            assert_eq!(
+                rig.read(&mut sessions, &mut client, GREETING.len()),
+                GREETING
+            );
+            client.write_all(b"NO").unwrap();
+            assert_eq!(read_to_eof(&rig, &mut sessions, &mut client), b"NO");
+            assert_eq!(sessions.len(), 1, "still open, lingering");
+            client.write_all(&[b'x'; 10_000]).unwrap();
+            let started = Instant::now();
+            if client_closes {
+                drop(client);
+            }
+            let deadline = started + crate::handlers::LINGER_TIME * 2;
+            while !sessions.is_empty() {
+                assert!(Instant::now() < deadline, "the linger never ended");
+                rig.turn(&mut sessions);
+            }
+            if client_closes {
+                assert!(started.elapsed() < crate::handlers::LINGER_TIME);
+            } else {
+                assert!(started.elapsed() >= crate::handlers::LINGER_TIME / 2);
+            }
+        }
     }
 
     #[test]
