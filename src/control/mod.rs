@@ -13,6 +13,7 @@
 //! in `supervisor::control`, and the forkd side never blocks or starts a
 //! thread.
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod commands;
