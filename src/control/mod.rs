@@ -17,6 +17,7 @@ pub mod access;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod completions;
 pub mod server;
 
 use std::path::PathBuf;
