@@ -154,3 +154,33 @@ fn a_user_in_neither_group_is_refused_everything_and_root_is_served_everything()
     let out = forkctl(&socket, &["shutdown"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn a_reload_keeps_the_access_the_socket_was_bound_with_and_says_so() {
+    let test = "a_reload_keeps_the_access_the_socket_was_bound_with_and_says_so";
+    if !can_switch_users(test) {
+        return;
+    }
+    let (ops, view) = (TempGroup::add("q"), TempGroup::add("x"));
+    let dir = Scratch::new("ctl-read-reload");
+    let (forkd, socket) = start_with_groups(&dir, &ops, &view);
+    let text = std::fs::read_to_string(&forkd.config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("control_read_group"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text);
+    std::fs::write(&forkd.config, without).unwrap();
+    let reload = forkctl(&socket, &["reload"]);
+    assert_eq!(reload.code, 0, "{reload:?}");
+    forkd.log.wait_line(
+        "control_socket, control_group and control_read_group take effect when forkd restarts",
+        T,
+    );
+    let reader = forkctl_as_nobody(&socket, &[view.gid], &["status"]);
+    assert_eq!(
+        reader.code, 0,
+        "still a reader until forkd restarts: {reader:?}"
+    );
+}
