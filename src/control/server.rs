@@ -20,7 +20,7 @@
 //! forkd's user and `control_group` members as operators,
 //! `control_read_group` members as read-only peers (what that allows is
 //! [`super::access`]). The socket file lets exactly those groups connect
-//! (see [`socket_mode`]); the credential check at accept is what decides.
+//! (see `socket_mode`); the credential check at accept is what decides.
 //!
 //! Slots are shared out so that nobody locks the operator out: each uid
 //! holds at most [`MAX_CONNECTIONS_PER_UID`], the last [`OPERATOR_RESERVE`]
@@ -82,7 +82,7 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` with the mode and group of [`socket_mode`] for
+    /// Binds `path` with the mode and group of `socket_mode` for
     /// `control_group` (`group`) and `control_read_group` (`read_group`).
     /// Missing directories above it are created (and removed at exit if
     /// empty). A stale socket left by a crashed forkd is replaced; a live
