@@ -101,6 +101,9 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// `control_group`: members may use forkctl besides root and forkd's user.
     pub control_group: Option<String>,
+    /// `control_read_group`: members may use forkctl's read-only commands
+    /// (status, log, version); see `crate::control::access`.
+    pub control_read_group: Option<String>,
     /// `stop_timeout`: default grace period for programs (default 10s).
     pub stop_timeout: Duration,
     /// `log_level` (default info).
@@ -117,6 +120,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             control_socket: None,
             control_group: None,
+            control_read_group: None,
             stop_timeout: Duration::from_secs(10),
             log_level: LogLevel::Info,
             log_file: None,

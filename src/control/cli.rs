@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Control a running forkd over its Unix control socket.
 ///
@@ -100,6 +100,20 @@ pub enum Command {
         #[arg(value_name = "TEXT")]
         text: String,
     },
+    /// Print a completion script for SHELL to stdout (forkd is not asked):
+    /// forkctl completions bash > /etc/bash_completion.d/forkctl
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

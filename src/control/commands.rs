@@ -120,6 +120,7 @@ impl Ctl {
             } => self.log(&name, lines, follow),
             Command::Call { pool } => self.call(pool),
             Command::Chat { service, text } => self.chat(service, text),
+            Command::Completions { shell } => Ok(super::completions::print(shell)),
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {

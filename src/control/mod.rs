@@ -13,9 +13,11 @@
 //! in `supervisor::control`, and the forkd side never blocks or starts a
 //! thread.
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod completions;
 pub mod server;
 
 use std::path::PathBuf;

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use super::instance::{Event, Instance, State};
 use super::{Program, Source, Supervisor};
 use crate::config::DaemonConfig;
-use crate::control::server::ControlServer;
+use crate::control::access::Role;
+use crate::control::server::{ControlServer, Peer};
 use crate::control::{
     error_reply, reply_line, split_target, ErrorKind, Request, MAX_LOG_LINES, MAX_SCALE,
 };
@@ -45,7 +46,11 @@ impl ControlState {
             .control_socket
             .clone()
             .unwrap_or_else(crate::control::default_socket_path);
-        let server = ControlServer::bind(&path, daemon.control_group.as_deref())?;
+        let server = ControlServer::bind(
+            &path,
+            daemon.control_group.as_deref(),
+            daemon.control_read_group.as_deref(),
+        )?;
         log::info!("control socket: {}", path.display());
         Ok(ControlState {
             server,
@@ -88,9 +93,9 @@ impl Supervisor {
         let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
             return;
         };
-        let peer = conn.peer;
+        let (peer, role) = (conn.peer, conn.role);
         let keep = conn.pump(|line| {
-            let reply = self.answer_line(line);
+            let reply = self.answer_line(line, role, &peer);
             if reply["ok"] == json!(false) {
                 log::debug!("control (pid {}): refused: {}", peer.pid, reply["error"]);
             }
@@ -209,9 +214,20 @@ impl Supervisor {
             .map_or(len, |&t| t.min(len))
     }
 
-    fn answer_line(&mut self, line: &[u8]) -> Value {
+    fn answer_line(&mut self, line: &[u8], role: Role, peer: &Peer) -> Value {
         match serde_json::from_slice::<Request>(line) {
-            Ok(request) => self.answer(request),
+            Ok(request) => match crate::control::access::permit(role, &request) {
+                Ok(()) => self.answer(request),
+                Err(refusal) => {
+                    log::warn!(
+                        "control socket: refused \"{}\" from uid {} (pid {}): read-only access",
+                        request.access().0,
+                        peer.uid,
+                        peer.pid
+                    );
+                    refusal
+                }
+            },
             Err(e) => error_reply(
                 ErrorKind::BadRequest,
                 format!("bad request: {e}; send one JSON object per line, like {{\"command\":\"status\"}} (see forkctl(1))"),

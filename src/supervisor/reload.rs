@@ -142,6 +142,18 @@ impl Supervisor {
         if was.log_file != now.log_file {
             lines.push("reload: log_file takes effect when forkd restarts".into());
         }
+        // The socket keeps the path, mode and group it was bound with.
+        if (
+            &was.control_socket,
+            &was.control_group,
+            &was.control_read_group,
+        ) != (
+            &now.control_socket,
+            &now.control_group,
+            &now.control_read_group,
+        ) {
+            lines.push("reload: control_socket, control_group and control_read_group take effect when forkd restarts".into());
+        }
         lines
     }
 
