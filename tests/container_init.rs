@@ -53,7 +53,13 @@ backoff_initial = "10ms"
     // --kill-child: should the test die first, unshare's death takes
     // forkd (and with it the whole namespace) along.
     let mut forkd = start_forkd_under(
-        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"],
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child=SIGKILL",
+        ],
         &config,
         &[],
     );
@@ -82,9 +88,11 @@ backoff_initial = "10ms"
     });
     let worker = children_running(init, "/bin/sleep 1002")[0];
     kill(Pid::from_raw(worker), Signal::SIGKILL).unwrap();
-    wait_until("the killed worker restarted", T, || {
-        matches!(children_running(init, "/bin/sleep 1002")[..], [new] if new != worker)
-    });
+    wait_until(
+        "the killed worker restarted",
+        T,
+        || matches!(children_running(init, "/bin/sleep 1002")[..], [new] if new != worker),
+    );
     let tree = descendants(init);
 
     kill(Pid::from_raw(init), Signal::SIGTERM).unwrap();

@@ -35,7 +35,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::errno::Errno;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, MsgFlags};
 use nix::unistd::{Gid, Group, Uid};
 
 use super::access::Role;
@@ -145,7 +146,13 @@ impl ControlServer {
     /// Accepts every pending connection (edge-triggered: until
     /// `WouldBlock`) and returns the ones to serve. Refused peers get their
     /// one-line answer here and are closed.
-    pub fn accept(&mut self) -> Vec<Connection> {
+    ///
+    /// `sweep(uid)` closes that uid's connections whose peer has already
+    /// gone ([`Connection::hung_up`]) and says how many: it runs when the
+    /// uid is at its limit, before refusing, since a client that just
+    /// closed one connection and opened the next must not be refused for
+    /// the close forkd has not read yet.
+    pub fn accept(&mut self, mut sweep: impl FnMut(u32) -> usize) -> Vec<Connection> {
         let mut accepted = Vec::new();
         loop {
             let mut stream = match self.listener.accept() {
@@ -192,7 +199,17 @@ impl ControlServer {
                 }
             };
             let operator = self.is_operator(peer.uid);
-            let by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            let mut by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            if by_uid >= MAX_CONNECTIONS_PER_UID {
+                // Those of this very batch too: a client may connect and
+                // close before forkd has accepted its connection.
+                let before = accepted.len();
+                accepted.retain(|c: &Connection| c.peer.uid != peer.uid || !c.hung_up());
+                for _ in 0..(before - accepted.len()) + sweep(peer.uid) {
+                    self.closed(&peer);
+                }
+                by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            }
             if let Err(why) = admission(self.open, by_uid, operator) {
                 log::warn!(
                     "control socket: refused uid {} (pid {}): {why}",
@@ -487,6 +504,18 @@ impl Connection {
 
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+
+    /// Whether the peer has closed and sent nothing left to read: the next
+    /// read would see EOF (or a reset) and close this connection anyway.
+    pub fn hung_up(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let peeked = nix::sys::socket::recv(
+            self.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        );
+        matches!(peeked, Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE))
     }
 
     /// When this connection is closed unless a byte moves before: a peer

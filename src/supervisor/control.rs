@@ -69,7 +69,23 @@ type Targets = Vec<(usize, usize)>;
 impl Supervisor {
     /// The listener is readable: register every accepted connection.
     pub(super) fn accept_control(&mut self) {
-        for mut conn in self.control.server.accept() {
+        let (sources, registry) = (&mut self.sources, self.poll.registry());
+        let sweep = |uid: u32| {
+            let gone: Vec<mio::Token> = sources
+                .iter()
+                .filter(|(_, source)| {
+                    matches!(source, Source::Control(c) if c.peer.uid == uid && c.hung_up())
+                })
+                .map(|(&token, _)| token)
+                .collect();
+            for token in &gone {
+                if let Some(Source::Control(mut conn)) = sources.remove(token) {
+                    let _ = registry.deregister(conn.stream());
+                }
+            }
+            gone.len()
+        };
+        for mut conn in self.control.server.accept(sweep) {
             let token = self.allocate_token();
             let interest = Interest::READABLE | Interest::WRITABLE;
             match self
