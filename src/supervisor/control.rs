@@ -20,7 +20,7 @@ use super::{Program, Source, Supervisor};
 use crate::config::DaemonConfig;
 use crate::control::server::ControlServer;
 use crate::control::{
-    error_reply, reply_line, split_target, ErrorKind, Request, MAX_LOG_LINES, MAX_SCALE,
+    error_reply, reply_line, split_target, ConfigText, ErrorKind, Request, MAX_LOG_LINES, MAX_SCALE,
 };
 
 /// The control socket and the work requests left pending.
@@ -225,7 +225,7 @@ impl Supervisor {
             Request::Start { .. }
                 | Request::Restart { .. }
                 | Request::Scale { .. }
-                | Request::Reload
+                | Request::Reload { dry_run: false, .. }
         );
         if refuse_while_stopping && self.shutdown.is_some() {
             return error_reply(
@@ -240,18 +240,7 @@ impl Supervisor {
             Request::Restart { name } => self.with_targets(&name, Self::restart_targets),
             Request::Signal { name, signal } => self.signal_reply(&name, &signal),
             Request::Scale { name, count } => self.scale_reply(&name, count),
-            Request::Reload => {
-                // reload() logs what it did, or every error, once.
-                log::info!("reload requested over the control socket");
-                match self.reload() {
-                    Ok(summary) => json!({ "ok": true, "message": summary }),
-                    Err(errors) => {
-                        let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
-                        reply["errors"] = json!(errors);
-                        reply
-                    }
-                }
-            }
+            Request::Reload { dry_run, config } => self.reload_reply(dry_run, config),
             Request::Shutdown => {
                 log::info!("shutdown requested over the control socket");
                 self.control.shutdown_requested = true;
@@ -280,6 +269,40 @@ impl Supervisor {
                 "uptime_secs": self.control.started.elapsed().as_secs(),
                 "control_socket": self.control.server.path(),
             }),
+        }
+    }
+
+    /// `reload`, or its dry run: the plan, or every error of a rejected
+    /// configuration.
+    fn reload_reply(&mut self, dry_run: bool, config: Option<ConfigText>) -> Value {
+        let result = match (dry_run, &config) {
+            (true, _) => {
+                self.plan_reload(config.as_ref().map(|c| (c.path.as_path(), c.text.as_str())))
+            }
+            (false, Some(_)) => {
+                return error_reply(
+                    ErrorKind::BadRequest,
+                    "a reload applies forkd's own file; \"config\" goes with \"dry_run\": true",
+                )
+            }
+            (false, None) => {
+                // reload() logs what it did, or every error, once.
+                log::info!("reload requested over the control socket");
+                self.reload()
+            }
+        };
+        match result {
+            Ok(done) => json!({
+                "ok": true,
+                "dry_run": dry_run,
+                "message": done.summary,
+                "plan": done.plan,
+            }),
+            Err(errors) => {
+                let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
+                reply["errors"] = json!(errors);
+                reply
+            }
         }
     }
 

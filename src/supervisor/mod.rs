@@ -20,6 +20,7 @@ mod output;
 mod pools;
 mod programs;
 mod reload;
+pub use reload::Reloaded;
 mod retiring;
 mod services;
 mod services_reload;
