@@ -1,10 +1,16 @@
 //! What a reload changes: programs, pools and services added, removed,
 //! changed or unchanged, matched by name.
 //!
-//! Also which keys of one entry differ, in forkd.toml's words, for the
-//! reload log. Pure comparison of two validated [`Config`]s; deciding what to start,
-//! stop or restart is the supervisor's job. An entry is "changed" when any
-//! of its settings differs (structural equality of its config struct).
+//! Also which keys of one entry differ, in forkd.toml's words, and how a
+//! reload applies a change to each: one table per kind of entry
+//! (`PROGRAM_FIELDS`, `SERVICE_FIELDS`, `POOL_FIELDS`, `DAEMON_FIELDS`),
+//! one line per key with its class ([`Apply`]: in place, replace, next
+//! start) and its spelling. A new key goes into its table; the tests hold
+//! the tables to the parser's key lists and the policy keys to the list
+//! forkd.toml(5) gives. Pure comparison of two validated [`Config`]s: the
+//! plan (`plan.rs`) turns it into actions, the supervisor carries them out.
+//! An entry is "changed" when any of its settings differs (structural
+//! equality of its config struct).
 //! Dependencies are not followed: a service whose pool changed is itself
 //! "unchanged" unless its own table changed.
 

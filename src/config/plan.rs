@@ -107,10 +107,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
                         crate::logging::count(p.instances as usize, "instance", "instances")
                     ),
                 ),
-                Status::Added => (
-                    Action::None,
-                    "added, not started (autostart = false)".into(),
-                ),
+                Status::Added => (Action::None, "not started (autostart = false)".into()),
                 Status::Removed => (Action::Stop, "stop".into()),
                 _ => (
                     Action::Restart,

@@ -20,7 +20,6 @@ mod output;
 mod pools;
 mod programs;
 mod reload;
-pub use reload::Reloaded;
 mod retiring;
 mod services;
 mod services_reload;
@@ -41,6 +40,7 @@ use crate::process::daemonize::Readiness;
 pub use instance::{Instance, State};
 pub use pools::endpoint_name;
 pub use programs::Program;
+pub use reload::Reloaded;
 
 const SIGNALS: Token = Token(0);
 /// SIGCHLD, through a signalfd (see `Supervisor::new`).

@@ -9,9 +9,10 @@
 //! whose change is policy only (restart, back-off, stop) get the new policy
 //! in place, same pids; other changed ones are replaced, new instances
 //! first and only then the old ones stopped (nginx's order, so capacity
-//! never drops); unchanged ones are not touched (same pids). Old instances are tracked until reaped
-//! (`retiring.rs`). Services follow the same rules, keeping every open
-//! listening socket whose address stays (`services_reload.rs`).
+//! never drops); unchanged ones are not touched (same pids). Old instances
+//! are tracked until reaped (`retiring.rs`). Services follow the same
+//! rules, keeping every open listening socket whose address stays
+//! (`services_reload.rs`); pools as `reload_pools` in `pools.rs` says.
 //! `[daemon] log_level` is applied unless `--log-level`
 //! pinned it. systemd hears `RELOADING=1` at the start and `READY=1` at the
 //! end, whatever the outcome, with a `STATUS=` that names a failure.
