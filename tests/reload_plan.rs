@@ -449,3 +449,44 @@ fn a_dry_run_of_a_bad_file_prints_its_errors_and_exits_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_new_instance_count_scales_without_restarting_the_others() {
+    let dir = Scratch::new("plan-scale");
+    let body = |n: u32| {
+        format!(
+            "[[program]]\nname = \"many\"\ncommand = [\"/bin/sleep\", \"2005\"]\ninstances = {n}\n"
+        )
+    };
+    let (_forkd, socket) = start_with_control(&dir, &body(2));
+    wait_until("two running", T, || {
+        program_pids(&socket, "many").iter().all(Option::is_some)
+    });
+    let two = program_pids(&socket, "many");
+
+    common::control_config(&dir, &body(3));
+    let out = forkctl(&socket, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with(
+            "program many: changed: apply in place, scale to 3 instance(s)\n    instances: 2 → 3\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    wait_until("a third instance", T, || {
+        let now = program_pids(&socket, "many");
+        now.len() == 3 && now[2].is_some()
+    });
+    assert_eq!(
+        program_pids(&socket, "many")[..2],
+        two[..],
+        "the others kept"
+    );
+
+    common::control_config(&dir, &body(1));
+    assert_eq!(forkctl(&socket, &["reload"]).code, 0);
+    wait_until("scaled down to the first", T, || {
+        program_pids(&socket, "many") == two[..1]
+    });
+}

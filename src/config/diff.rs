@@ -221,7 +221,8 @@ pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str
     named_differences(PROGRAM_FIELDS, a, b)
 }
 
-/// Every `[[program]]` key but `name`. Policy keys are applied in place;
+/// Every `[[program]]` key but `name`. Policy keys are applied in place,
+/// and `instances` (the program scales, as with `forkctl scale`);
 /// `stdout` and `stderr` are not: a running process keeps the output it
 /// was started with, so only new instances can follow a change.
 #[rustfmt::skip]
@@ -232,7 +233,7 @@ pub const PROGRAM_FIELDS: &[Key<ProgramConfig>] = &[
     key("backoff_max", InPlace, |p| spell::duration(p.backoff_max)),
     key("stable_after", InPlace, |p| spell::duration(p.stable_after)),
     key("start_retries", InPlace, |p| spell::number(p.start_retries)),
-    key("instances", Replace, |p| spell::number(p.instances)),
+    key("instances", InPlace, |p| spell::number(p.instances)),
     key("autostart", InPlace, |p| spell::boolean(p.autostart)),
     key("user", Replace, |p| spell::optional_string(&p.user)),
     key("group", Replace, |p| spell::optional_string(&p.group)),
@@ -415,6 +416,7 @@ handler = "echo"
                 "autostart",
                 "backoff_initial",
                 "backoff_max",
+                "instances",
                 "restart",
                 "stable_after",
                 "start_retries",

@@ -138,6 +138,21 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         ),
         services: service_entries(old, new, &d.services),
     }
+    .with_scaling()
+}
+
+impl Plan {
+    /// An in-place program change with a new `instances` scales it.
+    fn with_scaling(mut self) -> Plan {
+        for e in &mut self.programs {
+            let to = e.changes.iter().find(|c| c.key == "instances");
+            if let (Action::ApplyInPlace, Some(to)) = (e.action, to) {
+                let to = to.new.clone().unwrap_or_default();
+                e.detail = format!("apply in place, scale to {to} instance(s)");
+            }
+        }
+        self
+    }
 }
 
 /// The entries of one kind, in the order of the new file, removed ones

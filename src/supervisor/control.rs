@@ -462,23 +462,13 @@ impl Supervisor {
         json!({ "ok": true, "signal": sig.as_str(), "signalled": sent })
     }
 
-    fn scale_reply(&mut self, name: &str, count: u32) -> Value {
-        if !(1..=MAX_SCALE).contains(&count) {
-            return error_reply(
-                ErrorKind::BadRequest,
-                format!("cannot scale {name} to {count}: use 1 to {MAX_SCALE} (forkctl stop {name} stops every instance)"),
-            );
-        }
-        if let Some(id) = self.pool_id(name) {
-            let Some((was, to)) = self.scale_pool(id, count) else {
-                return self.unknown_program(name);
-            };
-            log::info!("pool {name}: scaling from {was} to {to} worker(s) (forkctl)");
-            return json!({ "ok": true, "kind": "pool", "name": name, "from": was, "to": to, "started": to > was });
-        }
-        let Some(p) = self.program_position(name) else {
-            return self.unknown_program(name);
-        };
+    /// Sets program `p`'s instance count (`forkctl scale`, or a reload
+    /// that changed `instances` and policy keys only): new instances start if
+    /// the program is wanted up, the highest-numbered ones stop first on the
+    /// way down. Returns the count before and whether it is wanted up.
+    pub(super) fn scale_program(&mut self, p: usize, count: u32) -> (usize, bool) {
+        let name = self.programs[p].config.name.clone();
+        let name = name.as_str();
         let target = count as usize;
         let program = &self.programs[p];
         let was = self.live_count(program);
@@ -506,6 +496,28 @@ impl Supervisor {
             let revived: Targets = (was..target).map(|i| (p, i)).collect();
             self.start_targets(&revived);
         }
+        (was, wanted_up)
+    }
+
+    fn scale_reply(&mut self, name: &str, count: u32) -> Value {
+        if !(1..=MAX_SCALE).contains(&count) {
+            return error_reply(
+                ErrorKind::BadRequest,
+                format!("cannot scale {name} to {count}: use 1 to {MAX_SCALE} (forkctl stop {name} stops every instance)"),
+            );
+        }
+        if let Some(id) = self.pool_id(name) {
+            let Some((was, to)) = self.scale_pool(id, count) else {
+                return self.unknown_program(name);
+            };
+            log::info!("pool {name}: scaling from {was} to {to} worker(s) (forkctl)");
+            return json!({ "ok": true, "kind": "pool", "name": name, "from": was, "to": to, "started": to > was });
+        }
+        let Some(p) = self.program_position(name) else {
+            return self.unknown_program(name);
+        };
+        let target = count as usize;
+        let (was, wanted_up) = self.scale_program(p, count);
         log::info!("{name}: scaling from {was} to {target} instance(s) (forkctl)");
         json!({ "ok": true, "name": name, "from": was, "to": target, "started": wanted_up && target > was })
     }

@@ -7,7 +7,7 @@
 //! `forkctl reload --dry-run` stops there and returns it. Then, by name:
 //! new programs start; removed ones are stopped gracefully; changed ones
 //! whose change is policy only (restart, back-off, stop) get the new policy
-//! in place, same pids; other changed ones are replaced, new instances
+//! in place, same pids (a new `instances` scales them, as `forkctl scale`); other changed ones are replaced, new instances
 //! first and only then the old ones stopped (nginx's order, so capacity
 //! never drops); unchanged ones are not touched (same pids). Old instances
 //! are tracked until reaped (`retiring.rs`). Services follow the same
@@ -216,6 +216,13 @@ impl Supervisor {
                     crate::logging::count(running, "instance", "instances")
                 );
                 self.programs[pos].apply_policy(&after);
+                if before.instances != after.instances {
+                    let (was, _) = self.scale_program(pos, after.instances);
+                    log::info!(
+                        "reload: {name} scaling from {was} to {} instance(s)",
+                        after.instances
+                    );
+                }
                 continue;
             }
             let start = after.autostart || running > 0;
