@@ -45,7 +45,7 @@ impl Request {
             Request::Restart { .. } => ("restart", Access::Change),
             Request::Signal { .. } => ("signal", Access::Change),
             Request::Scale { .. } => ("scale", Access::Change),
-            Request::Reload => ("reload", Access::Change),
+            Request::Reload { .. } => ("reload", Access::Change),
             Request::Shutdown => ("shutdown", Access::Change),
             Request::Call { .. } => ("call", Access::Change),
             Request::Chat { .. } => ("chat", Access::Change),
@@ -98,7 +98,10 @@ mod tests {
                 name: name(),
                 count: 2,
             },
-            Request::Reload,
+            Request::Reload {
+                dry_run: false,
+                config: None,
+            },
             Request::Shutdown,
             Request::Call { pool: name() },
             Request::Chat {
@@ -116,7 +119,7 @@ mod tests {
                 | Request::Restart { .. }
                 | Request::Signal { .. }
                 | Request::Scale { .. }
-                | Request::Reload
+                | Request::Reload { .. }
                 | Request::Shutdown
                 | Request::Call { .. }
                 | Request::Chat { .. } => {}

@@ -70,8 +70,14 @@ pub enum Command {
         #[arg(value_name = "N")]
         count: u32,
     },
-    /// Re-read the configuration file and apply it (as SIGHUP does).
-    Reload,
+    /// Re-read the configuration file and apply it (as SIGHUP does); print
+    /// the plan it carried out: per program, pool and service, what
+    /// changed and what was done.
+    Reload {
+        /// Print the plan only: change nothing (same pids, same sockets).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop every program and forkd itself (as SIGTERM does); wait until forkd is gone.
     Shutdown,
     /// Print the recent output lines forkd keeps for a program.

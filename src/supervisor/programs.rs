@@ -90,6 +90,19 @@ impl Program {
 }
 
 impl Program {
+    /// A reload changed only policy keys (`Apply::InPlace` in
+    /// `config/diff.rs`): the instances keep their processes, and what
+    /// happens to them next (restart, back-off, stop) follows `config`.
+    /// The instance count stays what `forkctl scale` may have made it.
+    pub(super) fn apply_policy(&mut self, config: &ProgramConfig) {
+        let instances = self.config.instances;
+        self.config = config.clone();
+        self.config.instances = instances;
+        self.policy = Policy::from(config);
+        self.backoff.initial = config.backoff_initial;
+        self.backoff.max = config.backoff_max;
+    }
+
     /// Closes forkd's write ends of instance `index`'s log pipes, once the
     /// instance is removed: its readers then see EOF when the last process
     /// holding the pipe is gone, and the loop drops them.
