@@ -177,6 +177,10 @@ fn program_fields(a: &ProgramConfig, b: &ProgramConfig) -> Vec<(&'static str, bo
         ("stop_timeout", a.stop_timeout != b.stop_timeout),
         ("stdout", a.stdout != b.stdout),
         ("stderr", a.stderr != b.stderr),
+        ("fatal_retry", a.fatal_retry != b.fatal_retry),
+        ("after", a.after != b.after),
+        ("ready", a.ready != b.ready),
+        ("ready_after", a.ready_after != b.ready_after),
     ]
 }
 
