@@ -111,11 +111,13 @@ fn after_waits_for_notify_tcp_and_started_readiness_and_shutdown_stops_dependent
         "waiting for cache",
         "{s}"
     );
+    assert_eq!(first_instance(&s, "db")["ready"], false, "{s}");
     let text = common::forkctl(&socket, &["status"]).stdout;
     assert!(text.contains("waiting for db"), "{text}");
 
     std::fs::write(&db_go, "").unwrap();
     forkd.log.wait_line("db#0 is ready (READY=1)", T);
+    assert_eq!(first_instance(&status_json(&socket), "db")["ready"], true);
     let given = std::fs::read_to_string(dir.file("stops.db.notify")).unwrap();
     assert!(
         given.starts_with("@forkd/"),
@@ -193,4 +195,31 @@ fn an_unknown_name_in_after_is_refused_with_its_position() {
         config.display()
     );
     assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn stopping_a_dependency_alone_does_not_wait_for_its_running_dependents() {
+    let dir = Scratch::new("order-stop-one");
+    let (_forkd, socket) = common::start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "db"
+command = ["sleep", "600"]
+ready_after = "0s"
+
+[[program]]
+name = "api"
+command = ["sleep", "600"]
+after = ["db"]
+"#,
+    );
+    wait_until("api runs", T, || {
+        first_instance(&status_json(&socket), "api")["state"] == "running"
+    });
+    let out = common::forkctl(&socket, &["stop", "db"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let s = status_json(&socket);
+    assert_eq!(first_instance(&s, "db")["state"], "stopped", "{s}");
+    assert_eq!(first_instance(&s, "api")["state"], "running", "{s}");
 }

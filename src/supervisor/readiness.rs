@@ -139,7 +139,7 @@ impl Supervisor {
                 .iter()
                 .find(|q| &q.config.name == name)
                 .and_then(|q| q.instances.get(*index))
-                .is_some_and(|i| i.pid == Some(*pid) && !i.ready)
+                .is_some_and(|i| i.pid == Some(*pid) && !i.ready && i.state == State::Running)
         });
     }
 
@@ -205,14 +205,21 @@ impl Supervisor {
         }
         let held = std::mem::take(&mut self.readiness.stop_after_dependents);
         let mut still_held = Vec::new();
-        for name in held {
+        for name in &held {
+            // A dependent that is not being stopped itself (`forkctl stop db`
+            // alone) does not hold db up: `after` orders, it does not bind.
             let dependents: Vec<&str> = self
                 .programs
                 .iter()
-                .filter(|q| q.config.after.contains(&name))
+                .filter(|q| q.config.after.contains(name))
                 .filter(|q| q.instances.iter().any(|i| i.pid.is_some()))
+                .filter(|q| {
+                    held.contains(&q.config.name)
+                        || q.instances.iter().any(|i| i.state == State::Stopping)
+                })
                 .map(|q| q.config.name.as_str())
                 .collect();
+            let name = name.clone();
             if dependents.is_empty() {
                 self.stop_program(&name, None);
             } else {

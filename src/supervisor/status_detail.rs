@@ -14,7 +14,7 @@ use crate::process::ExitKind;
 
 /// The fields behind the detail, to merge into an instance's JSON:
 /// `attempts`, `max_attempts`, `next_attempt_in_ms`, `fatal_since`,
-/// `waiting_for`, `detail`.
+/// `waiting_for`, `ready` (this run passed its `ready` check), `detail`.
 pub(super) fn fields(
     inst: &Instance,
     start_retries: u32,
@@ -35,6 +35,7 @@ pub(super) fn fields(
         "next_attempt_in_ms": next_in.map(|d| d.as_millis() as u64),
         "fatal_since": fatal_since,
         "waiting_for": waiting_for,
+        "ready": inst.ready,
         "detail": detail(inst, start_retries, waiting_for, now),
     })
 }
