@@ -144,8 +144,10 @@ fn after_waits_for_notify_tcp_and_started_readiness_and_shutdown_stops_dependent
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
     assert!(at("db#0 is ready") < at("cache#0 started"), "{lines:#?}");
     assert!(at("cache#0 is ready") < at("api#0 started"), "{lines:#?}");
-    wait_until("web handles SIGTERM", T, || {
-        dir.file("stops.web.up").exists()
+    wait_until("every stage handles SIGTERM", T, || {
+        ["web", "api", "cache", "db"]
+            .iter()
+            .all(|n| dir.file(&format!("stops.{n}.up")).exists())
     });
 
     forkd.signal(nix::sys::signal::Signal::SIGTERM);
@@ -222,4 +224,30 @@ after = ["db"]
     let s = status_json(&socket);
     assert_eq!(first_instance(&s, "db")["state"], "stopped", "{s}");
     assert_eq!(first_instance(&s, "api")["state"], "running", "{s}");
+}
+
+#[test]
+fn a_dependent_of_a_fatal_program_keeps_waiting_and_says_so() {
+    let dir = Scratch::new("order-fatal");
+    let (_forkd, socket) = common::start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "db"
+command = ["/bin/sh", "-c", "exit 1"]
+start_retries = 0
+
+[[program]]
+name = "api"
+command = ["sleep", "600"]
+after = ["db"]
+"#,
+    );
+    wait_until("db goes FATAL", T, || {
+        first_instance(&status_json(&socket), "db")["state"] == "fatal"
+    });
+    let api = first_instance(&status_json(&socket), "api");
+    assert_eq!(api["state"], "waiting", "{api}");
+    assert_eq!(api["detail"], "waiting for db (fatal)", "{api}");
+    assert!(api["pid"].is_null(), "{api}");
 }

@@ -60,6 +60,12 @@ impl Supervisor {
                 let mut entry = instance_json(index, inst);
                 let waiting_for = if inst.state == State::Waiting {
                     self.unready_dependencies_of(program)
+                        .into_iter()
+                        .map(|name| {
+                            let state = self.dependency_state(&name);
+                            (name, state)
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 };

@@ -96,6 +96,15 @@ impl Supervisor {
             .collect()
     }
 
+    /// The state of the first instance of program `name` that is not ready.
+    pub(super) fn dependency_state(&self, name: &str) -> State {
+        self.programs
+            .iter()
+            .find(|q| q.config.name == name)
+            .and_then(|q| q.instances.iter().find(|i| !i.ready))
+            .map_or(State::Stopped, |i| i.state)
+    }
+
     /// Each turn: probes and `ready_after` timers, then held starts whose
     /// dependencies became ready, then stops whose dependents are gone.
     pub(super) fn readiness_reconcile(&mut self, now: Instant) {

@@ -18,9 +18,10 @@ use crate::process::ExitKind;
 pub(super) fn fields(
     inst: &Instance,
     start_retries: u32,
-    waiting_for: &[String],
+    waiting_for: &[(String, State)],
     now: Instant,
 ) -> Value {
+    let names: Vec<&str> = waiting_for.iter().map(|(n, _)| n.as_str()).collect();
     let next_in = inst
         .deadline
         .filter(|_| matches!(inst.state, State::Backoff | State::Fatal))
@@ -34,17 +35,20 @@ pub(super) fn fields(
         "max_attempts": start_retries,
         "next_attempt_in_ms": next_in.map(|d| d.as_millis() as u64),
         "fatal_since": fatal_since,
-        "waiting_for": waiting_for,
+        "waiting_for": names,
         "ready": inst.ready,
         "detail": detail(inst, start_retries, waiting_for, now),
     })
 }
 
 /// The sentence, or `None` when the state says it all (running, stopped).
+/// `waiting_for` pairs each unready dependency with the state of its first
+/// unready instance: one that is down or backing off is named with its
+/// state (`waiting for db (fatal)`).
 pub(super) fn detail(
     inst: &Instance,
     start_retries: u32,
-    waiting_for: &[String],
+    waiting_for: &[(String, State)],
     now: Instant,
 ) -> Option<String> {
     let next_in = inst
@@ -53,7 +57,17 @@ pub(super) fn detail(
     let last = inst.last_exit.as_ref().map(|(ended, _)| short_last(ended));
     let last = last.map_or(String::new(), |l| format!("; last: {l}"));
     match inst.state {
-        State::Waiting => Some(format!("waiting for {}", waiting_for.join(", "))),
+        State::Waiting => {
+            let names: Vec<String> = waiting_for
+                .iter()
+                .map(|(name, state)| match state {
+                    // On its way up (or held itself): the name says it.
+                    State::Running | State::Waiting | State::Stopping => name.clone(),
+                    down => format!("{name} ({})", down.as_str()),
+                })
+                .collect();
+            Some(format!("waiting for {}", names.join(", ")))
+        }
         State::Backoff => {
             let next = next_in.unwrap_or_else(|| "0ms".into());
             let attempt = if inst.failures > 0 {
@@ -124,6 +138,18 @@ mod tests {
             "fatal since 10:02:11 (6 fast failures; last: killed by SIGSEGV)"
         );
         let fields = fields(&inst, 5, &[], now);
+        let held = Instance {
+            state: State::Waiting,
+            ..Instance::default()
+        };
+        let deps = [
+            ("db".to_string(), State::Fatal),
+            ("cache".to_string(), State::Running),
+        ];
+        assert_eq!(
+            detail(&held, 5, &deps, now).unwrap(),
+            "waiting for db (fatal), cache"
+        );
         assert_eq!(fields["fatal_since"], "1970-01-01T10:02:11.000Z");
         assert_eq!(fields["next_attempt_in_ms"], Value::Null);
     }
