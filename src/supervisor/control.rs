@@ -380,7 +380,7 @@ impl Supervisor {
         }
     }
 
-    /// Whole programs stop dependents first (`readiness.rs`); a single
+    /// Whole programs stop dependents first (`start_order.rs`); a single
     /// instance stops at once.
     fn stop_targets(&mut self, targets: &Targets) {
         let mut whole = Vec::new();

@@ -24,6 +24,7 @@ mod reload;
 mod retiring;
 mod services;
 mod services_reload;
+mod start_order;
 mod status_detail;
 
 use std::collections::HashMap;
@@ -137,6 +138,8 @@ pub struct Supervisor {
     reload: reload::ReloadState,
     /// Readiness probes and the stops held for dependents (`after`).
     readiness: readiness::ReadinessState,
+    /// Stops held until dependents are down (`after`).
+    stop_order: start_order::StopOrder,
 }
 
 impl Supervisor {
@@ -187,6 +190,7 @@ impl Supervisor {
             systemd: crate::systemd::Systemd::default(),
             reload: reload::ReloadState::default(),
             readiness: readiness::ReadinessState::default(),
+            stop_order: start_order::StopOrder::default(),
         })
     }
 
@@ -273,7 +277,7 @@ impl Supervisor {
                 self.handle_source(token);
             }
             self.control_reconcile();
-            self.readiness_reconcile(Instant::now());
+            self.order_reconcile(Instant::now());
             self.stop_pools_after_services();
             if self.shutdown.is_some()
                 && self.children.is_empty()
@@ -323,7 +327,7 @@ impl Supervisor {
                 // Pools stop once the services that forward to them have
                 // drained (`stop_pools_after_services`).
                 self.drain_services();
-                // Dependents first: see `readiness.rs`.
+                // Dependents first: see `start_order.rs`.
                 self.stop_in_order(self.program_names());
             }
             Some(_) => {

@@ -1,5 +1,5 @@
-//! When a program instance is ready, and the start and stop order that
-//! `after` builds on it.
+//! When a program instance is ready, for the programs that list it in
+//! `after` (the order itself is `start_order.rs`).
 //!
 //! Readiness per program (`ready`): `started`, up for `ready_after`;
 //! `tcp://…` or `unix:…`, the socket accepts a connection, probed with a
@@ -7,15 +7,7 @@
 //! next turn, never waited for; `notify`, `READY=1` arrived on the
 //! `NOTIFY_SOCKET` forkd bound for that instance (sd_notify(3)), sent by
 //! its main process or a member of its process group (SCM_CREDENTIALS).
-//! A program is ready when every instance is.
-//!
-//! Order: a start of a program whose `after` programs are not all ready is
-//! held (the instance waits, `waiting for db`) and carried out once they
-//! are; a dependency that never gets ready (or goes FATAL) keeps it
-//! waiting, as systemd and s6-rc do. Only starts are held: a restart after
-//! a crash is not. At shutdown a program is stopped only once every
-//! program that lists it in `after` has no process left (each of those
-//! stops within its own stop_timeout, then SIGKILL). Nothing here blocks.
+//! A program is ready when every instance is. Nothing here blocks.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,8 +17,8 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Token};
 use nix::unistd::Pid;
 
-use super::instance::{Event, State};
-use super::{Program, Source, Supervisor};
+use super::instance::State;
+use super::{Source, Supervisor};
 use crate::config::Ready;
 
 /// How often a `tcp://` or `unix:` readiness probe is tried again.
@@ -36,13 +28,11 @@ pub(super) const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// 4 KiB of STATUS text and a little more; sd_notify(3)).
 const MAX_NOTIFY: usize = 8192;
 
-/// Probes in flight and programs whose stop waits for their dependents.
+/// Probes in flight and the notify sockets' numbering.
 #[derive(Debug, Default)]
 pub(super) struct ReadinessState {
     /// By program, instance and the pid being probed.
     probes: HashMap<(String, usize, Pid), Probe>,
-    /// Programs to stop once no program listing them in `after` runs.
-    stop_after_dependents: Vec<String>,
     /// Numbers the notify sockets, so an address is never bound twice.
     next_socket: u64,
 }
@@ -76,46 +66,8 @@ pub(super) struct NotifyAddress {
 }
 
 impl Supervisor {
-    /// Names in program `p`'s `after` that are not ready (in order).
-    pub(super) fn unready_dependencies(&self, p: usize) -> Vec<String> {
-        self.unready_dependencies_of(&self.programs[p])
-    }
-
-    pub(super) fn unready_dependencies_of(&self, program: &Program) -> Vec<String> {
-        program
-            .config
-            .after
-            .iter()
-            .filter(|name| {
-                self.programs
-                    .iter()
-                    .find(|q| &q.config.name == *name)
-                    .is_some_and(|q| !q.instances.iter().all(|i| i.ready))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// The state of the first instance of program `name` that is not ready.
-    pub(super) fn dependency_state(&self, name: &str) -> State {
-        self.programs
-            .iter()
-            .find(|q| q.config.name == name)
-            .and_then(|q| q.instances.iter().find(|i| !i.ready))
-            .map_or(State::Stopped, |i| i.state)
-    }
-
-    /// Each turn: probes and `ready_after` timers, then held starts whose
-    /// dependencies became ready, then stops whose dependents are gone.
-    pub(super) fn readiness_reconcile(&mut self, now: Instant) {
-        self.check_readiness(now);
-        if self.shutdown.is_none() {
-            self.start_waiting();
-        }
-        self.stop_after_dependents();
-    }
-
-    fn check_readiness(&mut self, now: Instant) {
+    /// Marks instances ready whose probe or `ready_after` says so.
+    pub(super) fn check_readiness(&mut self, now: Instant) {
         let mut became_ready = Vec::new();
         for (p, program) in self.programs.iter().enumerate() {
             for (index, inst) in program.instances.iter().enumerate() {
@@ -168,97 +120,6 @@ impl Supervisor {
             Ready::Unix(path) => format!("unix:{} accepts", path.display()),
         };
         log::info!("{}#{index} is ready ({how})", program.config.name);
-    }
-
-    /// Carries out held starts whose `after` programs are all ready.
-    fn start_waiting(&mut self) {
-        for p in 0..self.programs.len() {
-            let waiting = self.programs[p]
-                .instances
-                .iter()
-                .any(|i| i.state == State::Waiting);
-            if waiting && self.unready_dependencies(p).is_empty() {
-                let name = self.programs[p].config.name.clone();
-                for index in 0..self.programs[p].instances.len() {
-                    if self.programs[p].instances[index].state == State::Waiting {
-                        self.apply(&name, index, Event::Start);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops `names` dependents first: a program that another running
-    /// program lists in `after` is stopped once that one has no process.
-    pub(super) fn stop_in_order(&mut self, names: Vec<String>) {
-        for name in names {
-            if !self.readiness.stop_after_dependents.contains(&name) {
-                self.readiness.stop_after_dependents.push(name);
-            }
-        }
-        self.stop_after_dependents();
-    }
-
-    /// Whether program `name`'s stop is held for its dependents (its
-    /// pending restarts then stop instead).
-    pub(super) fn stop_held(&self, name: &str) -> bool {
-        self.readiness
-            .stop_after_dependents
-            .iter()
-            .any(|n| n == name)
-    }
-
-    fn stop_after_dependents(&mut self) {
-        if self.readiness.stop_after_dependents.is_empty() {
-            return;
-        }
-        let held = std::mem::take(&mut self.readiness.stop_after_dependents);
-        let mut still_held = Vec::new();
-        for name in &held {
-            // A dependent that is not being stopped itself (`forkctl stop db`
-            // alone) does not hold db up: `after` orders, it does not bind.
-            let dependents: Vec<&str> = self
-                .programs
-                .iter()
-                .filter(|q| q.config.after.contains(name))
-                .filter(|q| q.instances.iter().any(|i| i.pid.is_some()))
-                .filter(|q| {
-                    held.contains(&q.config.name)
-                        || q.instances.iter().any(|i| i.state == State::Stopping)
-                })
-                .map(|q| q.config.name.as_str())
-                .collect();
-            let name = name.clone();
-            if dependents.is_empty() {
-                self.stop_program(&name, None);
-            } else {
-                log::debug!("{name}: stop waits for {}", dependents.join(", "));
-                still_held.push(name);
-            }
-        }
-        // Instances without a process have nothing to wait for.
-        for name in &still_held {
-            for index in 0..self.program_index_len(name) {
-                let idle = self
-                    .program_position(name)
-                    .and_then(|p| self.programs[p].instances.get(index))
-                    .is_some_and(|i| i.pid.is_none());
-                if idle {
-                    self.apply(name, index, Event::Stop);
-                }
-            }
-        }
-        self.readiness.stop_after_dependents = still_held;
-    }
-
-    fn program_index_len(&self, name: &str) -> usize {
-        self.program_position(name)
-            .map_or(0, |p| self.programs[p].instances.len())
-    }
-
-    /// Forgets held stops (SIGKILL for everyone makes order moot).
-    pub(super) fn clear_held_stops(&mut self) {
-        self.readiness.stop_after_dependents.clear();
     }
 
     /// The nearest probe or `ready_after` moment.
