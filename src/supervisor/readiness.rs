@@ -351,4 +351,22 @@ mod tests {
         let mut probes = HashMap::new();
         assert!(!probe(&mut probes, key, &closed, Instant::now()));
     }
+
+    #[test]
+    fn a_unix_probe_succeeds_once_the_socket_listens() {
+        let path = std::env::temp_dir().join(format!("forkd-probe-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let ready = Ready::Unix(path.clone());
+        let key = ("db".to_string(), 0, Pid::from_raw(1));
+        let mut probes = HashMap::new();
+        let now = Instant::now();
+        assert!(
+            !probe(&mut probes, key.clone(), &ready, now),
+            "no socket yet"
+        );
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(!probe(&mut probes, key.clone(), &ready, now), "not due yet");
+        assert!(probe(&mut probes, key, &ready, now + PROBE_INTERVAL));
+        let _ = std::fs::remove_file(&path);
+    }
 }
