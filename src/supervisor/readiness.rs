@@ -31,8 +31,9 @@ const MAX_NOTIFY: usize = 8192;
 /// Probes in flight and the notify sockets' numbering.
 #[derive(Debug, Default)]
 pub(super) struct ReadinessState {
-    /// By program, instance and the pid being probed.
-    probes: HashMap<(String, usize, Pid), Probe>,
+    /// By the pid of the instance run being probed (a key that costs no
+    /// allocation on each turn of the loop).
+    probes: HashMap<Pid, Probe>,
     /// Numbers the notify sockets, so an address is never bound twice.
     next_socket: u64,
 }
@@ -81,8 +82,7 @@ impl Supervisor {
                     Ready::Started => now >= started + program.config.ready_after,
                     Ready::Notify => false,
                     Ready::Tcp(_) | Ready::Unix(_) => {
-                        let key = (program.config.name.clone(), index, pid);
-                        probe(&mut self.readiness.probes, key, &program.config.ready, now)
+                        probe(&mut self.readiness.probes, pid, &program.config.ready, now)
                     }
                 };
                 if ready {
@@ -93,14 +93,16 @@ impl Supervisor {
         for (p, index) in became_ready {
             self.mark_ready(p, index);
         }
-        // Probes of instances that are gone or ready.
+        if self.readiness.probes.is_empty() {
+            return;
+        }
+        // Probes of runs that are gone or ready.
         let programs = &self.programs;
-        self.readiness.probes.retain(|(name, index, pid), _| {
+        self.readiness.probes.retain(|pid, _| {
             programs
                 .iter()
-                .find(|q| &q.config.name == name)
-                .and_then(|q| q.instances.get(*index))
-                .is_some_and(|i| i.pid == Some(*pid) && !i.ready && i.state == State::Running)
+                .flat_map(|q| q.instances.iter())
+                .any(|i| i.pid == Some(*pid) && !i.ready && i.state == State::Running)
         });
     }
 
@@ -235,12 +237,7 @@ impl Supervisor {
 }
 
 /// One readiness probe step; true once the socket accepted a connection.
-fn probe(
-    probes: &mut HashMap<(String, usize, Pid), Probe>,
-    key: (String, usize, Pid),
-    ready: &Ready,
-    now: Instant,
-) -> bool {
+fn probe(probes: &mut HashMap<Pid, Probe>, key: Pid, ready: &Ready, now: Instant) -> bool {
     let probe = probes.entry(key).or_insert(Probe {
         due: now,
         connecting: None,
@@ -335,11 +332,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let open = Ready::Tcp(listener.local_addr().unwrap());
         let mut probes = HashMap::new();
-        let key = ("db".to_string(), 0, Pid::from_raw(1));
+        let key = Pid::from_raw(1);
         let mut now = Instant::now();
         let mut ok = false;
         for _ in 0..50 {
-            ok = probe(&mut probes, key.clone(), &open, now);
+            ok = probe(&mut probes, key, &open, now);
             if ok {
                 break;
             }
@@ -357,15 +354,12 @@ mod tests {
         let path = std::env::temp_dir().join(format!("forkd-probe-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let ready = Ready::Unix(path.clone());
-        let key = ("db".to_string(), 0, Pid::from_raw(1));
+        let key = Pid::from_raw(1);
         let mut probes = HashMap::new();
         let now = Instant::now();
-        assert!(
-            !probe(&mut probes, key.clone(), &ready, now),
-            "no socket yet"
-        );
+        assert!(!probe(&mut probes, key, &ready, now), "no socket yet");
         let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(!probe(&mut probes, key.clone(), &ready, now), "not due yet");
+        assert!(!probe(&mut probes, key, &ready, now), "not due yet");
         assert!(probe(&mut probes, key, &ready, now + PROBE_INTERVAL));
         let _ = std::fs::remove_file(&path);
     }
