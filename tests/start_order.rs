@@ -251,3 +251,31 @@ after = ["db"]
     assert_eq!(api["detail"], "waiting for db (fatal)", "{api}");
     assert!(api["pid"].is_null(), "{api}");
 }
+
+#[test]
+fn a_one_shot_job_that_exited_successfully_lets_its_dependents_start() {
+    let dir = Scratch::new("order-oneshot");
+    let (forkd, socket) = common::start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "migrate"
+command = ["/bin/sh", "-c", "exit 0"]
+restart = "on-failure"
+
+[[program]]
+name = "api"
+command = ["sleep", "600"]
+after = ["migrate"]
+"#,
+    );
+    wait_until("api runs after the migration", T, || {
+        first_instance(&status_json(&socket), "api")["state"] == "running"
+    });
+    let lines = forkd.log.snapshot();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(
+        at("migrate#0 stays down") < at("api#0 started"),
+        "{lines:#?}"
+    );
+}

@@ -186,6 +186,15 @@ impl Instance {
         self.recent.push_back(line);
     }
 
+    /// Ready for the programs that list it in `after`: this run passed its
+    /// `ready` check, or it exited successfully and its restart policy
+    /// leaves it down (a one-shot job such as a migration has done its work).
+    pub fn counts_as_ready(&self) -> bool {
+        self.ready
+            || (self.state == State::Exited
+                && matches!(&self.last_exit, Some((Ended::Exit(e), _)) if e.success()))
+    }
+
     /// Whether `exit` is one forkd asked for: a success, or any exit while
     /// stopping except a SIGKILL that forkd had not sent (someone else's,
     /// the OOM killer's, during the stop_timeout).

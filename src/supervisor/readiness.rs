@@ -7,7 +7,9 @@
 //! next turn, never waited for; `notify`, `READY=1` arrived on the
 //! `NOTIFY_SOCKET` forkd bound for that instance (sd_notify(3)), sent by
 //! its main process or a member of its process group (SCM_CREDENTIALS).
-//! A program is ready when every instance is. Nothing here blocks.
+//! A program is ready when every instance is (or, a one-shot job, exited
+//! successfully and stays down: `Instance::counts_as_ready`). Nothing here
+//! blocks.
 
 use std::collections::HashMap;
 use std::io;

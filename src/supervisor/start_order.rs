@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use super::instance::{Event, State};
+use super::instance::{Event, Instance, State};
 use super::{Program, Supervisor};
 
 /// Programs whose stop waits for their dependents.
@@ -46,7 +46,7 @@ impl Supervisor {
                 self.programs
                     .iter()
                     .find(|q| &q.config.name == *name)
-                    .is_some_and(|q| !q.instances.iter().all(|i| i.ready))
+                    .is_some_and(|q| !q.instances.iter().all(Instance::counts_as_ready))
             })
             .cloned()
             .collect()
@@ -57,7 +57,7 @@ impl Supervisor {
         self.programs
             .iter()
             .find(|q| q.config.name == name)
-            .and_then(|q| q.instances.iter().find(|i| !i.ready))
+            .and_then(|q| q.instances.iter().find(|i| !i.counts_as_ready()))
             .map_or(State::Stopped, |i| i.state)
     }
 
