@@ -117,7 +117,9 @@ fn after_waits_for_notify_tcp_and_started_readiness_and_shutdown_stops_dependent
 
     std::fs::write(&db_go, "").unwrap();
     forkd.log.wait_line("db#0 is ready (READY=1)", T);
-    assert_eq!(first_instance(&status_json(&socket), "db")["ready"], true);
+    let db = first_instance(&status_json(&socket), "db");
+    assert_eq!(db["ready"], true, "{db}");
+    assert_eq!(db["notify_status"], "warming up", "{db}");
     let given = std::fs::read_to_string(dir.file("stops.db.notify")).unwrap();
     assert!(
         given.starts_with("@forkd/"),

@@ -150,6 +150,8 @@ pub struct Instance {
     /// This run passed its `ready` check (`readiness.rs` sets it): programs
     /// that list this one in `after` may start.
     pub ready: bool,
+    /// The last `STATUS=` this run sent on its `NOTIFY_SOCKET`.
+    pub notify_status: Option<String>,
 }
 
 impl Default for Instance {
@@ -168,6 +170,7 @@ impl Default for Instance {
             recent_seq: 0,
             killed: false,
             ready: false,
+            notify_status: None,
         }
     }
 }
@@ -245,6 +248,7 @@ pub fn step(
         (_, Event::Spawned(pid)) => {
             inst.state = Running;
             inst.ready = false;
+            inst.notify_status = None;
             inst.pid = Some(pid);
             inst.killed = false;
             inst.started = Some((now, SystemTime::now()));

@@ -204,6 +204,11 @@ impl Supervisor {
                 );
                 continue;
             }
+            if let Some(status) = text.lines().rev().find_map(|l| l.strip_prefix("STATUS=")) {
+                // What `systemctl status` shows as "Status:".
+                self.programs[p].instances[index].notify_status = Some(status.to_string());
+            }
+            let inst = &self.programs[p].instances[index];
             if text.lines().any(|l| l == "READY=1") && inst.state == State::Running && !inst.ready {
                 self.mark_ready(p, index);
             }

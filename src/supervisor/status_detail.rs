@@ -14,7 +14,8 @@ use crate::process::ExitKind;
 
 /// The fields behind the detail, to merge into an instance's JSON:
 /// `attempts`, `max_attempts`, `next_attempt_in_ms`, `fatal_since`,
-/// `waiting_for`, `ready` (this run passed its `ready` check), `detail`.
+/// `waiting_for`, `ready` (this run passed its `ready` check),
+/// `notify_status` (its last `STATUS=`), `detail`.
 pub(super) fn fields(
     inst: &Instance,
     start_retries: u32,
@@ -37,6 +38,7 @@ pub(super) fn fields(
         "fatal_since": fatal_since,
         "waiting_for": names,
         "ready": inst.ready,
+        "notify_status": inst.notify_status,
         "detail": detail(inst, start_retries, waiting_for, now),
     })
 }
