@@ -245,6 +245,10 @@ pub const PROGRAM_FIELDS: &[Key<ProgramConfig>] = &[
     key("stop_timeout", InPlace, |p| spell::duration(p.stop_timeout)),
     key("stdout", Replace, |p| spell::output(&p.stdout)),
     key("stderr", Replace, |p| spell::output(&p.stderr)),
+    key("fatal_retry", InPlace, |p| spell::optional_duration(p.fatal_retry)),
+    key("after", InPlace, |p| spell::list(&p.after)),
+    key("ready", Replace, |p| spell::ready(&p.ready)),
+    key("ready_after", Replace, |p| spell::duration(p.ready_after)),
 ];
 
 /// The keys whose values differ, in the words of forkd.toml.
@@ -414,9 +418,11 @@ handler = "echo"
         assert_eq!(
             applied(PROGRAM_FIELDS, InPlace),
             [
+                "after",
                 "autostart",
                 "backoff_initial",
                 "backoff_max",
+                "fatal_retry",
                 "instances",
                 "restart",
                 "stable_after",
@@ -481,6 +487,14 @@ stop_signal = "INT"
 stop_timeout = "1500ms"
 stdout = "null"
 stderr = "/tmp/err.log"
+fatal_retry = "5m"
+after = ["db"]
+ready = "notify"
+ready_after = "2s"
+
+[[program]]
+name = "db"
+command = ["/bin/db"]
 
 [[pool]]
 name = "q"

@@ -36,6 +36,7 @@
 mod commands;
 mod diff;
 mod handler_support;
+mod order;
 mod parse;
 mod plan;
 mod section;
@@ -191,6 +192,27 @@ pub struct ProgramConfig {
     pub stop_timeout: Duration,
     pub stdout: Output,
     pub stderr: Output,
+    /// Retry a FATAL program after this long (`fatal_retry`; default off).
+    pub fatal_retry: Option<Duration>,
+    /// Programs that must be ready before this one starts (`after`).
+    pub after: Vec<String>,
+    /// When this program counts as ready (`ready`).
+    pub ready: Ready,
+    /// With `ready = "started"`: how long it must have been up.
+    pub ready_after: Duration,
+}
+
+/// When a program counts as ready, for the programs that list it in `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// Up for `ready_after`.
+    Started,
+    /// The port accepts a connection.
+    Tcp(std::net::SocketAddr),
+    /// The Unix stream socket accepts a connection.
+    Unix(PathBuf),
+    /// `READY=1` arrived on the `NOTIFY_SOCKET` forkd gave it (sd_notify(3)).
+    Notify,
 }
 
 /// How a pool talks to its workers.

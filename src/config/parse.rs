@@ -155,8 +155,10 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
             }
         }
     };
-    let programs: Vec<_> = entries(sink, root, "program")
-        .map(|(table, span)| program(sink, table, span, &daemon))
+    let program_tables: Vec<_> = entries(sink, root, "program").collect();
+    let programs: Vec<_> = program_tables
+        .iter()
+        .map(|(table, span)| program(sink, table, span.clone(), &daemon))
         .collect();
     let pools: Vec<_> = entries(sink, root, "pool")
         .map(|(table, span)| pool(sink, table, span))
@@ -170,6 +172,17 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
     collect_names(&mut names, "program", &programs, |c| &c.name);
     collect_names(&mut names, "pool", &pools, |c| &c.name);
     collect_names(&mut names, "service", &services, |c| &c.name);
+    let others: Vec<(&str, &str)> = names
+        .iter()
+        .filter(|(_, kind, _)| *kind != "program")
+        .map(|(name, kind, _)| (*name, *kind))
+        .collect();
+    let ordered: Vec<_> = program_tables
+        .iter()
+        .zip(&programs)
+        .map(|((table, _), built)| (*table, &built.config))
+        .collect();
+    super::order::check(sink, &ordered, &others);
     check_unique_names(sink, text, names);
 
     let mut services: Vec<ServiceConfig> = services.into_iter().map(|n| n.config).collect();

@@ -77,6 +77,21 @@ pub(super) fn duration(d: Duration) -> Spelled {
 }
 
 /// `"022"`, `"0660"`.
+pub(super) fn optional_duration(d: Option<Duration>) -> Spelled {
+    d.and_then(duration)
+}
+
+/// `ready`: `"started"`, `"notify"`, `"tcp://HOST:PORT"`, `"unix:/path"`.
+pub(super) fn ready(ready: &super::Ready) -> Spelled {
+    use super::Ready;
+    match ready {
+        Ready::Started => string("started"),
+        Ready::Notify => string("notify"),
+        Ready::Tcp(addr) => string(&format!("tcp://{addr}")),
+        Ready::Unix(path) => string(&format!("unix:{}", path.display())),
+    }
+}
+
 pub(super) fn octal(mode: u32, width: usize) -> Spelled {
     Some(quoted(&format!("{mode:0width$o}")))
 }

@@ -49,6 +49,10 @@ pub(super) const PROGRAM_KEYS: &[&str] = &[
     "stop_timeout",
     "stdout",
     "stderr",
+    "fatal_retry",
+    "after",
+    "ready",
+    "ready_after",
 ];
 
 const RLIMIT_KEYS: &[&str] = &["nofile", "nproc", "core", "as"];
@@ -147,6 +151,10 @@ pub(super) fn program(
         stop_timeout: s.duration("stop_timeout", daemon.stop_timeout),
         stdout: s.output("stdout"),
         stderr: s.output("stderr"),
+        fatal_retry: optional_duration(&mut s, "fatal_retry"),
+        after: super::order::after(&mut s),
+        ready: super::order::ready(&mut s),
+        ready_after: s.duration("ready_after", Duration::from_secs(1)),
     };
     if config.backoff_initial > config.backoff_max {
         let at = if s.has("backoff_initial") {
@@ -161,6 +169,11 @@ pub(super) fn program(
         s.error(&at, message);
     }
     Named { config, name_span }
+}
+
+/// A duration that is off when absent (or zero).
+fn optional_duration(s: &mut Section<'_, '_>, key: &str) -> Option<Duration> {
+    Some(s.duration(key, Duration::ZERO)).filter(|d| s.has(key) && !d.is_zero())
 }
 
 /// `rlimits = { nofile = 1024, nproc = 64, core = 0, as = "1GiB" }`.

@@ -501,7 +501,12 @@ fn print_status(reply: &Value) {
                     name.clone(),
                     kind.into(),
                     item["index"].to_string(),
-                    item["state"].as_str().unwrap_or("-").to_string(),
+                    // Why it is down and what comes next, when forkd says.
+                    item["detail"]
+                        .as_str()
+                        .or(item["state"].as_str())
+                        .unwrap_or("-")
+                        .to_string(),
                     item["pid"].as_i64().map_or("-".into(), |p| p.to_string()),
                     item["uptime_secs"]
                         .as_u64()

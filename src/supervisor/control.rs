@@ -206,6 +206,7 @@ impl Supervisor {
             }
             if program.instances.len() <= target {
                 self.control.shrinking.remove(&name);
+                self.close_orphan_notify_sockets();
                 log::info!("{name} scaled down to {target} instance(s)");
             }
         }
@@ -434,14 +435,24 @@ impl Supervisor {
         }
     }
 
+    /// Whole programs stop dependents first (`start_order.rs`); a single
+    /// instance stops at once.
     fn stop_targets(&mut self, targets: &Targets) {
+        let mut whole = Vec::new();
         for &(p, i) in targets {
             let name = self.programs[p].config.name.clone();
             self.control
                 .restarts
                 .retain(|(n, x)| !(n == &name && *x == i));
-            self.apply(&name, i, Event::Stop);
+            let all =
+                targets.iter().filter(|(q, _)| *q == p).count() == self.programs[p].instances.len();
+            if !all {
+                self.apply(&name, i, Event::Stop);
+            } else if !whole.contains(&name) {
+                whole.push(name);
+            }
         }
+        self.stop_in_order(whole);
     }
 
     fn restart_targets(&mut self, targets: &Targets) {

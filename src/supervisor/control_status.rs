@@ -51,11 +51,35 @@ impl Supervisor {
     }
 
     fn program_json(&self, program: &Program) -> Value {
+        let now = std::time::Instant::now();
         let instances: Vec<Value> = program
             .instances
             .iter()
             .enumerate()
-            .map(|(index, inst)| instance_json(index, inst))
+            .map(|(index, inst)| {
+                let mut entry = instance_json(index, inst);
+                let waiting_for = if inst.state == State::Waiting {
+                    self.unready_dependencies_of(program)
+                        .into_iter()
+                        .map(|name| {
+                            let state = self.dependency_state(&name);
+                            (name, state)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let extra = super::status_detail::fields(
+                    inst,
+                    program.config.start_retries,
+                    &waiting_for,
+                    now,
+                );
+                if let (Some(entry), Value::Object(extra)) = (entry.as_object_mut(), extra) {
+                    entry.extend(extra);
+                }
+                entry
+            })
             .collect();
         let first = program
             .instances

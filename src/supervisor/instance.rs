@@ -19,6 +19,8 @@ use crate::process::{Backoff, ExitKind};
 pub enum State {
     /// Not running, by choice (never started, or stopped).
     Stopped,
+    /// Wanted, but held back until the programs in its `after` are ready.
+    Waiting,
     Running,
     /// Waiting out a restart delay.
     Backoff,
@@ -26,7 +28,8 @@ pub enum State {
     Stopping,
     /// Exited and the restart policy says to leave it down.
     Exited,
-    /// Failed `start_retries + 1` times in a row; stays down until started.
+    /// Failed `start_retries + 1` times in a row; stays down until started,
+    /// or until `fatal_retry` has passed.
     Fatal,
 }
 
@@ -34,6 +37,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Stopped => "stopped",
+            State::Waiting => "waiting",
             State::Running => "running",
             State::Backoff => "backoff",
             State::Stopping => "stopping",
@@ -42,9 +46,13 @@ impl State {
         }
     }
 
-    /// True when no process exists and none is scheduled.
+    /// True when no process exists and none is due on a timer (a waiting
+    /// instance starts only once its `after` programs are ready).
     pub fn is_down(self) -> bool {
-        matches!(self, State::Stopped | State::Exited | State::Fatal)
+        matches!(
+            self,
+            State::Stopped | State::Waiting | State::Exited | State::Fatal
+        )
     }
 }
 
@@ -52,6 +60,9 @@ impl State {
 pub enum Event {
     /// Operator or start-up wants it running.
     Start,
+    /// Wanted running, but a program in its `after` is not ready yet: the
+    /// supervisor sends `Start` once they all are.
+    Hold,
     /// Operator or shutdown wants it stopped gracefully.
     Stop,
     /// Stop now with SIGKILL (second TERM, SIGQUIT).
@@ -92,6 +103,9 @@ pub struct Policy {
     pub start_retries: u32,
     pub stop_signal: i32,
     pub stop_timeout: Duration,
+    /// Retry a FATAL instance after this long, with a fresh count of
+    /// `start_retries` (supervisord's users ask for it: supervisor#1509).
+    pub fatal_retry: Option<Duration>,
 }
 
 impl From<&ProgramConfig> for Policy {
@@ -102,6 +116,7 @@ impl From<&ProgramConfig> for Policy {
             start_retries: c.start_retries,
             stop_signal: c.stop_signal,
             stop_timeout: c.stop_timeout,
+            fatal_retry: c.fatal_retry,
         }
     }
 }
@@ -117,8 +132,11 @@ pub struct Instance {
     /// Restarts scheduled by the policy since forkd started.
     pub restarts: u64,
     pub last_exit: Option<(Ended, SystemTime)>,
-    /// When the next timer event is due (restart or SIGKILL).
+    /// When the next timer event is due (restart, SIGKILL, or the
+    /// `fatal_retry` of a FATAL instance).
     pub deadline: Option<Instant>,
+    /// When the instance went FATAL, for operators.
+    pub fatal_since: Option<SystemTime>,
     /// The delay chosen for the pending restart, for operators.
     pub next_delay: Option<Duration>,
     /// Recent output lines, bounded by `[daemon] log_lines`.
@@ -129,6 +147,11 @@ pub struct Instance {
     /// forkd sent this run SIGKILL itself (stop_timeout ran out, a second
     /// SIGTERM, SIGQUIT): its death by SIGKILL is then no surprise.
     pub killed: bool,
+    /// This run passed its `ready` check (`readiness.rs` sets it): programs
+    /// that list this one in `after` may start.
+    pub ready: bool,
+    /// The last `STATUS=` this run sent on its `NOTIFY_SOCKET`.
+    pub notify_status: Option<String>,
 }
 
 impl Default for Instance {
@@ -141,10 +164,13 @@ impl Default for Instance {
             restarts: 0,
             last_exit: None,
             deadline: None,
+            fatal_since: None,
             next_delay: None,
             recent: VecDeque::new(),
             recent_seq: 0,
             killed: false,
+            ready: false,
+            notify_status: None,
         }
     }
 }
@@ -161,6 +187,15 @@ impl Instance {
             self.recent.pop_front();
         }
         self.recent.push_back(line);
+    }
+
+    /// Ready for the programs that list it in `after`: this run passed its
+    /// `ready` check, or it exited successfully and its restart policy
+    /// leaves it down (a one-shot job such as a migration has done its work).
+    pub fn counts_as_ready(&self) -> bool {
+        self.ready
+            || (self.state == State::Exited
+                && matches!(&self.last_exit, Some((Ended::Exit(e), _)) if e.success()))
     }
 
     /// Whether `exit` is one forkd asked for: a success, or any exit while
@@ -184,7 +219,15 @@ pub fn step(
 ) -> Action {
     use State::*;
     match (inst.state, event) {
-        (Stopped | Exited | Fatal | Backoff, Event::Start) => {
+        (Stopped | Exited | Fatal | Backoff, Event::Hold) => {
+            inst.state = Waiting;
+            inst.failures = 0;
+            inst.deadline = None;
+            inst.next_delay = None;
+            inst.fatal_since = None;
+            Action::None
+        }
+        (Stopped | Waiting | Exited | Fatal | Backoff, Event::Start) => {
             if inst.state != Backoff {
                 inst.failures = 0;
             }
@@ -195,13 +238,23 @@ pub fn step(
             inst.deadline = None;
             Action::Spawn
         }
+        // Only a `fatal_retry` arms a FATAL instance's timer: a new round
+        // of `start_retries` fast failures begins.
+        (Fatal, Event::Timer) if policy.fatal_retry.is_some() => {
+            inst.failures = 0;
+            inst.deadline = None;
+            Action::Spawn
+        }
         (_, Event::Spawned(pid)) => {
             inst.state = Running;
+            inst.ready = false;
+            inst.notify_status = None;
             inst.pid = Some(pid);
             inst.killed = false;
             inst.started = Some((now, SystemTime::now()));
             inst.deadline = None;
             inst.next_delay = None;
+            inst.fatal_since = None;
             Action::None
         }
         (_, Event::SpawnFailed(reason)) => {
@@ -210,6 +263,7 @@ pub fn step(
             after_failure(inst, policy, backoff, true, true, now)
         }
         (Running, Event::Exited(exit)) => {
+            inst.ready = false;
             let uptime = inst.started.map(|(at, _)| now - at).unwrap_or_default();
             inst.pid = None;
             inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
@@ -229,6 +283,7 @@ pub fn step(
         }
         (Stopping, Event::Exited(exit)) => {
             inst.state = Stopped;
+            inst.ready = false;
             inst.pid = None;
             inst.deadline = None;
             inst.last_exit = Some((Ended::Exit(exit), SystemTime::now()));
@@ -245,18 +300,21 @@ pub fn step(
             inst.killed = true;
             Action::Signal(libc::SIGKILL)
         }
-        (Backoff, Event::Stop | Event::Kill) => {
+        (Backoff | Fatal | Waiting, Event::Stop | Event::Kill) => {
+            inst.fatal_since = None;
             inst.state = Stopped;
             inst.deadline = None;
             inst.next_delay = None;
             Action::None
         }
         // Already where the event would take it, or a stale timer/exit.
-        (Running | Stopping, Event::Start)
+        (Running | Stopping, Event::Start | Event::Hold)
+        | (Waiting, Event::Hold | Event::Timer)
         | (Stopping, Event::Stop)
-        | (Stopped | Exited | Fatal, Event::Stop | Event::Kill | Event::Timer)
+        | (Stopped | Exited, Event::Stop | Event::Kill | Event::Timer)
+        | (Fatal, Event::Timer)
         | (Running, Event::Timer)
-        | (Stopped | Exited | Fatal | Backoff, Event::Exited(_)) => Action::None,
+        | (Stopped | Waiting | Exited | Fatal | Backoff, Event::Exited(_)) => Action::None,
     }
 }
 
@@ -280,6 +338,9 @@ fn after_failure(
         inst.state = State::Exited;
     } else if inst.failures > policy.start_retries {
         inst.state = State::Fatal;
+        inst.fatal_since = Some(SystemTime::now());
+        inst.deadline = policy.fatal_retry.map(|d| now + d);
+        inst.next_delay = policy.fatal_retry;
     } else {
         let delay = backoff.delay(inst.failures);
         inst.state = State::Backoff;
@@ -301,6 +362,7 @@ mod tests {
             start_retries: retries,
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(5),
+            fatal_retry: None,
         }
     }
 
@@ -452,5 +514,66 @@ mod tests {
         step(&mut inst, &p, &mut b, Event::SpawnFailed(why.clone()), now);
         assert_eq!(inst.state, State::Fatal);
         assert!(matches!(&inst.last_exit, Some((Ended::SpawnFailed(w), _)) if *w == why));
+    }
+
+    #[test]
+    fn fatal_retry_starts_a_new_round_after_its_delay_and_stop_cancels_it() {
+        let mut p = policy(RestartPolicy::Always, 0);
+        let mut b = Backoff::new(Duration::ZERO, Duration::ZERO, 1);
+        let now = Instant::now();
+        let mut plain = Instance::default();
+        running(&mut plain, &p, &mut b, now);
+        step(
+            &mut plain,
+            &p,
+            &mut b,
+            Event::Exited(ExitKind::Code(1)),
+            now,
+        );
+        assert_eq!((plain.state, plain.deadline), (State::Fatal, None));
+        assert!(plain.fatal_since.is_some());
+        assert_eq!(
+            step(&mut plain, &p, &mut b, Event::Timer, now),
+            Action::None
+        );
+
+        p.fatal_retry = Some(Duration::from_secs(300));
+        let mut inst = Instance::default();
+        running(&mut inst, &p, &mut b, now);
+        step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), now);
+        assert_eq!(inst.state, State::Fatal);
+        assert_eq!(inst.deadline, Some(now + Duration::from_secs(300)));
+        assert_eq!(
+            step(&mut inst, &p, &mut b, Event::Timer, now),
+            Action::Spawn
+        );
+        assert_eq!(inst.failures, 0);
+        step(&mut inst, &p, &mut b, Event::Spawned(Pid::from_raw(9)), now);
+        assert_eq!((inst.state, inst.fatal_since), (State::Running, None));
+
+        step(&mut inst, &p, &mut b, Event::Exited(ExitKind::Code(1)), now);
+        step(&mut inst, &p, &mut b, Event::Stop, now);
+        assert_eq!((inst.state, inst.deadline), (State::Stopped, None));
+    }
+
+    #[test]
+    fn a_held_start_waits_until_started_and_a_stop_cancels_it() {
+        let p = policy(RestartPolicy::Always, 5);
+        let mut b = Backoff::new(Duration::ZERO, Duration::ZERO, 1);
+        let now = Instant::now();
+        let mut inst = Instance::default();
+        assert_eq!(step(&mut inst, &p, &mut b, Event::Hold, now), Action::None);
+        assert_eq!(inst.state, State::Waiting);
+        assert_eq!(step(&mut inst, &p, &mut b, Event::Timer, now), Action::None);
+        assert_eq!(
+            step(&mut inst, &p, &mut b, Event::Start, now),
+            Action::Spawn
+        );
+        step(&mut inst, &p, &mut b, Event::Spawned(Pid::from_raw(5)), now);
+        assert_eq!((inst.state, inst.ready), (State::Running, false));
+        let mut held = Instance::default();
+        step(&mut held, &p, &mut b, Event::Hold, now);
+        step(&mut held, &p, &mut b, Event::Stop, now);
+        assert_eq!(held.state, State::Stopped);
     }
 }

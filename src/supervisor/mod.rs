@@ -19,10 +19,13 @@ mod notify;
 mod output;
 mod pools;
 mod programs;
+mod readiness;
 mod reload;
 mod retiring;
 mod services;
 mod services_reload;
+mod start_order;
+mod status_detail;
 
 use std::collections::HashMap;
 use std::io;
@@ -95,6 +98,8 @@ enum Source {
     },
     /// A caller's connection to a pool.
     PoolCaller(Box<pools::Caller>),
+    /// An instance's `NOTIFY_SOCKET` (`ready = "notify"`).
+    Notify(readiness::NotifySocket),
 }
 
 /// How far shutdown has gone.
@@ -132,6 +137,10 @@ pub struct Supervisor {
     systemd: crate::systemd::Systemd,
     /// Old programs still stopping after a reload, and reload settings.
     reload: reload::ReloadState,
+    /// Readiness probes and the stops held for dependents (`after`).
+    readiness: readiness::ReadinessState,
+    /// Stops held until dependents are down (`after`).
+    stop_order: start_order::StopOrder,
 }
 
 impl Supervisor {
@@ -181,6 +190,8 @@ impl Supervisor {
             control,
             systemd: crate::systemd::Systemd::default(),
             reload: reload::ReloadState::default(),
+            readiness: readiness::ReadinessState::default(),
+            stop_order: start_order::StopOrder::default(),
         })
     }
 
@@ -267,6 +278,7 @@ impl Supervisor {
                 self.handle_source(token);
             }
             self.control_reconcile();
+            self.order_reconcile(Instant::now());
             self.stop_pools_after_services();
             if self.shutdown.is_some()
                 && self.children.is_empty()
@@ -316,9 +328,8 @@ impl Supervisor {
                 // Pools stop once the services that forward to them have
                 // drained (`stop_pools_after_services`).
                 self.drain_services();
-                for name in self.program_names() {
-                    self.stop_program(&name, None);
-                }
+                // Dependents first: see `start_order.rs`.
+                self.stop_in_order(self.program_names());
             }
             Some(_) => {
                 log::warn!("{name} while stopping: killing every child now");
@@ -337,6 +348,7 @@ impl Supervisor {
 
     fn kill_everything(&mut self) {
         self.shutdown = Some(Shutdown::Immediate);
+        self.clear_held_stops();
         self.kill_services();
         self.stop_pools(true);
         for name in self.program_names() {
@@ -383,6 +395,7 @@ impl Supervisor {
             .chain(self.service_deadline())
             .chain(self.pool_deadline())
             .chain(self.control_deadline())
+            .chain(self.readiness_deadline())
             .min()
     }
 
@@ -434,6 +447,7 @@ impl Supervisor {
                 self.accept_pool_callers(pool);
             }
             Source::PoolCaller(_) => self.serve_caller(token, true),
+            Source::Notify(_) => self.notify_ready(token),
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Program {
     /// and again after a failed one (the command may have been installed,
     /// the user created): see [`Supervisor::prepared`].
     prepared: Option<PreparedProgram>,
+    /// The instances' `NOTIFY_SOCKET`s (`ready = "notify"`), by index.
+    pub(super) notify: HashMap<usize, super::readiness::NotifyAddress>,
 }
 
 /// The per-program part of a spawn, kept across restarts: argv, the
@@ -85,6 +87,7 @@ impl Program {
             policy: Policy::from(config),
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
             prepared: None,
+            notify: HashMap::new(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl Program {
     pub(super) fn forget_instance_pipes(&mut self, index: usize) {
         self.log_writers.remove(&(index, false));
         self.log_writers.remove(&(index, true));
+        self.notify.remove(&index);
     }
 
     /// Feeds one event to one instance and returns the action with the pid
@@ -159,11 +163,30 @@ impl Supervisor {
         }
     }
 
-    /// Feeds one event to one instance and carries out the action.
+    /// Feeds one event to one instance and carries out the action. A
+    /// start whose `after` programs are not all ready is held instead.
     pub(super) fn apply(&mut self, name: &str, index: usize, event: Event) {
         let Some(p) = self.program_index(name) else {
             return;
         };
+        let mut event = event;
+        let held_stop = self.stop_held(name);
+        if event == Event::Timer
+            && held_stop
+            && self.programs[p].instances.get(index).map(|i| i.state) == Some(State::Backoff)
+        {
+            // Its stop waits for dependents: no restart in the meantime.
+            event = Event::Stop;
+        }
+        if event == Event::Start {
+            let unready = self.unready_dependencies(p);
+            if !unready.is_empty() {
+                if self.programs[p].instances.get(index).map(|i| i.state) != Some(State::Waiting) {
+                    log::info!("{name}#{index} waiting for {}", unready.join(", "));
+                }
+                event = Event::Hold;
+            }
+        }
         let now = Instant::now();
         let program = &mut self.programs[p];
         let Some(inst) = program.instances.get_mut(index) else {
@@ -171,8 +194,17 @@ impl Supervisor {
         };
         let before = inst.state;
         let pid = inst.pid;
+        let timer = event == Event::Timer;
         let action = instance::step(inst, &program.policy, &mut program.backoff, event, now);
         let inst = &program.instances[index];
+        if let Some(after) = program.policy.fatal_retry {
+            if before == State::Fatal && timer && action == Action::Spawn {
+                log::warn!(
+                    "retrying FATAL program {name}#{index} after {} (fatal_retry)",
+                    crate::logging::human_duration(after)
+                );
+            }
+        }
         if inst.state != before {
             log_transition(name, index, inst, &program.policy);
         }
@@ -244,6 +276,10 @@ impl Supervisor {
         for stderr in [false, true] {
             self.ensure_log_pipe(p, index, stderr)?;
         }
+        let notify = match self.programs[p].config.ready {
+            crate::config::Ready::Notify => Some(self.notify_address(p, index)?),
+            _ => None,
+        };
         if self.programs[p].prepared.is_none() {
             self.programs[p].prepared = Some(PreparedProgram::new(&self.programs[p].config)?);
         }
@@ -253,6 +289,11 @@ impl Supervisor {
         let mut plan = prepared.command.plan();
         plan.add_env("FORKD_INSTANCE", index)
             .map_err(|e| e.to_string())?;
+        // Its own socket, never forkd's (`child_environment` drops that).
+        if let Some(address) = notify {
+            plan.add_env("NOTIFY_SOCKET", address)
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(cwd) = &config.cwd {
             plan.set_cwd(cwd).map_err(|e| e.to_string())?;
         }
@@ -348,12 +389,17 @@ fn log_transition(name: &str, index: usize, inst: &Instance, policy: &Policy) {
         }
         State::Fatal => log::error!(
             "{name}#{index} failed {} times in a row within {} of starting: giving up (FATAL); \
-             `forkctl start {name}` tries again",
+             `forkctl start {name}` tries again{}",
             inst.failures,
-            crate::logging::human_duration(policy.stable_after)
+            crate::logging::human_duration(policy.stable_after),
+            policy.fatal_retry.map_or(String::new(), |d| format!(
+                ", and so does forkd after {} (fatal_retry)",
+                crate::logging::human_duration(d)
+            ))
         ),
         State::Exited => log::info!("{name}#{index} stays down (restart policy)"),
         State::Stopped => log::info!("{name}#{index} stopped"),
-        State::Running | State::Stopping => {}
+        // `apply` names what it waits for.
+        State::Waiting | State::Running | State::Stopping => {}
     }
 }

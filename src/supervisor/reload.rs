@@ -284,6 +284,7 @@ impl Supervisor {
             .collect();
         self.programs
             .sort_by_key(|p| order.iter().position(|n| *n == p.config.name));
+        self.close_orphan_notify_sockets();
     }
 }
 

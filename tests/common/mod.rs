@@ -977,3 +977,28 @@ pub fn entries(dir: &Path) -> Vec<String> {
 pub fn binary(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
+
+/// Instance 0 of `program` in a `status --json` reply.
+pub fn first_instance(status: &serde_json::Value, program: &str) -> serde_json::Value {
+    status["programs"]
+        .as_array()
+        .expect("programs array")
+        .iter()
+        .find(|p| p["name"] == program)
+        .unwrap_or_else(|| panic!("no program {program} in {status}"))["instances"][0]
+        .clone()
+}
+
+/// `forkd --check --config PATH`: its exit code and stderr.
+pub fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(FORKD)
+        .arg("--check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run forkd --check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -2,6 +2,7 @@
 //! test per class of error with its exact `line:col`.
 
 mod errors;
+mod order;
 mod valid;
 
 use std::path::Path;
