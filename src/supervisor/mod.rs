@@ -23,6 +23,7 @@ mod reload;
 mod retiring;
 mod services;
 mod services_reload;
+mod stragglers;
 
 use std::collections::HashMap;
 use std::io;
@@ -131,6 +132,8 @@ pub struct Supervisor {
     systemd: crate::systemd::Systemd,
     /// Old programs still stopping after a reload, and reload settings.
     reload: reload::ReloadState,
+    /// Process groups whose leader exited on its own (`stragglers.rs`).
+    stragglers: Vec<stragglers::Straggler>,
 }
 
 impl Supervisor {
@@ -180,6 +183,7 @@ impl Supervisor {
             control,
             systemd: crate::systemd::Systemd::default(),
             reload: reload::ReloadState::default(),
+            stragglers: Vec::new(),
         })
     }
 
@@ -269,6 +273,7 @@ impl Supervisor {
             self.stop_pools_after_services();
             if self.shutdown.is_some()
                 && self.children.is_empty()
+                && !self.stragglers_left()
                 && self.connection_children() == 0
             {
                 break;
@@ -342,6 +347,7 @@ impl Supervisor {
             self.kill_program(&name);
         }
         self.kill_retiring();
+        self.kill_stragglers(Instant::now(), true);
     }
 
     /// Reaps every exited child and hands each exit to its owner.
@@ -369,6 +375,7 @@ impl Supervisor {
                 },
             }
         }
+        self.forget_empty_groups();
     }
 
     /// The nearest deadline of anything scheduled.
@@ -378,6 +385,7 @@ impl Supervisor {
             .flat_map(|p| p.instances.iter())
             .filter_map(|i| i.deadline)
             .chain(self.retiring_deadline())
+            .chain(self.straggler_deadline())
             .chain(self.systemd.deadline())
             .chain(self.service_deadline())
             .chain(self.pool_deadline())
@@ -386,6 +394,9 @@ impl Supervisor {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        // Before the restarts: one held by its old group runs once that
+        // group has had SIGKILL.
+        self.kill_stragglers(now, false);
         let mut due = Vec::new();
         for program in &self.programs {
             for (index, inst) in program.instances.iter().enumerate() {

@@ -182,6 +182,7 @@ impl Supervisor {
             .program_index(name)
             .and_then(|p| self.programs[p].instances.get(index));
         let stopping = instance.is_some_and(|i| i.state == State::Stopping);
+        let known = instance.is_some();
         if instance.is_some_and(|i| i.expects(exit)) {
             log::info!("{name}#{index} (pid {pid}) {exit}");
         } else {
@@ -192,6 +193,9 @@ impl Supervisor {
             let _ = process::signal_group(pid, Signal::SIGKILL);
         }
         self.apply(name, index, Event::Exited(exit));
+        if known && !stopping {
+            self.sweep_group(name, index, pid);
+        }
     }
 
     fn spawn_instance(&mut self, p: usize, index: usize) {
