@@ -58,7 +58,7 @@ fn a_crashed_leaders_group_is_stopped_within_stop_timeout_and_reaped() {
         .wait_line("leader#0 (pid", Duration::from_secs(10));
     let swept = forkd
         .log
-        .wait_line("left processes in its group", Duration::from_secs(10));
+        .wait_line("left processes behind", Duration::from_secs(10));
     assert!(swept.contains("sending SIGTERM"), "{swept}");
     let seen = Instant::now();
     // stop_timeout (1 s) + 1 s, from when the test saw the sweep begin.
@@ -69,7 +69,7 @@ fn a_crashed_leaders_group_is_stopped_within_stop_timeout_and_reaped() {
     );
     assert!(seen.elapsed() < Duration::from_secs(2));
     let killed = forkd.log.wait_line(
-        "outlived its leader: sending SIGKILL",
+        "outlived its main process: sending SIGKILL",
         Duration::from_secs(5),
     );
     let took = log_time(&killed).saturating_sub(log_time(&swept));
@@ -88,7 +88,7 @@ fn a_restart_waits_for_the_old_group_to_be_killed() {
     let hard = pid_in(&dir.file("hard"));
     let _guards = (KillOnDrop::new(soft), KillOnDrop::new(hard));
     let killed = forkd.log.wait_line(
-        "outlived its leader: sending SIGKILL",
+        "outlived its main process: sending SIGKILL",
         Duration::from_secs(10),
     );
     forkd

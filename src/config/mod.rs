@@ -109,6 +109,20 @@ pub struct DaemonConfig {
     pub log_file: Option<PathBuf>,
     /// `log_lines`: output lines kept per program instance for `forkctl log` (default 200).
     pub log_lines: usize,
+    /// `cgroup`: where instance cgroups are made (default auto; read at start).
+    pub cgroup: CgroupSetting,
+}
+
+/// `[daemon] cgroup`: whether each program instance runs in a cgroup v2
+/// of its own, below which directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupSetting {
+    /// forkd's own cgroup, when it is delegated (writable, and forkd is
+    /// the only process in it, as under systemd's `Delegate=yes`).
+    Auto,
+    Off,
+    /// This directory, which must be a writable cgroup v2 directory.
+    Path(PathBuf),
 }
 
 impl Default for DaemonConfig {
@@ -121,6 +135,7 @@ impl Default for DaemonConfig {
             log_level: LogLevel::Info,
             log_file: None,
             log_lines: 200,
+            cgroup: CgroupSetting::Auto,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! decides *when* to fork or restart: the supervisor does.
 
 pub mod backoff;
+pub mod cgroup;
 pub mod daemonize;
 pub mod exec;
 pub mod pid_table;

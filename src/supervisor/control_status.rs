@@ -55,7 +55,14 @@ impl Supervisor {
             .instances
             .iter()
             .enumerate()
-            .map(|(index, inst)| instance_json(index, inst))
+            .map(|(index, inst)| {
+                let mut json = instance_json(index, inst);
+                if let Some(cgroup) = program.cgroups.get(&index) {
+                    json["cgroup"] = json!(cgroup.dir());
+                    json["cgroup_processes"] = json!(cgroup.members());
+                }
+                json
+            })
             .collect();
         let first = program
             .instances

@@ -134,6 +134,8 @@ pub struct Supervisor {
     reload: reload::ReloadState,
     /// Process groups whose leader exited on its own (`stragglers.rs`).
     stragglers: Vec<stragglers::Straggler>,
+    /// Where instance cgroups are made, if forkd has a cgroup v2 subtree.
+    cgroups: Option<crate::process::cgroup::CgroupRoot>,
 }
 
 impl Supervisor {
@@ -164,6 +166,17 @@ impl Supervisor {
         poll.registry()
             .register(control.server.listener(), CONTROL, Interest::READABLE)?;
         let programs = config.programs.iter().map(Program::new).collect();
+        let cgroups = crate::process::cgroup::CgroupRoot::detect(&config.daemon.cgroup)
+            .map_err(io::Error::other)?;
+        match &cgroups {
+            Some(root) => log::info!(
+                "each program instance runs in a cgroup of its own below {}",
+                root.dir().display()
+            ),
+            None => log::debug!(
+                "no delegated cgroup v2 directory: instances are stopped by process group"
+            ),
+        }
         Ok(Supervisor {
             config,
             poll,
@@ -184,6 +197,7 @@ impl Supervisor {
             systemd: crate::systemd::Systemd::default(),
             reload: reload::ReloadState::default(),
             stragglers: Vec::new(),
+            cgroups,
         })
     }
 

@@ -14,8 +14,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::instance::{Action, Event};
+use super::stragglers::Sweep;
 use super::{Owner, Program, Supervisor};
-use crate::process::{self, ExitKind};
+use crate::process::ExitKind;
 
 /// An old program being stopped.
 #[derive(Debug)]
@@ -68,8 +69,11 @@ impl Supervisor {
         pid: Pid,
         exit: ExitKind,
     ) {
-        if let Some(r) = self.reload.retiring.iter().find(|r| r.key == key) {
+        let mut leftovers = None;
+        if let Some(r) = self.reload.retiring.iter_mut().find(|r| r.key == key) {
+            let cgroup = r.program.cgroups.remove(&index);
             let name = &r.program.config.name;
+            leftovers = Some((format!("{name}#{index} ({})", r.why), name.clone(), cgroup));
             let why = r.why;
             if r.program
                 .instances
@@ -82,7 +86,9 @@ impl Supervisor {
             }
         }
         // The leader is gone; take down what it left in its group.
-        let _ = process::signal_group(pid, Signal::SIGKILL);
+        if let Some((who, name, cgroup)) = leftovers {
+            self.sweep_group(who, (&name, index), pid, cgroup, Sweep::Kill);
+        }
         self.step_retiring(key, index, Event::Exited(exit));
         self.drop_if_down(key);
     }
@@ -157,13 +163,7 @@ impl Supervisor {
                         r.program.config.name,
                         r.why
                     );
-                    if let Err(e) = process::signal_group(pid, signal) {
-                        log::warn!(
-                            "{}#{index} ({}, pid {pid}): cannot send {signal}: {e}",
-                            r.program.config.name,
-                            r.why
-                        );
-                    }
+                    r.program.signal_instance(index, pid, signal);
                 }
             }
         }

@@ -15,24 +15,33 @@
 //! SIGKILL, whichever is later, so it waits at most `stop_timeout`. Two
 //! generations of one program never run side by side for long (ports,
 //! pidfiles, locks), and a leftover never delays a restart forever.
-//! A stop (`Stopping`) is not handled here: its group already had the stop
-//! signal, and what survives the leader gets SIGKILL at once.
+//! After a stop (`Stopping`, or a retiring instance) the group already had
+//! the stop signal: what survives the leader gets SIGKILL at once, and is
+//! tracked here only until it is reaped.
+//!
+//! Where the instance has a cgroup of its own (`process::cgroup`), the
+//! cgroup is swept with the group: it reaches descendants that called
+//! setsid(2). The cgroup is removed once empty.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::instance::State;
 use super::Supervisor;
-use crate::process;
+use crate::process::{self, cgroup::InstanceCgroup};
 
-/// A process group whose leader, an instance's main process, has exited.
+/// A process group (and cgroup) whose leader, an instance's main process,
+/// has exited.
 #[derive(Debug)]
 pub(super) struct Straggler {
+    /// `name#index`, and whether it is a retiring program's, for the log.
+    who: String,
     program: String,
     index: usize,
     group: Pid,
+    cgroup: Option<InstanceCgroup>,
     /// When SIGKILL follows the stop signal; `None` once it was sent.
     kill_at: Option<Instant>,
     /// The restart deadline the back-off chose, postponed to `kill_at`
@@ -40,42 +49,65 @@ pub(super) struct Straggler {
     restart_at: Option<Instant>,
 }
 
+/// What to do with what a leader left.
+pub(super) enum Sweep {
+    /// It exited on its own: `stop_signal` now, SIGKILL after `stop_timeout`.
+    Stop(Signal, Duration),
+    /// It was being stopped: SIGKILL now.
+    Kill,
+}
+
 impl Supervisor {
-    /// After `name#index`'s main process `leader` exited on its own (the
+    /// After `program#index`'s main process `leader` was reaped (the
     /// instance has taken the exit already): stops what it left in its
-    /// process group, and holds a pending restart until that is done.
-    pub(super) fn sweep_group(&mut self, name: &str, index: usize, leader: Pid) {
-        if group_empty(leader) {
-            return;
-        }
-        let Some(program) = self.programs.iter_mut().find(|p| p.config.name == name) else {
-            return;
-        };
-        let (sig, timeout) = (program.config.stop_signal, program.config.stop_timeout);
-        let signal = Signal::try_from(sig).unwrap_or(Signal::SIGTERM);
-        log::info!(
-            "{name}#{index} (pid {leader}) left processes in its group: sending {signal}, \
-             SIGKILL in {}",
-            crate::logging::human_duration(timeout)
-        );
-        if let Err(e) = process::signal_group(leader, signal) {
-            log::warn!("{name}#{index}: cannot send {signal} to group {leader}: {e}");
-        }
-        let kill_at = Instant::now() + timeout;
-        let mut restart_at = None;
-        if let Some(inst) = program.instances.get_mut(index) {
-            if inst.state == State::Backoff && inst.deadline.is_some_and(|d| d < kill_at) {
-                restart_at = inst.deadline;
-                inst.deadline = Some(kill_at);
-            }
-        }
-        self.stragglers.push(Straggler {
-            program: name.to_string(),
+    /// process group and `cgroup`, and holds a pending restart of a
+    /// program in the table until that is done. `who` names it in the log.
+    pub(super) fn sweep_group(
+        &mut self,
+        who: String,
+        (program, index): (&str, usize),
+        leader: Pid,
+        cgroup: Option<InstanceCgroup>,
+        sweep: Sweep,
+    ) {
+        let mut s = Straggler {
+            who,
+            program: program.to_string(),
             index,
             group: leader,
-            kill_at: Some(kill_at),
-            restart_at,
-        });
+            cgroup,
+            kill_at: None,
+            restart_at: None,
+        };
+        if s.is_empty() {
+            s.remove_cgroup();
+            return;
+        }
+        match sweep {
+            Sweep::Kill => s.signal(Signal::SIGKILL),
+            Sweep::Stop(signal, timeout) => {
+                log::info!(
+                    "{} (pid {leader}) left processes behind: sending {signal}, SIGKILL in {}",
+                    s.who,
+                    crate::logging::human_duration(timeout)
+                );
+                s.signal(signal);
+                let kill_at = Instant::now() + timeout;
+                s.kill_at = Some(kill_at);
+                let inst = self
+                    .programs
+                    .iter_mut()
+                    .find(|p| p.config.name == program)
+                    .and_then(|p| p.instances.get_mut(index));
+                if let Some(inst) = inst {
+                    if inst.state == State::Backoff && inst.deadline.is_some_and(|d| d < kill_at) {
+                        s.restart_at = inst.deadline;
+                        inst.deadline = Some(kill_at);
+                    }
+                }
+            }
+        }
+        self.stragglers.push(s);
     }
 
     /// The nearest SIGKILL deadline of a leftover group.
@@ -90,12 +122,10 @@ impl Supervisor {
             if s.kill_at.is_some_and(|at| all || at <= now) {
                 s.kill_at = None;
                 log::warn!(
-                    "{}#{}: group {} outlived its leader: sending SIGKILL",
-                    s.program,
-                    s.index,
-                    s.group
+                    "{}: processes outlived its main process: sending SIGKILL",
+                    s.who
                 );
-                let _ = process::signal_group(s.group, Signal::SIGKILL);
+                s.signal(Signal::SIGKILL);
             }
         }
         self.forget_empty_groups();
@@ -111,10 +141,11 @@ impl Supervisor {
         let now = Instant::now();
         let (gone, live): (Vec<Straggler>, Vec<Straggler>) = std::mem::take(&mut self.stragglers)
             .into_iter()
-            .partition(|s| group_empty(s.group));
+            .partition(Straggler::is_empty);
         self.stragglers = live;
         for s in gone {
-            log::debug!("{}#{}: group {} is empty", s.program, s.index, s.group);
+            log::debug!("{}: nothing left of group {}", s.who, s.group);
+            s.remove_cgroup();
             let Some(restart_at) = s.restart_at else {
                 continue;
             };
@@ -138,7 +169,31 @@ impl Supervisor {
     }
 }
 
-/// Whether no process (not even a zombie) is left in group `pgid`.
-fn group_empty(pgid: Pid) -> bool {
-    nix::sys::signal::killpg(pgid, None) == Err(nix::errno::Errno::ESRCH)
+impl Straggler {
+    /// No process (not even a zombie) left in the group, none in the cgroup.
+    fn is_empty(&self) -> bool {
+        nix::sys::signal::killpg(self.group, None) == Err(nix::errno::Errno::ESRCH)
+            && !self.cgroup.as_ref().is_some_and(|c| c.members() > 0)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Err(e) = process::signal_group(self.group, signal) {
+            log::warn!(
+                "{}: cannot send {signal} to group {}: {e}",
+                self.who,
+                self.group
+            );
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(signal);
+        }
+    }
+
+    fn remove_cgroup(&self) {
+        if let Some(cgroup) = &self.cgroup {
+            if !cgroup.remove() {
+                log::warn!("{}: cannot remove {}", self.who, cgroup.dir().display());
+            }
+        }
+    }
 }

@@ -1,0 +1,138 @@
+//! Where forkd has a cgroup v2 subtree, each instance runs in a cgroup of
+//! its own, and a stop empties it: even a descendant that called setsid,
+//! and so left the process group, is stopped. The test delegates a cgroup
+//! below its own to forkd (`[daemon] cgroup`); it needs root and a cgroup v2
+//! mount, and says why it is skipped without them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    forkctl, proc_stat, start_with_control, status_json, wait_no_zombies, wait_until, KillOnDrop,
+    Scratch,
+};
+
+/// A cgroup made for this test, emptied and removed on drop.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    /// Below the test's own cgroup on a writable cgroup v2 mount.
+    fn new(tag: &str) -> Result<TestCgroup, String> {
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        let mount = mountinfo
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|f| f.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split_whitespace().nth(4))
+            .ok_or("no cgroup v2 mount")?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or("no cgroup v2 line in /proc/self/cgroup")?;
+        let dir = Path::new(mount)
+            .join(own.trim_start_matches('/'))
+            .join(format!("forkd-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(TestCgroup(dir))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for entry in entries.flatten().filter(|e| e.path().is_dir()) {
+            let _ = std::fs::write(entry.path().join("cgroup.kill"), "1");
+            let path = entry.path();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(&path).is_err() && Instant::now() < deadline {
+                common::pause();
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_setsid_grandchild_is_stopped_through_the_instance_cgroup() {
+    let test = "a_setsid_grandchild_is_stopped_through_the_instance_cgroup";
+    if !common::running_as_root(test, "delegate a cgroup to forkd") {
+        return;
+    }
+    let cgroup = match TestCgroup::new("setsid") {
+        Ok(c) => c,
+        Err(why) => return common::skip(test, &why),
+    };
+    let dir = Scratch::new("cgroup-setsid");
+    let d = dir.path.display();
+    // The grandchild leaves the group (setsid) and ignores SIGTERM.
+    let body = format!(
+        r#"cgroup = "{}"
+
+[[program]]
+name = "tree"
+command = ["/bin/sh", "-c", '''
+setsid sh -c "trap '' TERM; echo \$\$ > {d}/gc.tmp; mv {d}/gc.tmp {d}/gc; exec sleep 1000" &
+exec sleep 1000
+''']
+stop_timeout = "1s"
+"#,
+        cgroup.0.display()
+    );
+    let (forkd, socket) = start_with_control(&dir, &body);
+    let gc_file = dir.file("gc");
+    wait_until("the grandchild's pid", Duration::from_secs(10), || {
+        gc_file.exists()
+    });
+    let grandchild: i32 = std::fs::read_to_string(&gc_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop::new(grandchild);
+    wait_until(
+        "the grandchild in a session of its own",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|s| {
+                s.rsplit(") ").next().and_then(|r| r.split(' ').nth(3))
+                    == Some(&grandchild.to_string())
+            })
+        },
+    );
+
+    let status = status_json(&socket);
+    let instance = &status["programs"][0]["instances"][0];
+    let path = instance["cgroup"]
+        .as_str()
+        .expect("status names the cgroup");
+    assert!(path.starts_with(cgroup.0.to_str().unwrap()), "{instance}");
+    assert_eq!(instance["cgroup_processes"], 2, "{instance}");
+    let text = forkctl(&socket, &["status"]);
+    assert!(text.stdout.contains(path), "{}", text.stdout);
+
+    let stopped = forkctl(&socket, &["stop", "tree"]);
+    assert_eq!(stopped.code, 0, "{stopped:?}");
+    let asked = Instant::now();
+    // stop_timeout (1 s) + 1 s.
+    wait_until(
+        "the setsid grandchild gone and reaped",
+        Duration::from_secs(2),
+        || proc_stat(grandchild).is_none(),
+    );
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    wait_until(
+        "the instance cgroup removed",
+        Duration::from_secs(5),
+        || !Path::new(path).exists(),
+    );
+    wait_no_zombies(forkd.pid());
+}
