@@ -177,6 +177,8 @@ fn program_fields(a: &ProgramConfig, b: &ProgramConfig) -> Vec<(&'static str, bo
         ("stop_timeout", a.stop_timeout != b.stop_timeout),
         ("stdout", a.stdout != b.stdout),
         ("stderr", a.stderr != b.stderr),
+        ("pidfile", a.pidfile != b.pidfile),
+        ("start_timeout", a.start_timeout != b.start_timeout),
     ]
 }
 

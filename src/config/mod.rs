@@ -197,6 +197,11 @@ pub struct ProgramConfig {
     pub stop_timeout: Duration,
     pub stdout: Output,
     pub stderr: Output,
+    /// `pidfile`: the program daemonizes itself; its daemon's pid is read
+    /// from here and supervised as the main process.
+    pub pidfile: Option<PathBuf>,
+    /// `start_timeout`: how long to wait for the pidfile (default 10s).
+    pub start_timeout: Duration,
 }
 
 /// How a pool talks to its workers.

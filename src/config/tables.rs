@@ -49,6 +49,8 @@ pub(super) const PROGRAM_KEYS: &[&str] = &[
     "stop_timeout",
     "stdout",
     "stderr",
+    "pidfile",
+    "start_timeout",
 ];
 
 const RLIMIT_KEYS: &[&str] = &["nofile", "nproc", "core", "as"];
@@ -163,6 +165,8 @@ pub(super) fn program(
         stop_timeout: s.duration("stop_timeout", daemon.stop_timeout),
         stdout: s.output("stdout"),
         stderr: s.output("stderr"),
+        pidfile: s.path("pidfile"),
+        start_timeout: s.duration("start_timeout", Duration::from_secs(10)),
     };
     if config.backoff_initial > config.backoff_max {
         let at = if s.has("backoff_initial") {

@@ -17,6 +17,7 @@ mod control_status;
 mod instance;
 mod notify;
 mod output;
+mod pidfile;
 mod pools;
 mod programs;
 mod reload;
@@ -400,6 +401,7 @@ impl Supervisor {
             .filter_map(|i| i.deadline)
             .chain(self.retiring_deadline())
             .chain(self.straggler_deadline())
+            .chain(self.pidfile_deadline())
             .chain(self.systemd.deadline())
             .chain(self.service_deadline())
             .chain(self.pool_deadline())
@@ -423,6 +425,7 @@ impl Supervisor {
             self.apply(&name, index, instance::Event::Timer);
         }
         self.run_retiring_timers(now);
+        self.poll_pidfiles(now);
         self.systemd_timers(now);
         self.service_timers(now);
         self.pool_timers(now);

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 
 use super::instance::{self, Action, Event, Instance, Policy, State};
 use super::output::OutputPipe;
+use super::pidfile::Daemonizing;
 use super::stragglers::Sweep;
 use super::{Owner, Source, Supervisor};
 use crate::config::{Output, ProgramConfig};
@@ -34,6 +35,11 @@ pub struct Program {
     /// The cgroup of each running instance's current spawn, by index
     /// (only where forkd has a delegated cgroup subtree).
     pub(super) cgroups: HashMap<usize, InstanceCgroup>,
+    /// Instances whose daemon is awaited through `pidfile` (`pidfile.rs`).
+    pub(super) daemonizing: HashMap<usize, Daemonizing>,
+    /// The process group of each adopted daemon, by index (it is rarely
+    /// led by the daemon itself, which forked after its setsid).
+    pub(super) daemon_groups: HashMap<usize, Pid>,
 }
 
 /// The per-program part of a spawn, kept across restarts: argv, the
@@ -91,6 +97,8 @@ impl Program {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
             prepared: None,
             cgroups: HashMap::new(),
+            daemonizing: HashMap::new(),
+            daemon_groups: HashMap::new(),
         }
     }
 }
@@ -110,7 +118,11 @@ impl Program {
     /// Sends `signal` to instance `index`'s process group (led by `pid`)
     /// and to everything in its cgroup, if it has one.
     pub(super) fn signal_instance(&self, index: usize, pid: Pid, signal: Signal) {
-        if let Err(e) = process::signal_group(pid, signal) {
+        let group = self.daemon_groups.get(&index).copied().unwrap_or(pid);
+        if group != pid {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+        if let Err(e) = process::signal_group(group, signal) {
             let name = &self.config.name;
             log::warn!("{name}#{index} (pid {pid}): cannot send {signal}: {e}");
         }
@@ -188,17 +200,24 @@ impl Supervisor {
                 if let (Some(pid), Ok(signal)) = (pid, Signal::try_from(sig)) {
                     program.signal_instance(index, pid, signal);
                 }
+                if program.daemonizing.contains_key(&index) {
+                    self.stop_daemonizing(name, index);
+                }
             }
         }
     }
 
     /// A reaped pid that belonged to `name#index`.
     pub(super) fn instance_exited(&mut self, name: &str, index: usize, pid: Pid, exit: ExitKind) {
+        if self.launcher_exited(name, index, pid, exit) {
+            return;
+        }
         let Some(p) = self.program_index(name) else {
             return;
         };
         let program = &mut self.programs[p];
         let cgroup = program.cgroups.remove(&index);
+        let group = program.daemon_groups.remove(&index).unwrap_or(pid);
         let (signal, timeout) = (program.config.stop_signal, program.config.stop_timeout);
         let instance = program.instances.get(index);
         let stopping = instance.is_some_and(|i| i.state == State::Stopping);
@@ -214,7 +233,13 @@ impl Supervisor {
         } else {
             Sweep::Stop(Signal::try_from(signal).unwrap_or(Signal::SIGTERM), timeout)
         };
-        self.sweep_group(format!("{name}#{index}"), (name, index), pid, cgroup, sweep);
+        self.sweep_group(
+            format!("{name}#{index}"),
+            (name, index),
+            group,
+            cgroup,
+            sweep,
+        );
     }
 
     fn spawn_instance(&mut self, p: usize, index: usize) {
@@ -222,8 +247,20 @@ impl Supervisor {
         match self.spawn_plan(p, index) {
             Ok((pid, cgroup)) => {
                 log::info!("{name}#{index} started (pid {pid})");
+                let program = &mut self.programs[p];
                 if let Some(cgroup) = cgroup {
-                    self.programs[p].cgroups.insert(index, cgroup);
+                    program.cgroups.insert(index, cgroup);
+                }
+                program.daemon_groups.remove(&index);
+                if let Some(pidfile) = &program.config.pidfile {
+                    let timeout = program.config.start_timeout;
+                    log::info!(
+                        "{name}#{index}: waiting up to {} for its daemon's pid in {}",
+                        crate::logging::human_duration(timeout),
+                        pidfile.display()
+                    );
+                    let waiting = Daemonizing::new(pidfile, pid, timeout);
+                    program.daemonizing.insert(index, waiting);
                 }
                 self.children.insert(
                     pid,
@@ -263,6 +300,9 @@ impl Supervisor {
         }
         if self.programs[p].prepared.is_none() {
             self.programs[p].prepared = Some(PreparedProgram::new(&self.programs[p].config)?);
+        }
+        if let Some(pidfile) = &self.programs[p].config.pidfile {
+            Daemonizing::remove_stale(pidfile);
         }
         let cgroup = self.instance_cgroup(p, index);
         let program = &self.programs[p];

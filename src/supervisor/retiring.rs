@@ -149,9 +149,20 @@ impl Supervisor {
         let Some(r) = self.reload.retiring.iter_mut().find(|r| r.key == key) else {
             return;
         };
-        let Some((action, pid)) = r.program.step_instance(index, event, Instant::now()) else {
+        let now = Instant::now();
+        let Some((action, pid)) = r.program.step_instance(index, event, now) else {
             return;
         };
+        // A daemon never adopted: its launcher is gone, nothing will exit.
+        if r.program
+            .daemonizing
+            .get(&index)
+            .is_some_and(|d| d.launcher_gone())
+        {
+            r.program.daemonizing.remove(&index);
+            r.program
+                .step_instance(index, Event::Exited(ExitKind::Code(0)), now);
+        }
         match action {
             Action::None => {}
             // Retiring programs are never started again.
