@@ -443,7 +443,11 @@ impl Supervisor {
         match source {
             Source::Output(pipe) => {
                 let log_lines = self.config.daemon.log_lines;
-                if !pipe.read_available(&mut self.programs, log_lines) {
+                let mut rings = output::Rings {
+                    programs: &mut self.programs,
+                    retiring: &mut self.reload.retiring,
+                };
+                if !pipe.read_available(&mut rings, log_lines) {
                     self.close_output(token);
                 }
             }
@@ -467,7 +471,11 @@ impl Supervisor {
     fn close_output(&mut self, token: Token) {
         if let Some(Source::Output(mut pipe)) = self.sources.remove(&token) {
             let _ = self.poll.registry().deregister(pipe.receiver());
-            pipe.flush_partial(&mut self.programs, self.config.daemon.log_lines);
+            let mut rings = output::Rings {
+                programs: &mut self.programs,
+                retiring: &mut self.reload.retiring,
+            };
+            pipe.flush_partial(&mut rings, self.config.daemon.log_lines);
         }
     }
 

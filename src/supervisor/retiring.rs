@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use super::instance::{Action, Event};
 use super::stragglers::Sweep;
-use super::{Owner, Program, Supervisor};
+use super::{Owner, Program, Source, Supervisor};
 use crate::process::ExitKind;
 
 /// An old program being stopped.
@@ -25,6 +25,16 @@ pub(super) struct Retiring {
     /// "removed" or "replaced", for the log.
     why: &'static str,
     program: Program,
+}
+
+impl Retiring {
+    pub(super) fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub(super) fn program_mut(&mut self) -> &mut Program {
+        &mut self.program
+    }
 }
 
 impl Supervisor {
@@ -39,6 +49,13 @@ impl Supervisor {
             if let Owner::Instance { program: p, index } = owner {
                 if *p == name {
                     *owner = Owner::Retiring { key, index: *index };
+                }
+            }
+        }
+        for source in self.sources.values_mut() {
+            if let Source::Output(pipe) = source {
+                if pipe.belongs_to(&name) {
+                    pipe.retire(key, why);
                 }
             }
         }
