@@ -61,53 +61,72 @@ impl Drop for TestCgroup {
     }
 }
 
-#[test]
-fn a_setsid_grandchild_is_stopped_through_the_instance_cgroup() {
-    let test = "a_setsid_grandchild_is_stopped_through_the_instance_cgroup";
+/// A cgroup for `test` below the test's own, or `None` (said why) when
+/// the test cannot delegate one.
+fn delegated(test: &str, tag: &str) -> Option<TestCgroup> {
     if !common::running_as_root(test, "delegate a cgroup to forkd") {
-        return;
+        return None;
     }
-    let cgroup = match TestCgroup::new("setsid") {
-        Ok(c) => c,
-        Err(why) => return common::skip(test, &why),
-    };
-    let dir = Scratch::new("cgroup-setsid");
+    TestCgroup::new(tag)
+        .map_err(|why| common::skip(test, &why))
+        .ok()
+}
+
+/// A program `tree` in `cgroup` whose main process runs `then` after
+/// starting a grandchild that leaves the process group (setsid), ignores
+/// SIGTERM, and writes its pid to `DIR/gc`.
+fn tree(dir: &Scratch, cgroup: &TestCgroup, then: &str, extra: &str) -> String {
     let d = dir.path.display();
-    // The grandchild leaves the group (setsid) and ignores SIGTERM.
-    let body = format!(
+    format!(
         r#"cgroup = "{}"
 
 [[program]]
 name = "tree"
 command = ["/bin/sh", "-c", '''
 setsid sh -c "trap '' TERM; echo \$\$ > {d}/gc.tmp; mv {d}/gc.tmp {d}/gc; exec sleep 1000" &
-exec sleep 1000
+{then}
 ''']
 stop_timeout = "1s"
+{extra}
 "#,
         cgroup.0.display()
-    );
-    let (forkd, socket) = start_with_control(&dir, &body);
+    )
+}
+
+/// The grandchild's pid, once it leads a session of its own.
+fn grandchild(dir: &Scratch) -> i32 {
     let gc_file = dir.file("gc");
     wait_until("the grandchild's pid", Duration::from_secs(10), || {
         gc_file.exists()
     });
-    let grandchild: i32 = std::fs::read_to_string(&gc_file)
+    let pid: i32 = std::fs::read_to_string(&gc_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let _guard = KillOnDrop::new(grandchild);
     wait_until(
         "the grandchild in a session of its own",
         Duration::from_secs(5),
         || {
-            std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|s| {
-                s.rsplit(") ").next().and_then(|r| r.split(' ').nth(3))
-                    == Some(&grandchild.to_string())
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(") ").next().and_then(|r| r.split(' ').nth(3)) == Some(&pid.to_string())
             })
         },
     );
+    pid
+}
+
+#[test]
+fn a_setsid_grandchild_is_stopped_through_the_instance_cgroup() {
+    let test = "a_setsid_grandchild_is_stopped_through_the_instance_cgroup";
+    let Some(cgroup) = delegated(test, "setsid") else {
+        return;
+    };
+    let dir = Scratch::new("cgroup-setsid");
+    let body = tree(&dir, &cgroup, "exec sleep 1000", "");
+    let (forkd, socket) = start_with_control(&dir, &body);
+    let grandchild = grandchild(&dir);
+    let _guard = KillOnDrop::new(grandchild);
 
     let status = status_json(&socket);
     let instance = &status["programs"][0]["instances"][0];
@@ -133,6 +152,52 @@ stop_timeout = "1s"
         "the instance cgroup removed",
         Duration::from_secs(5),
         || !Path::new(path).exists(),
+    );
+    wait_no_zombies(forkd.pid());
+}
+
+#[test]
+fn a_crashed_leaders_setsid_grandchild_is_killed_at_stop_timeout() {
+    let test = "a_crashed_leaders_setsid_grandchild_is_killed_at_stop_timeout";
+    let Some(cgroup) = delegated(test, "crash") else {
+        return;
+    };
+    let dir = Scratch::new("cgroup-crash");
+    let d = dir.path.display();
+    // The leader waits for the grandchild's pid, then crashes.
+    let then = format!("while [ ! -e {d}/gc ]; do sleep 0.01; done; exit 3");
+    let body = tree(&dir, &cgroup, &then, "restart = \"never\"");
+    let (forkd, _socket) = start_with_control(&dir, &body);
+    let grandchild = grandchild(&dir);
+    let _guard = KillOnDrop::new(grandchild);
+    let swept = forkd
+        .log
+        .wait_line("left processes behind", Duration::from_secs(10));
+    let seen = Instant::now();
+    // stop_timeout (1 s) + 1 s: SIGTERM is ignored, cgroup.kill is not.
+    wait_until(
+        "the setsid grandchild gone and reaped",
+        Duration::from_secs(2),
+        || proc_stat(grandchild).is_none(),
+    );
+    assert!(seen.elapsed() < Duration::from_secs(2));
+    let killed = forkd.log.wait_line(
+        "outlived its main process: sending SIGKILL",
+        Duration::from_secs(5),
+    );
+    assert!(
+        common::log_time(&killed).saturating_sub(common::log_time(&swept))
+            >= Duration::from_millis(999),
+        "SIGKILL before stop_timeout: {swept} / {killed}"
+    );
+    wait_until(
+        "every instance cgroup removed",
+        Duration::from_secs(5),
+        || {
+            common::entries(&cgroup.0)
+                .iter()
+                .all(|e| !cgroup.0.join(e).is_dir())
+        },
     );
     wait_no_zombies(forkd.pid());
 }
