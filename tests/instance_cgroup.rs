@@ -201,3 +201,48 @@ fn a_crashed_leaders_setsid_grandchild_is_killed_at_stop_timeout() {
     );
     wait_no_zombies(forkd.pid());
 }
+
+#[test]
+fn a_daemon_adopted_through_its_pidfile_runs_in_the_instance_cgroup() {
+    let test = "a_daemon_adopted_through_its_pidfile_runs_in_the_instance_cgroup";
+    let Some(cgroup) = delegated(test, "pidfile") else {
+        return;
+    };
+    let dir = Scratch::new("cgroup-pidfile");
+    let p = dir.file("d.pid");
+    let p = p.display();
+    let body = format!(
+        r#"cgroup = "{}"
+
+[[program]]
+name = "daemon"
+command = ["/bin/sh", "-c", '''
+( setsid sh -c "echo \$\$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000" & )
+exit 0
+''']
+pidfile = "{p}"
+"#,
+        cgroup.0.display()
+    );
+    let (forkd, socket) = start_with_control(&dir, &body);
+    let line = forkd
+        .log
+        .wait_line("daemon#0: daemon pid", Duration::from_secs(10));
+    let daemon: i32 = line
+        .split("daemon pid ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _guard = KillOnDrop::new(daemon);
+    let instance = status_json(&socket)["programs"][0]["instances"][0].clone();
+    assert_eq!(instance["pid"], daemon, "{instance}");
+    assert_eq!(instance["cgroup_processes"], 1, "{instance}");
+    let stopped = forkctl(&socket, &["stop", "daemon"]);
+    assert_eq!(stopped.code, 0, "{stopped:?}");
+    wait_until("the daemon gone and reaped", Duration::from_secs(5), || {
+        proc_stat(daemon).is_none()
+    });
+    wait_no_zombies(forkd.pid());
+}

@@ -93,6 +93,10 @@ fn a_double_forked_daemon_is_supervised_through_its_pidfile() {
         || proc_stat(second).is_none(),
     );
     assert_eq!(instance_states(&socket, "daemon")[0].0, "stopped");
+    let pidfile = dir.file("daemon.pid");
+    wait_until("the stale pidfile removed", Duration::from_secs(5), || {
+        !pidfile.exists()
+    });
     wait_no_zombies(forkd.pid());
 }
 

@@ -63,6 +63,16 @@ impl Daemonizing {
         }
     }
 
+    /// After the adopted daemon `pid` exited: its pidfile, if it still
+    /// names it, is stale now.
+    pub(super) fn remove_after(pidfile: &Path, pid: Pid) {
+        let names_it = std::fs::read_to_string(pidfile)
+            .is_ok_and(|text| text.trim().parse() == Ok(pid.as_raw()));
+        if names_it {
+            Daemonizing::remove_stale(pidfile);
+        }
+    }
+
     /// Starts waiting for `launcher`'s daemon.
     pub(super) fn new(pidfile: &Path, launcher: Pid, timeout: Duration) -> Daemonizing {
         let now = Instant::now();
@@ -239,11 +249,12 @@ impl Supervisor {
     /// From now on `pid` is `name#index`'s main process.
     fn adopt_daemon(&mut self, name: &str, p: usize, index: usize, pid: Pid) {
         let program = &mut self.programs[p];
-        let group = nix::unistd::getpgid(Some(pid)).unwrap_or(pid);
-        // Never forkd's own group (a daemon that did not detach from it).
-        if group != nix::unistd::getpgrp() {
-            program.daemon_groups.insert(index, group);
-        }
+        let group = match nix::unistd::getpgid(Some(pid)) {
+            // Never forkd's own group (a daemon that did not detach from it).
+            Ok(group) if group != nix::unistd::getpgrp() => group,
+            _ => pid,
+        };
+        program.daemon_groups.insert(index, group);
         if let Some(inst) = program.instances.get_mut(index) {
             inst.pid = Some(pid);
         }

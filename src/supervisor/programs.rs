@@ -217,7 +217,11 @@ impl Supervisor {
         };
         let program = &mut self.programs[p];
         let cgroup = program.cgroups.remove(&index);
-        let group = program.daemon_groups.remove(&index).unwrap_or(pid);
+        let daemon_group = program.daemon_groups.remove(&index);
+        if let (Some(_), Some(pidfile)) = (daemon_group, &program.config.pidfile) {
+            Daemonizing::remove_after(pidfile, pid);
+        }
+        let group = daemon_group.unwrap_or(pid);
         let (signal, timeout) = (program.config.stop_signal, program.config.stop_timeout);
         let instance = program.instances.get(index);
         let stopping = instance.is_some_and(|i| i.state == State::Stopping);
