@@ -209,20 +209,18 @@ fn a_daemon_adopted_through_its_pidfile_runs_in_the_instance_cgroup() {
         return;
     };
     let dir = Scratch::new("cgroup-pidfile");
-    let p = dir.file("d.pid");
-    let p = p.display();
+    let pidfile = dir.file("d.pid");
+    let p = pidfile.display();
     let body = format!(
         r#"cgroup = "{}"
 
 [[program]]
 name = "daemon"
-command = ["/bin/sh", "-c", '''
-( setsid sh -c "echo \$\$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000" & )
-exit 0
-''']
+{}
 pidfile = "{p}"
 "#,
-        cgroup.0.display()
+        cgroup.0.display(),
+        common::daemonizing_command(&pidfile)
     );
     let (forkd, socket) = start_with_control(&dir, &body);
     let line = forkd

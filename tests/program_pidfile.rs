@@ -17,14 +17,12 @@ use common::{
 fn daemonizing(dir: &Scratch, extra: &str) -> String {
     let pidfile = dir.file("daemon.pid");
     let p = pidfile.display();
+    let command = common::daemonizing_command(&pidfile);
     format!(
         r#"
 [[program]]
 name = "daemon"
-command = ["/bin/sh", "-c", '''
-( setsid sh -c "echo \$\$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000" & )
-exit 0
-''']
+{command}
 pidfile = "{p}"
 restart = "always"
 backoff_initial = "0s"
