@@ -1,5 +1,6 @@
 //! What `forkd --check` (and start-up) can tell beyond the config's
-//! validity: commands that cannot be exec'd as the machine is now, and
+//! validity: commands (of programs, `exec` services and pool workers)
+//! that cannot be exec'd as the machine is now, and
 //! mqueue pools that this user's RLIMIT_MSGQUEUE cannot hold.
 //!
 //! Warnings only, never errors: a command may be installed, or a user
@@ -41,7 +42,8 @@ pub fn mqueue_budget(config: &Config) -> Option<String> {
     })
 }
 
-/// Programs and `exec` services whose command cannot be exec'd now.
+/// Programs, `exec` services and exec'd pool workers whose command cannot
+/// be exec'd now.
 fn command_warnings(config: &Config) -> Vec<String> {
     let programs = config.programs.iter().filter_map(|p| {
         let env = child_environment(&p.env);
@@ -63,5 +65,16 @@ fn command_warnings(config: &Config) -> Vec<String> {
                 s.name
             ))
         });
-    programs.chain(services).collect()
+    let pools = config.pools.iter().filter_map(|p| {
+        let crate::config::WorkerKind::Command(command) = &p.worker else {
+            return None;
+        };
+        let env = child_environment(std::iter::empty());
+        let problem = command_problem(command.first()?, &env, None)?;
+        Some(format!(
+            "pool \"{}\": {problem}: its workers will not start",
+            p.name
+        ))
+    });
+    programs.chain(services).chain(pools).collect()
 }

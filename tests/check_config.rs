@@ -64,13 +64,17 @@ name = "cat"
 listen = ["tcp://127.0.0.1:0"]
 handler = "exec"
 command = ["/nonexistent/cat"]
+
+[[pool]]
+name = "jobs"
+command = ["/nonexistent/worker"]
 "#,
             script.display()
         ),
     );
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, Some(0), "warnings do not fail the check: {stderr}");
-    assert!(stdout.contains("OK, 4 warnings"), "{stdout}");
+    assert!(stdout.contains("OK, 5 warnings"), "{stdout}");
     let file = path.display().to_string();
     for (name, gist) in [
         (
@@ -86,6 +90,7 @@ command = ["/nonexistent/cat"]
             format!("{} is not executable", script.display()),
         ),
         ("service \"cat\"", "/nonexistent/cat does not exist".into()),
+        ("pool \"jobs\"", "/nonexistent/worker does not exist".into()),
     ] {
         assert!(
             stderr

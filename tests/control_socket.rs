@@ -412,3 +412,37 @@ fn out_of_file_descriptors_a_queued_connection_is_refused_not_left_hanging() {
     let out = forkctl(&socket, &["status"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// A user at its 16 connections that closes them all and connects again
+/// at once is served: forkd may see the new connection before the closes,
+/// and a connection whose peer is gone must not count against it.
+#[test]
+fn connections_a_user_has_closed_never_count_against_its_limit() {
+    let dir = Scratch::new("ctl-reconnect");
+    let (_forkd, socket) = start_with_control(&dir, ONE_SLEEPER);
+    let ask = |s: &mut UnixStream| {
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"{\"command\":\"version\"}\n").unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap()
+    };
+    for round in 0..20 {
+        let mut held: Vec<UnixStream> = (0..16)
+            .map(|_| UnixStream::connect(&socket).unwrap())
+            .collect();
+        for s in &mut held {
+            let reply = ask(s);
+            assert!(reply.contains("\"ok\":true"), "round {round}: {reply}");
+        }
+        drop(held);
+        let reply = ask(&mut UnixStream::connect(&socket).unwrap());
+        assert!(
+            reply.contains("\"ok\":true"),
+            "round {round}: a reconnect right after 16 closes: {reply}"
+        );
+    }
+}

@@ -243,3 +243,27 @@ fn man_pages_lint_clean_and_render() {
         );
     }
 }
+
+#[test]
+fn the_pages_name_every_read_only_verb() {
+    let config = page("forkd.toml.5");
+    let entry = config
+        .split(".BR control_read_group")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.TP\n").next())
+        .expect("forkd.toml.5 documents control_read_group");
+    let access = &sections(&page("forkctl.1"))["ACCESS"];
+    for verb in forkd::control::access::READ_ONLY_VERBS {
+        let shown = format!(".BR {verb} ");
+        let shown_last = format!(".B {verb}\n");
+        for (name, text) in [
+            ("forkd.toml.5", entry),
+            ("forkctl.1 ACCESS", access.as_str()),
+        ] {
+            assert!(
+                text.contains(&shown) || text.contains(&shown_last),
+                "{name} does not name the read-only verb {verb}"
+            );
+        }
+    }
+}

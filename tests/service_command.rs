@@ -151,3 +151,68 @@ fn output_beyond_max_output_is_cut_with_a_note() {
     assert!(note.contains("output cut at 4096 bytes"), "{note}");
     assert_eq!(bodies[1], "hello\n");
 }
+
+/// Reads one `HLEN | {"data_size": N} | BODY` reply; `None` at EOF.
+fn read_reply(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut hlen = [0u8; 4];
+    s.read_exact(&mut hlen).ok()?;
+    let mut header = vec![0u8; i32::from_le_bytes(hlen) as usize];
+    s.read_exact(&mut header).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    let mut body = vec![0u8; header["data_size"].as_u64().unwrap() as usize];
+    s.read_exact(&mut body).unwrap();
+    Some(body)
+}
+
+/// A line over the limit is answered once, then the connection ends in
+/// an orderly EOF, not a reset that could cost the client the refusal
+/// (the close lingers while the rest of the line arrives).
+#[test]
+fn a_10_mb_line_and_bytes_that_are_not_text_are_refused_while_others_are_served() {
+    use std::io::{Read, Write};
+    if !have_tool("python3", TEST) {
+        return;
+    }
+    for mode in ["fork", "prefork"] {
+        let (_s, _forkd, addr) = start(mode);
+        let mut flood = tcp(&addr);
+        let mut writer = flood.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let line = vec![b'x'; 10 << 20];
+            // The server reads and drops the rest of the line.
+            let sent = writer.write_all(&line);
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+            sent
+        });
+        let first = read_reply(&mut flood).expect("a refusal, not a silent close");
+        let first = String::from_utf8(first).unwrap();
+        assert!(
+            first.contains("command line over 1024 bytes"),
+            "{mode}: {first}"
+        );
+        assert_eq!(
+            ask(&addr, &["hello"]),
+            ["hello\n"],
+            "{mode}: another client is served meanwhile"
+        );
+        let mut rest = [0u8; 64];
+        match flood.read(&mut rest) {
+            Ok(0) => {}
+            other => panic!("{mode}: one refusal then EOF, not {other:?}"),
+        }
+        let sent = sender.join().unwrap();
+        assert!(sent.is_ok(), "{mode}: the whole line was taken: {sent:?}");
+
+        let mut s = tcp(&addr);
+        s.write_all(b"\xff\xfe hello").unwrap();
+        let body = String::from_utf8(read_reply(&mut s).unwrap()).unwrap();
+        assert!(body.contains("not UTF-8"), "{mode}: {body}");
+        s.write_all(b"hello").unwrap();
+        assert_eq!(
+            read_reply(&mut s).unwrap(),
+            b"hello\n",
+            "{mode}: the session goes on"
+        );
+    }
+}

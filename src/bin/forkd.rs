@@ -26,6 +26,15 @@ struct Args {
     /// command that does not exist), and exit 0 or 1.
     #[arg(long)]
     check: bool,
+    /// With --check, ask the running forkd what a reload to this
+    /// configuration would do, and print its plan (nothing changes). The
+    /// socket is $FORKD_SOCKET, else the file's [daemon] control_socket,
+    /// else the default.
+    #[arg(long, requires = "check")]
+    diff: bool,
+    /// With --check --diff, print forkd's reply as JSON.
+    #[arg(long, requires = "diff")]
+    json: bool,
     /// Detach with the double fork; return once the daemon is up.
     #[arg(long, requires = "pidfile")]
     daemon: bool,
@@ -35,6 +44,23 @@ struct Args {
     /// Override [daemon] log_level: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
     log_level: Option<LogLevel>,
+}
+
+/// `--check --diff`: the running forkd's plan for a reload to `config`.
+fn diff(path: &std::path::Path, config: &Config, json: bool) -> i32 {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("forkd: cannot read {}: {e}", path.display());
+            return exit::FAILURE;
+        }
+    };
+    let socket = std::env::var_os("FORKD_SOCKET")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| config.daemon.control_socket.clone())
+        .unwrap_or_else(forkd::control::default_socket_path);
+    forkd::control::commands::diff_against_daemon(&socket, path, text, json)
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -81,13 +107,22 @@ fn run(args: Args) -> i32 {
         for warning in &warnings {
             eprintln!("{}: warning: {warning}", path.display());
         }
-        match warnings.len() {
-            0 => println!("{}: OK", path.display()),
-            n => println!(
+        let verdict = match warnings.len() {
+            0 => format!("{}: OK", path.display()),
+            n => format!(
                 "{}: OK, {}",
                 path.display(),
                 forkd::logging::count(n, "warning", "warnings")
             ),
+        };
+        // stdout is the JSON reply alone with --json.
+        if args.json {
+            eprintln!("{verdict}");
+        } else {
+            println!("{verdict}");
+        }
+        if args.diff {
+            return diff(&path, &config, args.json);
         }
         return exit::OK;
     }

@@ -1,14 +1,24 @@
 //! What a reload changes: programs, pools and services added, removed,
 //! changed or unchanged, matched by name.
 //!
-//! Also which keys of one entry differ, in forkd.toml's words, for the
-//! reload log. Pure comparison of two validated [`Config`]s; deciding what to start,
-//! stop or restart is the supervisor's job. An entry is "changed" when any
-//! of its settings differs (structural equality of its config struct).
+//! Also which keys of one entry differ, in forkd.toml's words, and how a
+//! reload applies a change to each: one table per kind of entry
+//! (`PROGRAM_FIELDS`, `SERVICE_FIELDS`, `POOL_FIELDS`, `DAEMON_FIELDS`),
+//! one line per key with its class ([`Apply`]: in place, replace, next
+//! start) and its spelling. A new key goes into its table; the tests hold
+//! the tables to the parser's key lists and the policy keys to the list
+//! forkd.toml(5) gives. Pure comparison of two validated [`Config`]s: the
+//! plan (`plan.rs`) turns it into actions, the supervisor carries them out.
+//! An entry is "changed" when any of its settings differs (structural
+//! equality of its config struct).
 //! Dependencies are not followed: a service whose pool changed is itself
 //! "unchanged" unless its own table changed.
 
-use super::{Config, PoolConfig, ProgramConfig, ServiceConfig};
+use serde::{Deserialize, Serialize};
+
+use super::{spell, values};
+use super::{Config, DaemonConfig, PoolConfig, ProgramConfig, ServiceConfig, WorkerKind};
+use Apply::{InPlace, NextStart, Replace};
 
 /// The names of one kind of entry (programs, pools or services), sorted into
 /// what a reload does with them. `added`, `changed` and `unchanged` follow
@@ -151,94 +161,199 @@ fn diff_kind<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -
     out
 }
 
-/// The keys whose values differ, in the words of forkd.toml.
-pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str> {
-    named_differences(&program_fields(a, b))
+/// How a reload carries out a change to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Apply {
+    /// Policy: what happens to the running processes next (restart rules,
+    /// back-off, stop), or a setting read live. Applied without
+    /// restarting anything.
+    InPlace,
+    /// Read when a process starts: new processes replace the running ones
+    /// (programs: new instances first, then the old ones stopped; pools and
+    /// services: new workers while the old ones finish).
+    Replace,
+    /// Read once when forkd starts: takes effect at forkd's next start.
+    NextStart,
 }
 
-/// Every `[[program]]` key but `name`, with whether it differs.
-fn program_fields(a: &ProgramConfig, b: &ProgramConfig) -> Vec<(&'static str, bool)> {
-    vec![
-        ("command", a.command != b.command),
-        ("restart", a.restart != b.restart),
-        ("backoff_initial", a.backoff_initial != b.backoff_initial),
-        ("backoff_max", a.backoff_max != b.backoff_max),
-        ("stable_after", a.stable_after != b.stable_after),
-        ("start_retries", a.start_retries != b.start_retries),
-        ("instances", a.instances != b.instances),
-        ("autostart", a.autostart != b.autostart),
-        ("user", a.user != b.user),
-        ("group", a.group != b.group),
-        ("cwd", a.cwd != b.cwd),
-        ("env", a.env != b.env),
-        ("umask", a.umask != b.umask),
-        ("rlimits", a.rlimits != b.rlimits),
-        ("stop_signal", a.stop_signal != b.stop_signal),
-        ("stop_timeout", a.stop_timeout != b.stop_timeout),
-        ("stdout", a.stdout != b.stdout),
-        ("stderr", a.stderr != b.stderr),
-        ("pidfile", a.pidfile != b.pidfile),
-        ("start_timeout", a.start_timeout != b.start_timeout),
-    ]
+/// One key of a table: its name in forkd.toml, how a reload applies a
+/// change to it, and its value as forkd.toml spells it. Two values differ
+/// when their spellings do (`spell.rs` keeps them exact).
+pub struct Key<T: 'static> {
+    pub name: &'static str,
+    pub apply: Apply,
+    pub spell: fn(&T) -> spell::Spelled,
 }
+
+/// A key whose value differs: `old → new`, spelled as in forkd.toml
+/// (`None`: not set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub key: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub apply: Apply,
+}
+
+/// The keys of `table` whose values differ between `a` and `b`.
+pub fn changes<T>(table: &[Key<T>], a: &T, b: &T) -> Vec<Change> {
+    table
+        .iter()
+        .filter_map(|k| {
+            let (old, new) = ((k.spell)(a), (k.spell)(b));
+            (old != new).then(|| Change {
+                key: k.name.to_string(),
+                old,
+                new,
+                apply: k.apply,
+            })
+        })
+        .collect()
+}
+
+const fn key<T>(name: &'static str, apply: Apply, spell: fn(&T) -> spell::Spelled) -> Key<T> {
+    Key { name, apply, spell }
+}
+
+/// The keys whose values differ, in the words of forkd.toml.
+pub fn program_changes(a: &ProgramConfig, b: &ProgramConfig) -> Vec<&'static str> {
+    named_differences(PROGRAM_FIELDS, a, b)
+}
+
+/// Every `[[program]]` key but `name`. Policy keys are applied in place,
+/// and `instances` (the program scales, as with `forkctl scale`);
+/// `stdout` and `stderr` are not: a running process keeps the output it
+/// was started with, so only new instances can follow a change.
+#[rustfmt::skip]
+pub const PROGRAM_FIELDS: &[Key<ProgramConfig>] = &[
+    key("command", Replace, |p| spell::list(&p.command)),
+    key("restart", InPlace, |p| spell::keyword(values::RESTART, p.restart)),
+    key("backoff_initial", InPlace, |p| spell::duration(p.backoff_initial)),
+    key("backoff_max", InPlace, |p| spell::duration(p.backoff_max)),
+    key("stable_after", InPlace, |p| spell::duration(p.stable_after)),
+    key("start_retries", InPlace, |p| spell::number(p.start_retries)),
+    key("instances", InPlace, |p| spell::number(p.instances)),
+    key("autostart", InPlace, |p| spell::boolean(p.autostart)),
+    key("user", Replace, |p| spell::optional_string(&p.user)),
+    key("group", Replace, |p| spell::optional_string(&p.group)),
+    key("cwd", Replace, |p| spell::optional_path(&p.cwd)),
+    key("env", Replace, |p| spell::env(&p.env)),
+    key("umask", Replace, |p| spell::optional_octal(p.umask)),
+    key("rlimits", Replace, |p| spell::rlimits(&p.rlimits)),
+    key("stop_signal", InPlace, |p| spell::signal(p.stop_signal)),
+    key("stop_timeout", InPlace, |p| spell::duration(p.stop_timeout)),
+    key("stdout", Replace, |p| spell::output(&p.stdout)),
+    key("stderr", Replace, |p| spell::output(&p.stderr)),
+    key("pidfile", Replace, |p| spell::optional_path(&p.pidfile)),
+    key("start_timeout", InPlace, |p| spell::duration(p.start_timeout)),
+];
 
 /// The keys whose values differ, in the words of forkd.toml.
 pub fn service_changes(a: &ServiceConfig, b: &ServiceConfig) -> Vec<&'static str> {
-    named_differences(&service_fields(a, b))
+    named_differences(SERVICE_FIELDS, a, b)
 }
 
-/// Every `[[service]]` key but `name`, with whether it differs.
-fn service_fields(a: &ServiceConfig, b: &ServiceConfig) -> Vec<(&'static str, bool)> {
-    vec![
-        ("listen", a.listen != b.listen),
-        ("mode", a.mode != b.mode),
-        ("handler", a.handler != b.handler),
-        ("workers", a.workers != b.workers),
-        ("min_spare", a.min_spare != b.min_spare),
-        ("max_spare", a.max_spare != b.max_spare),
-        ("max_workers", a.max_workers != b.max_workers),
-        ("max_requests", a.max_requests != b.max_requests),
-        ("max_connections", a.max_connections != b.max_connections),
-        ("per_ip", a.per_ip != b.per_ip),
-        ("idle_timeout", a.idle_timeout != b.idle_timeout),
-        ("request_timeout", a.request_timeout != b.request_timeout),
-        ("drain_timeout", a.drain_timeout != b.drain_timeout),
-        ("backlog", a.backlog != b.backlog),
-        ("max_line", a.max_line != b.max_line),
-        ("max_frame", a.max_frame != b.max_frame),
-        ("socket_mode", a.socket_mode != b.socket_mode),
-        ("tcp_nodelay", a.tcp_nodelay != b.tcp_nodelay),
-        ("pool", a.pool != b.pool),
-        ("command", a.command != b.command),
-        ("root", a.root != b.root),
-        ("commands", a.commands != b.commands),
-        ("timeout", a.timeout != b.timeout),
-        ("max_file_size", a.max_file_size != b.max_file_size),
-        ("overwrite", a.overwrite != b.overwrite),
-        ("max_output", a.max_output != b.max_output),
-        ("pause", a.pause != b.pause),
-        ("upload_quiet", a.upload_quiet != b.upload_quiet),
-        ("max_members", a.max_members != b.max_members),
-        ("member_timeout", a.member_timeout != b.member_timeout),
-        ("follow_symlinks", a.follow_symlinks != b.follow_symlinks),
-        (
-            "max_requests_per_connection",
-            a.max_requests_per_connection != b.max_requests_per_connection,
-        ),
-        (
-            "keepalive_timeout",
-            a.keepalive_timeout != b.keepalive_timeout,
-        ),
-    ]
+/// Every `[[service]]` key but `name`. A changed service is built anew
+/// (its listening sockets handed over), so every key replaces its workers.
+#[rustfmt::skip]
+pub const SERVICE_FIELDS: &[Key<ServiceConfig>] = &[
+    key("listen", Replace, |s| spell::listen(&s.listen)),
+    key("mode", Replace, |s| spell::keyword(values::MODE, s.mode)),
+    key("handler", Replace, |s| spell::keyword(values::HANDLER, s.handler)),
+    key("workers", Replace, |s| spell::number(s.workers)),
+    key("min_spare", Replace, |s| spell::optional_number(s.min_spare)),
+    key("max_spare", Replace, |s| spell::optional_number(s.max_spare)),
+    key("max_workers", Replace, |s| spell::optional_number(s.max_workers)),
+    key("max_requests", Replace, |s| spell::number(s.max_requests)),
+    key("max_connections", Replace, |s| spell::number(s.max_connections)),
+    key("per_ip", Replace, |s| spell::number(s.per_ip)),
+    key("idle_timeout", Replace, |s| spell::duration(s.idle_timeout)),
+    key("request_timeout", Replace, |s| spell::duration(s.request_timeout)),
+    key("drain_timeout", Replace, |s| spell::duration(s.drain_timeout)),
+    key("backlog", Replace, |s| spell::number(s.backlog)),
+    key("max_line", Replace, |s| spell::number(s.max_line)),
+    key("max_frame", Replace, |s| spell::number(s.max_frame)),
+    key("socket_mode", Replace, |s| spell::octal(s.socket_mode, 4)),
+    key("tcp_nodelay", Replace, |s| spell::boolean(s.tcp_nodelay)),
+    key("pool", Replace, |s| spell::optional_string(&s.pool)),
+    key("command", Replace, |s| spell::optional_list(&s.command)),
+    key("root", Replace, |s| spell::optional_path(&s.root)),
+    key("commands", Replace, |s| spell::commands(&s.commands)),
+    key("timeout", Replace, |s| spell::duration(s.timeout)),
+    key("max_file_size", Replace, |s| spell::number(s.max_file_size)),
+    key("overwrite", Replace, |s| spell::boolean(s.overwrite)),
+    key("max_output", Replace, |s| spell::number(s.max_output)),
+    key("pause", Replace, |s| spell::duration(s.pause)),
+    key("upload_quiet", Replace, |s| spell::duration(s.upload_quiet)),
+    key("max_members", Replace, |s| spell::number(s.max_members)),
+    key("member_timeout", Replace, |s| spell::duration(s.member_timeout)),
+    key("follow_symlinks", Replace, |s| spell::boolean(s.follow_symlinks)),
+    key("max_requests_per_connection", Replace, |s| spell::number(s.max_requests_per_connection)),
+    key("keepalive_timeout", Replace, |s| spell::duration(s.keepalive_timeout)),
+];
+
+/// Every `[[pool]]` key but `name`. Settings of the jobs and the worker
+/// count apply in place (`Pool::reconfigure` scales); a new worker,
+/// transport or frame size starts new workers.
+#[rustfmt::skip]
+pub const POOL_FIELDS: &[Key<PoolConfig>] = &[
+    key("workers", InPlace, |p| spell::number(p.workers)),
+    key("transport", Replace, |p| spell::string(p.transport.keyword())),
+    key("worker", Replace, builtin_worker),
+    key("command", Replace, worker_command),
+    key("queue", InPlace, |p| spell::number(p.queue)),
+    key("retries", InPlace, |p| spell::number(p.retries)),
+    key("max_frame", Replace, |p| spell::number(p.max_frame)),
+    key("job_timeout", InPlace, |p| spell::duration(p.job_timeout)),
+];
+
+/// `worker = "builtin:NAME"`, unset for a `command` pool.
+fn builtin_worker(p: &PoolConfig) -> spell::Spelled {
+    match &p.worker {
+        WorkerKind::Builtin(name) => spell::string(&format!("builtin:{name}")),
+        WorkerKind::Command(_) => None,
+    }
 }
 
-/// The names whose flag is set, or `["settings"]` when none is (a change
-/// the list does not name).
-fn named_differences(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
-    let changed: Vec<&'static str> = fields
+/// A pool's `command`, unset for a built-in worker.
+fn worker_command(p: &PoolConfig) -> spell::Spelled {
+    match &p.worker {
+        WorkerKind::Command(argv) => spell::list(argv),
+        WorkerKind::Builtin(_) => None,
+    }
+}
+
+/// Every `[daemon]` key. The log level and the numbers read live apply in
+/// place; the control socket and the log file are opened once.
+#[rustfmt::skip]
+pub const DAEMON_FIELDS: &[Key<DaemonConfig>] = &[
+    key("control_socket", NextStart, |d| spell::optional_path(&d.control_socket)),
+    key("control_group", NextStart, |d| spell::optional_string(&d.control_group)),
+    key("control_read_group", NextStart, |d| spell::optional_string(&d.control_read_group)),
+    key("stop_timeout", InPlace, |d| spell::duration(d.stop_timeout)),
+    key("log_level", InPlace, |d| spell::keyword(values::LOG_LEVEL, d.log_level)),
+    key("log_file", NextStart, |d| spell::optional_path(&d.log_file)),
+    key("log_lines", InPlace, |d| spell::number(d.log_lines)),
+    key("cgroup", NextStart, cgroup_setting),
+];
+
+/// `cgroup = "auto" | "off" | PATH`.
+fn cgroup_setting(d: &DaemonConfig) -> spell::Spelled {
+    match &d.cgroup {
+        super::CgroupSetting::Auto => spell::string("auto"),
+        super::CgroupSetting::Off => spell::string("off"),
+        super::CgroupSetting::Path(dir) => spell::path(dir),
+    }
+}
+
+/// The names of the keys that differ, or `["settings"]` when none does (a
+/// change the table does not name).
+fn named_differences<T>(table: &'static [Key<T>], a: &T, b: &T) -> Vec<&'static str> {
+    let changed: Vec<&'static str> = table
         .iter()
-        .filter(|(_, differs)| *differs)
-        .map(|(name, _)| *name)
+        .filter(|k| (k.spell)(a) != (k.spell)(b))
+        .map(|k| k.name)
         .collect();
     if changed.is_empty() {
         vec!["settings"]
@@ -250,11 +365,7 @@ fn named_differences(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn config(text: &str) -> Config {
-        Config::parse(text, Path::new("forkd.toml")).unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::config::tests::parse as config;
 
     const OLD: &str = r#"
 [[program]]
@@ -275,27 +386,152 @@ listen = ["tcp://127.0.0.1:7000"]
 handler = "echo"
 "#;
 
-    /// A key the lists miss would be reported as "settings" on reload.
+    fn names<T>(table: &[Key<T>]) -> Vec<&'static str> {
+        let mut names: Vec<&str> = table.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn all_but_name(all: &[&'static str]) -> Vec<&'static str> {
+        let mut names: Vec<&str> = all.iter().copied().filter(|k| *k != "name").collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// A key the tables miss would be reported as "settings" on reload,
+    /// and its change never applied in place.
     #[test]
-    fn every_program_and_service_key_is_named() {
-        let c = config(OLD);
-        let keys = |fields: Vec<(&'static str, bool)>| {
-            let mut names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
-            names.sort_unstable();
-            names
-        };
-        let expected = |all: &[&'static str]| {
-            let mut names: Vec<&str> = all.iter().copied().filter(|k| *k != "name").collect();
-            names.sort_unstable();
-            names
-        };
+    fn every_key_is_named() {
+        use crate::config::{service, tables};
+        assert_eq!(names(PROGRAM_FIELDS), all_but_name(tables::PROGRAM_KEYS));
+        assert_eq!(names(SERVICE_FIELDS), all_but_name(service::SERVICE_KEYS));
+        assert_eq!(names(POOL_FIELDS), all_but_name(tables::POOL_KEYS));
+        assert_eq!(names(DAEMON_FIELDS), all_but_name(tables::DAEMON_KEYS));
+    }
+
+    fn applied<T>(table: &[Key<T>], apply: Apply) -> Vec<&'static str> {
+        let mut names: Vec<&str> = table
+            .iter()
+            .filter(|k| k.apply == apply)
+            .map(|k| k.name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The policy keys, as forkd.toml(5) lists them: a change to only
+    /// these keeps every pid. A new key lands in one of these lists.
+    #[test]
+    fn every_key_is_classified() {
         assert_eq!(
-            keys(program_fields(&c.programs[0], &c.programs[0])),
-            expected(crate::config::tables::PROGRAM_KEYS)
+            applied(PROGRAM_FIELDS, InPlace),
+            [
+                "autostart",
+                "backoff_initial",
+                "backoff_max",
+                "instances",
+                "restart",
+                "stable_after",
+                "start_retries",
+                "start_timeout",
+                "stop_signal",
+                "stop_timeout",
+            ]
+        );
+        assert!(applied(PROGRAM_FIELDS, NextStart).is_empty());
+        assert!(applied(SERVICE_FIELDS, InPlace).is_empty());
+        assert_eq!(
+            applied(POOL_FIELDS, InPlace),
+            ["job_timeout", "queue", "retries", "workers"]
         );
         assert_eq!(
-            keys(service_fields(&c.services[0], &c.services[0])),
-            expected(crate::config::service::SERVICE_KEYS)
+            applied(DAEMON_FIELDS, NextStart),
+            [
+                "cgroup",
+                "control_group",
+                "control_read_group",
+                "control_socket",
+                "log_file"
+            ]
+        );
+    }
+
+    /// Each spelling tells a set key from its default: a table whose
+    /// every key is set differs from a bare one in every key.
+    #[test]
+    fn every_key_spells_its_change() {
+        let bare = config(
+            "[[program]]\nname = \"p\"\ncommand = [\"/bin/p\"]\n\
+             [[pool]]\nname = \"q\"\nworker = \"builtin:upper\"\n",
+        );
+        let set = config(
+            r#"
+[daemon]
+control_socket = "/tmp/x.sock"
+control_group = "wheel"
+control_read_group = "adm"
+stop_timeout = "3s"
+log_level = "debug"
+log_file = "/tmp/forkd.log"
+log_lines = 7
+cgroup = "off"
+
+[[program]]
+name = "p"
+command = ["/bin/p", "-v"]
+restart = "never"
+backoff_initial = "1s"
+backoff_max = "2m"
+stable_after = "3s"
+start_retries = 9
+instances = 2
+autostart = false
+user = "nobody"
+group = "nogroup"
+cwd = "/tmp"
+env = { A = "1" }
+umask = "077"
+rlimits = { nofile = 64 }
+stop_signal = "INT"
+stop_timeout = "1500ms"
+stdout = "null"
+stderr = "/tmp/err.log"
+pidfile = "/tmp/p.pid"
+start_timeout = "3s"
+
+[[pool]]
+name = "q"
+workers = 7
+transport = "shm"
+command = ["/bin/worker"]
+queue = 3
+retries = 4
+max_frame = 1000
+job_timeout = "9s"
+"#,
+        );
+        let keys = |changes: Vec<Change>| {
+            let mut names: Vec<String> = changes.into_iter().map(|c| c.key).collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(
+            keys(changes(PROGRAM_FIELDS, &bare.programs[0], &set.programs[0])),
+            all_but_name(crate::config::tables::PROGRAM_KEYS)
+        );
+        assert_eq!(
+            keys(changes(POOL_FIELDS, &bare.pools[0], &set.pools[0])),
+            all_but_name(crate::config::tables::POOL_KEYS)
+        );
+        assert_eq!(
+            keys(changes(DAEMON_FIELDS, &bare.daemon, &set.daemon)),
+            all_but_name(crate::config::tables::DAEMON_KEYS)
+        );
+        let c = &changes(PROGRAM_FIELDS, &bare.programs[0], &set.programs[0]);
+        let stop = c.iter().find(|c| c.key == "stop_timeout").unwrap();
+        assert_eq!(
+            (stop.old.as_deref(), stop.new.as_deref()),
+            (Some("\"10s\""), Some("\"1500ms\""))
         );
     }
 

@@ -12,7 +12,9 @@
 //! `command` handler's allow-list); `section.rs` holds the
 //! typed, position-keeping getters; `values.rs` the value formats
 //! (durations, sizes, signals, listen addresses, …); `suggest.rs` the
-//! "did you mean"; `diff.rs` what a reload changes; `handler_support.rs`
+//! "did you mean"; `diff.rs` what a reload changes, key by key, and how
+//! each key's change is applied; `plan.rs` the reload plan built from it;
+//! `spell.rs` values written back as forkd.toml spells them; `handler_support.rs`
 //! the one table of which handler runs in which mode and on which sockets
 //! (read here, by start-up and by `handlers::build`).
 //!
@@ -35,8 +37,10 @@ mod commands;
 mod diff;
 mod handler_support;
 mod parse;
+mod plan;
 mod section;
 mod service;
+mod spell;
 mod suggest;
 mod tables;
 #[cfg(test)]
@@ -48,9 +52,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use diff::{diff, program_changes, service_changes, ConfigDiff, KindDiff};
+pub use diff::{diff, program_changes, service_changes, Apply, Change, ConfigDiff, KindDiff};
 pub use handler_support::{rows as handler_rows, support, Carrier, Support, Unsupported};
 pub use parse::{ConfigError, ConfigErrors};
+pub use plan::{plan, Action, Entry, Plan, Status};
 
 /// Where forkd reads its configuration when `--config` is not given.
 pub fn default_path() -> PathBuf {
@@ -101,6 +106,9 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// `control_group`: members may use forkctl besides root and forkd's user.
     pub control_group: Option<String>,
+    /// `control_read_group`: members may use forkctl's read-only commands
+    /// (status, log, version); see `crate::control::access`.
+    pub control_read_group: Option<String>,
     /// `stop_timeout`: default grace period for programs (default 10s).
     pub stop_timeout: Duration,
     /// `log_level` (default info).
@@ -131,6 +139,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             control_socket: None,
             control_group: None,
+            control_read_group: None,
             stop_timeout: Duration::from_secs(10),
             log_level: LogLevel::Info,
             log_file: None,

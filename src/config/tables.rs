@@ -22,6 +22,7 @@ pub(super) struct Named<T> {
 pub(super) const DAEMON_KEYS: &[&str] = &[
     "control_socket",
     "control_group",
+    "control_read_group",
     "stop_timeout",
     "log_level",
     "log_file",
@@ -75,9 +76,17 @@ pub(super) fn daemon(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Daem
     let mut s = Section::new(sink, table, header, "[daemon]");
     s.check_keys(DAEMON_KEYS);
     let defaults = DaemonConfig::default();
+    let control_group = non_empty_string(&mut s, "control_group");
+    let mut control_read_group = non_empty_string(&mut s, "control_read_group");
+    if control_read_group.is_some() && control_read_group == control_group {
+        let at = s.span_of("control_read_group");
+        s.error(&at, "control_read_group names the same group as control_group, whose members may already do everything; name a group for read-only access, or leave it out");
+        control_read_group = None;
+    }
     DaemonConfig {
         control_socket: s.path("control_socket"),
-        control_group: non_empty_string(&mut s, "control_group"),
+        control_group,
+        control_read_group,
         stop_timeout: s.duration("stop_timeout", defaults.stop_timeout),
         log_level: s.keyword("log_level", values::LOG_LEVEL, defaults.log_level),
         log_file: s.path("log_file"),

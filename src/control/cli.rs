@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Control a running forkd over its Unix control socket.
 ///
@@ -70,8 +70,14 @@ pub enum Command {
         #[arg(value_name = "N")]
         count: u32,
     },
-    /// Re-read the configuration file and apply it (as SIGHUP does).
-    Reload,
+    /// Re-read the configuration file and apply it (as SIGHUP does); print
+    /// the plan it carried out: per program, pool and service, what
+    /// changed and what was done.
+    Reload {
+        /// Print the plan only: change nothing (same pids, same sockets).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stop every program and forkd itself (as SIGTERM does); wait until forkd is gone.
     Shutdown,
     /// Print the recent output lines forkd keeps for a program.
@@ -100,6 +106,20 @@ pub enum Command {
         #[arg(value_name = "TEXT")]
         text: String,
     },
+    /// Print a completion script for SHELL to stdout (forkd is not asked):
+    /// forkctl completions bash > /etc/bash_completion.d/forkctl
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `250ms`, `10s`, `2m`, `1h`, or a bare number of seconds.

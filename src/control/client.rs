@@ -145,7 +145,7 @@ fn explain_connect(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ENOENT) => "no such socket: is forkd running? (use --socket PATH or FORKD_SOCKET if it listens elsewhere; see [daemon] control_socket)".into(),
         Some(libc::ECONNREFUSED) => "connection refused: nothing listens there (forkd is not running; the socket file is left from an earlier run)".into(),
-        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied: run as root or forkd's user, or join its control_group".into(),
+        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied: run as root or forkd's user, or join its control_group (or control_read_group, for status, log and version)".into(),
         Some(libc::ENOTDIR) | Some(libc::ENOTSOCK) => format!("not a socket ({e})"),
         _ => e.to_string(),
     }

@@ -5,7 +5,7 @@
 //! the short sleeps between polls happen here, never in forkd.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -105,11 +105,12 @@ impl Ctl {
                 });
                 Ok(exit::OK)
             }
-            Command::Reload => {
-                let (reply, raw) = self.ask(&Request::Reload)?;
-                self.say(&raw, || {
-                    println!("{}", reply["message"].as_str().unwrap_or("reloaded"))
-                });
+            Command::Reload { dry_run } => {
+                let (reply, raw) = self.ask(&Request::Reload {
+                    dry_run,
+                    config: None,
+                })?;
+                self.say(&raw, || print_reload(&reply));
                 Ok(exit::OK)
             }
             Command::Shutdown => self.shutdown(),
@@ -120,6 +121,7 @@ impl Ctl {
             } => self.log(&name, lines, follow),
             Command::Call { pool } => self.call(pool),
             Command::Chat { service, text } => self.chat(service, text),
+            Command::Completions { shell } => Ok(super::completions::print(shell)),
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {
@@ -345,6 +347,57 @@ impl Ctl {
                 return Ok(exit::OK);
             }
             std::thread::sleep(FOLLOW_POLL);
+        }
+    }
+}
+
+/// A `reload` reply for people: the plan, entry by entry, then the
+/// summary line (`reloaded PATH: ...`, or `dry run of PATH: ...`).
+pub fn print_reload(reply: &Value) {
+    match serde_json::from_value::<crate::config::Plan>(reply["plan"].clone()) {
+        Ok(plan) => print!("{plan}"),
+        Err(e) => eprintln!("forkctl: the reply carries no plan this forkctl can read ({e})"),
+    }
+    println!("{}", reply["message"].as_str().unwrap_or("reloaded"));
+}
+
+/// `forkd --check --diff`: asks the forkd listening at `socket` for the
+/// plan of a reload to the configuration `text` (read from `path` by the
+/// caller, already valid here) and prints it, or the errors forkd found.
+/// Returns the exit code: 0 planned, 1 rejected, 3 forkd unreachable.
+pub fn diff_against_daemon(socket: &Path, path: &Path, text: String, json: bool) -> i32 {
+    let request = Request::Reload {
+        dry_run: true,
+        config: Some(super::ConfigText {
+            path: path.to_path_buf(),
+            text,
+        }),
+    };
+    let size = serde_json::to_vec(&request).map_or(0, |line| line.len());
+    if size > super::MAX_REQUEST {
+        eprintln!(
+            "forkd: {} is too large to send to forkd: the request would be {size} bytes, a control request holds at most {}",
+            path.display(),
+            super::MAX_REQUEST
+        );
+        return exit::FAILURE;
+    }
+    let answer = Client::connect(socket).and_then(|mut c| c.request(&request));
+    match answer {
+        Ok((_, raw)) if json => {
+            println!("{raw}");
+            exit::OK
+        }
+        Ok((reply, _)) => {
+            print_reload(&reply);
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("forkd: {e}");
+            match e {
+                ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                ClientError::Refused { .. } => exit::FAILURE,
+            }
         }
     }
 }

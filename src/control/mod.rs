@@ -13,9 +13,11 @@
 //! in `supervisor::control`, and the forkd side never blocks or starts a
 //! thread.
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod completions;
 pub mod server;
 
 use std::path::PathBuf;
@@ -72,7 +74,16 @@ pub enum Request {
         name: String,
         count: u32,
     },
-    Reload,
+    /// Re-read the config file and apply it; the reply carries the plan
+    /// it carried out. With `dry_run`, only the plan: nothing changes.
+    /// `config` (dry run only) is a configuration the client read, planned
+    /// for instead of forkd's own file.
+    Reload {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<ConfigText>,
+    },
     /// Reply, then stop everything gracefully (as SIGTERM does).
     Shutdown,
     /// The last `lines` output lines of each instance, or the lines after
@@ -96,6 +107,15 @@ pub enum Request {
         name: String,
         text: String,
     },
+}
+
+/// A configuration sent with a dry-run `reload`: its text and the path it
+/// was read from (errors name it as `file:line:col`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigText {
+    pub path: PathBuf,
+    pub text: String,
 }
 
 /// Why a request was refused; the `kind` field of an error reply.
@@ -182,7 +202,21 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"command":"status"}"#).unwrap();
         assert_eq!(r, Request::Status { names: vec![] });
         let r: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
-        assert_eq!(r, Request::Reload);
+        assert_eq!(
+            r,
+            Request::Reload {
+                dry_run: false,
+                config: None
+            }
+        );
+        let dry = Request::Reload {
+            dry_run: true,
+            config: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&dry).unwrap(),
+            r#"{"command":"reload","dry_run":true}"#
+        );
         for bad in [
             r#"{"command":"stop"}"#,
             r#"{"command":"stop","name":3}"#,

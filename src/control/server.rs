@@ -16,6 +16,12 @@
 //! they would never raise another edge. This module never
 //! interprets a request: it hands each line to the caller's closure.
 //!
+//! Who is admitted, and as what [`Role`], is decided once at accept: root,
+//! forkd's user and `control_group` members as operators,
+//! `control_read_group` members as read-only peers (what that allows is
+//! [`super::access`]). The socket file lets exactly those groups connect
+//! (see `socket_mode`); the credential check at accept is what decides.
+//!
 //! Slots are shared out so that nobody locks the operator out: each uid
 //! holds at most [`MAX_CONNECTIONS_PER_UID`], the last [`OPERATOR_RESERVE`]
 //! slots are for root and forkd's user only, and a connection silent for
@@ -29,9 +35,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::errno::Errno;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, MsgFlags};
 use nix::unistd::{Gid, Group, Uid};
 
+use super::access::Role;
 use super::{
     error_reply, reply_line, ErrorKind, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID,
     MAX_REQUEST, OPERATOR_RESERVE,
@@ -57,7 +65,10 @@ pub struct ControlServer {
     /// (st_dev, st_ino) of the socket file we created, so that drop never
     /// removes a file someone else put there since.
     identity: (u64, u64),
+    /// `control_group`: members are operators.
     group: Option<(String, Gid)>,
+    /// `control_read_group`: members may use the read-only verbs.
+    read_group: Option<(String, Gid)>,
     own_uid: Uid,
     open: usize,
     /// Open connections by peer uid (absent when none).
@@ -72,26 +83,25 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` (mode 0660 and owned by `group` when one is given,
-    /// else 0600). Missing directories above it are created (and removed
-    /// at exit if empty). A stale socket left by a crashed forkd is
-    /// replaced; a live one, or a file that is not a socket, is an error
-    /// that says what to do.
-    pub fn bind(path: &Path, group: Option<&str>) -> io::Result<ControlServer> {
+    /// Binds `path` with the mode and group of `socket_mode` for
+    /// `control_group` (`group`) and `control_read_group` (`read_group`).
+    /// Missing directories above it are created (and removed at exit if
+    /// empty). A stale socket left by a crashed forkd is replaced; a live
+    /// one, or a file that is not a socket, is an error that says what to
+    /// do.
+    pub fn bind(
+        path: &Path,
+        group: Option<&str>,
+        read_group: Option<&str>,
+    ) -> io::Result<ControlServer> {
         let fail =
             |why: String| io::Error::other(format!("control socket {}: {why}", path.display()));
         // sun_path holds 108 bytes including the terminating NUL (unix(7)).
         if path.as_os_str().len() > 107 {
             return Err(fail("the path is longer than the 107 bytes a unix socket path may have; choose a shorter [daemon] control_socket".into()));
         }
-        let group = match group {
-            None => None,
-            Some(name) => match Group::from_name(name) {
-                Ok(Some(g)) => Some((name.to_string(), g.gid)),
-                Ok(None) => return Err(fail(format!("control_group \"{name}\" does not exist; create it (groupadd {name}) or remove control_group"))),
-                Err(e) => return Err(fail(format!("cannot look up control_group \"{name}\": {e}"))),
-            },
-        };
+        let group = resolve_group("control_group", group).map_err(fail)?;
+        let read_group = resolve_group("control_read_group", read_group).map_err(fail)?;
         let created_dirs = crate::socket_file::create_parent(path).map_err(|e| {
             fail(format!(
                 "{e}; run forkd as root, set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR, or choose another [daemon] control_socket"
@@ -99,10 +109,10 @@ impl ControlServer {
         })?;
         remove_stale(path).map_err(fail)?;
         let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot bind: {e}")))?;
-        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        let (mode, owner) = socket_mode(group.as_ref(), read_group.as_ref());
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail(format!("cannot set mode {mode:o}: {e}")))?;
-        if let Some((name, gid)) = &group {
+        if let Some((name, gid)) = owner {
             nix::unistd::chown(path, None, Some(*gid))
                 .map_err(|e| fail(format!("cannot give the socket to group \"{name}\": {e}")))?;
         }
@@ -112,6 +122,7 @@ impl ControlServer {
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
             group,
+            read_group,
             own_uid: Uid::effective(),
             open: 0,
             open_by_uid: HashMap::new(),
@@ -135,7 +146,13 @@ impl ControlServer {
     /// Accepts every pending connection (edge-triggered: until
     /// `WouldBlock`) and returns the ones to serve. Refused peers get their
     /// one-line answer here and are closed.
-    pub fn accept(&mut self) -> Vec<Connection> {
+    ///
+    /// `sweep(uid)` closes that uid's connections whose peer has already
+    /// gone ([`Connection::hung_up`]) and says how many: it runs when the
+    /// uid is at its limit, before refusing, since a client that just
+    /// closed one connection and opened the next must not be refused for
+    /// the close forkd has not read yet.
+    pub fn accept(&mut self, mut sweep: impl FnMut(u32) -> usize) -> Vec<Connection> {
         let mut accepted = Vec::new();
         loop {
             let mut stream = match self.listener.accept() {
@@ -165,21 +182,34 @@ impl ControlServer {
                     continue;
                 }
             };
-            if let Err(why) = self.authorize(&peer, &stream) {
-                log::warn!(
-                    "control socket: refused uid {} (pid {}): {why}",
-                    peer.uid,
-                    peer.pid
-                );
-                let reply = error_reply(
-                    ErrorKind::Denied,
-                    format!("access denied for uid {}: {why}", peer.uid),
-                );
-                let _ = stream.write(&reply_line(&reply));
-                continue;
-            }
+            let role = match self.authorize(&peer, &stream) {
+                Ok(role) => role,
+                Err(why) => {
+                    log::warn!(
+                        "control socket: refused uid {} (pid {}): {why}",
+                        peer.uid,
+                        peer.pid
+                    );
+                    let reply = error_reply(
+                        ErrorKind::Denied,
+                        format!("access denied for uid {}: {why}", peer.uid),
+                    );
+                    let _ = stream.write(&reply_line(&reply));
+                    continue;
+                }
+            };
             let operator = self.is_operator(peer.uid);
-            let by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            let mut by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            if by_uid >= MAX_CONNECTIONS_PER_UID {
+                // Those of this very batch too: a client may connect and
+                // close before forkd has accepted its connection.
+                let before = accepted.len();
+                accepted.retain(|c: &Connection| c.peer.uid != peer.uid || !c.hung_up());
+                for _ in 0..(before - accepted.len()) + sweep(peer.uid) {
+                    self.closed(&peer);
+                }
+                by_uid = self.open_by_uid.get(&peer.uid).copied().unwrap_or(0);
+            }
             if let Err(why) = admission(self.open, by_uid, operator) {
                 log::warn!(
                     "control socket: refused uid {} (pid {}): {why}",
@@ -192,7 +222,7 @@ impl ControlServer {
             }
             self.open += 1;
             *self.open_by_uid.entry(peer.uid).or_default() += 1;
-            accepted.push(Connection::new(stream, peer, Instant::now()));
+            accepted.push(Connection::new(stream, peer, role, Instant::now()));
         }
         accepted
     }
@@ -247,23 +277,39 @@ impl ControlServer {
     }
 
     /// Root, forkd's own user, and members of `control_group` (by the
-    /// peer's gid or its supplementary groups) are served.
-    fn authorize(&self, peer: &Peer, stream: &UnixStream) -> Result<(), String> {
+    /// peer's gid or its supplementary groups) are operators; members of
+    /// `control_read_group` are read-only; everyone else is refused.
+    fn authorize(&self, peer: &Peer, stream: &UnixStream) -> Result<Role, String> {
         if self.is_operator(peer.uid) {
-            return Ok(());
+            return Ok(Role::Operator);
         }
-        let Some((name, gid)) = &self.group else {
+        if self.group.is_none() && self.read_group.is_none() {
             return Err(format!(
-                "only root and forkd's user (uid {}) may use this socket; set [daemon] control_group to admit a group",
+                "only root and forkd's user (uid {}) may use this socket; set [daemon] control_group (or control_read_group, for status and log) to admit a group",
                 self.own_uid
             ));
-        };
-        if peer.gid == gid.as_raw() || peer_groups(stream, peer.pid).contains(&gid.as_raw()) {
-            return Ok(());
         }
+        let groups = peer_groups(stream, peer.pid);
+        let member = |group: &Option<(String, Gid)>| {
+            group
+                .as_ref()
+                .is_some_and(|(_, gid)| peer.gid == gid.as_raw() || groups.contains(&gid.as_raw()))
+        };
+        if member(&self.group) {
+            return Ok(Role::Operator);
+        }
+        if member(&self.read_group) {
+            return Ok(Role::ReadOnly);
+        }
+        let named: Vec<String> = [&self.group, &self.read_group]
+            .into_iter()
+            .flatten()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect();
         Err(format!(
-            "only root, forkd's user (uid {}) and members of group \"{name}\" may use this socket",
-            self.own_uid
+            "only root, forkd's user (uid {}) and members of group {} may use this socket",
+            self.own_uid,
+            named.join(" or ")
         ))
     }
 }
@@ -275,6 +321,36 @@ impl Drop for ControlServer {
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Looks up the group a `[daemon]` key names; `Err` says what to do.
+fn resolve_group(key: &str, name: Option<&str>) -> Result<Option<(String, Gid)>, String> {
+    let Some(name) = name else { return Ok(None) };
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some((name.to_string(), g.gid))),
+        Ok(None) => Err(format!(
+            "{key} \"{name}\" does not exist; create it (groupadd {name}) or remove {key}"
+        )),
+        Err(e) => Err(format!("cannot look up {key} \"{name}\": {e}")),
+    }
+}
+
+/// The socket file's mode, and the group to give it, for `control_group`
+/// and `control_read_group`. connect(2) needs write permission on the
+/// file, and a file has one group: with neither key only forkd's user may
+/// connect (0600); with one, that group too (0660, owned by it). With
+/// both, the file is 0666 and the check at accept (SO_PEERCRED and
+/// SO_PEERGROUPS, before a byte of the request is read) is what keeps
+/// everyone else out, as the D-Bus system bus socket does; no ACL needed.
+fn socket_mode<'g>(
+    group: Option<&'g (String, Gid)>,
+    read_group: Option<&'g (String, Gid)>,
+) -> (u32, Option<&'g (String, Gid)>) {
+    match (group, read_group) {
+        (None, None) => (0o600, None),
+        (Some(only), None) | (None, Some(only)) => (0o660, Some(only)),
+        (Some(_), Some(_)) => (0o666, None),
     }
 }
 
@@ -396,6 +472,8 @@ fn proc_supplementary_groups(pid: i32) -> Vec<u32> {
 pub struct Connection {
     stream: UnixStream,
     pub peer: Peer,
+    /// What the peer may do, decided at accept.
+    pub role: Role,
     input: Vec<u8>,
     output: Vec<u8>,
     /// Dropping the rest of a too-long request, up to its newline.
@@ -410,10 +488,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(stream: UnixStream, peer: Peer, now: Instant) -> Connection {
+    fn new(stream: UnixStream, peer: Peer, role: Role, now: Instant) -> Connection {
         Connection {
             stream,
             peer,
+            role,
             input: Vec::new(),
             output: Vec::new(),
             skipping: false,
@@ -425,6 +504,18 @@ impl Connection {
 
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+
+    /// Whether the peer has closed and sent nothing left to read: the next
+    /// read would see EOF (or a reset) and close this connection anyway.
+    pub fn hung_up(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let peeked = nix::sys::socket::recv(
+            self.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        );
+        matches!(peeked, Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE))
     }
 
     /// When this connection is closed unless a byte moves before: a peer
@@ -595,6 +686,16 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_file_admits_exactly_the_configured_groups() {
+        let ops = ("ops".to_string(), Gid::from_raw(10));
+        let view = ("view".to_string(), Gid::from_raw(11));
+        assert_eq!(socket_mode(None, None), (0o600, None));
+        assert_eq!(socket_mode(Some(&ops), None), (0o660, Some(&ops)));
+        assert_eq!(socket_mode(None, Some(&view)), (0o660, Some(&view)));
+        assert_eq!(socket_mode(Some(&ops), Some(&view)), (0o666, None));
+    }
+
+    #[test]
     fn each_uid_gets_a_bounded_share() {
         assert!(admission(0, 0, false).is_ok());
         let full = admission(10, MAX_CONNECTIONS_PER_UID, false).unwrap_err();
@@ -619,7 +720,7 @@ mod tests {
     fn a_connection_expires_after_the_idle_timeout_unless_bytes_move() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let accepted = Instant::now();
-        let mut conn = Connection::new(ours, peer(), accepted);
+        let mut conn = Connection::new(ours, peer(), Role::Operator, accepted);
         assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
         // Nothing to read: pumping is not activity.
         assert!(conn.pump(|_| unreachable!()));

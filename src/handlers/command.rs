@@ -11,7 +11,8 @@
 //! header `{"data_size": N}`, then N bytes: the command's stdout, then its
 //! stderr, then a note if it timed out or was cut at `max_output`. A line
 //! that is refused gets a frame whose body says why; the connection goes
-//! on with the next line until EOF. Each line's command runs in the
+//! on with the next line until EOF, except after a line over the limit:
+//! that refusal is followed by EOF (a lingering close drops the rest). Each line's command runs in the
 //! connection's own process, which waits for it, so there is no `event`
 //! mode (the handlers' table says so).
 
@@ -23,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use self::run::{Captured, End};
-use super::{Connection, Context, Handler, HandlerError, Limits, Outcome, Session};
+use super::{linger, Connection, Context, Handler, HandlerError, Limits, Outcome, Session};
 use crate::config::AllowedCommand;
 use crate::process::{exec::child_environment, Prepared};
 
@@ -214,8 +215,8 @@ impl Handler for Commands {
     }
 
     /// One read, one command, one frame, until EOF. A line over the limit
-    /// is answered, then the connection closes: where its rest ends, and
-    /// so where the next line starts, is unknown.
+    /// is answered, then the connection closes (lingering, [`linger`]):
+    /// where its rest ends, and so where the next line starts, is unknown.
     fn serve(&self, mut conn: Connection, limits: &Limits) -> Outcome {
         if let Err(e) = conn
             .stream
@@ -236,6 +237,9 @@ impl Handler for Commands {
                 return Outcome::of_error(&e);
             }
             if n > MAX_COMMAND_LINE {
+                // The rest of the line is likely still arriving: close
+                // without a reset that could cost the client the refusal.
+                linger(&conn.stream);
                 return Outcome::Failed;
             }
         }

@@ -8,8 +8,10 @@
 //! while output waits (back-pressure), and a session's timer
 //! ([`Session::deadline`]) bounds the wait so a pause ends on time.
 //! `idle_timeout` without a byte read
-//! and `request_timeout` without write progress end the connection. Runs
-//! in a child process only; never logs.
+//! and `request_timeout` without write progress end the connection. A
+//! session that closes with input unread ([`Session::unread_input`]) gets
+//! a lingering close ([`linger`]). Runs in a child process only; never
+//! logs.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::{read_uninit, Connection, Flow, Limits, Outcome, Output, Session};
+use super::{linger, read_uninit, Connection, Flow, Limits, Outcome, Output, Session};
 
 /// Serves `conn` with `session` to its end.
 pub fn drive(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -> Outcome {
@@ -38,6 +40,9 @@ pub fn drive(conn: Connection, mut session: Box<dyn Session>, limits: &Limits) -
         }
         let writing = !out.is_empty();
         if !writing && closing {
+            if !input_done && session.unread_input() {
+                linger(&stream);
+            }
             return Outcome::Done;
         }
         let events = if writing {

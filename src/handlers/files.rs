@@ -305,6 +305,11 @@ impl Session for FilesSession {
         }
         Flow::Continue
     }
+
+    /// It closes only on a refused frame, whose rest may still arrive.
+    fn unread_input(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -184,6 +184,9 @@ struct FtpSession {
     root: Root,
     settings: Settings,
     state: State,
+    /// It closed on an upload over `max_file_size` or an over-long
+    /// request whose rest may still be arriving: the close lingers.
+    unread: bool,
 }
 
 impl FtpSession {
@@ -192,12 +195,14 @@ impl FtpSession {
             root,
             settings,
             state: State::Request,
+            unread: false,
         }
     }
 
     /// The one table of (state, event): what to queue and where to go.
     fn step(&mut self, event: Event<'_>, now: Instant, out: &mut Output) -> Flow {
         let pause = self.settings.pause;
+        let mid_stream = matches!(self.state, State::Receiving { .. } | State::Skipping { .. });
         let (next, flow) = match (std::mem::replace(&mut self.state, State::Closed), event) {
             (State::Request, Event::Input(read)) => self.request(read, now, out),
             (State::Sending(then), Event::Drained) => (
@@ -237,6 +242,7 @@ impl FtpSession {
             (state, Event::Wake | Event::Drained | Event::Input(_)) => (state, Flow::Continue),
         };
         self.state = next;
+        self.unread |= flow == Flow::Close && mid_stream && matches!(event, Event::Input(_));
         flow
     }
 
@@ -376,6 +382,10 @@ impl Session for FtpSession {
 
     fn drained(&mut self, out: &mut Output) -> Flow {
         self.step(Event::Drained, Instant::now(), out)
+    }
+
+    fn unread_input(&self) -> bool {
+        self.unread
     }
 
     fn deadline(&self) -> Option<Instant> {

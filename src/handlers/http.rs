@@ -112,6 +112,7 @@ impl Handler for Http {
             served: 0,
             phase: Phase::Reading,
             input_ended: false,
+            unread: false,
             queued: 0,
             idle_since: None,
             keepalive_timer: None,
@@ -131,6 +132,10 @@ struct HttpSession {
     served: u64,
     phase: Phase,
     input_ended: bool,
+    /// It closes with the client's input not all read: a refused request
+    /// (the rest of it may still be arriving) or bytes pipelined behind
+    /// the last reply. The close then lingers.
+    unread: bool,
     /// Bytes (a file counts as the limit) queued since output last drained.
     queued: usize,
     /// Waiting for a request since then (after a reply).
@@ -232,8 +237,12 @@ impl Session for HttpSession {
             // The common case: whole requests in one read, parsed in place.
             let used = self.serve_all(data, out);
             let rest = &data[used..];
-            if !rest.is_empty() && self.phase != Phase::Closing {
-                self.pending.extend_from_slice(rest);
+            if !rest.is_empty() {
+                if self.phase == Phase::Closing {
+                    self.unread = true;
+                } else {
+                    self.pending.extend_from_slice(rest);
+                }
             }
         } else {
             self.pending.extend_from_slice(data);
@@ -254,6 +263,10 @@ impl Session for HttpSession {
 
     fn wants_input(&self) -> bool {
         self.phase == Phase::Reading
+    }
+
+    fn unread_input(&self) -> bool {
+        self.unread
     }
 
     fn drained(&mut self, out: &mut Output) -> Flow {
@@ -320,6 +333,7 @@ impl HttpSession {
         let used = self.serve_all(&pending, out);
         self.pending = pending;
         if self.phase == Phase::Closing {
+            self.unread |= used < self.pending.len();
             self.pending.clear();
         } else {
             self.pending.drain(..used);
@@ -559,6 +573,7 @@ impl HttpSession {
     /// body).
     fn refuse(&mut self, status: Status, head: &Head<'_>, out: &mut Output) {
         self.phase = Phase::Closing;
+        self.unread = true;
         self.page(status, head, out);
     }
 

@@ -34,7 +34,7 @@
 //! `http.rs` (with `http/`), `pool.rs` (with `upstream.rs`) and
 //! `command.rs` (with `command/run.rs`) are the handlers; `root.rs` the
 //! served directory of files, ftp and http; `output.rs` the output queue; `drive.rs` the blocking
-//! driver; `datagram.rs` the datagram side; `testing.rs` a handler for
+//! driver; `linger.rs` the lingering close; `datagram.rs` the datagram side; `testing.rs` a handler for
 //! tests only.
 //! `chat.rs` (with `chat/room.rs`) is the UDP chat room; `inbox.rs` carries
 //! the operator's messages from the supervisor to the worker holding it.
@@ -53,6 +53,7 @@ mod files;
 mod ftp;
 mod http;
 mod inbox;
+mod linger;
 mod output;
 mod pool;
 mod root;
@@ -81,6 +82,7 @@ pub use files::Files;
 pub use ftp::Ftp;
 pub use http::Http;
 pub use inbox::{Inbox, PostError};
+pub use linger::{linger, Discarded, Linger, LINGER_BYTES, LINGER_TIME};
 pub use output::{Output, Written};
 pub use pool::{Forwarder, PoolForwarding};
 pub use upstream::{Endpoint, Upstream};
@@ -97,6 +99,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
             Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// `shutdown(SHUT_WR)`: the client reads what was written, then EOF.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
 
@@ -246,6 +256,16 @@ pub trait Session {
     /// ends; one still owing answers returns `Continue` until they are out.
     fn input_ended(&mut self, _out: &mut Output) -> Flow {
         Flow::Close
+    }
+
+    /// Asked when the session closes before the client's EOF: whether
+    /// the client may still be sending what it will never read (it
+    /// refused a request mid-stream, or pipelined bytes were left). Then
+    /// the close lingers ([`linger`]) so the kernel does not answer it
+    /// with a reset that can cost the client the reply. By default no: a
+    /// close between whole requests stays a plain close.
+    fn unread_input(&self) -> bool {
+        false
     }
 
     /// Whether to read more now; `false` holds the client back (it then

@@ -7,7 +7,8 @@
 //! anything is forwarded: an over-size frame is answered with `ERR a frame
 //! of N bytes is over max_frame (M bytes)` after the answers of the frames
 //! before it, then the connection is closed (its byte stream cannot be
-//! resynchronised). Every other protocol error, too, closes only its own
+//! resynchronised; the close lingers, so the refusal is not lost to a
+//! reset). Every other protocol error, too, closes only its own
 //! connection. A client is not read while it has [`MAX_OWED`] jobs (or
 //! [`MAX_OWED_BYTES`]) unanswered, nor while its answers wait for it to
 //! read them: back-pressure, never an unbounded buffer.
@@ -32,7 +33,8 @@ use nix::poll::{PollFd, PollFlags};
 use super::drive::poll_timeout;
 use super::upstream::{Endpoint, Upstream};
 use super::{
-    read_uninit, Connection, Context, Flow, Handler, HandlerError, Limits, Outcome, Output, Session,
+    linger, read_uninit, Connection, Context, Flow, Handler, HandlerError, Limits, Outcome, Output,
+    Session,
 };
 use crate::ipc::{frame, Decoder};
 
@@ -102,6 +104,8 @@ pub struct Forwarder {
     refusal: Option<Vec<u8>>,
     /// Nothing more is read: the client closed, or sent an over-size frame.
     ended: bool,
+    /// An over-size frame was refused: its rest may still be arriving.
+    refused: bool,
 }
 
 impl Forwarder {
@@ -114,6 +118,7 @@ impl Forwarder {
             owed_bytes: 0,
             refusal: None,
             ended: false,
+            refused: false,
         }
     }
 
@@ -134,6 +139,7 @@ impl Forwarder {
                     let refusal = format!("ERR {e}; closing the connection");
                     self.refusal = Some(refusal.into_bytes());
                     self.ended = true;
+                    self.refused = true;
                 }
             }
         }
@@ -172,6 +178,10 @@ impl Session for Forwarder {
 
     fn wants_input(&self) -> bool {
         !self.ended && self.has_room()
+    }
+
+    fn unread_input(&self) -> bool {
+        self.refused
     }
 
     fn take_requests(&mut self, to: &mut Vec<u8>) -> usize {
@@ -218,6 +228,9 @@ pub fn relay(
             Err(e) => return Outcome::of_error(&e),
         }
         if out.is_empty() && flow == Flow::Close {
+            if session.unread_input() {
+                linger(&client);
+            }
             return Outcome::Done;
         }
         let writing = !out.is_empty();

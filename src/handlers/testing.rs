@@ -2,7 +2,8 @@
 //! file when built (the service's `root`) and keeps it open in its
 //! children, greets each client before reading, answers `GET` with `OK`,
 //! a pause, the file (sent from the open descriptor, never read into
-//! memory) and `##`, and `BYE` by closing. It proves the handler boundary
+//! memory) and `##`, `BYE` by closing, and `NO` by `NO` and a close with
+//! input left unread (a lingering close). It proves the handler boundary
 //! (context, kept fds, speaking first, pulled output, timers) without a
 //! user-facing handler.
 
@@ -47,6 +48,7 @@ impl Handler for Greeter {
             file,
             pause: self.pause,
             state: State::Idle,
+            refused: false,
         }))
     }
 }
@@ -64,6 +66,7 @@ pub struct Greeting {
     file: File,
     pause: Duration,
     state: State,
+    refused: bool,
 }
 
 impl Session for Greeting {
@@ -80,6 +83,11 @@ impl Session for Greeting {
                 Flow::Continue
             }
             b"BYE" => Flow::Close,
+            b"NO" => {
+                out.push(b"NO");
+                self.refused = true;
+                Flow::Close
+            }
             _ => {
                 out.push(b"FAIL");
                 Flow::Continue
@@ -89,6 +97,10 @@ impl Session for Greeting {
 
     fn wants_input(&self) -> bool {
         matches!(self.state, State::Idle)
+    }
+
+    fn unread_input(&self) -> bool {
+        self.refused
     }
 
     /// Pulled: the pause starts once `OK` has left on its own.

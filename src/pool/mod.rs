@@ -204,19 +204,18 @@ impl Pool {
         self.tick(now, ctx);
     }
 
-    /// A reload changed this pool: settings of the jobs apply at once; a
-    /// new worker, transport or size gets new workers while the old ones
-    /// finish what they hold.
+    /// A reload changed this pool: settings of the jobs and the worker
+    /// count apply at once; with `replace` (the reload plan's word: a new
+    /// worker, transport or frame size) new workers start while the old
+    /// ones finish what they hold.
     pub fn reconfigure(
         &mut self,
         config: &PoolConfig,
+        replace: bool,
         now: Instant,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), String> {
         let fresh = Pool::new(config)?;
-        let replace = config.worker != self.config.worker
-            || config.transport != self.config.transport
-            || config.max_frame != self.config.max_frame;
         self.command = fresh.command;
         self.config = config.clone();
         if replace {

@@ -17,10 +17,17 @@
 //! soonest, then [`Sessions::run_timers`] wakes what is due, so a pausing
 //! session never holds up the others.
 //!
+//! A session that closes with its client's input unread
+//! ([`Session::unread_input`]: a refused request whose rest is still
+//! arriving) is not closed at once: its connection lingers, registered,
+//! its sending side shut and its input read and dropped, until the
+//! client's EOF or the bounds of `handlers::linger` (a heap timer), so the
+//! close is not a reset that could cost the client the refusal.
+//!
 //! A handler with an upstream (`pool`) gets one connection to it per
 //! worker, shared by every session (`forward.rs`). A session may also hold
 //! its input back ([`Session::wants_input`]): its connection is then not
-//! read.
+//! read. `tests.rs` drives sessions turn by turn.
 
 mod forward;
 
@@ -37,7 +44,8 @@ use nix::unistd::Pid;
 use super::per_ip::PerIp;
 use super::scoreboard::Slot;
 use crate::handlers::{
-    write_out, Connection, Endpoint, Flow, Limits, Outcome, Output, Peer, Session, Stream,
+    write_out, Connection, Discarded, Endpoint, Flow, Limits, Linger, Outcome, Output, Peer,
+    Session, Stream,
 };
 
 use forward::Forwarding;
@@ -59,6 +67,9 @@ struct Conn {
     interest: EpollFlags,
     /// The client closed its sending side.
     input_done: bool,
+    /// The session ended with input unread: the sending side is shut and
+    /// what arrives is dropped until EOF or the linger's bounds.
+    lingering: Option<Linger>,
     /// The session's timer as last put in the heap.
     deadline: Option<Instant>,
     token: u64,
@@ -157,6 +168,7 @@ impl<'a> Sessions<'a> {
             close_after_send: false,
             interest: EpollFlags::EPOLLIN,
             input_done: false,
+            lingering: None,
             deadline: None,
             token,
             serial: self.next_serial,
@@ -184,7 +196,12 @@ impl<'a> Sessions<'a> {
             return;
         };
         let gone = EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP;
-        let step = if !conn.out.is_empty() {
+        let step = if let Some(linger) = &mut conn.lingering {
+            match linger.discard(&conn.stream, &mut self.buf, Instant::now()) {
+                Discarded::Over => Step::End(Outcome::Done),
+                Discarded::Some | Discarded::Nothing => Step::Keep,
+            }
+        } else if !conn.out.is_empty() {
             if flags.intersects(EpollFlags::EPOLLOUT | gone) {
                 conn.flush(epoll)
             } else {
@@ -215,7 +232,10 @@ impl<'a> Sessions<'a> {
         let Some(Some(conn)) = self.slab.get_mut(index) else {
             return;
         };
-        let wanted = conn.session.deadline();
+        let wanted = match &conn.lingering {
+            Some(linger) => Some(linger.deadline()),
+            None => conn.session.deadline(),
+        };
         if wanted != conn.deadline {
             conn.deadline = wanted;
             if let Some(at) = wanted {
@@ -238,6 +258,11 @@ impl<'a> Sessions<'a> {
                 continue;
             }
             conn.deadline = None;
+            if conn.lingering.is_some() {
+                // The client is still sending at the linger's end.
+                self.close(epoll, index, Outcome::Done, slot);
+                continue;
+            }
             if conn.session.wake(now, &mut conn.out) == Flow::Close {
                 conn.close_after_send = true;
             }
@@ -269,7 +294,7 @@ impl<'a> Sessions<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
+                let c = c.as_ref().filter(|c| c.lingering.is_none())?;
                 let limit = if c.out.is_empty() { idle } else { request };
                 (!limit.is_zero() && now.duration_since(c.last) >= limit).then_some(i)
             })
@@ -351,9 +376,25 @@ impl Conn {
             Err(_) => return Step::End(Outcome::Failed),
         }
         if self.out.is_empty() && self.close_after_send {
-            return Step::End(Outcome::Done);
+            return self.close_or_linger(epoll);
         }
         self.update_interest(epoll);
+        Step::Keep
+    }
+
+    /// The session is done and its output is out: close, unless the
+    /// client may still be sending what the session did not read; then
+    /// linger (`handlers::linger`), reading to drop it, the deadline in
+    /// the timer heap. An ordinary close costs no syscall more.
+    fn close_or_linger(&mut self, epoll: &Epoll) -> Step {
+        if self.input_done || !self.session.unread_input() {
+            return Step::End(Outcome::Done);
+        }
+        let Some(linger) = Linger::start(&self.stream, Instant::now()) else {
+            return Step::End(Outcome::Done);
+        };
+        self.lingering = Some(linger);
+        self.set_interest(epoll, EpollFlags::EPOLLIN);
         Step::Keep
     }
 
@@ -367,6 +408,10 @@ impl Conn {
         } else {
             EpollFlags::empty()
         };
+        self.set_interest(epoll, want);
+    }
+
+    fn set_interest(&mut self, epoll: &Epoll, want: EpollFlags) {
         if want != self.interest {
             self.interest = want;
             let mut event = EpollEvent::new(want, self.token);
@@ -376,154 +421,4 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
-
-    use nix::sys::epoll::{EpollCreateFlags, EpollTimeout};
-
-    use super::*;
-    use crate::handlers::testing::{service_for, Greeter, TempFile, GREETING};
-    use crate::handlers::{Context, Handler};
-    use crate::server::scoreboard::Scoreboard;
-
-    /// One event worker's sessions, driven turn by turn.
-    pub(super) struct Rig {
-        pub epoll: Epoll,
-        pub board: Scoreboard,
-    }
-
-    impl Rig {
-        pub fn new() -> Rig {
-            Rig {
-                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap(),
-                board: Scoreboard::new(1).unwrap(),
-            }
-        }
-
-        pub fn slot(&self) -> &Slot {
-            self.board.slot(0).unwrap()
-        }
-
-        /// A client connected to a new session of `handler`.
-        pub fn client(&self, sessions: &mut Sessions<'_>, handler: &dyn Handler) -> UnixStream {
-            let (near, far) = UnixStream::pair().unwrap();
-            let conn = Connection {
-                stream: Stream::Unix(far),
-                peer: Peer::Unix,
-            };
-            let session = handler.session().unwrap();
-            assert!(sessions.add(&self.epoll, conn, session, self.slot()));
-            near.set_nonblocking(true).unwrap();
-            near
-        }
-
-        /// One turn of the worker's loop (at most 20 ms of waiting, less
-        /// when a timer is due sooner).
-        pub fn turn(&self, sessions: &mut Sessions<'_>) {
-            let mut events = [EpollEvent::empty(); 16];
-            let now = Instant::now();
-            let wait = sessions
-                .next_wake()
-                .map_or(Duration::from_millis(20), |at| {
-                    at.saturating_duration_since(now)
-                        .min(Duration::from_millis(20))
-                });
-            let timeout = EpollTimeout::try_from(wait).unwrap();
-            let n = self.epoll.wait(&mut events, timeout).unwrap();
-            for event in &events[..n] {
-                sessions.ready(&self.epoll, event.data(), event.events(), self.slot());
-            }
-            sessions.run_timers(&self.epoll, Instant::now(), self.slot());
-        }
-
-        /// Turns until `client` has sent `want` bytes more into `got`.
-        pub fn read(
-            &self,
-            sessions: &mut Sessions<'_>,
-            client: &mut UnixStream,
-            want: usize,
-        ) -> Vec<u8> {
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 64 << 10];
-            for _ in 0..2000 {
-                let room = (want - got.len()).min(buf.len());
-                match client.read(&mut buf[..room]) {
-                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-                    _ => self.turn(sessions),
-                }
-                if got.len() == want {
-                    return got;
-                }
-            }
-            panic!("only {} of {want} bytes arrived", got.len());
-        }
-    }
-
-    pub(super) fn limits() -> Limits {
-        Limits {
-            idle_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(10),
-            max_line: 64 << 10,
-        }
-    }
-
-    /// With a timer heap instead of a sleep, one session's pause holds
-    /// up nobody: another is answered at once, and the paused one gets
-    /// its file only once the pause is over.
-    #[test]
-    fn a_pausing_session_never_blocks_the_others() {
-        let file = TempFile::new("pause", 1000);
-        let service = service_for(&file.path);
-        let pause = Duration::from_millis(300);
-        let handler = Greeter::new(&Context::new(&service), pause);
-        let rig = Rig::new();
-        let per_ip = PerIp::new(0, 8).unwrap();
-        let mut sessions = Sessions::new(limits(), &per_ip, None);
-        let mut slow = rig.client(&mut sessions, &handler);
-        let mut quick = rig.client(&mut sessions, &handler);
-        assert_eq!(rig.read(&mut sessions, &mut slow, GREETING.len()), GREETING);
-        assert_eq!(
-            rig.read(&mut sessions, &mut quick, GREETING.len()),
-            GREETING
-        );
-        slow.write_all(b"GET").unwrap();
-        let asked = Instant::now();
-        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"OK");
-        quick.write_all(b"what?").unwrap();
-        assert_eq!(rig.read(&mut sessions, &mut quick, 4), b"FAIL");
-        assert!(asked.elapsed() < pause, "answered during the pause");
-        let body = rig.read(&mut sessions, &mut slow, file.content.len());
-        assert!(asked.elapsed() >= pause, "the file came after the pause");
-        assert!(body == file.content);
-        assert_eq!(rig.read(&mut sessions, &mut slow, 2), b"##");
-    }
-
-    #[test]
-    fn an_event_session_greets_first_and_streams_a_file_as_the_socket_drains() {
-        let file = TempFile::new("event", 3 << 20);
-        let service = service_for(&file.path);
-        let handler = Greeter::new(&Context::new(&service), Duration::ZERO);
-        let rig = Rig::new();
-        let per_ip = PerIp::new(0, 8).unwrap();
-        let mut sessions = Sessions::new(limits(), &per_ip, None);
-        let mut client = rig.client(&mut sessions, &handler);
-        assert_eq!(
-            rig.read(&mut sessions, &mut client, GREETING.len()),
-            GREETING
-        );
-        client.write_all(b"GET").unwrap();
-        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"OK");
-        let body = rig.read(&mut sessions, &mut client, file.content.len());
-        assert!(body == file.content, "the file arrived whole and in order");
-        assert_eq!(rig.read(&mut sessions, &mut client, 2), b"##");
-        client.write_all(b"BYE").unwrap();
-        for _ in 0..100 {
-            if sessions.is_empty() {
-                return;
-            }
-            rig.turn(&mut sessions);
-        }
-        panic!("the session did not close after BYE");
-    }
-}
+mod tests;

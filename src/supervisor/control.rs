@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 use super::instance::{Event, Instance, State};
 use super::{Program, Source, Supervisor};
 use crate::config::DaemonConfig;
-use crate::control::server::ControlServer;
+use crate::control::access::Role;
+use crate::control::server::{ControlServer, Peer};
 use crate::control::{
-    error_reply, reply_line, split_target, ErrorKind, Request, MAX_LOG_LINES, MAX_SCALE,
+    error_reply, reply_line, split_target, ConfigText, ErrorKind, Request, MAX_LOG_LINES, MAX_SCALE,
 };
 
 /// The control socket and the work requests left pending.
@@ -45,7 +46,11 @@ impl ControlState {
             .control_socket
             .clone()
             .unwrap_or_else(crate::control::default_socket_path);
-        let server = ControlServer::bind(&path, daemon.control_group.as_deref())?;
+        let server = ControlServer::bind(
+            &path,
+            daemon.control_group.as_deref(),
+            daemon.control_read_group.as_deref(),
+        )?;
         log::info!("control socket: {}", path.display());
         Ok(ControlState {
             server,
@@ -64,7 +69,23 @@ type Targets = Vec<(usize, usize)>;
 impl Supervisor {
     /// The listener is readable: register every accepted connection.
     pub(super) fn accept_control(&mut self) {
-        for mut conn in self.control.server.accept() {
+        let (sources, registry) = (&mut self.sources, self.poll.registry());
+        let sweep = |uid: u32| {
+            let gone: Vec<mio::Token> = sources
+                .iter()
+                .filter(|(_, source)| {
+                    matches!(source, Source::Control(c) if c.peer.uid == uid && c.hung_up())
+                })
+                .map(|(&token, _)| token)
+                .collect();
+            for token in &gone {
+                if let Some(Source::Control(mut conn)) = sources.remove(token) {
+                    let _ = registry.deregister(conn.stream());
+                }
+            }
+            gone.len()
+        };
+        for mut conn in self.control.server.accept(sweep) {
             let token = self.allocate_token();
             let interest = Interest::READABLE | Interest::WRITABLE;
             match self
@@ -88,9 +109,9 @@ impl Supervisor {
         let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
             return;
         };
-        let peer = conn.peer;
+        let (peer, role) = (conn.peer, conn.role);
         let keep = conn.pump(|line| {
-            let reply = self.answer_line(line);
+            let reply = self.answer_line(line, role, &peer);
             if reply["ok"] == json!(false) {
                 log::debug!("control (pid {}): refused: {}", peer.pid, reply["error"]);
             }
@@ -209,9 +230,20 @@ impl Supervisor {
             .map_or(len, |&t| t.min(len))
     }
 
-    fn answer_line(&mut self, line: &[u8]) -> Value {
+    fn answer_line(&mut self, line: &[u8], role: Role, peer: &Peer) -> Value {
         match serde_json::from_slice::<Request>(line) {
-            Ok(request) => self.answer(request),
+            Ok(request) => match crate::control::access::permit(role, &request) {
+                Ok(()) => self.answer(request),
+                Err(refusal) => {
+                    log::warn!(
+                        "control socket: refused \"{}\" from uid {} (pid {}): read-only access",
+                        request.access().0,
+                        peer.uid,
+                        peer.pid
+                    );
+                    refusal
+                }
+            },
             Err(e) => error_reply(
                 ErrorKind::BadRequest,
                 format!("bad request: {e}; send one JSON object per line, like {{\"command\":\"status\"}} (see forkctl(1))"),
@@ -225,7 +257,7 @@ impl Supervisor {
             Request::Start { .. }
                 | Request::Restart { .. }
                 | Request::Scale { .. }
-                | Request::Reload
+                | Request::Reload { dry_run: false, .. }
         );
         if refuse_while_stopping && self.shutdown.is_some() {
             return error_reply(
@@ -240,18 +272,7 @@ impl Supervisor {
             Request::Restart { name } => self.with_targets(&name, Self::restart_targets),
             Request::Signal { name, signal } => self.signal_reply(&name, &signal),
             Request::Scale { name, count } => self.scale_reply(&name, count),
-            Request::Reload => {
-                // reload() logs what it did, or every error, once.
-                log::info!("reload requested over the control socket");
-                match self.reload() {
-                    Ok(summary) => json!({ "ok": true, "message": summary }),
-                    Err(errors) => {
-                        let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
-                        reply["errors"] = json!(errors);
-                        reply
-                    }
-                }
-            }
+            Request::Reload { dry_run, config } => self.reload_reply(dry_run, config),
             Request::Shutdown => {
                 log::info!("shutdown requested over the control socket");
                 self.control.shutdown_requested = true;
@@ -280,6 +301,40 @@ impl Supervisor {
                 "uptime_secs": self.control.started.elapsed().as_secs(),
                 "control_socket": self.control.server.path(),
             }),
+        }
+    }
+
+    /// `reload`, or its dry run: the plan, or every error of a rejected
+    /// configuration.
+    fn reload_reply(&mut self, dry_run: bool, config: Option<ConfigText>) -> Value {
+        let result = match (dry_run, &config) {
+            (true, _) => {
+                self.plan_reload(config.as_ref().map(|c| (c.path.as_path(), c.text.as_str())))
+            }
+            (false, Some(_)) => {
+                return error_reply(
+                    ErrorKind::BadRequest,
+                    "a reload applies forkd's own file; \"config\" goes with \"dry_run\": true",
+                )
+            }
+            (false, None) => {
+                // reload() logs what it did, or every error, once.
+                log::info!("reload requested over the control socket");
+                self.reload()
+            }
+        };
+        match result {
+            Ok(done) => json!({
+                "ok": true,
+                "dry_run": dry_run,
+                "message": done.summary,
+                "plan": done.plan,
+            }),
+            Err(errors) => {
+                let mut reply = error_reply(ErrorKind::Failed, errors.join("\n"));
+                reply["errors"] = json!(errors);
+                reply
+            }
         }
     }
 
@@ -439,23 +494,13 @@ impl Supervisor {
         json!({ "ok": true, "signal": sig.as_str(), "signalled": sent })
     }
 
-    fn scale_reply(&mut self, name: &str, count: u32) -> Value {
-        if !(1..=MAX_SCALE).contains(&count) {
-            return error_reply(
-                ErrorKind::BadRequest,
-                format!("cannot scale {name} to {count}: use 1 to {MAX_SCALE} (forkctl stop {name} stops every instance)"),
-            );
-        }
-        if let Some(id) = self.pool_id(name) {
-            let Some((was, to)) = self.scale_pool(id, count) else {
-                return self.unknown_program(name);
-            };
-            log::info!("pool {name}: scaling from {was} to {to} worker(s) (forkctl)");
-            return json!({ "ok": true, "kind": "pool", "name": name, "from": was, "to": to, "started": to > was });
-        }
-        let Some(p) = self.program_position(name) else {
-            return self.unknown_program(name);
-        };
+    /// Sets program `p`'s instance count (`forkctl scale`, or a reload
+    /// that changed `instances` and policy keys only): new instances start if
+    /// the program is wanted up, the highest-numbered ones stop first on the
+    /// way down. Returns the count before and whether it is wanted up.
+    pub(super) fn scale_program(&mut self, p: usize, count: u32) -> (usize, bool) {
+        let name = self.programs[p].config.name.clone();
+        let name = name.as_str();
         let target = count as usize;
         let program = &self.programs[p];
         let was = self.live_count(program);
@@ -483,6 +528,28 @@ impl Supervisor {
             let revived: Targets = (was..target).map(|i| (p, i)).collect();
             self.start_targets(&revived);
         }
+        (was, wanted_up)
+    }
+
+    fn scale_reply(&mut self, name: &str, count: u32) -> Value {
+        if !(1..=MAX_SCALE).contains(&count) {
+            return error_reply(
+                ErrorKind::BadRequest,
+                format!("cannot scale {name} to {count}: use 1 to {MAX_SCALE} (forkctl stop {name} stops every instance)"),
+            );
+        }
+        if let Some(id) = self.pool_id(name) {
+            let Some((was, to)) = self.scale_pool(id, count) else {
+                return self.unknown_program(name);
+            };
+            log::info!("pool {name}: scaling from {was} to {to} worker(s) (forkctl)");
+            return json!({ "ok": true, "kind": "pool", "name": name, "from": was, "to": to, "started": to > was });
+        }
+        let Some(p) = self.program_position(name) else {
+            return self.unknown_program(name);
+        };
+        let target = count as usize;
+        let (was, wanted_up) = self.scale_program(p, count);
         log::info!("{name}: scaling from {was} to {target} instance(s) (forkctl)");
         json!({ "ok": true, "name": name, "from": was, "to": target, "started": wanted_up && target > was })
     }

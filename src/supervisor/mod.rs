@@ -42,6 +42,7 @@ use crate::process::daemonize::Readiness;
 pub use instance::{Instance, State};
 pub use pools::endpoint_name;
 pub use programs::Program;
+pub use reload::Reloaded;
 
 const SIGNALS: Token = Token(0);
 /// SIGCHLD, through a signalfd (see `Supervisor::new`).

@@ -419,9 +419,13 @@ impl Supervisor {
     }
 
     /// A reload: new pools start, removed ones drain, changed ones get
-    /// their new settings (and new workers if the worker or transport
-    /// changed) while old workers finish their jobs.
-    pub(super) fn reload_pools(&mut self, diff: &crate::config::ConfigDiff) -> Vec<String> {
+    /// their new settings (and new workers when `plan` says so: the worker,
+    /// transport or frame size changed) while old workers finish their jobs.
+    pub(super) fn reload_pools(
+        &mut self,
+        diff: &crate::config::ConfigDiff,
+        plan: &crate::config::Plan,
+    ) -> Vec<String> {
         let mut lines = Vec::new();
         for name in &diff.pools.removed {
             if let Some(id) = self.pool_id(name) {
@@ -447,8 +451,16 @@ impl Supervisor {
             let (Some(id), Some(config)) = (self.pool_id(name), configs.get(name)) else {
                 continue;
             };
-            match self.with_pool(id, |pool, now, ctx| pool.reconfigure(config, now, ctx)) {
-                Some(Ok(())) => lines.push(format!("pool {name} changed: applied")),
+            let replace =
+                plan.pool(name).map(|e| e.action) == Some(crate::config::Action::ReplaceWorkers);
+            let applied = self.with_pool(id, |pool, now, ctx| {
+                pool.reconfigure(config, replace, now, ctx)
+            });
+            match applied {
+                Some(Ok(())) if replace => {
+                    lines.push(format!("pool {name} changed: replacing its workers"))
+                }
+                Some(Ok(())) => lines.push(format!("pool {name} changed: applied in place")),
                 Some(Err(e)) => lines.push(format!("pool {name}: {e}")),
                 None => {}
             }

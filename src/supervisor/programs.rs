@@ -104,6 +104,19 @@ impl Program {
 }
 
 impl Program {
+    /// A reload changed only policy keys (`Apply::InPlace` in
+    /// `config/diff.rs`): the instances keep their processes, and what
+    /// happens to them next (restart, back-off, stop) follows `config`.
+    /// The instance count stays what `forkctl scale` may have made it.
+    pub(super) fn apply_policy(&mut self, config: &ProgramConfig) {
+        let instances = self.config.instances;
+        self.config = config.clone();
+        self.config.instances = instances;
+        self.policy = Policy::from(config);
+        self.backoff.initial = config.backoff_initial;
+        self.backoff.max = config.backoff_max;
+    }
+
     /// Closes forkd's write ends of instance `index`'s log pipes, once the
     /// instance is removed: its readers then see EOF when the last process
     /// holding the pipe is gone, and the loop drops them.
@@ -112,9 +125,6 @@ impl Program {
         self.log_writers.remove(&(index, true));
     }
 
-    /// Feeds one event to one instance and returns the action with the pid
-    /// the instance had before the event. For programs outside the table
-    /// (retiring after a reload), which are only stopped, never spawned.
     /// Sends `signal` to instance `index`'s process group (led by `pid`)
     /// and to everything in its cgroup, if it has one.
     pub(super) fn signal_instance(&self, index: usize, pid: Pid, signal: Signal) {
@@ -131,6 +141,9 @@ impl Program {
         }
     }
 
+    /// Feeds one event to one instance and returns the action with the pid
+    /// the instance had before the event. For programs outside the table
+    /// (retiring after a reload), which are only stopped, never spawned.
     pub(super) fn step_instance(
         &mut self,
         index: usize,

@@ -3,19 +3,32 @@
 //! the new one is invalid.
 //!
 //! The whole new configuration is read and validated before anything is
-//! touched. Then, by name: new programs start; removed ones are stopped
-//! gracefully; changed ones are replaced, new instances first and only then
-//! the old ones stopped (nginx's order, so capacity never drops); unchanged
-//! ones are not touched (same pids). Old instances are tracked until reaped
-//! (`retiring.rs`). Services follow the same rules, keeping every open
-//! listening socket whose address stays (`services_reload.rs`).
+//! touched, and the plan (`config::plan`) computed from the two configs:
+//! `forkctl reload --dry-run` stops there and returns it. Then, by name:
+//! new programs start; removed ones are stopped gracefully; changed ones
+//! whose change is policy only (restart, back-off, stop) get the new policy
+//! in place, same pids (a new `instances` scales them, as `forkctl scale`); other changed ones are replaced, new instances
+//! first and only then the old ones stopped (nginx's order, so capacity
+//! never drops); unchanged ones are not touched (same pids). Old instances
+//! are tracked until reaped (`retiring.rs`). Services follow the same
+//! rules, keeping every open listening socket whose address stays
+//! (`services_reload.rs`); pools as `reload_pools` in `pools.rs` says.
 //! `[daemon] log_level` is applied unless `--log-level`
 //! pinned it. systemd hears `RELOADING=1` at the start and `READY=1` at the
 //! end, whatever the outcome, with a `STATUS=` that names a failure.
 
+use std::path::Path;
+
 use super::retiring::Retiring;
 use super::{Program, Supervisor};
-use crate::config::{self, Config, ConfigDiff, ProgramConfig};
+use crate::config::{self, Action, Config, ConfigDiff, Plan, ProgramConfig};
+
+/// What a reload did (or, dry, would do): the one-line summary and the plan.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub summary: String,
+    pub plan: Plan,
+}
 
 /// Reload's own state in the supervisor.
 #[derive(Debug, Default)]
@@ -36,10 +49,31 @@ impl Supervisor {
         self.reload.log_level_pinned = true;
     }
 
+    /// The plan a reload would carry out; changes nothing. It plans for
+    /// forkd's own file, read again, or for `text`, which a client read
+    /// (`forkd --check --diff`), with the path it came from for
+    /// `file:line:col`: forkd never opens a path a client names. An
+    /// invalid configuration returns every error, as [`Self::reload`].
+    pub fn plan_reload(&self, text: Option<(&Path, &str)>) -> Result<Reloaded, Vec<String>> {
+        let new = match text {
+            Some((path, text)) => Config::parse(text, path),
+            None => Config::load(&self.config.path),
+        }
+        .map_err(|errors| errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        Ok(Reloaded {
+            summary: format!(
+                "dry run of {}: {}; nothing was changed",
+                new.path.display(),
+                config::diff(&self.config, &new).summary()
+            ),
+            plan: config::plan(&self.config, &new),
+        })
+    }
+
     /// Re-reads the config file. An invalid file changes nothing and returns
     /// every error (`file:line:col: ...`). A valid one is applied; the
-    /// returned text says what changed.
-    pub fn reload(&mut self) -> Result<String, Vec<String>> {
+    /// returned summary says what changed, and the plan how.
+    pub fn reload(&mut self) -> Result<Reloaded, Vec<String>> {
         if self.shutdown.is_some() {
             // Starting programs now would race the shutdown that stops them.
             let why = "reload refused: forkd is shutting down".to_string();
@@ -49,9 +83,9 @@ impl Supervisor {
         self.systemd.reloading();
         let result = self.apply_config_file();
         match &result {
-            Ok(summary) => {
+            Ok(done) => {
                 self.reload.last_error = None;
-                log::info!("{summary}");
+                log::info!("{}", done.summary);
             }
             Err(errors) => {
                 for e in errors {
@@ -74,24 +108,28 @@ impl Supervisor {
         result
     }
 
-    fn apply_config_file(&mut self) -> Result<String, Vec<String>> {
+    fn apply_config_file(&mut self) -> Result<Reloaded, Vec<String>> {
         let new = Config::load(&self.config.path)
             .map_err(|errors| errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         let diff = config::diff(&self.config, &new);
+        let plan = config::plan(&self.config, &new);
         let old = self.config.clone();
         let mut lines = self.reload_services(&old, &new, &diff)?;
         self.config = new;
         lines.extend(self.reload_daemon(&old, &diff));
-        lines.extend(self.reload_pools(&diff));
+        lines.extend(self.reload_pools(&diff, &plan));
         for line in &lines {
             log::info!("{line}");
         }
-        self.reload_programs(&old, &diff);
-        Ok(format!(
-            "reloaded {}: {}",
-            self.config.path.display(),
-            diff.summary()
-        ))
+        self.reload_programs(&old, &diff, &plan);
+        Ok(Reloaded {
+            summary: format!(
+                "reloaded {}: {}",
+                self.config.path.display(),
+                diff.summary()
+            ),
+            plan,
+        })
     }
 
     /// The front end's part of a reload: apply `[[service]]` changes.
@@ -142,12 +180,24 @@ impl Supervisor {
         if was.log_file != now.log_file {
             lines.push("reload: log_file takes effect when forkd restarts".into());
         }
+        // The socket keeps the path, mode and group it was bound with.
+        if (
+            &was.control_socket,
+            &was.control_group,
+            &was.control_read_group,
+        ) != (
+            &now.control_socket,
+            &now.control_group,
+            &now.control_read_group,
+        ) {
+            lines.push("reload: control_socket, control_group and control_read_group take effect when forkd restarts".into());
+        }
         lines
     }
 
-    /// Starts, stops and replaces programs, saying what it does for each
-    /// before doing it.
-    fn reload_programs(&mut self, old: &Config, diff: &ConfigDiff) {
+    /// Starts, stops and replaces programs, or gives them their new policy
+    /// in place, as `plan` says, saying what it does for each before doing it.
+    fn reload_programs(&mut self, old: &Config, diff: &ConfigDiff, plan: &Plan) {
         for name in &diff.programs.removed {
             let Some(pos) = self.programs.iter().position(|p| &p.config.name == name) else {
                 continue;
@@ -172,6 +222,21 @@ impl Supervisor {
             };
             let running = live(&self.programs[pos]);
             let fields = config::program_changes(before, &after).join(", ");
+            if plan.program(name).map(|e| e.action) == Some(Action::ApplyInPlace) {
+                log::info!(
+                    "reload: {name} changed ({fields}), applied in place; {} keep running",
+                    crate::logging::count(running, "instance", "instances")
+                );
+                self.programs[pos].apply_policy(&after);
+                if before.instances != after.instances {
+                    let (was, _) = self.scale_program(pos, after.instances);
+                    log::info!(
+                        "reload: {name} scaling from {was} to {} instance(s)",
+                        after.instances
+                    );
+                }
+                continue;
+            }
             let start = after.autostart || running > 0;
             let wanted = after.instances as usize;
             if !start {

@@ -629,6 +629,17 @@ fn a_key_of_another_handler_is_an_error_at_the_key() {
 }
 
 #[test]
+fn a_read_only_group_that_is_also_the_control_group_is_refused_at_the_key() {
+    let (line, col, message) =
+        error("[daemon]\ncontrol_group = \"ops\"\ncontrol_read_group = \"ops\"\n");
+    assert_eq!((line, col), (3, 22));
+    assert!(
+        message.starts_with("control_read_group names the same group as control_group"),
+        "{message}"
+    );
+}
+
+#[test]
 fn cgroup_is_auto_off_or_an_absolute_path() {
     let (line, col, message) = error("[daemon]\ncgroup = \"forkd\"\n");
     assert_eq!((line, col), (2, 10));

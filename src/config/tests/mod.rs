@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::{Config, ConfigError};
 
-fn parse(text: &str) -> Config {
+/// `text` as a valid `forkd.toml`; panics with the errors otherwise.
+pub(super) fn parse(text: &str) -> Config {
     Config::parse(text, Path::new("forkd.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
 

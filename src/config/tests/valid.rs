@@ -265,3 +265,11 @@ fn a_relative_root_is_taken_from_the_config_files_directory() {
     let c = Config::parse(&absolute, std::path::Path::new("conf/forkd.toml")).unwrap();
     assert_eq!(c.services[0].root, Some("/srv/www".into()));
 }
+
+#[test]
+fn a_read_only_group_stands_beside_the_control_group() {
+    let c = parse("[daemon]\ncontrol_group = \"ops\"\ncontrol_read_group = \"monitoring\"\n");
+    assert_eq!(c.daemon.control_group.as_deref(), Some("ops"));
+    assert_eq!(c.daemon.control_read_group.as_deref(), Some("monitoring"));
+    assert_eq!(DaemonConfig::default().control_read_group, None);
+}

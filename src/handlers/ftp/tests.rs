@@ -178,6 +178,7 @@ fn refused_requests_fail_and_the_session_goes_on() {
         at(&mut s, t0, 0, Event::Input(b"EXIT"), &mut out),
         (Vec::new(), Flow::Close)
     );
+    assert!(!s.unread_input(), "EXIT is a whole request: a plain close");
 }
 
 /// Starts a `PUT name`, checking its `OK`.
@@ -270,6 +271,10 @@ fn an_upload_over_max_file_size_is_discarded_and_closes() {
     assert_eq!(
         at(&mut s, t0, 2, Event::Input(b"9"), &mut out),
         (Vec::new(), Flow::Close)
+    );
+    assert!(
+        s.unread_input(),
+        "the rest may still come: the close lingers"
     );
     assert!(root.entries().is_empty(), "nothing left behind");
 }

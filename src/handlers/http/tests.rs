@@ -108,6 +108,30 @@ fn the_request_cap_closes_after_the_last_allowed_reply() {
     assert_eq!(flow, Flow::Close);
 }
 
+/// A refusal, or bytes pipelined behind the closing reply, leave input
+/// unread (the drivers then linger); a whole `Connection: close` request
+/// does not, so its close stays plain.
+#[test]
+fn only_a_close_that_leaves_input_unread_lingers() {
+    let root = root("unread");
+    let http = handler(&root, "max_line = 1024\n");
+    let close = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
+    let cases = [
+        (close.to_string(), false),
+        (format!("{close}GET / HTTP/1.1\r\n"), true),
+        (long_line, true),
+        ("POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), true),
+    ];
+    for (input, unread) in cases {
+        let mut session = http.session().unwrap();
+        let mut out = Output::new();
+        let flow = session.input(input.as_bytes(), &mut out);
+        assert_eq!(flow, Flow::Close, "{input:?}");
+        assert_eq!(session.unread_input(), unread, "{input:?}");
+    }
+}
+
 #[test]
 fn oversized_heads_are_414_or_431_and_close() {
     let root = root("limits");

@@ -143,7 +143,7 @@ impl Sessions<'_> {
         let Some(Some(conn)) = self.slab.get_mut(index) else {
             return;
         };
-        if conn.serial != serial {
+        if conn.serial != serial || conn.lingering.is_some() {
             return;
         }
         conn.last = std::time::Instant::now();
