@@ -20,7 +20,11 @@ log_level = "debug"
 
 [[program]]
 name = "parent"
-command = ["/bin/sh", "-c", "sleep 1000 & echo $!; exit 0"]
+# Out of the program's process group (forkd stops the group when the
+# leader exits): the leader waits until the child leads a session of its own.
+command = ["/bin/sh", "-c", """
+setsid sleep 1000 & while [ "$(cut -d' ' -f6 /proc/$!/stat)" != $! ]; do :; done
+echo $!; exit 0"""]
 restart = "never"
 "#,
     );

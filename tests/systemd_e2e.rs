@@ -230,6 +230,17 @@ fn forkd_service_starts_reloads_and_stops_under_systemd() {
         "1 programs, 0 pools, 0 services; 0 failing"
     );
     let main_pid = container.show("MainPID");
+    // Delegate=yes: forkd's program runs in a cgroup of its own.
+    let journal = container.journal();
+    assert!(
+        journal.contains("each program instance runs in a cgroup of its own below"),
+        "no instance cgroups under Delegate=yes:\n{journal}"
+    );
+    let cgroup = container.ok(&["sh", "-c", "grep -h '^0::' /proc/$(pidof sleep)/cgroup"]);
+    assert!(
+        cgroup.starts_with("0::/system.slice/forkd.service/a.0."),
+        "the program's cgroup: {cgroup}"
+    );
 
     etc.write(
         "forkd.toml",

@@ -249,6 +249,8 @@ pub const PROGRAM_FIELDS: &[Key<ProgramConfig>] = &[
     key("after", InPlace, |p| spell::list(&p.after)),
     key("ready", Replace, |p| spell::ready(&p.ready)),
     key("ready_after", Replace, |p| spell::duration(p.ready_after)),
+    key("pidfile", Replace, |p| spell::optional_path(&p.pidfile)),
+    key("start_timeout", InPlace, |p| spell::duration(p.start_timeout)),
 ];
 
 /// The keys whose values differ, in the words of forkd.toml.
@@ -337,7 +339,17 @@ pub const DAEMON_FIELDS: &[Key<DaemonConfig>] = &[
     key("log_level", InPlace, |d| spell::keyword(values::LOG_LEVEL, d.log_level)),
     key("log_file", NextStart, |d| spell::optional_path(&d.log_file)),
     key("log_lines", InPlace, |d| spell::number(d.log_lines)),
+    key("cgroup", NextStart, cgroup_setting),
 ];
+
+/// `cgroup = "auto" | "off" | PATH`.
+fn cgroup_setting(d: &DaemonConfig) -> spell::Spelled {
+    match &d.cgroup {
+        super::CgroupSetting::Auto => spell::string("auto"),
+        super::CgroupSetting::Off => spell::string("off"),
+        super::CgroupSetting::Path(dir) => spell::path(dir),
+    }
+}
 
 /// The names of the keys that differ, or `["settings"]` when none does (a
 /// change the table does not name).
@@ -427,6 +439,7 @@ handler = "echo"
                 "restart",
                 "stable_after",
                 "start_retries",
+                "start_timeout",
                 "stop_signal",
                 "stop_timeout",
             ]
@@ -440,6 +453,7 @@ handler = "echo"
         assert_eq!(
             applied(DAEMON_FIELDS, NextStart),
             [
+                "cgroup",
                 "control_group",
                 "control_read_group",
                 "control_socket",
@@ -466,6 +480,7 @@ stop_timeout = "3s"
 log_level = "debug"
 log_file = "/tmp/forkd.log"
 log_lines = 7
+cgroup = "off"
 
 [[program]]
 name = "p"
@@ -491,6 +506,8 @@ fatal_retry = "5m"
 after = ["db"]
 ready = "notify"
 ready_after = "2s"
+pidfile = "/tmp/p.pid"
+start_timeout = "3s"
 
 [[program]]
 name = "db"

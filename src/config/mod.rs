@@ -118,6 +118,20 @@ pub struct DaemonConfig {
     pub log_file: Option<PathBuf>,
     /// `log_lines`: output lines kept per program instance for `forkctl log` (default 200).
     pub log_lines: usize,
+    /// `cgroup`: where instance cgroups are made (default auto; read at start).
+    pub cgroup: CgroupSetting,
+}
+
+/// `[daemon] cgroup`: whether each program instance runs in a cgroup v2
+/// of its own, below which directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupSetting {
+    /// forkd's own cgroup, when it is delegated (writable, and forkd is
+    /// the only process in it, as under systemd's `Delegate=yes`).
+    Auto,
+    Off,
+    /// This directory, which must be a writable cgroup v2 directory.
+    Path(PathBuf),
 }
 
 impl Default for DaemonConfig {
@@ -131,6 +145,7 @@ impl Default for DaemonConfig {
             log_level: LogLevel::Info,
             log_file: None,
             log_lines: 200,
+            cgroup: CgroupSetting::Auto,
         }
     }
 }
@@ -200,6 +215,11 @@ pub struct ProgramConfig {
     pub ready: Ready,
     /// With `ready = "started"`: how long it must have been up.
     pub ready_after: Duration,
+    /// `pidfile`: the program daemonizes itself; its daemon's pid is read
+    /// from here and supervised as the main process.
+    pub pidfile: Option<PathBuf>,
+    /// `start_timeout`: how long to wait for the pidfile (default 10s).
+    pub start_timeout: Duration,
 }
 
 /// When a program counts as ready, for the programs that list it in `after`.

@@ -27,6 +27,7 @@ pub(super) const DAEMON_KEYS: &[&str] = &[
     "log_level",
     "log_file",
     "log_lines",
+    "cgroup",
 ];
 
 pub(super) const PROGRAM_KEYS: &[&str] = &[
@@ -53,6 +54,8 @@ pub(super) const PROGRAM_KEYS: &[&str] = &[
     "after",
     "ready",
     "ready_after",
+    "pidfile",
+    "start_timeout",
 ];
 
 const RLIMIT_KEYS: &[&str] = &["nofile", "nproc", "core", "as"];
@@ -92,6 +95,30 @@ pub(super) fn daemon(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Daem
         log_level: s.keyword("log_level", values::LOG_LEVEL, defaults.log_level),
         log_file: s.path("log_file"),
         log_lines: s.usize("log_lines", defaults.log_lines),
+        cgroup: cgroup(&mut s),
+    }
+}
+
+/// `cgroup = "auto" | "off" | "/sys/fs/cgroup/..."`.
+fn cgroup(s: &mut Section<'_, '_>) -> super::CgroupSetting {
+    use super::CgroupSetting;
+    let Some((text, span)) = s.string("cgroup") else {
+        return CgroupSetting::Auto;
+    };
+    match text {
+        "auto" => CgroupSetting::Auto,
+        "off" => CgroupSetting::Off,
+        path if path.starts_with('/') => CgroupSetting::Path(path.into()),
+        other => {
+            s.error(
+                &span,
+                format!(
+                    "bad cgroup \"{other}\": expected \"auto\", \"off\" or the absolute path \
+                     of a cgroup v2 directory forkd may write (like \"/sys/fs/cgroup/forkd\")"
+                ),
+            );
+            CgroupSetting::Auto
+        }
     }
 }
 
@@ -155,6 +182,8 @@ pub(super) fn program(
         after: super::order::after(&mut s),
         ready: super::order::ready(&mut s),
         ready_after: s.duration("ready_after", Duration::from_secs(1)),
+        pidfile: s.path("pidfile"),
+        start_timeout: s.duration("start_timeout", Duration::from_secs(10)),
     };
     if config.backoff_initial > config.backoff_max {
         let at = if s.has("backoff_initial") {

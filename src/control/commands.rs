@@ -520,13 +520,36 @@ fn print_status(reply: &Value) {
         }
     }
     let mut out = table(&rows);
-    for extra in [pool_rows(reply), service_rows(reply)] {
+    for extra in [cgroup_rows(reply), pool_rows(reply), service_rows(reply)] {
         if extra.len() > 1 {
             out.push('\n');
             out.push_str(&table(&extra));
         }
     }
     let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+/// One row per program instance that runs in a cgroup of its own.
+fn cgroup_rows(reply: &Value) -> Vec<Vec<String>> {
+    let mut rows = vec![["INSTANCE", "CGROUP", "PROCESSES"]
+        .map(String::from)
+        .to_vec()];
+    for entry in reply["programs"].as_array().into_iter().flatten() {
+        for item in entry["instances"].as_array().into_iter().flatten() {
+            if let Some(cgroup) = item["cgroup"].as_str() {
+                rows.push(vec![
+                    format!(
+                        "{}#{}",
+                        entry["name"].as_str().unwrap_or("?"),
+                        item["index"]
+                    ),
+                    cgroup.to_string(),
+                    item["cgroup_processes"].to_string(),
+                ]);
+            }
+        }
+    }
+    rows
 }
 
 /// One row per pool with its job counters.

@@ -81,6 +81,9 @@ pub struct ExecPlan<'fd> {
     /// Fds above 2 the program keeps, at the same numbers (a pool
     /// worker's channel); every other one is closed at exec.
     pub keep: Vec<RawFd>,
+    /// An instance cgroup's `cgroup.procs`, open for writing: the child
+    /// moves itself there before anything else runs in it.
+    pub cgroup_procs: Option<OwnedFd>,
 }
 
 /// Why a spawn failed: the step in the child and its errno.
@@ -119,10 +122,11 @@ enum Step {
     Dup2,
     CloseRange,
     KeepFd,
+    Cgroup,
 }
 
 impl Step {
-    const ALL: [Step; 11] = [
+    const ALL: [Step; 12] = [
         Step::Exec,
         Step::Setsid,
         Step::Setrlimit,
@@ -134,6 +138,7 @@ impl Step {
         Step::Dup2,
         Step::CloseRange,
         Step::KeepFd,
+        Step::Cgroup,
     ];
 
     fn as_str(self) -> &'static str {
@@ -149,6 +154,7 @@ impl Step {
             Step::Dup2 => "dup2",
             Step::CloseRange => "close_range",
             Step::KeepFd => "fcntl(F_SETFD) on a kept fd",
+            Step::Cgroup => "moving into the instance cgroup",
         }
     }
 
@@ -232,6 +238,7 @@ impl Prepared {
             new_session: true,
             death_signal: Some(libc::SIGKILL),
             keep: Vec::new(),
+            cgroup_procs: None,
         }
     }
 }
@@ -537,6 +544,16 @@ unsafe fn child_exec(
     // SAFETY: setsid(2) takes no pointers.
     if plan.new_session && unsafe { libc::setsid() } < 0 {
         fail(Step::Setsid);
+    }
+    //    Then into the instance's cgroup, if it has one: "0" is the writing
+    //    process (cgroup-v2.rst), and done before exec nothing the program
+    //    forks can escape it. Before the privilege drop: the unprivileged
+    //    user need not be able to write cgroup.procs.
+    if let Some(procs) = &plan.cgroup_procs {
+        // SAFETY: write(2) of a static byte to an open fd.
+        if unsafe { libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) } < 0 {
+            fail(Step::Cgroup);
+        }
     }
     // 3. Resource limits, before dropping privileges (raising needs root).
     for &(resource, value) in &plan.rlimits {

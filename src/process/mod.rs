@@ -1,5 +1,6 @@
 //! Processes: fork, exec, the child-side setup between them, the double
-//! fork, exit descriptions and restart back-off.
+//! fork, exit descriptions, restart back-off and per-instance cgroups
+//! (`cgroup`).
 //!
 //! Syscalls: fork, execve, setsid, prctl, setrlimit, setgroups/setgid/setuid,
 //! sigprocmask, sigaction, waitpid, kill/killpg. Invariants: forks happen
@@ -10,6 +11,7 @@
 //! decides *when* to fork or restart: the supervisor does.
 
 pub mod backoff;
+pub mod cgroup;
 pub mod daemonize;
 pub mod exec;
 pub mod pid_table;

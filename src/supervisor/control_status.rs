@@ -78,6 +78,10 @@ impl Supervisor {
                 if let (Some(entry), Value::Object(extra)) = (entry.as_object_mut(), extra) {
                     entry.extend(extra);
                 }
+                if let Some(cgroup) = program.cgroups.get(&index) {
+                    entry["cgroup"] = json!(cgroup.dir());
+                    entry["cgroup_processes"] = json!(cgroup.members());
+                }
                 entry
             })
             .collect();

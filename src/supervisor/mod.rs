@@ -17,6 +17,7 @@ mod control_status;
 mod instance;
 mod notify;
 mod output;
+mod pidfile;
 mod pools;
 mod programs;
 mod readiness;
@@ -26,6 +27,7 @@ mod services;
 mod services_reload;
 mod start_order;
 mod status_detail;
+mod stragglers;
 
 use std::collections::HashMap;
 use std::io;
@@ -141,6 +143,10 @@ pub struct Supervisor {
     readiness: readiness::ReadinessState,
     /// Stops held until dependents are down (`after`).
     stop_order: start_order::StopOrder,
+    /// Process groups whose leader exited on its own (`stragglers.rs`).
+    stragglers: Vec<stragglers::Straggler>,
+    /// Where instance cgroups are made, if forkd has a cgroup v2 subtree.
+    cgroups: Option<crate::process::cgroup::CgroupRoot>,
 }
 
 impl Supervisor {
@@ -171,6 +177,17 @@ impl Supervisor {
         poll.registry()
             .register(control.server.listener(), CONTROL, Interest::READABLE)?;
         let programs = config.programs.iter().map(Program::new).collect();
+        let cgroups = crate::process::cgroup::CgroupRoot::detect(&config.daemon.cgroup)
+            .map_err(io::Error::other)?;
+        match &cgroups {
+            Some(root) => log::info!(
+                "each program instance runs in a cgroup of its own below {}",
+                root.dir().display()
+            ),
+            None => log::debug!(
+                "no delegated cgroup v2 directory: instances are stopped by process group"
+            ),
+        }
         Ok(Supervisor {
             config,
             poll,
@@ -192,6 +209,8 @@ impl Supervisor {
             reload: reload::ReloadState::default(),
             readiness: readiness::ReadinessState::default(),
             stop_order: start_order::StopOrder::default(),
+            stragglers: Vec::new(),
+            cgroups,
         })
     }
 
@@ -282,6 +301,7 @@ impl Supervisor {
             self.stop_pools_after_services();
             if self.shutdown.is_some()
                 && self.children.is_empty()
+                && !self.stragglers_left()
                 && self.connection_children() == 0
             {
                 break;
@@ -355,6 +375,7 @@ impl Supervisor {
             self.kill_program(&name);
         }
         self.kill_retiring();
+        self.kill_stragglers(Instant::now(), true);
     }
 
     /// Reaps every exited child and hands each exit to its owner.
@@ -382,6 +403,7 @@ impl Supervisor {
                 },
             }
         }
+        self.forget_empty_groups();
     }
 
     /// The nearest deadline of anything scheduled.
@@ -391,6 +413,8 @@ impl Supervisor {
             .flat_map(|p| p.instances.iter())
             .filter_map(|i| i.deadline)
             .chain(self.retiring_deadline())
+            .chain(self.straggler_deadline())
+            .chain(self.pidfile_deadline())
             .chain(self.systemd.deadline())
             .chain(self.service_deadline())
             .chain(self.pool_deadline())
@@ -400,6 +424,9 @@ impl Supervisor {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        // Before the restarts: one held by its old group runs once that
+        // group has had SIGKILL.
+        self.kill_stragglers(now, false);
         let mut due = Vec::new();
         for program in &self.programs {
             for (index, inst) in program.instances.iter().enumerate() {
@@ -412,6 +439,7 @@ impl Supervisor {
             self.apply(&name, index, instance::Event::Timer);
         }
         self.run_retiring_timers(now);
+        self.poll_pidfiles(now);
         self.systemd_timers(now);
         self.service_timers(now);
         self.pool_timers(now);
@@ -429,7 +457,11 @@ impl Supervisor {
         match source {
             Source::Output(pipe) => {
                 let log_lines = self.config.daemon.log_lines;
-                if !pipe.read_available(&mut self.programs, log_lines) {
+                let mut rings = output::Rings {
+                    programs: &mut self.programs,
+                    retiring: &mut self.reload.retiring,
+                };
+                if !pipe.read_available(&mut rings, log_lines) {
                     self.close_output(token);
                 }
             }
@@ -454,7 +486,11 @@ impl Supervisor {
     fn close_output(&mut self, token: Token) {
         if let Some(Source::Output(mut pipe)) = self.sources.remove(&token) {
             let _ = self.poll.registry().deregister(pipe.receiver());
-            pipe.flush_partial(&mut self.programs, self.config.daemon.log_lines);
+            let mut rings = output::Rings {
+                programs: &mut self.programs,
+                retiring: &mut self.reload.retiring,
+            };
+            pipe.flush_partial(&mut rings, self.config.daemon.log_lines);
         }
     }
 

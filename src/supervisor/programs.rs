@@ -12,8 +12,11 @@ use nix::unistd::Pid;
 
 use super::instance::{self, Action, Event, Instance, Policy, State};
 use super::output::OutputPipe;
+use super::pidfile::Daemonizing;
+use super::stragglers::Sweep;
 use super::{Owner, Source, Supervisor};
 use crate::config::{Output, ProgramConfig};
+use crate::process::cgroup::InstanceCgroup;
 use crate::process::{self, Backoff, ChildFd, Credentials, ExitKind, Prepared};
 
 /// A program and its instances.
@@ -31,6 +34,14 @@ pub struct Program {
     prepared: Option<PreparedProgram>,
     /// The instances' `NOTIFY_SOCKET`s (`ready = "notify"`), by index.
     pub(super) notify: HashMap<usize, super::readiness::NotifyAddress>,
+    /// The cgroup of each running instance's current spawn, by index
+    /// (only where forkd has a delegated cgroup subtree).
+    pub(super) cgroups: HashMap<usize, InstanceCgroup>,
+    /// Instances whose daemon is awaited through `pidfile` (`pidfile.rs`).
+    pub(super) daemonizing: HashMap<usize, Daemonizing>,
+    /// The process group of each adopted daemon, by index (it is rarely
+    /// led by the daemon itself, which forked after its setsid).
+    pub(super) daemon_groups: HashMap<usize, Pid>,
 }
 
 /// The per-program part of a spawn, kept across restarts: argv, the
@@ -88,6 +99,9 @@ impl Program {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max, seed),
             prepared: None,
             notify: HashMap::new(),
+            cgroups: HashMap::new(),
+            daemonizing: HashMap::new(),
+            daemon_groups: HashMap::new(),
         }
     }
 }
@@ -113,6 +127,22 @@ impl Program {
         self.log_writers.remove(&(index, false));
         self.log_writers.remove(&(index, true));
         self.notify.remove(&index);
+    }
+
+    /// Sends `signal` to instance `index`'s process group (led by `pid`)
+    /// and to everything in its cgroup, if it has one.
+    pub(super) fn signal_instance(&self, index: usize, pid: Pid, signal: Signal) {
+        let group = self.daemon_groups.get(&index).copied().unwrap_or(pid);
+        if group != pid {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+        if let Err(e) = process::signal_group(group, signal) {
+            let name = &self.config.name;
+            log::warn!("{name}#{index} (pid {pid}): cannot send {signal}: {e}");
+        }
+        if let Some(cgroup) = self.cgroups.get(&index) {
+            cgroup.signal(signal);
+        }
     }
 
     /// Feeds one event to one instance and returns the action with the pid
@@ -213,9 +243,10 @@ impl Supervisor {
             Action::Spawn => self.spawn_instance(p, index),
             Action::Signal(sig) => {
                 if let (Some(pid), Ok(signal)) = (pid, Signal::try_from(sig)) {
-                    if let Err(e) = process::signal_group(pid, signal) {
-                        log::warn!("{name}#{index} (pid {pid}): cannot send {signal}: {e}");
-                    }
+                    program.signal_instance(index, pid, signal);
+                }
+                if program.daemonizing.contains_key(&index) {
+                    self.stop_daemonizing(name, index);
                 }
             }
         }
@@ -223,27 +254,63 @@ impl Supervisor {
 
     /// A reaped pid that belonged to `name#index`.
     pub(super) fn instance_exited(&mut self, name: &str, index: usize, pid: Pid, exit: ExitKind) {
-        let instance = self
-            .program_index(name)
-            .and_then(|p| self.programs[p].instances.get(index));
+        if self.launcher_exited(name, index, pid, exit) {
+            return;
+        }
+        let Some(p) = self.program_index(name) else {
+            return;
+        };
+        let program = &mut self.programs[p];
+        let cgroup = program.cgroups.remove(&index);
+        let daemon_group = program.daemon_groups.remove(&index);
+        if let (Some(_), Some(pidfile)) = (daemon_group, &program.config.pidfile) {
+            Daemonizing::remove_after(pidfile, pid);
+        }
+        let group = daemon_group.unwrap_or(pid);
+        let (signal, timeout) = (program.config.stop_signal, program.config.stop_timeout);
+        let instance = program.instances.get(index);
         let stopping = instance.is_some_and(|i| i.state == State::Stopping);
         if instance.is_some_and(|i| i.expects(exit)) {
             log::info!("{name}#{index} (pid {pid}) {exit}");
         } else {
             log::warn!("{name}#{index} (pid {pid}) {}", exit.unexpected());
         }
-        if stopping {
-            // The leader is gone; take down what it left in its group.
-            let _ = process::signal_group(pid, Signal::SIGKILL);
-        }
         self.apply(name, index, Event::Exited(exit));
+        // The leader is gone; take down what it left in its group.
+        let sweep = if stopping {
+            Sweep::Kill
+        } else {
+            Sweep::Stop(Signal::try_from(signal).unwrap_or(Signal::SIGTERM), timeout)
+        };
+        self.sweep_group(
+            format!("{name}#{index}"),
+            (name, index),
+            group,
+            cgroup,
+            sweep,
+        );
     }
 
     fn spawn_instance(&mut self, p: usize, index: usize) {
         let name = self.programs[p].config.name.clone();
         match self.spawn_plan(p, index) {
-            Ok(pid) => {
+            Ok((pid, cgroup)) => {
                 log::info!("{name}#{index} started (pid {pid})");
+                let program = &mut self.programs[p];
+                if let Some(cgroup) = cgroup {
+                    program.cgroups.insert(index, cgroup);
+                }
+                program.daemon_groups.remove(&index);
+                if let Some(pidfile) = &program.config.pidfile {
+                    let timeout = program.config.start_timeout;
+                    log::info!(
+                        "{name}#{index}: waiting up to {} for its daemon's pid in {}",
+                        crate::logging::human_duration(timeout),
+                        pidfile.display()
+                    );
+                    let waiting = Daemonizing::new(pidfile, pid, timeout);
+                    program.daemonizing.insert(index, waiting);
+                }
                 self.children.insert(
                     pid,
                     Owner::Instance {
@@ -272,7 +339,11 @@ impl Supervisor {
     /// Builds the plan for program `p`, instance `index`, wires its output,
     /// and spawns it. Per spawn only `FORKD_INSTANCE`, the cwd and output
     /// files are new; /dev/null and log pipes are lent, not duplicated.
-    fn spawn_plan(&mut self, p: usize, index: usize) -> Result<Pid, String> {
+    fn spawn_plan(
+        &mut self,
+        p: usize,
+        index: usize,
+    ) -> Result<(Pid, Option<InstanceCgroup>), String> {
         for stderr in [false, true] {
             self.ensure_log_pipe(p, index, stderr)?;
         }
@@ -283,6 +354,10 @@ impl Supervisor {
         if self.programs[p].prepared.is_none() {
             self.programs[p].prepared = Some(PreparedProgram::new(&self.programs[p].config)?);
         }
+        if let Some(pidfile) = &self.programs[p].config.pidfile {
+            Daemonizing::remove_stale(pidfile);
+        }
+        let cgroup = self.instance_cgroup(p, index);
         let program = &self.programs[p];
         let config = &program.config;
         let prepared = program.prepared.as_ref().expect("prepared above");
@@ -303,7 +378,41 @@ impl Supervisor {
         plan.stdin = ChildFd::Borrowed(self.dev_null.as_fd());
         plan.stdout = self.output_fd(program, index, &config.stdout, false)?;
         plan.stderr = self.output_fd(program, index, &config.stderr, true)?;
-        plan.spawn().map_err(|e| e.to_string())
+        if let Some((cgroup, procs)) = cgroup {
+            plan.cgroup_procs = Some(procs);
+            return match plan.spawn() {
+                Ok(pid) => Ok((pid, Some(cgroup))),
+                Err(e) => {
+                    cgroup.remove();
+                    Err(e.to_string())
+                }
+            };
+        }
+        plan.spawn()
+            .map(|pid| (pid, None))
+            .map_err(|e| e.to_string())
+    }
+
+    /// A new cgroup for one spawn of program `p`'s instance `index`, with
+    /// its `cgroup.procs` open for the child, where forkd has a cgroup
+    /// subtree. A cgroup that cannot be made is a warning, not a failed
+    /// start: the process group still reaches what stays in it.
+    fn instance_cgroup(&mut self, p: usize, index: usize) -> Option<(InstanceCgroup, OwnedFd)> {
+        let root = self.cgroups.as_mut()?;
+        let name = &self.programs[p].config.name;
+        let made = root
+            .create(name, index)
+            .and_then(|c| c.procs_for_child().map(|fd| (c, fd)));
+        match made {
+            Ok(made) => Some(made),
+            Err(e) => {
+                log::warn!(
+                    "{name}#{index}: cannot make a cgroup in {}: {e}; running it without",
+                    root.dir().display()
+                );
+                None
+            }
+        }
     }
 
     /// The child's end for one output stream.

@@ -14,8 +14,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::instance::{Action, Event};
-use super::{Owner, Program, Supervisor};
-use crate::process::{self, ExitKind};
+use super::stragglers::Sweep;
+use super::{Owner, Program, Source, Supervisor};
+use crate::process::ExitKind;
 
 /// An old program being stopped.
 #[derive(Debug)]
@@ -24,6 +25,16 @@ pub(super) struct Retiring {
     /// "removed" or "replaced", for the log.
     why: &'static str,
     program: Program,
+}
+
+impl Retiring {
+    pub(super) fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub(super) fn program_mut(&mut self) -> &mut Program {
+        &mut self.program
+    }
 }
 
 impl Supervisor {
@@ -38,6 +49,13 @@ impl Supervisor {
             if let Owner::Instance { program: p, index } = owner {
                 if *p == name {
                     *owner = Owner::Retiring { key, index: *index };
+                }
+            }
+        }
+        for source in self.sources.values_mut() {
+            if let Source::Output(pipe) = source {
+                if pipe.belongs_to(&name) {
+                    pipe.retire(key, why);
                 }
             }
         }
@@ -68,8 +86,11 @@ impl Supervisor {
         pid: Pid,
         exit: ExitKind,
     ) {
-        if let Some(r) = self.reload.retiring.iter().find(|r| r.key == key) {
+        let mut leftovers = None;
+        if let Some(r) = self.reload.retiring.iter_mut().find(|r| r.key == key) {
+            let cgroup = r.program.cgroups.remove(&index);
             let name = &r.program.config.name;
+            leftovers = Some((format!("{name}#{index} ({})", r.why), name.clone(), cgroup));
             let why = r.why;
             if r.program
                 .instances
@@ -82,7 +103,9 @@ impl Supervisor {
             }
         }
         // The leader is gone; take down what it left in its group.
-        let _ = process::signal_group(pid, Signal::SIGKILL);
+        if let Some((who, name, cgroup)) = leftovers {
+            self.sweep_group(who, (&name, index), pid, cgroup, Sweep::Kill);
+        }
         self.step_retiring(key, index, Event::Exited(exit));
         self.drop_if_down(key);
     }
@@ -143,9 +166,20 @@ impl Supervisor {
         let Some(r) = self.reload.retiring.iter_mut().find(|r| r.key == key) else {
             return;
         };
-        let Some((action, pid)) = r.program.step_instance(index, event, Instant::now()) else {
+        let now = Instant::now();
+        let Some((action, pid)) = r.program.step_instance(index, event, now) else {
             return;
         };
+        // A daemon never adopted: its launcher is gone, nothing will exit.
+        if r.program
+            .daemonizing
+            .get(&index)
+            .is_some_and(|d| d.launcher_gone())
+        {
+            r.program.daemonizing.remove(&index);
+            r.program
+                .step_instance(index, Event::Exited(ExitKind::Code(0)), now);
+        }
         match action {
             Action::None => {}
             // Retiring programs are never started again.
@@ -157,13 +191,7 @@ impl Supervisor {
                         r.program.config.name,
                         r.why
                     );
-                    if let Err(e) = process::signal_group(pid, signal) {
-                        log::warn!(
-                            "{}#{index} ({}, pid {pid}): cannot send {signal}: {e}",
-                            r.program.config.name,
-                            r.why
-                        );
-                    }
+                    r.program.signal_instance(index, pid, signal);
                 }
             }
         }

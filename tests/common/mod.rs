@@ -379,6 +379,20 @@ pub fn output_of(line: &str, instance: &str) -> String {
     line[line.find(&tag).expect("output line") + tag.len()..].to_string()
 }
 
+/// The `command = [...]` line of a program that daemonizes itself the
+/// classic way: a subshell starts the daemon in a session of its own and
+/// exits, the process forkd started exits 0, and the daemon writes its pid
+/// to `pidfile` (through a rename, so never half-written).
+pub fn daemonizing_command(pidfile: &Path) -> String {
+    let p = pidfile.display();
+    format!(
+        r#"command = ["/bin/sh", "-c", '''
+( setsid sh -c "echo \$\$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000" & )
+exit 0
+''']"#
+    )
+}
+
 /// What one `forkctl` run printed, and how it exited.
 #[derive(Debug)]
 pub struct CtlOutput {

@@ -638,3 +638,20 @@ fn a_read_only_group_that_is_also_the_control_group_is_refused_at_the_key() {
         "{message}"
     );
 }
+
+#[test]
+fn cgroup_is_auto_off_or_an_absolute_path() {
+    let (line, col, message) = error("[daemon]\ncgroup = \"forkd\"\n");
+    assert_eq!((line, col), (2, 10));
+    assert!(
+        message
+            .starts_with("bad cgroup \"forkd\": expected \"auto\", \"off\" or the absolute path"),
+        "{message}"
+    );
+    let path = Path::new("forkd.toml");
+    let config = Config::parse("[daemon]\ncgroup = \"/sys/fs/cgroup/forkd\"\n", path).unwrap();
+    assert_eq!(
+        config.daemon.cgroup,
+        crate::config::CgroupSetting::Path("/sys/fs/cgroup/forkd".into())
+    );
+}
