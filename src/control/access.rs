@@ -40,6 +40,7 @@ impl Request {
             Request::Status { .. } => ("status", Access::Read),
             Request::Log { .. } => ("log", Access::Read),
             Request::Version => ("version", Access::Read),
+            Request::Health => ("health", Access::Read),
             Request::Start { .. } => ("start", Access::Change),
             Request::Stop { .. } => ("stop", Access::Change),
             Request::Restart { .. } => ("restart", Access::Change),
@@ -54,7 +55,7 @@ impl Request {
 }
 
 /// The verbs a [`Role::ReadOnly`] peer may use, for messages and docs.
-pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version"];
+pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version", "health"];
 
 /// `Ok` when `role` may send `request`; else the `denied` reply, naming
 /// the verb.
@@ -87,6 +88,7 @@ mod tests {
                 after: None,
             },
             Request::Version,
+            Request::Health,
             Request::Start { name: name() },
             Request::Stop { name: name() },
             Request::Restart { name: name() },
@@ -114,6 +116,7 @@ mod tests {
                 Request::Status { .. }
                 | Request::Log { .. }
                 | Request::Version
+                | Request::Health
                 | Request::Start { .. }
                 | Request::Stop { .. }
                 | Request::Restart { .. }

@@ -93,6 +93,10 @@ pub enum Command {
     },
     /// Print the versions of forkctl and of the running forkd.
     Version,
+    /// Exit 0 when every autostart program runs and is ready, every pool has a
+    /// worker and every service listens with its workers; else 1, saying why
+    /// (for scripts and container probes).
+    Health,
     /// Run one job on a pool: the payload is read from stdin, the result
     /// written to stdout; a failed job's reason goes to stderr (exit 1).
     Call {

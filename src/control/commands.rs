@@ -122,6 +122,24 @@ impl Ctl {
             Command::Call { pool } => self.call(pool),
             Command::Chat { service, text } => self.chat(service, text),
             Command::Completions { shell } => Ok(super::completions::print(shell)),
+            Command::Health => {
+                let (reply, raw) = self.ask(&Request::Health)?;
+                let healthy = reply["healthy"] == true;
+                self.say(&raw, || {
+                    if healthy {
+                        println!("healthy");
+                    } else {
+                        let reasons: Vec<&str> = reply["reasons"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r.as_str())
+                            .collect();
+                        println!("unhealthy: {}", reasons.join("; "));
+                    }
+                });
+                Ok(if healthy { 0 } else { 1 })
+            }
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {

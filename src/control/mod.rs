@@ -96,6 +96,8 @@ pub enum Request {
         after: Option<std::collections::BTreeMap<String, u64>>,
     },
     Version,
+    /// Whether everything that should run does (`forkctl health`).
+    Health,
     /// Turns the connection into a caller of `pool`: after the reply,
     /// frames each way (one job, one result), as on the pool's endpoint.
     Call {

@@ -295,6 +295,7 @@ impl Supervisor {
                 ),
             },
             Request::Chat { name, text } => self.chat_reply(&name, &text),
+            Request::Health => self.health_reply(),
             Request::Version => json!({
                 "ok": true,
                 "version": env!("CARGO_PKG_VERSION"),

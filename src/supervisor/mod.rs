@@ -14,6 +14,7 @@
 
 mod control;
 mod control_status;
+mod health;
 mod instance;
 mod notify;
 mod output;
