@@ -310,6 +310,7 @@ pub const POOL_FIELDS: &[Key<PoolConfig>] = &[
     key("retries", InPlace, |p| spell::number(p.retries)),
     key("max_frame", Replace, |p| spell::number(p.max_frame)),
     key("job_timeout", InPlace, |p| spell::duration(p.job_timeout)),
+    key("after", InPlace, |p| spell::list(&p.after)),
 ];
 
 /// `worker = "builtin:NAME"`, unset for a `command` pool.
@@ -448,7 +449,7 @@ handler = "echo"
         assert!(applied(SERVICE_FIELDS, InPlace).is_empty());
         assert_eq!(
             applied(POOL_FIELDS, InPlace),
-            ["job_timeout", "queue", "retries", "workers"]
+            ["after", "job_timeout", "queue", "retries", "workers"]
         );
         assert_eq!(
             applied(DAEMON_FIELDS, NextStart),
@@ -522,6 +523,7 @@ queue = 3
 retries = 4
 max_frame = 1000
 job_timeout = "9s"
+after = ["db"]
 "#,
         );
         let keys = |changes: Vec<Change>| {

@@ -209,7 +209,7 @@ pub struct ProgramConfig {
     pub stderr: Output,
     /// Retry a FATAL program after this long (`fatal_retry`; default off).
     pub fatal_retry: Option<Duration>,
-    /// Programs that must be ready before this one starts (`after`).
+    /// Programs or pools that must be ready before this one starts (`after`).
     pub after: Vec<String>,
     /// When this program counts as ready (`ready`).
     pub ready: Ready,
@@ -288,6 +288,9 @@ pub struct PoolConfig {
     /// A job running longer has its worker killed and replaced, and fails
     /// with "timeout" (default 60s; 0 means no limit).
     pub job_timeout: Duration,
+    /// Programs (or pools) that must be ready before its workers are
+    /// spawned (`after`).
+    pub after: Vec<String>,
 }
 
 /// One `listen` entry of a service.

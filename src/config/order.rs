@@ -1,18 +1,18 @@
-//! Start order between programs: the `after` and `ready` keys of a
-//! `[[program]]`, and the check, across programs, that every name in an
-//! `after` is a program and that no chain of `after`s comes back to where
-//! it started.
+//! Start order between programs and pools: the `after` key of a
+//! `[[program]]` or `[[pool]]`, the `ready` key of a program, and the
+//! check, across both, that every name in an `after` is a program or a
+//! pool and that no chain of `after`s comes back to where it started.
 //!
-//! Only programs are ordered: pools and services start before every
-//! program (a pool or port that cannot start stops forkd's start-up), so a
-//! program never waits for one.
+//! Services are not ordered: their ports are bound before every program
+//! (a port that cannot be bound stops forkd's start-up), so nothing waits
+//! for one.
 
 use std::collections::HashMap;
 
 use toml::de::{DeTable, DeValue};
 
 use super::section::{describe, Section, Sink, Span};
-use super::{values, ListenAddr, ProgramConfig, Ready};
+use super::{values, ListenAddr, Ready};
 
 /// `after = ["db", "cache"]`: the names, in order, duplicates dropped.
 pub(super) fn after(s: &mut Section<'_, '_>) -> Vec<String> {
@@ -33,7 +33,7 @@ fn after_entries(sink: &mut Sink, table: &DeTable<'_>) -> Vec<(String, Span)> {
     };
     let DeValue::Array(items) = value.get_ref() else {
         let message = format!(
-            "after must be an array of program names, like [\"db\", \"cache\"], found {}",
+            "after must be an array of program or pool names, like [\"db\", \"cache\"], found {}",
             describe(value.get_ref())
         );
         sink.error(&value.span(), message);
@@ -46,7 +46,7 @@ fn after_entries(sink: &mut Sink, table: &DeTable<'_>) -> Vec<(String, Span)> {
             other => sink.error(
                 &item.span(),
                 format!(
-                    "after[{i}] must be a program name, found {}",
+                    "after[{i}] must be a program or pool name, found {}",
                     describe(other)
                 ),
             ),
@@ -78,42 +78,42 @@ pub(super) fn ready(s: &mut Section<'_, '_>) -> Ready {
     })
 }
 
-/// Every `after` names a program other than itself, and the `after`s form
-/// no cycle. `programs` pairs each program's table with what was built
-/// from it; `others` are the pool and service names (named in the error).
-pub(super) fn check(
-    sink: &mut Sink,
-    programs: &[(&DeTable<'_>, &ProgramConfig)],
-    others: &[(&str, &str)],
-) {
-    let index: HashMap<&str, usize> = programs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, c))| (c.name.as_str(), i))
-        .collect();
+/// One entry that may be ordered: a `[[program]]` or a `[[pool]]`, with
+/// the table its `after` is read from (for the spans).
+pub(super) struct Unit<'a, 't> {
+    pub(super) table: &'a DeTable<'t>,
+    pub(super) name: &'a str,
+    /// "program" or "pool".
+    pub(super) kind: &'static str,
+}
+
+/// Every `after` names a program or pool other than itself, and the
+/// `after`s form no cycle (across programs and pools). `services` are the
+/// service names (named in the error).
+pub(super) fn check(sink: &mut Sink, units: &[Unit<'_, '_>], services: &[&str]) {
+    let index: HashMap<&str, usize> = units.iter().enumerate().map(|(i, u)| (u.name, i)).collect();
     // Edges with the span of the entry that made them, for the cycle error.
-    let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); programs.len()];
+    let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); units.len()];
     let mut quiet = Sink::default();
-    for (i, (table, config)) in programs.iter().enumerate() {
-        for (name, span) in after_entries(&mut quiet, table) {
-            if name == config.name {
-                let message = format!("[[program]] \"{name}\" lists itself in after");
+    for (i, unit) in units.iter().enumerate() {
+        for (name, span) in after_entries(&mut quiet, unit.table) {
+            if name == unit.name {
+                let message = format!("[[{}]] \"{name}\" lists itself in after", unit.kind);
                 sink.error(&span, message);
                 continue;
             }
             match index.get(name.as_str()) {
                 Some(&j) => edges[i].push((j, span)),
                 None => {
-                    let message = match others.iter().find(|(n, _)| *n == name) {
-                        Some((_, kind)) => format!(
-                            "after names the {kind} \"{name}\"; after lists programs only (pools and services start before every program)"
-                        ),
-                        None => {
-                            let names: Vec<&str> = index.keys().copied().collect();
-                            let hint = super::suggest::closest(&name, &names)
-                                .map_or(String::new(), |n| format!(" (did you mean \"{n}\"?)"));
-                            format!("after names \"{name}\", which is no [[program]]{hint}")
-                        }
+                    let message = if services.contains(&name.as_str()) {
+                        format!(
+                            "after names the service \"{name}\"; after lists programs and pools only (services start before every program)"
+                        )
+                    } else {
+                        let names: Vec<&str> = index.keys().copied().collect();
+                        let hint = super::suggest::closest(&name, &names)
+                            .map_or(String::new(), |n| format!(" (did you mean \"{n}\"?)"));
+                        format!("after names \"{name}\", which is no [[program]] or [[pool]]{hint}")
                     };
                     sink.error(&span, message);
                 }
@@ -121,7 +121,7 @@ pub(super) fn check(
         }
     }
     if let Some((cycle, span)) = find_cycle(&edges) {
-        let names: Vec<&str> = cycle.iter().map(|&i| programs[i].1.name.as_str()).collect();
+        let names: Vec<&str> = cycle.iter().map(|&i| units[i].name).collect();
         let message = format!(
             "start order cycle: {} (each waits for the next; remove one of these after entries)",
             names.join(" → ")

@@ -160,8 +160,10 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
         .iter()
         .map(|(table, span)| program(sink, table, span.clone(), &daemon))
         .collect();
-    let pools: Vec<_> = entries(sink, root, "pool")
-        .map(|(table, span)| pool(sink, table, span))
+    let pool_tables: Vec<_> = entries(sink, root, "pool").collect();
+    let pools: Vec<_> = pool_tables
+        .iter()
+        .map(|(table, span)| pool(sink, table, span.clone()))
         .collect();
     let pool_configs: Vec<&PoolConfig> = pools.iter().map(|p| &p.config).collect();
     let services: Vec<_> = entries(sink, root, "service")
@@ -172,17 +174,13 @@ fn read_document(sink: &mut Sink, root: &DeTable<'_>, text: &str, path: &Path) -
     collect_names(&mut names, "program", &programs, |c| &c.name);
     collect_names(&mut names, "pool", &pools, |c| &c.name);
     collect_names(&mut names, "service", &services, |c| &c.name);
-    let others: Vec<(&str, &str)> = names
-        .iter()
-        .filter(|(_, kind, _)| *kind != "program")
-        .map(|(name, kind, _)| (*name, *kind))
-        .collect();
-    let ordered: Vec<_> = program_tables
-        .iter()
-        .zip(&programs)
-        .map(|((table, _), built)| (*table, &built.config))
-        .collect();
-    super::order::check(sink, &ordered, &others);
+    let service_names: Vec<&str> = services.iter().map(|s| s.config.name.as_str()).collect();
+    let mut units = Vec::new();
+    ordered_units(&mut units, "program", &program_tables, &programs, |c| {
+        &c.name
+    });
+    ordered_units(&mut units, "pool", &pool_tables, &pools, |c| &c.name);
+    super::order::check(sink, &units, &service_names);
     check_unique_names(sink, text, names);
 
     let mut services: Vec<ServiceConfig> = services.into_iter().map(|n| n.config).collect();
@@ -258,6 +256,24 @@ fn collect_names<'a, T>(
         if let Some(span) = &entry.name_span {
             names.push((name(&entry.config).as_str(), kind, span));
         }
+    }
+}
+
+/// The entries that `after` orders, each with the table its `after` is
+/// read from.
+fn ordered_units<'a, 't, T>(
+    units: &mut Vec<super::order::Unit<'a, 't>>,
+    kind: &'static str,
+    tables: &'a [(&'a DeTable<'t>, Span)],
+    built: &'a [Named<T>],
+    name: impl Fn(&T) -> &String,
+) {
+    for ((table, _), entry) in tables.iter().zip(built) {
+        units.push(super::order::Unit {
+            table,
+            name: name(&entry.config),
+            kind,
+        });
     }
 }
 

@@ -70,6 +70,7 @@ pub(super) const POOL_KEYS: &[&str] = &[
     "retries",
     "max_frame",
     "job_timeout",
+    "after",
 ];
 
 /// Largest frame a pool or service may be configured to accept.
@@ -234,6 +235,7 @@ pub(super) fn pool(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Named<
         retries: s.u32("retries", 1, 0),
         max_frame: s.size("max_frame", DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT),
         job_timeout: s.duration("job_timeout", Duration::from_secs(60)),
+        after: super::order::after(&mut s),
     };
     Named { config, name_span }
 }

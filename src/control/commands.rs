@@ -502,7 +502,12 @@ fn print_status(reply: &Value) {
             let name = entry["name"].as_str().unwrap_or("?").to_string();
             let items = entry[members].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
-                let state = entry["state"].as_str().unwrap_or("-").to_string();
+                // A pool held by its `after` says what it waits for.
+                let state = entry["detail"]
+                    .as_str()
+                    .or(entry["state"].as_str())
+                    .unwrap_or("-")
+                    .to_string();
                 rows.push(vec![
                     name.clone(),
                     kind.into(),

@@ -7,7 +7,9 @@
 //! re-dispatch of the job a dead worker was running (up to `retries`
 //! times, then it fails naming the exit), and the jobs queued behind it
 //! sent again without charge. Each worker slot lives by the one
-//! [`lifecycle::Slot`] state machine, with the restart back-off.
+//! [`lifecycle::Slot`] state machine, with the restart back-off. A pool
+//! held by the start order ([`Pool::hold`], its `after` not yet ready)
+//! spawns no worker and queues jobs until [`Pool::release`].
 //!
 //! Workers are `builtin:NAME` functions run in a forked child
 //! ([`builtin`]) or exec'd commands that find their channel from the
@@ -137,6 +139,9 @@ pub struct Pool {
     stopping: bool,
     /// When a stopping pool's last workers are killed (taken once done).
     stop_deadline: Option<Instant>,
+    /// Held by the start order (`after`): no worker is spawned, jobs
+    /// queue (bounded by `queue`, timed by `job_timeout`) until released.
+    held: bool,
 }
 
 impl Pool {
@@ -171,6 +176,7 @@ impl Pool {
             parent: nix::unistd::getpid(),
             stopping: false,
             stop_deadline: None,
+            held: false,
         })
     }
 
@@ -179,8 +185,13 @@ impl Pool {
     }
 
     /// Sets the number of workers: new slots start at once, surplus ones
-    /// finish their jobs and retire.
+    /// finish their jobs and retire. A held pool spawns nothing: its count
+    /// (`config.workers`) is taken up at its release.
     pub fn scale(&mut self, count: usize, now: Instant, ctx: &mut Ctx<'_>) {
+        if self.held {
+            self.tick(now, ctx);
+            return;
+        }
         while self.workers.len() > count {
             let worker = self.workers.pop().expect("len > count");
             self.retiring.push(worker);
@@ -202,6 +213,44 @@ impl Pool {
             });
         }
         self.tick(now, ctx);
+    }
+
+    /// Holds a pool that has no workers yet: its start waits for `after`.
+    pub fn hold(&mut self) {
+        self.held = self.workers.is_empty();
+    }
+
+    /// Whether the start order still holds this pool's workers.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// The pool's `after` are ready: its workers start, and take the jobs
+    /// queued meanwhile.
+    pub fn release(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.held = false;
+        self.scale(self.config.workers as usize, now, ctx);
+    }
+
+    /// Ready for what lists it in `after`: every worker it should have is
+    /// spawned and serving (running, its channel up, not being killed).
+    pub fn is_ready(&self) -> bool {
+        !self.held
+            && !self.stopping
+            && self.workers.len() == self.config.workers as usize
+            && self.workers.iter().all(|w| {
+                matches!(w.life.state, State::Running { .. })
+                    && w.killed.is_none()
+                    && w.channel.is_some()
+            })
+    }
+
+    /// Whether any worker of it (current or retiring) has a process.
+    pub fn has_processes(&self) -> bool {
+        self.workers
+            .iter()
+            .chain(self.retiring.iter())
+            .any(|w| w.life.pid().is_some())
     }
 
     /// A reload changed this pool: settings of the jobs and the worker
@@ -632,6 +681,7 @@ impl Pool {
             workers.iter().any(|w| w["state"] == "running"),
         ) {
             (true, _) => "stopping",
+            (false, _) if self.held => "waiting",
             (false, true) => "running",
             (false, false) => "starting",
         };

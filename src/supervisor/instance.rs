@@ -47,7 +47,7 @@ impl State {
     }
 
     /// True when no process exists and none is due on a timer (a waiting
-    /// instance starts only once its `after` programs are ready).
+    /// instance starts only once its `after` programs and pools are ready).
     pub fn is_down(self) -> bool {
         matches!(
             self,

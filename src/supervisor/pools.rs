@@ -1,6 +1,7 @@
 //! `[[pool]]`s in the loop: starting them (before the services that
-//! forward to them), their workers' channels and exits, the callers'
-//! connections (`forkctl call` upgraded from the control socket, and the
+//! forward to them; a pool whose `after` is not ready holds its workers
+//! until `start_order.rs` releases them), their workers' channels and
+//! exits, the callers' connections (`forkctl call` upgraded from the control socket, and the
 //! pool endpoint the `pool` handler connects to), results routed back to
 //! their callers, timers, scale, reload and stop.
 //!
@@ -90,10 +91,19 @@ impl Supervisor {
     }
 
     pub(super) fn add_pool(&mut self, config: &PoolConfig) -> Result<(), String> {
-        let pool = Pool::new(config)?;
+        let mut pool = Pool::new(config)?;
         let id = self.pools.next_id;
         self.pools.next_id += 1;
         let endpoint = self.bind_endpoint(id, &config.name)?;
+        let unready = self.unready_of(&config.after);
+        if !unready.is_empty() {
+            log::info!(
+                "pool \"{}\" waiting for {}",
+                config.name,
+                unready.join(", ")
+            );
+            pool.hold();
+        }
         self.pools.list.push(RunningPool {
             id,
             pool,
@@ -485,6 +495,15 @@ impl Supervisor {
             .map(|p| {
                 let mut status = p.pool.status();
                 status["kind"] = "pool".into();
+                let waiting_for = if p.pool.held() {
+                    self.unready_of(&p.pool.config.after)
+                } else {
+                    Vec::new()
+                };
+                if !waiting_for.is_empty() {
+                    status["detail"] = format!("waiting for {}", waiting_for.join(", ")).into();
+                }
+                status["waiting_for"] = waiting_for.into();
                 status
             })
             .collect()

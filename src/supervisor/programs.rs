@@ -194,7 +194,7 @@ impl Supervisor {
     }
 
     /// Feeds one event to one instance and carries out the action. A
-    /// start whose `after` programs are not all ready is held instead.
+    /// start whose `after` programs and pools are not all ready is held instead.
     pub(super) fn apply(&mut self, name: &str, index: usize, event: Event) {
         let Some(p) = self.program_index(name) else {
             return;

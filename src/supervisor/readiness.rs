@@ -1,5 +1,5 @@
-//! When a program instance is ready, for the programs that list it in
-//! `after` (the order itself is `start_order.rs`).
+//! When a program instance is ready, for the programs and pools that list
+//! it in `after` (the order itself is `start_order.rs`).
 //!
 //! Readiness per program (`ready`): `started`, up for `ready_after`;
 //! `tcp://…` or `unix:…`, the socket accepts a connection, probed with a

@@ -1,14 +1,19 @@
-//! Start order between programs (`after`), built on readiness
-//! (`readiness.rs`).
+//! Start order between programs and pools (`after`), built on readiness
+//! (`readiness.rs`; a pool is ready once all its workers are spawned and
+//! serving).
 //!
-//! A start of a program whose `after` programs are not all ready is held
-//! (the instance waits, `waiting for db`) and carried out once they are; a
+//! A start of a program whose `after` programs and pools are not all ready
+//! is held (the instance waits, `waiting for db`) and carried out once they
+//! are; a pool's workers are held the same way (the pool waits, jobs sent
+//! to it queue). A
 //! dependency that never gets ready (or goes FATAL) keeps it waiting, as
 //! systemd and s6-rc do. Only starts are held: a restart after a crash is
 //! not, and a running program stays up when a dependency fails later. A
 //! stop of several programs (shutdown, `forkctl stop all`) stops a program
 //! only once every program being stopped that lists it in `after` has no
-//! process left (each within its own stop_timeout, then SIGKILL).
+//! process left (each within its own stop_timeout, then SIGKILL); at
+//! shutdown a program is stopped only once the pools that list it have no
+//! worker left.
 
 use std::time::Instant;
 
@@ -38,22 +43,44 @@ impl Supervisor {
     }
 
     pub(super) fn unready_dependencies_of(&self, program: &Program) -> Vec<String> {
-        program
-            .config
-            .after
+        self.unready_of(&program.config.after)
+    }
+
+    /// The names in `after` whose program or pool is not ready (in order).
+    /// A program is ready when all its instances are, a pool when all its
+    /// workers are spawned and serving; a name that no longer runs (a
+    /// reload removed it) holds nothing.
+    pub(super) fn unready_of(&self, after: &[String]) -> Vec<String> {
+        after
             .iter()
             .filter(|name| {
-                self.programs
-                    .iter()
-                    .find(|q| &q.config.name == *name)
-                    .is_some_and(|q| !q.instances.iter().all(Instance::counts_as_ready))
+                let program = self.programs.iter().find(|q| &q.config.name == *name);
+                match program {
+                    Some(q) => !q.instances.iter().all(Instance::counts_as_ready),
+                    None => self
+                        .pool_id(name)
+                        .and_then(|id| self.pools.list.iter().find(|p| p.id == id))
+                        .is_some_and(|p| !p.pool.is_ready()),
+                }
             })
             .cloned()
             .collect()
     }
 
-    /// The state of the first instance of program `name` that is not ready.
+    /// The state of the first instance of program `name` that is not ready;
+    /// a pool on its way up is `Running` (its name says it), a held one
+    /// `Waiting`.
     pub(super) fn dependency_state(&self, name: &str) -> State {
+        if let Some(running) = self
+            .pool_id(name)
+            .and_then(|id| self.pools.list.iter().find(|p| p.id == id))
+        {
+            return if running.pool.held() {
+                State::Waiting
+            } else {
+                State::Running
+            };
+        }
         self.programs
             .iter()
             .find(|q| q.config.name == name)
@@ -61,7 +88,8 @@ impl Supervisor {
             .map_or(State::Stopped, |i| i.state)
     }
 
-    /// Carries out held starts whose `after` programs are all ready.
+    /// Carries out held starts (of programs, and of pools' workers) whose
+    /// `after` programs and pools are all ready.
     fn start_waiting(&mut self) {
         for p in 0..self.programs.len() {
             let waiting = self.programs[p]
@@ -76,6 +104,17 @@ impl Supervisor {
                     }
                 }
             }
+        }
+        let released: Vec<(u64, String)> = self
+            .pools
+            .list
+            .iter()
+            .filter(|p| p.pool.held() && self.unready_of(&p.pool.config.after).is_empty())
+            .map(|p| (p.id, p.pool.name().to_string()))
+            .collect();
+        for (id, name) in released {
+            log::info!("pool \"{name}\": everything in its after is ready; starting its workers");
+            self.with_pool(id, |pool, now, ctx| pool.release(now, ctx));
         }
     }
 
@@ -115,6 +154,7 @@ impl Supervisor {
                         || q.instances.iter().any(|i| i.state == State::Stopping)
                 })
                 .map(|q| q.config.name.as_str())
+                .chain(self.dependent_pools(name))
                 .collect();
             let name = name.clone();
             if dependents.is_empty() {
@@ -137,6 +177,19 @@ impl Supervisor {
             }
         }
         self.stop_order.held = still_held;
+    }
+
+    /// Pools listing program `name` in `after` that still have workers
+    /// while forkd shuts down (pools stop once the services drained): the
+    /// program is stopped after them.
+    fn dependent_pools<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let stopping = self.shutdown.is_some();
+        self.pools
+            .list
+            .iter()
+            .filter(move |p| stopping && p.pool.config.after.iter().any(|n| n == name))
+            .filter(|p| p.pool.has_processes())
+            .map(|p| p.pool.name())
     }
 
     fn program_index_len(&self, name: &str) -> usize {

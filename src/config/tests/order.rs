@@ -74,13 +74,61 @@ fn a_start_order_cycle_is_an_error_naming_its_programs() {
     );
 }
 
+fn pool(name: &str, extra: &str) -> String {
+    format!("[[pool]]\nname = \"{name}\"\nworker = \"builtin:upper\"\n{extra}")
+}
+
 #[test]
-fn after_names_programs_only_and_not_itself() {
-    let pool = "[[pool]]\nname = \"upper\"\nworker = \"builtin:upper\"\n";
-    let (_, _, message) = error(&[program("api", "after = [\"upper\"]\n"), pool.into()].concat());
-    assert!(message.contains("the pool \"upper\""), "{message}");
+fn after_names_programs_and_pools_but_not_services_or_itself() {
+    let service =
+        "[[service]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:1\"]\nhandler = \"echo\"\n";
+    let (_, _, message) = error(&[program("api", "after = [\"echo\"]\n"), service.into()].concat());
+    assert!(message.contains("the service \"echo\""), "{message}");
     let (_, _, message) = error(&program("api", "after = [\"api\"]\n"));
     assert!(message.contains("lists itself"), "{message}");
+    let (_, _, message) = error(&pool("upper", "after = [\"upper\"]\n"));
+    assert!(
+        message.contains("[[pool]] \"upper\" lists itself"),
+        "{message}"
+    );
+    let c = parse(
+        &[
+            program("db", ""),
+            pool("upper", "after = [\"db\"]\n"),
+            program("api", "after = [\"upper\"]\n"),
+        ]
+        .concat(),
+    );
+    assert_eq!(c.pools[0].after, ["db"]);
+    assert_eq!(c.programs[1].after, ["upper"]);
+    assert!(parse(&pool("upper", "")).pools[0].after.is_empty());
+}
+
+#[test]
+fn a_cycle_across_a_program_and_a_pool_is_an_error_at_its_entry() {
+    let text = [
+        program("api", "after = [\"upper\"]\n"),
+        pool("upper", "after = [\"api\"]\n"),
+    ]
+    .concat();
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (8, 10));
+    assert!(
+        message.contains("start order cycle: api → upper → api"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unknown_name_in_a_pool_after_is_an_error_at_the_entry() {
+    let text = [program("db", ""), pool("upper", "after = [\"dbb\"]\n")].concat();
+    let (line, col, message) = error(&text);
+    assert_eq!((line, col), (7, 10));
+    assert!(
+        message.contains("\"dbb\", which is no [[program]]"),
+        "{message}"
+    );
+    assert!(message.contains("did you mean \"db\""), "{message}");
 }
 
 #[test]
