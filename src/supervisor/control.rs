@@ -34,6 +34,8 @@ pub(super) struct ControlState {
     shrinking: HashMap<String, usize>,
     shutdown_requested: bool,
     started: Instant,
+    /// The same moment on the wall clock (`forkd_start_time_seconds`).
+    pub(super) started_at: std::time::SystemTime,
     /// A `call` request was accepted: the connection becomes a caller of
     /// this pool once its reply is out.
     call: Option<u64>,
@@ -58,6 +60,7 @@ impl ControlState {
             shrinking: HashMap::new(),
             shutdown_requested: false,
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
             call: None,
         })
     }
@@ -296,6 +299,7 @@ impl Supervisor {
             },
             Request::Chat { name, text } => self.chat_reply(&name, &text),
             Request::Health => self.health_reply(),
+            Request::Metrics => json!({ "ok": true, "text": self.metrics_text() }),
             Request::Version => json!({
                 "ok": true,
                 "version": env!("CARGO_PKG_VERSION"),

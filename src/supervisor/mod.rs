@@ -16,6 +16,7 @@ mod control;
 mod control_status;
 mod health;
 mod instance;
+mod metrics;
 mod notify;
 mod output;
 mod pidfile;
