@@ -19,6 +19,7 @@ pub mod client;
 pub mod commands;
 pub mod completions;
 pub mod exposition;
+pub mod scrape;
 pub mod server;
 
 use std::path::PathBuf;

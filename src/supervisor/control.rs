@@ -66,6 +66,13 @@ impl ControlState {
     }
 }
 
+fn control_idle_deadline(source: &Source) -> Option<Instant> {
+    match source {
+        Source::Control(conn) => Some(conn.idle_deadline()),
+        _ => None,
+    }
+}
+
 /// Resolved `NAME`, `NAME:INSTANCE` or `all`: (program position, instance).
 type Targets = Vec<(usize, usize)>;
 
@@ -139,26 +146,12 @@ impl Supervisor {
 
     /// The nearest idle deadline of the control connections.
     pub(super) fn control_deadline(&self) -> Option<Instant> {
-        self.sources
-            .values()
-            .filter_map(|source| match source {
-                Source::Control(conn) => Some(conn.idle_deadline()),
-                _ => None,
-            })
-            .min()
+        self.source_deadline(control_idle_deadline)
     }
 
     /// Closes the connections that moved no byte for the idle timeout.
     pub(super) fn close_idle_control(&mut self, now: Instant) {
-        let idle: Vec<mio::Token> = self
-            .sources
-            .iter()
-            .filter(|(_, source)| {
-                matches!(source, Source::Control(conn) if conn.idle_deadline() <= now)
-            })
-            .map(|(&token, _)| token)
-            .collect();
-        for token in idle {
+        for token in self.sources_due(now, control_idle_deadline) {
             let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
                 continue;
             };
