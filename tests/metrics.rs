@@ -152,10 +152,24 @@ fn metrics_count_restarts_connections_and_jobs() {
         .unwrap()
         .starts_with("# HELP forkd_info "));
 
-    promtool_is_clean(
-        &metrics(&socket),
-        "metrics_count_restarts_connections_and_jobs",
+    // One reload applied, one rejected (the old config keeps running).
+    assert_eq!(forkctl(&socket, &["reload"]).code, 0);
+    let good = std::fs::read_to_string(&forkd.config).unwrap();
+    std::fs::write(&forkd.config, format!("{good}\n[[program]]\nname = 3\n")).unwrap();
+    assert_eq!(forkctl(&socket, &["reload"]).code, 1);
+    let text = metrics(&socket);
+    assert_eq!(
+        value(&text, r#"forkd_reloads_total{result="ok"}"#),
+        Some(1.0),
+        "{text}"
     );
+    assert_eq!(
+        value(&text, r#"forkd_reloads_total{result="failed"}"#),
+        Some(1.0)
+    );
+    assert!(value(&text, "forkd_last_reload_timestamp_seconds").is_some_and(|t| t > 1.7e9));
+
+    promtool_is_clean(&text, "metrics_count_restarts_connections_and_jobs");
 }
 
 /// `forkctl call POOL` with `payload` on stdin; its stdout.
