@@ -97,3 +97,55 @@ ready_after = "200ms"
     assert_eq!(forkctl(&socket, &["version"]).code, 0);
     drop(idle);
 }
+
+/// The status code of a GET, or `None` when forkd closed without one.
+fn try_get(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(T)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: forkd\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn metrics_connections_past_the_cap_are_closed_and_a_freed_slot_serves_again() {
+    let dir = Scratch::new("metrics-http-cap");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let body = format!("metrics_listen = \"tcp://{addr}\"\n");
+    let (forkd, socket) = start_with_control(&dir, &body);
+    forkd.log.wait_line("metrics listening on http://", T);
+    let mut held: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(
+        try_get(&addr, "/metrics"),
+        None,
+        "a 17th is closed unanswered"
+    );
+    forkd.log.wait_line(
+        "metrics_listen: 16 connections are open; closed a new one",
+        T,
+    );
+    assert_eq!(
+        forkctl(&socket, &["version"]).code,
+        0,
+        "the loop still serves"
+    );
+
+    // Finishing a held request answers it and frees its slot.
+    held[0].write_all(b"\r\n").unwrap();
+    held[0].set_read_timeout(Some(T)).unwrap();
+    let mut reply = String::new();
+    held[0].read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    wait_until("a freed slot serves", T, || {
+        try_get(&addr, "/metrics") == Some(200)
+    });
+    drop(held);
+}
