@@ -341,6 +341,10 @@ pub const DAEMON_FIELDS: &[Key<DaemonConfig>] = &[
     key("log_file", NextStart, |d| spell::optional_path(&d.log_file)),
     key("log_lines", InPlace, |d| spell::number(d.log_lines)),
     key("cgroup", NextStart, cgroup_setting),
+    key("metrics_listen", NextStart, |d| match &d.metrics_listen {
+        Some(addr) => spell::string(&spell::address(addr)),
+        None => spell::optional_string(&None),
+    }),
 ];
 
 /// `cgroup = "auto" | "off" | PATH`.
@@ -458,7 +462,8 @@ handler = "echo"
                 "control_group",
                 "control_read_group",
                 "control_socket",
-                "log_file"
+                "log_file",
+                "metrics_listen"
             ]
         );
     }
@@ -482,6 +487,7 @@ log_level = "debug"
 log_file = "/tmp/forkd.log"
 log_lines = 7
 cgroup = "off"
+metrics_listen = "tcp://127.0.0.1:9464"
 
 [[program]]
 name = "p"

@@ -57,6 +57,7 @@ pub use diff::{diff, program_changes, service_changes, Apply, Change, ConfigDiff
 pub use handler_support::{rows as handler_rows, support, Carrier, Support, Unsupported};
 pub use parse::{ConfigError, ConfigErrors};
 pub use plan::{plan, Action, Entry, Plan, Status};
+pub use spell::address as listen_text;
 
 /// Where forkd reads its configuration when `--config` is not given.
 pub fn default_path() -> PathBuf {
@@ -120,6 +121,9 @@ pub struct DaemonConfig {
     pub log_lines: usize,
     /// `cgroup`: where instance cgroups are made (default auto; read at start).
     pub cgroup: CgroupSetting,
+    /// `metrics_listen`: where `GET /metrics` and `GET /healthz` are
+    /// served (a TCP or Unix stream address; default none; read at start).
+    pub metrics_listen: Option<ListenAddr>,
 }
 
 /// `[daemon] cgroup`: whether each program instance runs in a cgroup v2
@@ -146,6 +150,7 @@ impl Default for DaemonConfig {
             log_file: None,
             log_lines: 200,
             cgroup: CgroupSetting::Auto,
+            metrics_listen: None,
         }
     }
 }

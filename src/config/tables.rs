@@ -28,6 +28,7 @@ pub(super) const DAEMON_KEYS: &[&str] = &[
     "log_file",
     "log_lines",
     "cgroup",
+    "metrics_listen",
 ];
 
 pub(super) const PROGRAM_KEYS: &[&str] = &[
@@ -97,6 +98,24 @@ pub(super) fn daemon(sink: &mut Sink, table: &DeTable<'_>, header: Span) -> Daem
         log_file: s.path("log_file"),
         log_lines: s.usize("log_lines", defaults.log_lines),
         cgroup: cgroup(&mut s),
+        metrics_listen: metrics_listen(&mut s),
+    }
+}
+
+/// `metrics_listen = "tcp://HOST:PORT" | "unix:/PATH"`.
+fn metrics_listen(s: &mut Section<'_, '_>) -> Option<super::ListenAddr> {
+    use super::ListenAddr;
+    let (text, span) = s.string("metrics_listen")?;
+    match values::listen(text) {
+        Ok(addr @ (ListenAddr::Tcp(_) | ListenAddr::Unix(_))) => Some(addr),
+        Ok(_) => {
+            s.error(&span, format!("bad metrics_listen \"{text}\": metrics are served over HTTP on a stream socket: use tcp://HOST:PORT (like tcp://127.0.0.1:9464) or unix:/ABSOLUTE/PATH"));
+            None
+        }
+        Err(why) => {
+            s.error(&span, format!("bad metrics_listen \"{text}\": {why}"));
+            None
+        }
     }
 }
 

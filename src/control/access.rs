@@ -27,7 +27,7 @@ pub enum Role {
 /// Whether a verb leaves forkd and what it runs as they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Looks only: `status`, `log`, `version`.
+    /// Looks only: `status`, `log`, `version`, `health`, `metrics`.
     Read,
     /// Starts, stops, signals, reconfigures or runs something.
     Change,
@@ -41,6 +41,7 @@ impl Request {
             Request::Log { .. } => ("log", Access::Read),
             Request::Version => ("version", Access::Read),
             Request::Health => ("health", Access::Read),
+            Request::Metrics => ("metrics", Access::Read),
             Request::Start { .. } => ("start", Access::Change),
             Request::Stop { .. } => ("stop", Access::Change),
             Request::Restart { .. } => ("restart", Access::Change),
@@ -55,7 +56,7 @@ impl Request {
 }
 
 /// The verbs a [`Role::ReadOnly`] peer may use, for messages and docs.
-pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version", "health"];
+pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version", "health", "metrics"];
 
 /// `Ok` when `role` may send `request`; else the `denied` reply, naming
 /// the verb.
@@ -89,6 +90,7 @@ mod tests {
             },
             Request::Version,
             Request::Health,
+            Request::Metrics,
             Request::Start { name: name() },
             Request::Stop { name: name() },
             Request::Restart { name: name() },
@@ -117,6 +119,7 @@ mod tests {
                 | Request::Log { .. }
                 | Request::Version
                 | Request::Health
+                | Request::Metrics
                 | Request::Start { .. }
                 | Request::Stop { .. }
                 | Request::Restart { .. }

@@ -97,6 +97,9 @@ pub enum Command {
     /// worker and every service listens with its workers; else 1, saying why
     /// (for scripts and container probes).
     Health,
+    /// Print forkd's figures (programs, services, pools, forkd itself) in the
+    /// Prometheus text exposition format, for a scraper or a textfile collector.
+    Metrics,
     /// Run one job on a pool: the payload is read from stdin, the result
     /// written to stdout; a failed job's reason goes to stderr (exit 1).
     Call {

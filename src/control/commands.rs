@@ -140,6 +140,16 @@ impl Ctl {
                 });
                 Ok(if healthy { 0 } else { 1 })
             }
+            Command::Metrics => {
+                let (reply, raw) = self.ask(&Request::Metrics)?;
+                self.say(&raw, || {
+                    // A closed stdout (`| head`) ends quietly.
+                    let text = reply["text"].as_str().unwrap_or_default();
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                });
+                Ok(exit::OK)
+            }
             Command::Version => {
                 let (reply, raw) = self.ask(&Request::Version)?;
                 self.say(&raw, || {

@@ -18,6 +18,8 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod completions;
+pub mod exposition;
+pub mod scrape;
 pub mod server;
 
 use std::path::PathBuf;
@@ -98,6 +100,9 @@ pub enum Request {
     Version,
     /// Whether everything that should run does (`forkctl health`).
     Health,
+    /// Every figure forkd keeps, as `text` in the Prometheus text
+    /// exposition format 0.0.4 (`forkctl metrics`).
+    Metrics,
     /// Turns the connection into a caller of `pool`: after the reply,
     /// frames each way (one job, one result), as on the pool's endpoint.
     Call {

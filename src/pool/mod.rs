@@ -23,6 +23,7 @@
 
 pub mod builtin;
 pub mod client;
+pub mod latency;
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -106,6 +107,8 @@ struct Stats {
     retried: u64,
     busy: u64,
     latencies_us: VecDeque<u64>,
+    /// Every job's latency since the pool started (`forkctl metrics`).
+    histogram: latency::Histogram,
 }
 
 /// What a pool needs from the loop while it forks and registers workers.
@@ -655,6 +658,11 @@ impl Pool {
             .min()
     }
 
+    /// Every finished job's latency, for `forkctl metrics`.
+    pub fn latency_histogram(&self) -> &latency::Histogram {
+        &self.book.stats.histogram
+    }
+
     /// `forkctl status`: counters, latency percentiles and the workers.
     pub fn status(&self) -> Value {
         let mut sorted: Vec<u64> = self.book.stats.latencies_us.iter().copied().collect();
@@ -770,7 +778,9 @@ impl Book {
         if stats.latencies_us.len() == LATENCIES {
             stats.latencies_us.pop_front();
         }
-        let us = now.duration_since(job.submitted).as_micros();
+        let took = now.duration_since(job.submitted);
+        stats.histogram.record(took);
+        let us = took.as_micros();
         stats
             .latencies_us
             .push_back(u64::try_from(us).unwrap_or(u64::MAX));

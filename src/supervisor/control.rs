@@ -34,6 +34,8 @@ pub(super) struct ControlState {
     shrinking: HashMap<String, usize>,
     shutdown_requested: bool,
     started: Instant,
+    /// The same moment on the wall clock (`forkd_start_time_seconds`).
+    pub(super) started_at: std::time::SystemTime,
     /// A `call` request was accepted: the connection becomes a caller of
     /// this pool once its reply is out.
     call: Option<u64>,
@@ -58,8 +60,16 @@ impl ControlState {
             shrinking: HashMap::new(),
             shutdown_requested: false,
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
             call: None,
         })
+    }
+}
+
+fn control_idle_deadline(source: &Source) -> Option<Instant> {
+    match source {
+        Source::Control(conn) => Some(conn.idle_deadline()),
+        _ => None,
     }
 }
 
@@ -136,26 +146,12 @@ impl Supervisor {
 
     /// The nearest idle deadline of the control connections.
     pub(super) fn control_deadline(&self) -> Option<Instant> {
-        self.sources
-            .values()
-            .filter_map(|source| match source {
-                Source::Control(conn) => Some(conn.idle_deadline()),
-                _ => None,
-            })
-            .min()
+        self.source_deadline(control_idle_deadline)
     }
 
     /// Closes the connections that moved no byte for the idle timeout.
     pub(super) fn close_idle_control(&mut self, now: Instant) {
-        let idle: Vec<mio::Token> = self
-            .sources
-            .iter()
-            .filter(|(_, source)| {
-                matches!(source, Source::Control(conn) if conn.idle_deadline() <= now)
-            })
-            .map(|(&token, _)| token)
-            .collect();
-        for token in idle {
+        for token in self.sources_due(now, control_idle_deadline) {
             let Some(Source::Control(mut conn)) = self.sources.remove(&token) else {
                 continue;
             };
@@ -296,6 +292,7 @@ impl Supervisor {
             },
             Request::Chat { name, text } => self.chat_reply(&name, &text),
             Request::Health => self.health_reply(),
+            Request::Metrics => json!({ "ok": true, "text": self.metrics_text() }),
             Request::Version => json!({
                 "ok": true,
                 "version": env!("CARGO_PKG_VERSION"),

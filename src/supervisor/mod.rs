@@ -16,6 +16,8 @@ mod control;
 mod control_status;
 mod health;
 mod instance;
+mod metrics;
+mod metrics_http;
 mod notify;
 mod output;
 mod pidfile;
@@ -53,6 +55,8 @@ const SIGNALS: Token = Token(0);
 const CHILD_EXITS: Token = Token(2);
 /// The control socket's listener (connections get dynamic tokens).
 const CONTROL: Token = Token(1);
+/// The `metrics_listen` listener (connections get dynamic tokens).
+const METRICS: Token = Token(3);
 /// Tokens below this are fixed (signals, control socket); dynamic sources
 /// (output pipes, connections) get tokens from here up.
 const FIRST_DYNAMIC_TOKEN: usize = 16;
@@ -103,6 +107,8 @@ enum Source {
     PoolCaller(Box<pools::Caller>),
     /// An instance's `NOTIFY_SOCKET` (`ready = "notify"`).
     Notify(readiness::NotifySocket),
+    /// An HTTP client of `metrics_listen`.
+    Scrape(crate::control::scrape::ScrapeConnection),
 }
 
 /// How far shutdown has gone.
@@ -148,6 +154,8 @@ pub struct Supervisor {
     stragglers: Vec<stragglers::Straggler>,
     /// Where instance cgroups are made, if forkd has a cgroup v2 subtree.
     cgroups: Option<crate::process::cgroup::CgroupRoot>,
+    /// `[daemon] metrics_listen`, when set.
+    metrics: Option<crate::control::scrape::ScrapeServer>,
 }
 
 impl Supervisor {
@@ -189,7 +197,7 @@ impl Supervisor {
                 "no delegated cgroup v2 directory: instances are stopped by process group"
             ),
         }
-        Ok(Supervisor {
+        let mut supervisor = Supervisor {
             config,
             poll,
             signals,
@@ -212,7 +220,10 @@ impl Supervisor {
             stop_order: start_order::StopOrder::default(),
             stragglers: Vec::new(),
             cgroups,
-        })
+            metrics: None,
+        };
+        supervisor.bind_metrics()?;
+        Ok(supervisor)
     }
 
     /// Starts every autostart program, tells the launcher (if daemonized)
@@ -420,6 +431,7 @@ impl Supervisor {
             .chain(self.service_deadline())
             .chain(self.pool_deadline())
             .chain(self.control_deadline())
+            .chain(self.metrics_deadline())
             .chain(self.readiness_deadline())
             .min()
     }
@@ -445,11 +457,16 @@ impl Supervisor {
         self.service_timers(now);
         self.pool_timers(now);
         self.close_idle_control(now);
+        self.close_idle_metrics(now);
     }
 
     fn handle_source(&mut self, token: Token) {
         if token == CONTROL {
             self.accept_control();
+            return;
+        }
+        if token == METRICS {
+            self.accept_metrics();
             return;
         }
         let Some(source) = self.sources.get_mut(&token) else {
@@ -481,6 +498,7 @@ impl Supervisor {
             }
             Source::PoolCaller(_) => self.serve_caller(token, true),
             Source::Notify(_) => self.notify_ready(token),
+            Source::Scrape(_) => self.serve_metrics(token),
         }
     }
 
@@ -504,6 +522,21 @@ impl Supervisor {
                 self.close_output(token);
             }
         }
+    }
+
+    /// The nearest of the deadlines `deadline_of` finds among the sources
+    /// (idle timeouts of control and metrics connections).
+    fn source_deadline(&self, deadline_of: fn(&Source) -> Option<Instant>) -> Option<Instant> {
+        self.sources.values().filter_map(deadline_of).min()
+    }
+
+    /// The sources whose deadline (as `deadline_of` finds it) has passed.
+    fn sources_due(&self, now: Instant, deadline_of: fn(&Source) -> Option<Instant>) -> Vec<Token> {
+        self.sources
+            .iter()
+            .filter(|(_, source)| deadline_of(source).is_some_and(|d| d <= now))
+            .map(|(&token, _)| token)
+            .collect()
     }
 
     fn allocate_token(&mut self) -> Token {

@@ -41,6 +41,11 @@ pub(super) struct ReloadState {
     /// The last failed reload's first error, shown in `STATUS=` until a
     /// reload succeeds.
     pub(super) last_error: Option<String>,
+    /// Reloads applied and rejected since start, and when the last one
+    /// of either ended (`forkctl metrics`).
+    pub(super) applied: u64,
+    pub(super) rejected: u64,
+    pub(super) last_at: Option<std::time::SystemTime>,
 }
 
 impl Supervisor {
@@ -82,12 +87,15 @@ impl Supervisor {
         }
         self.systemd.reloading();
         let result = self.apply_config_file();
+        self.reload.last_at = Some(std::time::SystemTime::now());
         match &result {
             Ok(done) => {
+                self.reload.applied += 1;
                 self.reload.last_error = None;
                 log::info!("{}", done.summary);
             }
             Err(errors) => {
+                self.reload.rejected += 1;
                 for e in errors {
                     log::error!("reload rejected: {e}");
                 }

@@ -677,6 +677,7 @@ pub fn missing_tool(tool: &str) -> String {
         "nsenter" | "setpriv" => "util-linux",
         "ss" => "iproute2",
         "systemd-analyze" | "systemd-socket-activate" => "systemd",
+        "promtool" => "prometheus",
         // debootstrap, socat, mandoc: the package is named after the tool.
         other => other,
     };

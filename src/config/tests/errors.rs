@@ -655,3 +655,27 @@ fn cgroup_is_auto_off_or_an_absolute_path() {
         crate::config::CgroupSetting::Path("/sys/fs/cgroup/forkd".into())
     );
 }
+
+#[test]
+fn metrics_listen_is_a_tcp_or_unix_stream_address() {
+    let (line, col, message) = error("[daemon]\nmetrics_listen = \"udp://127.0.0.1:9464\"\n");
+    assert_eq!((line, col), (2, 18));
+    assert!(
+        message.starts_with("bad metrics_listen \"udp://127.0.0.1:9464\": metrics are served over HTTP on a stream socket"),
+        "{message}"
+    );
+    let (_, _, message) = error("[daemon]\nmetrics_listen = \"127.0.0.1:9464\"\n");
+    assert!(message.contains("use tcp://HOST:PORT"), "{message}");
+    let path = Path::new("forkd.toml");
+    let config = Config::parse(
+        "[daemon]\nmetrics_listen = \"tcp://127.0.0.1:9464\"\n",
+        path,
+    )
+    .unwrap();
+    assert_eq!(
+        config.daemon.metrics_listen,
+        Some(crate::config::ListenAddr::Tcp(
+            "127.0.0.1:9464".parse().unwrap()
+        ))
+    );
+}
