@@ -86,6 +86,7 @@ fn a_read_only_member_is_served_status_log_and_version_and_refused_every_change(
         &["log", "web"],
         &["version"],
         &["metrics"],
+        &["events"],
         &["--json", "status"],
     ] {
         let out = forkctl_as_nobody(&socket, &[view.gid], args);

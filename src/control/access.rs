@@ -27,7 +27,7 @@ pub enum Role {
 /// Whether a verb leaves forkd and what it runs as they were.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Looks only: `status`, `log`, `version`, `health`, `metrics`.
+    /// Looks only: `status`, `log`, `version`, `health`, `metrics`, `events`.
     Read,
     /// Starts, stops, signals, reconfigures or runs something.
     Change,
@@ -42,6 +42,7 @@ impl Request {
             Request::Version => ("version", Access::Read),
             Request::Health => ("health", Access::Read),
             Request::Metrics => ("metrics", Access::Read),
+            Request::Events { .. } => ("events", Access::Read),
             Request::Start { .. } => ("start", Access::Change),
             Request::Stop { .. } => ("stop", Access::Change),
             Request::Restart { .. } => ("restart", Access::Change),
@@ -56,7 +57,7 @@ impl Request {
 }
 
 /// The verbs a [`Role::ReadOnly`] peer may use, for messages and docs.
-pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version", "health", "metrics"];
+pub const READ_ONLY_VERBS: &[&str] = &["status", "log", "version", "health", "metrics", "events"];
 
 /// `Ok` when `role` may send `request`; else the `denied` reply, naming
 /// the verb.
@@ -91,6 +92,7 @@ mod tests {
             Request::Version,
             Request::Health,
             Request::Metrics,
+            Request::Events { after: None },
             Request::Start { name: name() },
             Request::Stop { name: name() },
             Request::Restart { name: name() },
@@ -120,6 +122,7 @@ mod tests {
                 | Request::Version
                 | Request::Health
                 | Request::Metrics
+                | Request::Events { .. }
                 | Request::Start { .. }
                 | Request::Stop { .. }
                 | Request::Restart { .. }

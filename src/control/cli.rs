@@ -91,6 +91,13 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Print what happened, in order: instances started, exited, backing
+    /// off or FATAL, reloads applied or rejected; one event per line.
+    Events {
+        /// Keep printing new events as they happen (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print the versions of forkctl and of the running forkd.
     Version,
     /// Exit 0 when every autostart program runs and is ready, every pool has a

@@ -119,6 +119,7 @@ impl Ctl {
                 lines,
                 follow,
             } => self.log(&name, lines, follow),
+            Command::Events { follow } => self.events(follow),
             Command::Call { pool } => self.call(pool),
             Command::Chat { service, text } => self.chat(service, text),
             Command::Completions { shell } => Ok(super::completions::print(shell)),
@@ -315,6 +316,57 @@ impl Ctl {
             println!("forkd stopped");
         }
         Ok(exit::OK)
+    }
+
+    /// `events [-f]`: the ring, then (following) the events after the
+    /// last seq seen, polled as `log -f` does.
+    fn events(&self, follow: bool) -> Result<i32, ClientError> {
+        let mut after: Option<u64> = None;
+        let mut out = std::io::stdout();
+        loop {
+            let (reply, _) = match self.ask(&Request::Events { after }) {
+                Ok(r) => r,
+                Err(ClientError::Unreachable { .. }) if after.is_some() => {
+                    eprintln!("forkctl: forkd is gone; stopped following");
+                    return Ok(exit::OK);
+                }
+                Err(e) => return Err(e),
+            };
+            let mut text = String::new();
+            if let Some(dropped) = reply["dropped"].as_u64().filter(|&d| d > 0) {
+                if self.json {
+                    text.push_str(&format!("{}\n", serde_json::json!({ "dropped": dropped })));
+                } else {
+                    text.push_str(&format!("dropped {dropped} events\n"));
+                }
+            }
+            for e in reply["events"].as_array().into_iter().flatten() {
+                if self.json {
+                    text.push_str(&format!("{e}\n"));
+                } else {
+                    text.push_str(&format!(
+                        "{} {} {} {} {}\n",
+                        e["seq"],
+                        e["time"].as_str().unwrap_or("?"),
+                        e["kind"].as_str().unwrap_or("?"),
+                        e["subject"].as_str().unwrap_or("?"),
+                        e["detail"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            after = Some(reply["last_seq"].as_u64().unwrap_or(0));
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return Ok(exit::OK);
+            }
+            if !follow {
+                return Ok(exit::OK);
+            }
+            std::thread::sleep(FOLLOW_POLL);
+        }
     }
 
     fn log(&self, name: &str, lines: usize, follow: bool) -> Result<i32, ClientError> {

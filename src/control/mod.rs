@@ -98,6 +98,13 @@ pub enum Request {
         after: Option<std::collections::BTreeMap<String, u64>>,
     },
     Version,
+    /// The kept events (`forkctl events`), or those after sequence number
+    /// `after`; the reply's `dropped` counts the ones that left the ring
+    /// before the cursor got them.
+    Events {
+        #[serde(default)]
+        after: Option<u64>,
+    },
     /// Whether everything that should run does (`forkctl health`).
     Health,
     /// Every figure forkd keeps, as `text` in the Prometheus text

@@ -292,6 +292,7 @@ impl Supervisor {
             },
             Request::Chat { name, text } => self.chat_reply(&name, &text),
             Request::Health => self.health_reply(),
+            Request::Events { after } => self.events.reply(after),
             Request::Metrics => json!({ "ok": true, "text": self.metrics_text() }),
             Request::Version => json!({
                 "ok": true,

@@ -14,6 +14,7 @@
 
 mod control;
 mod control_status;
+pub mod events;
 mod health;
 mod instance;
 mod metrics;
@@ -156,6 +157,8 @@ pub struct Supervisor {
     cgroups: Option<crate::process::cgroup::CgroupRoot>,
     /// `[daemon] metrics_listen`, when set.
     metrics: Option<crate::control::scrape::ScrapeServer>,
+    /// The event stream (`forkctl events`).
+    events: events::Events,
 }
 
 impl Supervisor {
@@ -221,6 +224,7 @@ impl Supervisor {
             stragglers: Vec::new(),
             cgroups,
             metrics: None,
+            events: events::Events::default(),
         };
         supervisor.bind_metrics()?;
         Ok(supervisor)

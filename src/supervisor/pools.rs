@@ -341,6 +341,13 @@ impl Supervisor {
     /// A pool worker was reaped.
     pub(super) fn pool_worker_exited(&mut self, id: u64, pid: Pid, exit: ExitKind) {
         let found = self.with_pool(id, |pool, now, ctx| pool.exited(pid, exit, now, ctx));
+        if let Some(p) = self.pools.list.iter().find(|p| p.id == id) {
+            self.events.push(super::events::Event::WorkerExited {
+                subject: format!("pool {}", p.pool.name()),
+                pid: pid.as_raw(),
+                how: exit.to_string(),
+            });
+        }
         if found != Some(true) {
             log::debug!("reaped pid {pid} of a removed pool ({exit})");
         }

@@ -10,6 +10,7 @@ use mio::Interest;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::events::Event as Ev;
 use super::instance::{self, Action, Event, Instance, Policy, State};
 use super::output::OutputPipe;
 use super::pidfile::Daemonizing;
@@ -237,6 +238,7 @@ impl Supervisor {
         }
         if inst.state != before {
             log_transition(name, index, inst, &program.policy);
+            self.events.push_transition(name, index, inst);
         }
         match action {
             Action::None => {}
@@ -275,6 +277,11 @@ impl Supervisor {
         } else {
             log::warn!("{name}#{index} (pid {pid}) {}", exit.unexpected());
         }
+        self.events.push(Ev::Exited {
+            subject: format!("{name}#{index}"),
+            pid: pid.as_raw(),
+            how: exit.to_string(),
+        });
         self.apply(name, index, Event::Exited(exit));
         // The leader is gone; take down what it left in its group.
         let sweep = if stopping {
@@ -296,6 +303,10 @@ impl Supervisor {
         match self.spawn_plan(p, index) {
             Ok((pid, cgroup)) => {
                 log::info!("{name}#{index} started (pid {pid})");
+                self.events.push(Ev::Started {
+                    subject: format!("{name}#{index}"),
+                    pid: pid.as_raw(),
+                });
                 let program = &mut self.programs[p];
                 if let Some(cgroup) = cgroup {
                     program.cgroups.insert(index, cgroup);

@@ -19,6 +19,7 @@
 
 use std::path::Path;
 
+use super::events::Event;
 use super::retiring::Retiring;
 use super::{Program, Supervisor};
 use crate::config::{self, Action, Config, ConfigDiff, Plan, ProgramConfig};
@@ -93,6 +94,9 @@ impl Supervisor {
                 self.reload.applied += 1;
                 self.reload.last_error = None;
                 log::info!("{}", done.summary);
+                self.events.push(Event::ReloadApplied {
+                    summary: done.summary.clone(),
+                });
             }
             Err(errors) => {
                 self.reload.rejected += 1;
@@ -104,6 +108,10 @@ impl Supervisor {
                     errors.len()
                 );
                 let first = errors.first().cloned().unwrap_or_default();
+                self.events.push(Event::ReloadRejected {
+                    errors: errors.len(),
+                    first: first.clone(),
+                });
                 self.reload.last_error = Some(if errors.len() > 1 {
                     format!("{first} (and {} more)", errors.len() - 1)
                 } else {

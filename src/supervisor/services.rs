@@ -170,6 +170,13 @@ impl Supervisor {
             record(children, id, pid, role);
         };
         service.child_exited(role, pid, exit, now, &mut record);
+        if let Role::Worker(n) = role {
+            self.events.push(super::events::Event::WorkerExited {
+                subject: format!("service {}#{n}", service.config.name),
+                pid: pid.as_raw(),
+                how: exit.to_string(),
+            });
+        }
         // A slot freed below max_connections: take what waited in the backlog.
         if service.paused && service.conns_below_max() {
             service.paused = false;

@@ -1,0 +1,185 @@
+//! `forkctl events` through the real binaries: a failing program's start,
+//! exit, back-off and FATAL in order with increasing sequence numbers; an
+//! applied and a rejected reload; and `events -f` printing an event that
+//! happens while it follows.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{forkctl, instance_states, start_with_control, wait_until, Scratch};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Every kept event, from `events --json`.
+fn events(socket: &Path) -> Vec<serde_json::Value> {
+    let out = forkctl(socket, &["--json", "events"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+fn kinds_of(events: &[serde_json::Value], subject: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["subject"] == subject)
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_failing_program_starts_exits_backs_off_and_goes_fatal_in_order() {
+    let dir = Scratch::new("events-fatal");
+    let (_forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "crasher"
+command = ["/bin/sh", "-c", "exit 3"]
+restart = "always"
+backoff_initial = "20ms"
+backoff_max = "100ms"
+start_retries = 2
+"#,
+    );
+    wait_until("a fatal event", T, || {
+        kinds_of(&events(&socket), "crasher#0").contains(&"fatal".to_string())
+    });
+    let all = events(&socket);
+    let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(
+        kinds_of(&all, "crasher#0"),
+        [
+            "started", "exited", "backoff", "started", "exited", "backoff", "started", "exited",
+            "fatal"
+        ],
+        "{all:?}"
+    );
+    let exited = all.iter().find(|e| e["kind"] == "exited").unwrap();
+    assert_eq!(exited["how"], "exited with code 3", "{exited}");
+    assert!(exited["pid"].as_i64().unwrap() > 0);
+    let backoff = all.iter().find(|e| e["kind"] == "backoff").unwrap();
+    assert!(backoff["delay"].is_string(), "{backoff}");
+    assert!(all[0]["time"].as_str().unwrap().ends_with('Z'));
+
+    // The text form: SEQ TIME KIND SUBJECT DETAIL.
+    let text = forkctl(&socket, &["events"]).stdout;
+    let fatal = text.lines().find(|l| l.contains(" fatal ")).unwrap();
+    let fields: Vec<&str> = fatal.splitn(5, ' ').collect();
+    assert!(fields[0].parse::<u64>().is_ok(), "{fatal}");
+    assert!(fields[1].ends_with('Z'), "{fatal}");
+    assert_eq!(&fields[2..4], ["fatal", "crasher#0"], "{fatal}");
+}
+
+#[test]
+fn reloads_applied_and_rejected_are_events() {
+    let dir = Scratch::new("events-reload");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "sleeper"
+command = ["sleep", "1000"]
+"#,
+    );
+    assert_eq!(forkctl(&socket, &["reload"]).code, 0);
+    let good = std::fs::read_to_string(&forkd.config).unwrap();
+    std::fs::write(&forkd.config, format!("{good}\n[[program]]\nname = 3\n")).unwrap();
+    assert_eq!(forkctl(&socket, &["reload"]).code, 1);
+    let all = events(&socket);
+    let reloads: Vec<&str> = all
+        .iter()
+        .filter(|e| e["subject"] == "config")
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(reloads, ["reload_applied", "reload_rejected"], "{all:?}");
+    let rejected = all.iter().find(|e| e["kind"] == "reload_rejected").unwrap();
+    assert!(rejected["errors"].as_u64().unwrap() >= 1, "{rejected}");
+}
+
+/// `forkctl events -f`, its stdout lines on a channel; killed by PID and
+/// reaped when dropped.
+struct Follower {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn events_follow_prints_an_event_that_happens_while_it_follows() {
+    let dir = Scratch::new("events-follow");
+    let (_forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[program]]
+name = "victim"
+command = ["sleep", "1000"]
+"#,
+    );
+    let pid = loop {
+        if let Some((state, Some(pid))) = instance_states(&socket, "victim").first().cloned() {
+            if state == "running" {
+                break pid;
+            }
+        }
+        common::pause();
+    };
+    let mut child = Command::new(common::FORKCTL)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["events", "-f"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run forkctl");
+    let stdout = child.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut follower = Follower { child, lines };
+    let next = |f: &Follower| {
+        f.lines
+            .recv_timeout(T)
+            .unwrap_or_else(|e| panic!("no line from forkctl events -f within {T:?}: {e}"))
+    };
+    let first = next(&follower);
+    assert!(
+        first.contains(" started victim#0 ") && first.contains(&format!("pid {pid}")),
+        "{first}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exited = next(&follower);
+    assert!(
+        exited.contains(" exited victim#0 killed by SIGKILL"),
+        "{exited}"
+    );
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "still follows"
+    );
+    follower.child.kill().unwrap();
+    follower.child.wait().unwrap();
+}
