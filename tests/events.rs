@@ -1,7 +1,7 @@
 //! `forkctl events` through the real binaries: a failing program's start,
-//! exit, back-off and FATAL in order with increasing sequence numbers; an
-//! applied and a rejected reload; and `events -f` printing an event that
-//! happens while it follows.
+//! exit, back-off and FATAL in order with increasing sequence numbers; a
+//! planned (dry run), an applied and a rejected reload; and `events -f`
+//! printing an event that happens while it follows.
 
 mod common;
 
@@ -89,6 +89,7 @@ name = "sleeper"
 command = ["sleep", "1000"]
 "#,
     );
+    assert_eq!(forkctl(&socket, &["reload", "--dry-run"]).code, 0);
     assert_eq!(forkctl(&socket, &["reload"]).code, 0);
     let good = std::fs::read_to_string(&forkd.config).unwrap();
     std::fs::write(&forkd.config, format!("{good}\n[[program]]\nname = 3\n")).unwrap();
@@ -99,7 +100,11 @@ command = ["sleep", "1000"]
         .filter(|e| e["subject"] == "config")
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(reloads, ["reload_applied", "reload_rejected"], "{all:?}");
+    assert_eq!(
+        reloads,
+        ["reload_planned", "reload_applied", "reload_rejected"],
+        "{all:?}"
+    );
     let rejected = all.iter().find(|e| e["kind"] == "reload_rejected").unwrap();
     assert!(rejected["errors"].as_u64().unwrap() >= 1, "{rejected}");
 }

@@ -323,6 +323,11 @@ impl Supervisor {
                 self.reload()
             }
         };
+        if let (true, Ok(done)) = (dry_run, &result) {
+            self.events.push(super::events::Event::ReloadPlanned {
+                summary: done.summary.clone(),
+            });
+        }
         match result {
             Ok(done) => json!({
                 "ok": true,

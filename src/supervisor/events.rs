@@ -43,6 +43,10 @@ pub enum Event {
     ReloadApplied {
         summary: String,
     },
+    /// A dry run (`forkctl reload --dry-run`): nothing changed.
+    ReloadPlanned {
+        summary: String,
+    },
     ReloadRejected {
         errors: usize,
         first: String,
@@ -58,6 +62,7 @@ impl Event {
             Event::WorkerExited { .. } => "worker_exited",
             Event::Fatal { .. } => "fatal",
             Event::ReloadApplied { .. } => "reload_applied",
+            Event::ReloadPlanned { .. } => "reload_planned",
             Event::ReloadRejected { .. } => "reload_rejected",
         }
     }
@@ -69,7 +74,9 @@ impl Event {
             | Event::Backoff { subject, .. }
             | Event::WorkerExited { subject, .. }
             | Event::Fatal { subject, .. } => subject,
-            Event::ReloadApplied { .. } | Event::ReloadRejected { .. } => "config",
+            Event::ReloadApplied { .. }
+            | Event::ReloadPlanned { .. }
+            | Event::ReloadRejected { .. } => "config",
         }
     }
 
@@ -82,7 +89,7 @@ impl Event {
             }
             Event::Backoff { delay, .. } => format!("restarting in {delay}"),
             Event::Fatal { failures, .. } => format!("gave up after {failures} fast failures"),
-            Event::ReloadApplied { summary } => summary.clone(),
+            Event::ReloadApplied { summary } | Event::ReloadPlanned { summary } => summary.clone(),
             Event::ReloadRejected { errors, first } => format!("{errors} error(s): {first}"),
         }
     }
@@ -96,7 +103,9 @@ impl Event {
             }
             Event::Backoff { delay, .. } => json!({ "delay": delay }),
             Event::Fatal { failures, .. } => json!({ "failures": failures }),
-            Event::ReloadApplied { summary } => json!({ "summary": summary }),
+            Event::ReloadApplied { summary } | Event::ReloadPlanned { summary } => {
+                json!({ "summary": summary })
+            }
             Event::ReloadRejected { errors, first } => json!({ "errors": errors, "first": first }),
         }
     }
