@@ -168,13 +168,10 @@ impl Events {
     /// The events after `after` (all kept events for `None`), and how many
     /// the cursor missed because they left the ring before it asked.
     pub fn after(&self, after: Option<u64>) -> (Vec<&(u64, SystemTime, Event)>, u64) {
-        let after = after.unwrap_or(0);
         let oldest = self.ring.front().map_or(self.next_seq, |e| e.0);
-        let dropped = if after == 0 {
-            0
-        } else {
-            oldest.saturating_sub(after + 1)
-        };
+        // A cursor of 0 is a follower that began on an empty ring.
+        let dropped = after.map_or(0, |after| oldest.saturating_sub(after + 1));
+        let after = after.unwrap_or(0);
         let events = self.ring.iter().filter(|e| e.0 > after).collect();
         (events, dropped)
     }
@@ -255,7 +252,9 @@ mod tests {
         assert_eq!(reply["events"].as_array().unwrap().len(), 4);
         // Right at the edge: nothing missed.
         assert_eq!(events.reply(Some(6))["dropped"], 0);
-        // A first look (no cursor) is never "dropped".
+        // A first look (no cursor) is never "dropped"; a follower that
+        // began on an empty ring (cursor 0) is.
         assert_eq!(events.reply(None)["dropped"], 0);
+        assert_eq!(events.reply(Some(0))["dropped"], 6);
     }
 }
