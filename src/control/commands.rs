@@ -322,16 +322,8 @@ impl Ctl {
     /// last seq seen, polled as `log -f` does.
     fn events(&self, follow: bool) -> Result<i32, ClientError> {
         let mut after: Option<u64> = None;
-        let mut out = std::io::stdout();
-        loop {
-            let (reply, _) = match self.ask(&Request::Events { after }) {
-                Ok(r) => r,
-                Err(ClientError::Unreachable { .. }) if after.is_some() => {
-                    eprintln!("forkctl: forkd is gone; stopped following");
-                    return Ok(exit::OK);
-                }
-                Err(e) => return Err(e),
-            };
+        self.poll(follow, |ctl| {
+            let (reply, _) = ctl.ask(&Request::Events { after })?;
             let mut text = String::new();
             if let Some(dropped) = reply["dropped"].as_u64().filter(|&d| d > 0) {
                 if self.json {
@@ -355,37 +347,19 @@ impl Ctl {
                 }
             }
             after = Some(reply["last_seq"].as_u64().unwrap_or(0));
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                return Ok(exit::OK);
-            }
-            if !follow {
-                return Ok(exit::OK);
-            }
-            std::thread::sleep(FOLLOW_POLL);
-        }
+            Ok(text)
+        })
     }
 
     fn log(&self, name: &str, lines: usize, follow: bool) -> Result<i32, ClientError> {
         let mut after: Option<std::collections::BTreeMap<String, u64>> = None;
-        let mut out = std::io::stdout();
-        loop {
+        self.poll(follow, |ctl| {
             let request = Request::Log {
                 name: name.to_string(),
                 lines: Some(lines),
                 after: after.clone(),
             };
-            let (reply, raw) = match self.ask(&request) {
-                Ok(r) => r,
-                Err(ClientError::Unreachable { .. }) if after.is_some() => {
-                    eprintln!("forkctl: forkd is gone; stopped following");
-                    return Ok(exit::OK);
-                }
-                Err(e) => return Err(e),
-            };
+            let (reply, raw) = ctl.ask(&request)?;
             let instances = reply["instances"].as_array().cloned().unwrap_or_default();
             // Bare output only for a bare name with one instance: NAME:N
             // and `all` say which instance each line is from, as forkd's log does.
@@ -415,7 +389,31 @@ impl Ctl {
                     }
                 }
             }
-            // A closed stdout (`| head`) ends forkctl quietly.
+            Ok(text)
+        })
+    }
+
+    /// Runs `step` (one request, the text to print) once, or, following,
+    /// again every [`FOLLOW_POLL`].
+    /// forkd going away after the first answer ends a follow with 0, as
+    /// does a closed stdout (`| head`).
+    fn poll(
+        &self,
+        follow: bool,
+        mut step: impl FnMut(&Self) -> Result<String, ClientError>,
+    ) -> Result<i32, ClientError> {
+        let mut out = std::io::stdout();
+        let mut first = true;
+        loop {
+            let text = match step(self) {
+                Ok(text) => text,
+                Err(ClientError::Unreachable { .. }) if !first => {
+                    eprintln!("forkctl: forkd is gone; stopped following");
+                    return Ok(exit::OK);
+                }
+                Err(e) => return Err(e),
+            };
+            first = false;
             if out
                 .write_all(text.as_bytes())
                 .and_then(|_| out.flush())
