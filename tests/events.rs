@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::follower::Follower;
 use common::{forkctl, instance_states, start_with_control, wait_until, Scratch};
 
 const T: Duration = Duration::from_secs(10);
@@ -109,20 +107,6 @@ command = ["sleep", "1000"]
     assert!(rejected["errors"].as_u64().unwrap() >= 1, "{rejected}");
 }
 
-/// `forkctl events -f`, its stdout lines on a channel; killed by PID and
-/// reaped when dropped.
-struct Follower {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn events_follow_prints_an_event_that_happens_while_it_follows() {
     let dir = Scratch::new("events-follow");
@@ -142,30 +126,8 @@ command = ["sleep", "1000"]
         }
         common::pause();
     };
-    let mut child = Command::new(common::FORKCTL)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["events", "-f"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run forkctl");
-    let stdout = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut follower = Follower { child, lines };
-    let next = |f: &Follower| {
-        f.lines
-            .recv_timeout(T)
-            .unwrap_or_else(|e| panic!("no line from forkctl events -f within {T:?}: {e}"))
-    };
+    let mut follower = Follower::start(&socket, &["events", "-f"]);
+    let next = |f: &Follower| f.next_line("events -f");
     let first = next(&follower);
     assert!(
         first.contains(" started victim#0 ") && first.contains(&format!("pid {pid}")),

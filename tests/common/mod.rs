@@ -3,6 +3,7 @@
 //! inspect `/proc`, and clean up by PID even when a test fails.
 #![allow(dead_code)]
 
+pub mod follower;
 pub mod group;
 pub mod pool;
 
