@@ -90,6 +90,15 @@ def build_forkd():
     return None
 
 
+def forkd_unavailable(no_build):
+    """Builds forkd unless `no_build`; None when FORKD is there to run,
+    else the reason it is not."""
+    reason = None if no_build else build_forkd()
+    if reason is None and not FORKD.exists():
+        reason = f"{FORKD} not found"
+    return reason
+
+
 def free_port():
     """A port that was free a moment ago (bind 0, read it, close).  Only for
     programs that cannot bind port 0 and report it themselves."""

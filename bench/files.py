@@ -172,9 +172,7 @@ def main():
         B.FORKD = Path(a.forkd).resolve()
         a.no_build = True
     B.setup()
-    reason = None if a.no_build else B.build_forkd()
-    if reason is None and not B.FORKD.exists():
-        reason = f"{B.FORKD} not found"
+    reason = B.forkd_unavailable(a.no_build)
     if reason:
         sys.exit(f"forkd: not available ({reason})")
 

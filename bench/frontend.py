@@ -279,9 +279,7 @@ def main():
     B.build_c()
     unavailable = {}
     if any(t.startswith("forkd-") for t in targets):
-        reason = None if a.no_build else B.build_forkd()
-        if reason is None and not B.FORKD.exists():
-            reason = f"{B.FORKD} not found"
+        reason = B.forkd_unavailable(a.no_build)
         if reason:
             print(f"forkd: not available ({reason})", flush=True)
             for t in targets:

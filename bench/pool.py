@@ -514,9 +514,7 @@ def main():
     B.setup()
     B.build_c()
     r = Runs()
-    reason = None if a.no_build else B.build_forkd()
-    if reason is None and not B.FORKD.exists():
-        reason = f"{B.FORKD} not found"
+    reason = B.forkd_unavailable(a.no_build)
     if reason:
         r.fail("forkd", reason)
     est = a.repeat * a.seconds * (("e2e" in parts) * 7 + ("sha256" in parts) * 4) * 1.4

@@ -146,9 +146,7 @@ def main():
         ap.error("--seconds must be in (0, 120] and --repeat in 1..20")
     B.setup()
     B.build_c()
-    reason = None if a.no_build else B.build_forkd()
-    if reason is None and not B.FORKD.exists():
-        reason = f"{B.FORKD} not found"
+    reason = B.forkd_unavailable(a.no_build)
     raw, fk = [], {1: [], 4: []}
     try:
         for i in range(a.repeat):
