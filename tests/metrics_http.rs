@@ -149,3 +149,44 @@ fn metrics_connections_past_the_cap_are_closed_and_a_freed_slot_serves_again() {
     });
     drop(held);
 }
+
+/// A program that goes FATAL makes `/healthz` 503, naming it; once the
+/// cause is gone, `forkctl start` brings it back and `/healthz` is 200.
+#[test]
+fn healthz_is_503_while_a_program_is_fatal_and_200_after_forkctl_start() {
+    let dir = Scratch::new("metrics-http-fatal");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let marker = dir.file("may-run");
+    let body = format!(
+        r#"metrics_listen = "tcp://{addr}"
+
+[[program]]
+name = "needy"
+command = ["/bin/sh", "-c", "test -e {} && exec sleep 1000; exit 3"]
+backoff_initial = "20ms"
+backoff_max = "50ms"
+start_retries = 1
+"#,
+        marker.display()
+    );
+    let (forkd, socket) = start_with_control(&dir, &body);
+    forkd.log.wait_line("metrics listening on http://", T);
+    wait_until("needy is fatal", T, || {
+        instance_states(&socket, "needy")[0].0 == "fatal"
+    });
+    let (status, _, health) = get(&addr, "/healthz");
+    assert_eq!(status, 503, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let reason = health["reasons"][0].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("needy#0 is ") && reason.contains("fatal"),
+        "{health}"
+    );
+
+    std::fs::write(&marker, b"").unwrap();
+    assert_eq!(forkctl(&socket, &["start", "needy"]).code, 0);
+    wait_until("/healthz says 200 again", T, || {
+        get(&addr, "/healthz").0 == 200
+    });
+    assert_eq!(get(&addr, "/healthz").2, "{\"healthy\":true}\n");
+}
