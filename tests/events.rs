@@ -1,7 +1,8 @@
 //! `forkctl events` through the real binaries: a failing program's start,
 //! exit, back-off and FATAL in order with increasing sequence numbers; a
-//! planned (dry run), an applied and a rejected reload; and `events -f`
-//! printing an event that happens while it follows.
+//! planned (dry run), an applied and a rejected reload; a `per_ip`
+//! refusal summarised; and `events -f` printing an event that happens
+//! while it follows.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::follower::Follower;
-use common::{forkctl, instance_states, start_with_control, wait_until, Scratch};
+use common::{
+    bound_address, forkctl, instance_states, refused, start_with_control, tcp, wait_until, Scratch,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -105,6 +108,49 @@ command = ["sleep", "1000"]
     );
     let rejected = all.iter().find(|e| e["kind"] == "reload_rejected").unwrap();
     assert!(rejected["errors"].as_u64().unwrap() >= 1, "{rejected}");
+}
+
+/// Refusals reach the stream as the log summarises them: the first at
+/// once, with its count. Event mode, so the count comes from the workers'
+/// scoreboard rather than the supervisor's own accept.
+#[test]
+fn per_ip_refusals_are_summarised_as_events() {
+    let dir = Scratch::new("events-refusals");
+    let (forkd, socket) = start_with_control(
+        &dir,
+        r#"
+[[service]]
+name = "guarded"
+listen = ["tcp://127.0.0.1:0"]
+mode = "event"
+workers = 1
+handler = "echo"
+per_ip = 1
+"#,
+    );
+    let addr = bound_address(&forkd.log, "guarded", "tcp://");
+    let mut held = tcp(&addr);
+    std::io::Write::write_all(&mut held, b"held\n").unwrap();
+    let mut got = [0u8; 5];
+    std::io::Read::read_exact(&mut held, &mut got).expect("the first is served");
+    assert!(refused(&mut tcp(&addr)), "the second was served");
+    wait_until("a summary event", T, || {
+        kinds_of(&events(&socket), "service guarded").contains(&"summary".to_string())
+    });
+    let all = events(&socket);
+    let summary = all.iter().find(|e| e["kind"] == "summary").unwrap();
+    assert_eq!(summary["count"], 1, "{summary}");
+    assert!(
+        summary["what"].as_str().unwrap().contains("per_ip"),
+        "{summary}"
+    );
+    let text = forkctl(&socket, &["events"]).stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" summary service guarded refused a connection")),
+        "{text}"
+    );
+    drop(held);
 }
 
 #[test]

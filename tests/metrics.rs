@@ -32,6 +32,13 @@ listen = ["tcp://127.0.0.1:0"]
 mode = "prefork"
 workers = 2
 handler = "echo"
+
+# The one knob set here, to see a refusal counted by its reason.
+[[service]]
+name = "guarded"
+listen = ["tcp://127.0.0.1:0"]
+handler = "echo"
+per_ip = 1
 "#;
 
 /// The value of the sample line `series` (name and labels, exactly).
@@ -107,6 +114,36 @@ fn metrics_count_restarts_connections_and_jobs() {
             r#"forkd_service_accepted_total{service="echo"}"#,
         ) == Some(3.0)
     });
+    // forkd reaped the killed instance and turns its loop.
+    let text = metrics(&socket);
+    assert!(
+        value(&text, "forkd_zombies_reaped_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "forkd_orphans_reaped_total"), Some(0.0));
+    assert!(value(&text, "forkd_loop_iterations_total").is_some_and(|n| n >= 1.0));
+
+    // per_ip = 1: a second connection from the same address while the
+    // first is open is refused, and counted under its reason.
+    let guarded = bound_address(&forkd.log, "guarded", "tcp://");
+    let mut held = tcp(&guarded);
+    held.write_all(b"held\n").unwrap();
+    let mut got = [0u8; 5];
+    std::io::Read::read_exact(&mut held, &mut got).expect("the first is served");
+    assert!(refused(&mut tcp(&guarded)), "the second was served");
+    let per_ip = r#"forkd_service_refused_total{service="guarded",reason="per_ip"}"#;
+    wait_until("the refusal counted", T, || {
+        value(&metrics(&socket), per_ip) == Some(1.0)
+    });
+    assert_eq!(
+        value(
+            &metrics(&socket),
+            r#"forkd_service_refused_total{service="guarded",reason="fd_limit"}"#
+        ),
+        Some(0.0)
+    );
+    drop(held);
+
     for _ in 0..2 {
         assert_eq!(call(&socket, "upper", b"abc"), "ABC");
     }

@@ -51,10 +51,9 @@ impl Service {
                 Accepted::WouldBlock => return false,
                 Accepted::Retry => continue,
                 Accepted::Shed => {
-                    self.counts.errors += 1;
-                    let line = self.failures.note(now, &self.config.name);
-                    if let Some(line) = line {
-                        log::error!("{line} (out of file descriptors: raise LimitNOFILE or lower max_connections)");
+                    self.counts.shed += 1;
+                    if let Some(line) = self.shed.note(now, &self.config.name) {
+                        log::error!("{line}");
                     }
                     continue;
                 }

@@ -7,12 +7,24 @@ use std::time::{Duration, Instant};
 /// How often a summary of refusals or timeouts is logged at most.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Summaries a [`RateLog`] keeps until the supervisor takes them into its
+/// event stream (it does so every loop turn; this only bounds a backlog).
+const KEPT: usize = 8;
+
+/// One summary line's content: `count` events of one kind since the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub what: &'static str,
+    pub count: u64,
+}
+
 /// Events counted between two log lines.
 #[derive(Debug)]
 pub struct RateLog {
     what: &'static str,
     pending: u64,
     last: Option<Instant>,
+    said: Vec<Summary>,
 }
 
 impl RateLog {
@@ -21,6 +33,7 @@ impl RateLog {
             what,
             pending: 0,
             last: None,
+            said: Vec::new(),
         }
     }
 
@@ -58,9 +71,21 @@ impl RateLog {
                 LOG_INTERVAL.as_secs()
             ),
         };
+        if self.said.len() == KEPT {
+            self.said.remove(0);
+        }
+        self.said.push(Summary {
+            what: self.what,
+            count: self.pending,
+        });
         self.pending = 0;
         self.last = Some(now);
         Some(line)
+    }
+
+    /// The summaries logged since the last call, oldest first.
+    pub fn take_said(&mut self) -> impl Iterator<Item = Summary> + '_ {
+        self.said.drain(..)
     }
 
     /// When the pending summary is due, if one is pending.
@@ -87,5 +112,18 @@ mod tests {
         let line = r.flush(t0 + LOG_INTERVAL, "echo").unwrap();
         assert!(line.contains("x2"), "{line}");
         assert!(r.flush(t0 + LOG_INTERVAL * 3, "echo").is_none());
+        let said: Vec<u64> = r.take_said().map(|s| s.count).collect();
+        assert_eq!(said, [1, 2], "what was logged, as counts");
+        assert_eq!(r.take_said().count(), 0, "taken once");
+    }
+
+    #[test]
+    fn summaries_nobody_takes_are_bounded() {
+        let t0 = Instant::now();
+        let mut r = RateLog::new("refused");
+        for i in 0..(KEPT as u32 * 3) {
+            r.note(t0 + LOG_INTERVAL * i, "echo");
+        }
+        assert_eq!(r.take_said().count(), KEPT);
     }
 }

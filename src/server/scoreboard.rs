@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use super::shm::{Mapping, Shared};
 
 const MAGIC: u32 = 0x666b_7364; // "fksd"
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 
 #[repr(C)]
 struct Header {
@@ -66,7 +66,7 @@ impl SlotState {
     }
 }
 
-/// One worker's record. 56 bytes, naturally aligned.
+/// One worker's record. 64 bytes, naturally aligned.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Slot {
@@ -80,6 +80,9 @@ pub struct Slot {
     connections: AtomicU32,
     /// Connections refused (per_ip) since the worker started.
     refused: AtomicU32,
+    /// Connections accepted and closed at once because the worker was out
+    /// of file descriptors (the reserve-descriptor shed).
+    shed: AtomicU32,
     /// Connections that ended in an error / a timeout.
     errors: AtomicU32,
     timeouts: AtomicU32,
@@ -96,7 +99,10 @@ pub struct Slot {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub served: u64,
+    /// Refused by `per_ip`.
     pub refused: u64,
+    /// Closed at once for want of a file descriptor.
+    pub shed: u64,
     pub errors: u64,
     pub timeouts: u64,
     /// Datagrams ignored.
@@ -107,6 +113,7 @@ impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, o: Counts) {
         self.served += o.served;
         self.refused += o.refused;
+        self.shed += o.shed;
         self.errors += o.errors;
         self.timeouts += o.timeouts;
         self.ignored += o.ignored;
@@ -143,6 +150,10 @@ impl Slot {
         self.refused.fetch_add(1, Relaxed);
     }
 
+    pub fn add_shed(&self) {
+        self.shed.fetch_add(1, Relaxed);
+    }
+
     /// Counts how a connection ended.
     pub fn add_outcome(&self, outcome: crate::handlers::Outcome) {
         match outcome {
@@ -160,6 +171,7 @@ impl Slot {
         Counts {
             served: self.served.load(Relaxed),
             refused: self.refused.load(Relaxed).into(),
+            shed: self.shed.load(Relaxed).into(),
             errors: self.errors.load(Relaxed).into(),
             timeouts: self.timeouts.load(Relaxed).into(),
             ignored: self.ignored.load(Relaxed),
@@ -226,6 +238,7 @@ impl Slot {
     fn reset_counts(&self) {
         self.served.store(0, Relaxed);
         self.refused.store(0, Relaxed);
+        self.shed.store(0, Relaxed);
         self.errors.store(0, Relaxed);
         self.timeouts.store(0, Relaxed);
         self.ignored.store(0, Relaxed);

@@ -81,6 +81,7 @@ pub struct Service {
     pub(super) reaped_with_claims: Vec<Pid>,
     pub(super) pool: Option<WorkerPool>,
     pub(super) refusals: RateLog,
+    pub(super) shed: RateLog,
     pub(super) timeouts: RateLog,
     pub(super) failures: RateLog,
     pub(super) ignored: RateLog,
@@ -162,6 +163,7 @@ impl Service {
             reaped_with_claims: Vec::new(),
             pool,
             refusals: RateLog::new("refused a connection: per_ip limit reached"),
+            shed: RateLog::new("closed a connection at once: out of file descriptors (raise LimitNOFILE or lower max_connections)"),
             timeouts: RateLog::new("cut a connection at idle_timeout/request_timeout"),
             failures: RateLog::new("a connection failed"),
             ignored: RateLog::new(
@@ -297,6 +299,7 @@ impl Service {
             pool,
             forget,
             self.refusals.deadline(),
+            self.shed.deadline(),
             self.timeouts.deadline(),
             self.failures.deadline(),
             self.ignored.deadline(),
@@ -343,16 +346,32 @@ impl Service {
         self.forget_workers();
         self.log_worker_counts(now);
         let name = self.config.name.clone();
-        for rate in [
-            &mut self.refusals,
-            &mut self.timeouts,
-            &mut self.failures,
-            &mut self.ignored,
-        ] {
+        for rate in self.rate_logs() {
             if let Some(line) = rate.flush(now, &name) {
                 log::warn!("{line}");
             }
         }
+    }
+
+    /// The refusal, shed, timeout and failure summaries logged since the
+    /// last call, for the event stream.
+    pub fn take_summaries(&mut self) -> Vec<super::limits::Summary> {
+        let mut out = Vec::new();
+        for rate in self.rate_logs() {
+            out.extend(rate.take_said());
+        }
+        out
+    }
+
+    /// Every summarised log of the service.
+    fn rate_logs(&mut self) -> [&mut RateLog; 5] {
+        [
+            &mut self.refusals,
+            &mut self.shed,
+            &mut self.timeouts,
+            &mut self.failures,
+            &mut self.ignored,
+        ]
     }
 
     /// Drops the `per_ip` claims of reaped workers, as far as the table's
@@ -376,6 +395,7 @@ impl Service {
                 total.refused.saturating_sub(self.logged.refused),
                 &mut self.refusals,
             ),
+            (total.shed.saturating_sub(self.logged.shed), &mut self.shed),
             (
                 total.timeouts.saturating_sub(self.logged.timeouts),
                 &mut self.timeouts,
@@ -456,7 +476,8 @@ impl Service {
             "listen": self.listeners.iter().map(Listener::bound).collect::<Vec<_>>(),
             "connections": connections,
             "accepted": counts.served,
-            "refused": counts.refused,
+            "refused": counts.refused + counts.shed,
+            "refused_by": {"per_ip": counts.refused, "fd_limit": counts.shed},
             "errors": counts.errors,
             "timeouts": counts.timeouts,
             "ignored": counts.ignored,

@@ -298,6 +298,10 @@ impl Worker<'_> {
         }
         let conn = match listener.accept(reserve) {
             Accepted::Conn(conn) => conn,
+            Accepted::Shed => {
+                slot.add_shed();
+                return false;
+            }
             _ => return false,
         };
         let peer = conn.peer;
@@ -344,7 +348,8 @@ impl Worker<'_> {
                         slot.add_refused();
                     }
                 }
-                Accepted::Retry | Accepted::Shed => continue,
+                Accepted::Shed => slot.add_shed(),
+                Accepted::Retry => continue,
                 Accepted::WouldBlock | Accepted::Error(_) => return,
             }
         }

@@ -51,6 +51,15 @@ pub enum Event {
         errors: usize,
         first: String,
     },
+    /// A service's refusals, sheds, timeouts or failures, as logged: the
+    /// first of a kind at once, then a count per [`LOG_INTERVAL`].
+    ///
+    /// [`LOG_INTERVAL`]: crate::server::limits::LOG_INTERVAL
+    Summary {
+        subject: String,
+        what: &'static str,
+        count: u64,
+    },
 }
 
 impl Event {
@@ -64,6 +73,7 @@ impl Event {
             Event::ReloadApplied { .. } => "reload_applied",
             Event::ReloadPlanned { .. } => "reload_planned",
             Event::ReloadRejected { .. } => "reload_rejected",
+            Event::Summary { .. } => "summary",
         }
     }
 
@@ -73,7 +83,8 @@ impl Event {
             | Event::Exited { subject, .. }
             | Event::Backoff { subject, .. }
             | Event::WorkerExited { subject, .. }
-            | Event::Fatal { subject, .. } => subject,
+            | Event::Fatal { subject, .. }
+            | Event::Summary { subject, .. } => subject,
             Event::ReloadApplied { .. }
             | Event::ReloadPlanned { .. }
             | Event::ReloadRejected { .. } => "config",
@@ -91,6 +102,10 @@ impl Event {
             Event::Fatal { failures, .. } => format!("gave up after {failures} fast failures"),
             Event::ReloadApplied { summary } | Event::ReloadPlanned { summary } => summary.clone(),
             Event::ReloadRejected { errors, first } => format!("{errors} error(s): {first}"),
+            Event::Summary { what, count, .. } => format!(
+                "{what}: x{count} (summarised every {}s)",
+                crate::server::limits::LOG_INTERVAL.as_secs()
+            ),
         }
     }
 
@@ -107,6 +122,11 @@ impl Event {
                 json!({ "summary": summary })
             }
             Event::ReloadRejected { errors, first } => json!({ "errors": errors, "first": first }),
+            Event::Summary { what, count, .. } => json!({
+                "what": what,
+                "count": count,
+                "interval_s": crate::server::limits::LOG_INTERVAL.as_secs(),
+            }),
         }
     }
 }

@@ -40,6 +40,21 @@ const FAMILIES: &[FamilySpec] = &[
         "forkd's live child processes: instances, workers and connection children.",
     ),
     (
+        "forkd_zombies_reaped_total",
+        Kind::Counter,
+        "Exited children forkd reaped with waitpid, of every kind.",
+    ),
+    (
+        "forkd_orphans_reaped_total",
+        Kind::Counter,
+        "Of those, processes forkd did not start: orphans re-parented to it as subreaper or PID 1.",
+    ),
+    (
+        "forkd_loop_iterations_total",
+        Kind::Counter,
+        "Turns of forkd's event loop (one per wake-up).",
+    ),
+    (
         "forkd_open_fds",
         Kind::Gauge,
         "File descriptors forkd holds open.",
@@ -107,7 +122,7 @@ const FAMILIES: &[FamilySpec] = &[
     (
         "forkd_service_refused_total",
         Kind::Counter,
-        "Connections the service refused (max_connections, per_ip, busy).",
+        "Connections the service closed unserved, by reason (per_ip: the per-address limit; fd_limit: out of file descriptors).",
     ),
     (
         "forkd_service_errors_total",
@@ -235,6 +250,14 @@ impl Supervisor {
         }
         let children = self.children.len() + self.connection_children();
         out.sample("forkd_children", "", &[], children as f64);
+        let counts = self.loop_counts;
+        for (family, value) in [
+            ("forkd_zombies_reaped_total", counts.reaped),
+            ("forkd_orphans_reaped_total", counts.orphans),
+            ("forkd_loop_iterations_total", counts.iterations),
+        ] {
+            out.sample(family, "", &[], value as f64);
+        }
         if let Some(fds) = open_fds() {
             out.sample("forkd_open_fds", "", &[], fds as f64);
         }
@@ -322,12 +345,16 @@ fn service_metrics(service: &Value, out: &mut Exposition) {
         ("forkd_service_up", "state"),
         ("forkd_service_connections", "connections"),
         ("forkd_service_accepted_total", "accepted"),
-        ("forkd_service_refused_total", "refused"),
         ("forkd_service_errors_total", "errors"),
         ("forkd_service_timeouts_total", "timeouts"),
         ("forkd_service_ignored_datagrams_total", "ignored"),
     ];
     samples(service, owner, &fields, out);
+    for reason in ["per_ip", "fd_limit"] {
+        let refused = service["refused_by"][reason].as_f64().unwrap_or_default();
+        let labels = [owner, ("reason", reason)];
+        out.sample("forkd_service_refused_total", "", &labels, refused);
+    }
     if matches!(service["mode"].as_str(), Some("prefork" | "event")) {
         // Fork mode's connection children are in `connections`.
         let workers = list(&service["workers"]).filter(|w| w["role"] != "connection");

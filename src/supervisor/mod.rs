@@ -159,6 +159,20 @@ pub struct Supervisor {
     metrics: Option<crate::control::scrape::ScrapeServer>,
     /// The event stream (`forkctl events`).
     events: events::Events,
+    /// What the loop itself did, for `forkctl metrics`.
+    loop_counts: LoopCounts,
+}
+
+/// Counters of the supervisor's own work.
+#[derive(Debug, Default, Clone, Copy)]
+struct LoopCounts {
+    /// Turns of the event loop (one per wake-up).
+    iterations: u64,
+    /// Children reaped by `waitpid`, of any kind.
+    reaped: u64,
+    /// Of those, processes forkd never started: orphans re-parented to it
+    /// as subreaper or PID 1.
+    orphans: u64,
 }
 
 impl Supervisor {
@@ -225,6 +239,7 @@ impl Supervisor {
             cgroups,
             metrics: None,
             events: events::Events::default(),
+            loop_counts: LoopCounts::default(),
         };
         supervisor.bind_metrics()?;
         Ok(supervisor)
@@ -288,6 +303,7 @@ impl Supervisor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.loop_counts.iterations += 1;
             // Nothing on the per-connection path allocates or copies the
             // events: after each fork every heap page the loop writes is
             // copy-on-write, so a malloc/free pair or a Vec of tokens costs
@@ -312,6 +328,7 @@ impl Supervisor {
                 }
                 self.handle_source(token);
             }
+            self.collect_summaries();
             self.control_reconcile();
             self.order_reconcile(Instant::now());
             self.stop_pools_after_services();
@@ -397,6 +414,7 @@ impl Supervisor {
     /// Reaps every exited child and hands each exit to its owner.
     fn reap(&mut self) {
         while let Some((pid, exit)) = crate::process::reap_one() {
+            self.loop_counts.reaped += 1;
             match self.children.remove(&pid) {
                 Some(Owner::Instance { program, index }) => {
                     self.instance_exited(&program, index, pid, exit)
@@ -415,7 +433,10 @@ impl Supervisor {
                         pid,
                         exit,
                     ),
-                    None => log::debug!("reaped orphan pid {pid} ({exit})"),
+                    None => {
+                        self.loop_counts.orphans += 1;
+                        log::debug!("reaped orphan pid {pid} ({exit})");
+                    }
                 },
             }
         }

@@ -232,6 +232,20 @@ impl Supervisor {
         }
     }
 
+    /// Moves what services summarised in their logs since the last turn
+    /// (refusals, sheds, timeouts, failures) into the event stream.
+    pub(super) fn collect_summaries(&mut self) {
+        for Running { service, .. } in &mut self.services.list {
+            for summary in service.take_summaries() {
+                self.events.push(super::events::Event::Summary {
+                    subject: format!("service {}", service.config.name),
+                    what: summary.what,
+                    count: summary.count,
+                });
+            }
+        }
+    }
+
     /// Shutdown, step 1 for services: listeners close first, then workers
     /// drain (see [`Service::begin_drain`]).
     pub(super) fn drain_services(&mut self) {
