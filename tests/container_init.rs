@@ -82,6 +82,16 @@ backoff_initial = "10ms"
         (1..=5).all(|i| marks.join(i.to_string()).exists())
     });
     wait_until("every orphan reaped", T, || zombies_below(init).is_empty());
+    let socket = scratch.file("control.sock");
+    let orphans_reaped = || {
+        let text = forkctl(&socket, &["metrics"]).stdout;
+        text.lines()
+            .find_map(|l| l.strip_prefix("forkd_orphans_reaped_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    wait_until("forkctl metrics counts the five orphans", T, || {
+        orphans_reaped().is_some_and(|n| n >= 5.0)
+    });
 
     wait_until("the worker", T, || {
         !children_running(init, "/bin/sleep 1002").is_empty()
