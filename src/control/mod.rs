@@ -21,6 +21,7 @@ pub mod completions;
 pub mod exposition;
 pub mod scrape;
 pub mod server;
+pub mod status_table;
 
 use std::path::PathBuf;
 
