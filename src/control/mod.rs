@@ -1,7 +1,8 @@
-//! The control socket: forkd's side (the listener, peer checks and
-//! per-connection buffers, in [`server`]), `forkctl`'s side (a blocking
-//! client, [`client`], and its command line, [`cli`] and [`commands`]), and
-//! the protocol both speak, defined here.
+//! The control socket: forkd's side (the listener and admission in
+//! [`server`], peer credentials in [`peer`], per-connection buffers in
+//! [`connection`]), `forkctl`'s side (a blocking client, [`client`], its
+//! command line, [`cli`] and [`commands`], and the status table,
+//! [`status_table`]), and the protocol both speak, defined here.
 //!
 //! The protocol is one JSON object per line each way, so `socat -
 //! UNIX-CONNECT:PATH` works for debugging: a request names its `command`
@@ -18,7 +19,9 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod completions;
+pub mod connection;
 pub mod exposition;
+pub mod peer;
 pub mod scrape;
 pub mod server;
 pub mod status_table;

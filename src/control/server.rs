@@ -28,34 +28,23 @@
 //! [`IDLE_TIMEOUT`] is closed by the loop (see [`Connection::idle_deadline`]).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mio::net::{UnixListener, UnixStream};
-use nix::errno::Errno;
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, MsgFlags};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid};
 
 use super::access::Role;
 use super::{
-    error_reply, reply_line, ErrorKind, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID,
-    MAX_REQUEST, OPERATOR_RESERVE,
+    error_reply, reply_line, ErrorKind, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, OPERATOR_RESERVE,
 };
 
-/// Unsent reply bytes above which a connection's requests wait unread.
-pub const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Who is at the other end of a connection (from `SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: i32,
-}
+pub use super::connection::{Connection, OUTPUT_HIGH_WATER};
+use super::peer::peer_groups;
+pub use super::peer::Peer;
 
 /// The bound control socket; removes its file when dropped.
 #[derive(Debug)]
@@ -403,287 +392,9 @@ fn remove_stale(path: &Path) -> Result<(), String> {
     }
 }
 
-/// The peer's supplementary groups as they were when it connected, like
-/// its SO_PEERCRED: /proc/PID/status would answer for whatever holds that
-/// pid now, or for another thread of the peer. Kernels before 4.13 have no
-/// SO_PEERGROUPS (ENOPROTOOPT) and get /proc as the fallback.
-fn peer_groups(stream: &UnixStream, pid: i32) -> Vec<u32> {
-    match so_peergroups(stream.as_fd()) {
-        Ok(groups) => groups,
-        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => proc_supplementary_groups(pid),
-        Err(e) => {
-            log::warn!("control socket: cannot read the peer's groups (pid {pid}): {e}");
-            Vec::new()
-        }
-    }
-}
-
-/// getsockopt(SO_PEERGROUPS): socket(7). When the buffer is too small the
-/// kernel answers ERANGE with the size it needs in `len`.
-fn so_peergroups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
-    const GID: usize = std::mem::size_of::<libc::gid_t>();
-    let mut groups: Vec<libc::gid_t> = vec![0; 32];
-    loop {
-        let mut len = (groups.len() * GID) as libc::socklen_t;
-        // SAFETY: `fd` is a live socket for the call; the kernel writes at
-        // most `len` bytes into `groups`, which owns exactly that many, and
-        // stores the length it wrote (or needs) in `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                groups.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        let len = len as usize;
-        if rc == 0 {
-            groups.truncate(len / GID);
-            return Ok(groups);
-        }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::ERANGE) && len > groups.len() * GID {
-            groups.resize(len.div_ceil(GID), 0);
-            continue;
-        }
-        return Err(error);
-    }
-}
-
-/// The `Groups:` line of /proc/PID/status (supplementary groups).
-fn proc_supplementary_groups(pid: i32) -> Vec<u32> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// One served connection: bounded input and output buffers.
-#[derive(Debug)]
-pub struct Connection {
-    stream: UnixStream,
-    pub peer: Peer,
-    /// What the peer may do, decided at accept.
-    pub role: Role,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    /// Dropping the rest of a too-long request, up to its newline.
-    skipping: bool,
-    /// The peer has shut down its writing side.
-    eof: bool,
-    /// When a byte last moved either way (or the connection was accepted).
-    last_active: Instant,
-    /// A request turned this connection into something else (`call`):
-    /// no more lines are read from it.
-    upgraded: bool,
-}
-
-impl Connection {
-    fn new(stream: UnixStream, peer: Peer, role: Role, now: Instant) -> Connection {
-        Connection {
-            stream,
-            peer,
-            role,
-            input: Vec::new(),
-            output: Vec::new(),
-            skipping: false,
-            eof: false,
-            last_active: now,
-            upgraded: false,
-        }
-    }
-
-    pub fn stream(&mut self) -> &mut UnixStream {
-        &mut self.stream
-    }
-
-    /// Whether the peer has closed and sent nothing left to read: the next
-    /// read would see EOF (or a reset) and close this connection anyway.
-    pub fn hung_up(&self) -> bool {
-        let mut byte = [0u8; 1];
-        let peeked = nix::sys::socket::recv(
-            self.stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        );
-        matches!(peeked, Ok(0) | Err(Errno::ECONNRESET | Errno::EPIPE))
-    }
-
-    /// When this connection is closed unless a byte moves before: a peer
-    /// that neither asks nor reads must not hold a slot for good.
-    pub fn idle_deadline(&self) -> Instant {
-        self.last_active + IDLE_TIMEOUT
-    }
-
-    /// Moves bytes both ways until the socket would block, answering each
-    /// complete request line with `answer` (the reply line, and whether
-    /// the connection now carries something else: then pumping stops and
-    /// [`Connection::is_upgraded`] is true). Returns false when the
-    /// connection is finished (the peer closed and every reply was sent, or
-    /// an error): the caller then deregisters and drops it.
-    pub fn pump(&mut self, mut answer: impl FnMut(&[u8]) -> (Vec<u8>, bool)) -> bool {
-        loop {
-            if !self.flush() {
-                return false;
-            }
-            if self.upgraded {
-                return true;
-            }
-            let mut answered = false;
-            while self.output.len() < OUTPUT_HIGH_WATER {
-                let Some(line) = self.take_line() else { break };
-                if line.len() > MAX_REQUEST {
-                    self.too_long(line.len());
-                } else if !line.iter().all(u8::is_ascii_whitespace) {
-                    let (reply, upgrade) = answer(&line);
-                    self.output.extend(reply);
-                    if upgrade {
-                        self.upgraded = true;
-                        return self.flush();
-                    }
-                }
-                answered = true;
-            }
-            if answered {
-                continue;
-            }
-            if self.eof || self.output.len() >= OUTPUT_HIGH_WATER {
-                break;
-            }
-            match self.read_some() {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(_) => return false,
-            }
-        }
-        !(self.eof && self.output.is_empty() && self.input.is_empty())
-    }
-
-    /// Whether a request turned this connection into something else.
-    pub fn is_upgraded(&self) -> bool {
-        self.upgraded
-    }
-
-    /// The socket, the bytes read past the upgrading request, the reply
-    /// bytes not yet written, and the peer.
-    pub fn into_parts(self) -> (UnixStream, Vec<u8>, Vec<u8>, Peer) {
-        (self.stream, self.input, self.output, self.peer)
-    }
-
-    /// Writes queued output until done or `WouldBlock`; false on error.
-    fn flush(&mut self) -> bool {
-        let mut sent = 0;
-        let ok = loop {
-            if sent == self.output.len() {
-                break true;
-            }
-            match self.stream.write(&self.output[sent..]) {
-                Ok(0) => break false,
-                Ok(n) => {
-                    sent += n;
-                    self.last_active = Instant::now();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break false,
-            }
-        };
-        self.output.drain(..sent);
-        ok
-    }
-
-    /// One read. Ok(false) when it would block; EOF sets `eof`.
-    fn read_some(&mut self) -> io::Result<bool> {
-        let mut buf = vec![0u8; READ_CHUNK];
-        let n = match self.stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-            Err(e) => return Err(e),
-        };
-        self.last_active = Instant::now();
-        if n == 0 {
-            self.eof = true;
-            return Ok(true);
-        }
-        let mut bytes = &buf[..n];
-        if self.skipping {
-            match bytes.iter().position(|&b| b == b'\n') {
-                Some(at) => {
-                    self.skipping = false;
-                    bytes = &bytes[at + 1..];
-                }
-                None => return Ok(true),
-            }
-        }
-        self.input.extend_from_slice(bytes);
-        if self.input.len() > MAX_REQUEST && !self.input.contains(&b'\n') {
-            let seen = self.input.len();
-            self.input.clear();
-            self.skipping = true;
-            self.too_long(seen);
-        }
-        Ok(true)
-    }
-
-    /// The next complete line; at EOF, the unterminated rest.
-    fn take_line(&mut self) -> Option<Vec<u8>> {
-        match self.input.iter().position(|&b| b == b'\n') {
-            Some(at) => {
-                let mut line: Vec<u8> = self.input.drain(..=at).collect();
-                line.pop();
-                Some(line)
-            }
-            None if self.eof && !self.input.is_empty() && !self.skipping => {
-                Some(std::mem::take(&mut self.input))
-            }
-            None => None,
-        }
-    }
-
-    fn too_long(&mut self, seen: usize) {
-        let message = format!(
-            "request too long: {seen} bytes or more without a newline; a request is one JSON object of at most {MAX_REQUEST} bytes on one line"
-        );
-        self.output
-            .extend(reply_line(&error_reply(ErrorKind::TooLarge, message)));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer() -> Peer {
-        Peer {
-            uid: 65534,
-            gid: 65534,
-            pid: 1,
-        }
-    }
-
-    #[test]
-    fn peer_groups_are_the_connecting_process_groups() {
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let mut mine: Vec<u32> = nix::unistd::getgroups()
-            .unwrap()
-            .into_iter()
-            .map(|g| g.as_raw())
-            .collect();
-        let mut seen = so_peergroups(ours.as_fd()).unwrap();
-        mine.sort_unstable();
-        seen.sort_unstable();
-        assert_eq!(seen, mine);
-    }
 
     #[test]
     fn the_socket_file_admits_exactly_the_configured_groups() {
@@ -714,21 +425,5 @@ mod tests {
         }
         let busy = admission(MAX_CONNECTIONS, 0, true).unwrap_err();
         assert!(busy.contains("already serves 64"), "{busy}");
-    }
-
-    #[test]
-    fn a_connection_expires_after_the_idle_timeout_unless_bytes_move() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let accepted = Instant::now();
-        let mut conn = Connection::new(ours, peer(), Role::Operator, accepted);
-        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
-        // Nothing to read: pumping is not activity.
-        assert!(conn.pump(|_| unreachable!()));
-        assert_eq!(conn.idle_deadline(), accepted + IDLE_TIMEOUT);
-        // A request and its reply are.
-        theirs.write_all(b"{}\n").unwrap();
-        let before = Instant::now();
-        assert!(conn.pump(|_| (b"{\"ok\":true}\n".to_vec(), false)));
-        assert!(conn.idle_deadline() >= before + IDLE_TIMEOUT);
     }
 }
