@@ -8,7 +8,7 @@
 //! [`crate::socket_file`].
 //! Invariants: every socket is non-blocking and edge-triggered, so each
 //! readiness event is drained until `WouldBlock`; a connection's input is
-//! bounded by [`MAX_REQUEST`] plus one read, and reading stops while its
+//! bounded by [`super::MAX_REQUEST`] plus one read, and reading stops while its
 //! unsent output passes [`OUTPUT_HIGH_WATER`], so a client that never reads
 //! costs a bounded amount of memory and nothing else. A spare fd on
 //! /dev/null is held so that when accept fails with EMFILE or ENFILE the
@@ -25,7 +25,7 @@
 //! Slots are shared out so that nobody locks the operator out: each uid
 //! holds at most [`MAX_CONNECTIONS_PER_UID`], the last [`OPERATOR_RESERVE`]
 //! slots are for root and forkd's user only, and a connection silent for
-//! [`IDLE_TIMEOUT`] is closed by the loop (see [`Connection::idle_deadline`]).
+//! [`super::IDLE_TIMEOUT`] is closed by the loop (see [`Connection::idle_deadline`]).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
