@@ -77,9 +77,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// The balancer namespace and the hosts', wired: the balancer holds
-/// `hN` with 10.A.B.(4N+1)/30, host N holds `eth0` with 10.A.B.(4N+2)/30,
-/// where A.B comes from the test's pid so that two runs never share a
-/// name or an address.
+/// `hN` with 10.A.B.(4N+1)/30, host N holds `eth0` with 10.A.B.(4N+2)/30.
+/// The names carry the test's pid and A.B is that pid modulo 65536, so
+/// two runs at once share neither a name nor (below pid 65536, Linux's
+/// usual pid_max of 32768 included) an address.
 struct Network {
     tag: u32,
     balancer: Netns,
@@ -90,9 +91,10 @@ impl Network {
     /// Makes the namespaces; `Err` (the reason to skip) when the first
     /// cannot be made, a panic for anything failing after that.
     fn build() -> Result<Network, String> {
-        let tag = std::process::id() % 65_536;
+        let pid = std::process::id();
+        let tag = pid % 65_536;
         let balancer = Netns {
-            name: format!("forkd-lb{tag}"),
+            name: format!("forkd-lb{pid}"),
         };
         ip(&["netns", "add", &balancer.name])?;
         let mut net = Network {
@@ -104,7 +106,7 @@ impl Network {
         ip(&["-n", &lb, "link", "set", "lo", "up"]).unwrap();
         for n in 0..HOSTS {
             let host = Netns {
-                name: format!("forkd-lb{tag}-h{}", n + 1),
+                name: format!("forkd-lb{pid}-h{}", n + 1),
             };
             ip(&["netns", "add", &host.name]).unwrap();
             net.hosts.push(host);
@@ -491,10 +493,12 @@ fn haproxy_over_three_forkd_hosts_loses_no_request_through_reload_restart_and_a_
 
             // Host 2: stopped, seen DOWN, started again, seen UP.
             let h2 = &mut hosts[1];
+            // Its /healthz says 503 while it drains, and nothing once it
+            // is gone: HAProxy may see either.
             h2.forkd().signal(Signal::SIGTERM);
+            haproxy.wait_status("h2", "DOWN");
             let code = h2.forkd.as_mut().unwrap().wait_exit(T);
             assert_eq!(code, Some(0), "host 2's forkd stops cleanly");
-            haproxy.wait_status("h2", "DOWN");
             h2.forkd = None;
             h2.start();
             haproxy.wait_status("h2", "UP");
