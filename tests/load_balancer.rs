@@ -6,7 +6,8 @@
 //! workers), host 2's forkd is stopped and started again, and a worker of
 //! host 3's service is SIGKILLed: HAProxy's `retries`/`redispatch` and
 //! forkd's drain together hide all three. HAProxy marks host 2 DOWN and
-//! then UP again.
+//! then UP again, and never the others: neither a reload nor a lost
+//! worker makes forkd's `/healthz` fail.
 //!
 //! HAProxy and the client run in a fourth namespace, the balancer, which
 //! stands for the root namespace of a real deployment: every address the
@@ -270,6 +271,9 @@ struct Server {
     /// `wretr`, `wredis`: attempts HAProxy retried, or sent elsewhere.
     retries: u64,
     redispatches: u64,
+    /// `chkfail`, `chkdown`: failed health checks, and UP to DOWN changes.
+    failed_checks: u64,
+    downs: u64,
 }
 
 /// HAProxy in the foreground inside the balancer, killed by PID on drop.
@@ -302,6 +306,7 @@ defaults
     timeout connect 2s
     timeout client 10s
     timeout server 10s
+    timeout check 1s
     retries 3
     option redispatch
     retry-on conn-failure empty-response response-timeout
@@ -356,13 +361,15 @@ backend forkd_http
         let number = |f: &str| f.parse().unwrap_or(0);
         csv.lines()
             .map(|l| l.split(',').collect::<Vec<_>>())
-            .filter(|f| f.len() > 17 && f[0] == "forkd_http" && f[1].starts_with('h'))
+            .filter(|f| f.len() > 22 && f[0] == "forkd_http" && f[1].starts_with('h'))
             .map(|f| Server {
                 name: f[1].to_string(),
                 status: f[17].to_string(),
                 sessions: number(f[7]),
                 retries: number(f[15]),
                 redispatches: number(f[16]),
+                failed_checks: number(f[21]),
+                downs: number(f[22]),
             })
             .collect()
     }
@@ -547,5 +554,9 @@ fn haproxy_over_three_forkd_hosts_loses_no_request_through_reload_restart_and_a_
         totals.iter().all(|s| s.status == "UP" && s.sessions > 0),
         "haproxy's view at the end: {totals:?}"
     );
+    // Neither the reload nor the killed worker took a host out; the stop
+    // did, once.
+    let downs: Vec<u64> = totals.iter().map(|s| s.downs).collect();
+    assert_eq!(downs, [0, 1, 0], "haproxy's view at the end: {totals:?}");
     eprintln!("{made} requests, served per host {served:?}; haproxy: {totals:?}");
 }
