@@ -408,7 +408,11 @@ impl Drop for Haproxy {
 }
 
 /// One GET through the balancer on its own connection: the body (the
-/// host's name) of a 200, or what went wrong.
+/// host's name) of a 200, or what went wrong. A connection per request
+/// makes each request its own HAProxy session, so the balancing, retries
+/// and redispatch decide every one of them; on the hosts' side HAProxy
+/// keeps its own keep-alive connections, which is what forkd's drain
+/// has to end cleanly.
 fn get(addr: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
