@@ -85,3 +85,33 @@ fn health_follows_what_should_run_and_says_why_not() {
         "a program the operator stopped is no reason"
     );
 }
+
+/// A reload that replaces a service is no reason: the old one drains by
+/// design while its successor serves, and a load balancer asking
+/// `/healthz` (or `forkctl health`) must not take the host out for it.
+#[test]
+fn a_service_draining_after_a_reload_replaced_it_is_no_reason() {
+    let dir = Scratch::new("health-reload");
+    let body = |workers: u32| {
+        format!("[[service]]\nname = \"echo\"\nlisten = [\"tcp://127.0.0.1:0\"]\nmode = \"event\"\nworkers = {workers}\nhandler = \"echo\"\ndrain_timeout = \"60s\"\n")
+    };
+    let (forkd, socket) = start_with_control(&dir, &body(1));
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    wait_until("healthy", T, || forkctl(&socket, &["health"]).code == 0);
+    // A client that stays keeps the old service draining.
+    let mut held = tcp(&addr);
+    echo_exchange(&mut held, b"held across the reload\n");
+
+    control_config(&dir, &body(2));
+    forkd.signal(Signal::SIGHUP);
+    forkd.log.wait_line("reload: echo changed", T);
+    wait_until("healthy with the old service draining", T, || {
+        forkctl(&socket, &["health"]).code == 0
+    });
+    echo_exchange(&mut held, b"still served by the old service\n");
+    assert_eq!(
+        forkd.log.count("every old process is down"),
+        0,
+        "the old service was still draining"
+    );
+}

@@ -117,3 +117,82 @@ fn a_reload_that_replaces_a_service_stops_connections_left_at_drain_timeout() {
         wait_no_zombies(forkd.pid());
     }
 }
+
+/// An event-mode `http` service drains without waiting out
+/// `drain_timeout` for a keep-alive connection idle between requests (a
+/// load balancer's pooled connection): that one closes at once, and one
+/// in the middle of a request gets its reply, marked the last, first.
+#[test]
+fn an_event_http_drain_closes_idle_keepalive_connections_and_answers_the_one_in_hand() {
+    use std::io::{Read, Write};
+    if !have_tool(
+        "ss",
+        "an_event_http_drain_closes_idle_keepalive_connections",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new("drain-http");
+    let root = scratch.file("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello\n").unwrap();
+    let config = service_config(
+        &scratch,
+        &format!(
+            "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"event\"\nworkers = 1\nhandler = \"http\"\nroot = \"{}\"\ndrain_timeout = \"60s\"",
+            root.display()
+        ),
+    );
+    let mut forkd = Forkd::start(&config);
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    let request = b"GET / HTTP/1.1\r\nHost: forkd\r\n\r\n";
+    let reply_of = |s: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).expect("a reply");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+
+    let mut idle = tcp(&addr);
+    idle.write_all(request).unwrap();
+    let first = reply_of(&mut idle);
+    assert!(first.starts_with("HTTP/1.1 200 ") && !first.contains("Connection: close"));
+    let mut in_hand = tcp(&addr);
+    in_hand.write_all(request).unwrap();
+    assert!(reply_of(&mut in_hand).starts_with("HTTP/1.1 200 "));
+    in_hand.write_all(&request[..20]).unwrap();
+    // The worker has read the half request before it is told to drain
+    // (one still in the kernel's buffer is a race every HTTP server loses).
+    wait_until("the half request read", Duration::from_secs(5), || {
+        unread_by_server(&addr) == Some(0)
+    });
+
+    forkd.signal(Signal::SIGTERM);
+    forkd
+        .log
+        .wait_line("listeners closed", Duration::from_secs(5));
+    let mut rest = [0u8; 64];
+    assert_eq!(
+        idle.read(&mut rest).expect("a close, not a reset"),
+        0,
+        "the idle keep-alive connection is closed at once"
+    );
+    in_hand.write_all(&request[20..]).unwrap();
+    let last = reply_of(&mut in_hand);
+    assert!(last.starts_with("HTTP/1.1 200 "), "{last}");
+    assert!(last.contains("Connection: close\r\n"), "{last}");
+    assert_eq!(in_hand.read(&mut rest).unwrap(), 0, "closed after it");
+    assert_eq!(forkd.wait_exit(Duration::from_secs(10)), Some(0));
+    assert_eq!(forkd.log.count("drain_timeout passed"), 0);
+}
+
+/// Bytes waiting unread in the server's sockets of `addr` (`ss`'s
+/// Recv-Q, summed), or None if ss failed.
+fn unread_by_server(addr: &str) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnH", "state", "established", "src", addr])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}

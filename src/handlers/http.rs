@@ -24,7 +24,9 @@
 //! Keep-alive: HTTP/1.1 keeps the connection unless `Connection: close`,
 //! HTTP/1.0 closes unless `Connection: keep-alive`; after
 //! `max_requests_per_connection` replies, or `keepalive_timeout` idle
-//! between requests (a session timer), the connection closes. Pipelined
+//! between requests (a session timer), or when its worker drains (at
+//! once between requests, else after the reply in hand), the connection
+//! closes. Pipelined
 //! requests are answered in order; while a reply holds a file (or 64 KiB
 //! of bytes) waits to be sent, the rest wait in the session and the
 //! socket is not read (back-pressure). Never blocks on the socket, never
@@ -116,6 +118,7 @@ impl Handler for Http {
             queued: 0,
             idle_since: None,
             keepalive_timer: None,
+            draining: false,
         }))
     }
 }
@@ -144,6 +147,8 @@ struct HttpSession {
     /// `keepalive_timeout`; none before the first reply (`idle_timeout`
     /// bounds the wait for the first request).
     keepalive_timer: Option<Instant>,
+    /// The worker drains: the next reply is the last.
+    draining: bool,
 }
 
 /// Where a connection is between its requests.
@@ -284,6 +289,20 @@ impl Session for HttpSession {
         self.flow()
     }
 
+    /// Between requests (a reply sent or on its way, nothing read since)
+    /// the connection closes now, as nginx closes its idle keep-alive
+    /// connections on a graceful stop; a client that has not sent its
+    /// first request yet, or is in the middle of one, is answered first
+    /// (`Connection: close`).
+    fn drain(&mut self) -> Flow {
+        self.draining = true;
+        if self.served > 0 && self.phase == Phase::Reading && self.pending.is_empty() {
+            Flow::Close
+        } else {
+            self.flow()
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.keepalive_timer
     }
@@ -418,6 +437,7 @@ impl HttpSession {
             !connection.close
         };
         if !keep_alive
+            || self.draining
             || self.served >= self.shared.max_requests
             || self.shared.keepalive_timeout.is_zero()
         {

@@ -268,6 +268,17 @@ pub trait Session {
         false
     }
 
+    /// The worker drains (reload or stop) and will take no new
+    /// connection. A session with nothing in hand between requests of a
+    /// keep-alive protocol returns `Close`: it would otherwise hold the
+    /// worker until `drain_timeout` for a client that may never send
+    /// again (a load balancer's pooled connection). One in the middle of
+    /// a request finishes it and closes after. By default the session
+    /// goes on until its client is done.
+    fn drain(&mut self) -> Flow {
+        Flow::Continue
+    }
+
     /// Whether to read more now; `false` holds the client back (it then
     /// waits in its own send) until an answer comes.
     fn wants_input(&self) -> bool {

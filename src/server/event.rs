@@ -304,6 +304,25 @@ impl<'a> Sessions<'a> {
         }
     }
 
+    /// The worker drains: each session is told ([`Session::drain`]), and
+    /// one with nothing in hand closes once its output is out rather than
+    /// holding the worker until `drain_timeout`.
+    pub fn drain(&mut self, epoll: &Epoll, slot: &Slot) {
+        for index in 0..self.slab.len() {
+            let Some(conn) = self.slab[index].as_mut() else {
+                continue;
+            };
+            if conn.lingering.is_some() || conn.session.drain() != Flow::Close {
+                continue;
+            }
+            conn.close_after_send = true;
+            match conn.flush(epoll) {
+                Step::End(outcome) => self.close(epoll, index, outcome, slot),
+                Step::Keep => self.rearm(index),
+            }
+        }
+    }
+
     /// When `expire` next wants to run.
     pub fn next_sweep(&self) -> Option<Instant> {
         (self.live > 0).then_some(self.next_sweep)

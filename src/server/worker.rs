@@ -12,7 +12,8 @@
 //! worker only: `workers.rs`); a worker holding datagram states also
 //! polls its handler's [`Inbox`], if it has one, gives each operator
 //! message to them, and keeps their peer and ignored counts in its slot.
-//! SIGTERM means drain: stop accepting, finish what is open, exit 0. The
+//! SIGTERM means drain: stop accepting, finish what is open (in event
+//! mode a session idle between requests closes at once), exit 0. The
 //! worker reports through its scoreboard slot only, and ends in `_exit`
 //! (via `process::fork_worker`), never returning into the supervisor's
 //! loop.
@@ -213,6 +214,7 @@ impl Worker<'_> {
                     draining = true;
                     slot.set_state(SlotState::Draining);
                     self.close_listeners(&epoll, paused);
+                    sessions.drain(&epoll, slot);
                     if let Some(inbox) = inbox {
                         let _ = epoll.delete(inbox.reader());
                     }
@@ -229,6 +231,7 @@ impl Worker<'_> {
                 draining = true;
                 slot.set_state(SlotState::Draining);
                 self.close_listeners(&epoll, paused);
+                sessions.drain(&epoll, slot);
                 continue;
             }
             // Stop watching the listeners while the service is full, so a

@@ -6,7 +6,10 @@
 //! has passed its `ready` check (or is a one-shot job that finished, or
 //! was stopped by the operator); every pool has a running worker; every
 //! service is running (not draining or stopping) and, in prefork and
-//! event mode, has a worker up. Each failing part is one short reason.
+//! event mode, has a worker up. A service a reload replaced or removed,
+//! still draining, is no reason: a load balancer asking `/healthz` must
+//! not take the host out for a reload. Each failing part is one short
+//! reason.
 
 use serde_json::{json, Value};
 
@@ -36,8 +39,18 @@ impl Supervisor {
                 ));
             }
         }
-        for service in status["services"].as_array().into_iter().flatten() {
-            service_reasons(service, &mut reasons);
+        // `status` lists the services in `self.services.list` order, the
+        // ones a reload retired included: those drain by design while
+        // their successor (if any) serves, and are no reason.
+        for (service, running) in status["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(&self.services.list)
+        {
+            if running.retired.is_none() {
+                service_reasons(service, &mut reasons);
+            }
         }
         json!({ "ok": true, "healthy": reasons.is_empty(), "reasons": reasons })
     }

@@ -175,3 +175,40 @@ fn the_keepalive_timer_closes_an_idle_connection_only() {
     );
     assert_eq!(session.wake(at, &mut out), Flow::Close);
 }
+
+/// Sends what `out` holds through a socket pair; returns it as text.
+fn written(session: &mut dyn Session, out: &mut Output) -> String {
+    let (near, far) = UnixStream::pair().unwrap();
+    near.set_nonblocking(true).unwrap();
+    let mut closing = false;
+    super::super::write_out(&near.as_fd(), out, session, &mut closing).unwrap();
+    assert!(out.is_empty(), "a small reply leaves in one go");
+    drop(near);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &far, &mut text).unwrap();
+    text
+}
+
+#[test]
+fn a_drain_closes_between_requests_and_makes_a_request_in_hand_the_last() {
+    let root = root("drain");
+    let http = handler(&root, "");
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    let mut idle = http.session().unwrap();
+    let mut out = Output::new();
+    assert_eq!(idle.input(request, &mut out), Flow::Continue);
+    assert!(!written(&mut *idle, &mut out).contains("Connection: close"));
+    assert_eq!(idle.drain(), Flow::Close, "nothing in hand: close now");
+
+    // Not yet a first request, then half of one: it is answered, and its
+    // reply says it is the last.
+    let mut fresh = http.session().unwrap();
+    assert_eq!(fresh.drain(), Flow::Continue);
+    assert_eq!(fresh.input(&request[..20], &mut out), Flow::Continue);
+    assert_eq!(fresh.drain(), Flow::Continue, "a request in hand");
+    assert_eq!(fresh.input(&request[20..], &mut out), Flow::Close);
+    let reply = written(&mut *fresh, &mut out);
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.contains("Connection: close\r\n"), "{reply}");
+}
