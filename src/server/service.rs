@@ -363,6 +363,15 @@ impl Service {
         out
     }
 
+    /// The workers forked since the last call, (slot, pid), for the event
+    /// stream.
+    pub fn take_worker_starts(&mut self) -> Vec<(usize, Pid)> {
+        self.pool
+            .as_mut()
+            .map(|p| p.take_started().collect())
+            .unwrap_or_default()
+    }
+
     /// Every summarised log of the service.
     fn rate_logs(&mut self) -> [&mut RateLog; 5] {
         [

@@ -63,6 +63,9 @@ pub struct WorkerPool {
     next_tick: Instant,
     /// Counts of workers that are gone.
     retired: Counts,
+    /// Workers forked since the supervisor last took them (slot, pid), for
+    /// its event stream; taken every loop turn.
+    started: Vec<(usize, Pid)>,
 }
 
 impl WorkerPool {
@@ -114,6 +117,7 @@ impl WorkerPool {
             spares,
             next_tick: now + TICK,
             retired: Counts::default(),
+            started: Vec::new(),
         }))
     }
 
@@ -129,6 +133,11 @@ impl WorkerPool {
     /// Whether worker `index` is alive (forked and not yet reaped).
     pub fn is_alive(&self, index: usize) -> bool {
         self.slots.get(index).is_some_and(|s| s.pid().is_some())
+    }
+
+    /// The workers forked since the last call: (slot, pid), in order.
+    pub fn take_started(&mut self) -> std::vec::Drain<'_, (usize, Pid)> {
+        self.started.drain(..)
     }
 
     /// Counts of all workers, gone and alive.
@@ -183,6 +192,7 @@ impl WorkerPool {
                         config.name
                     );
                     spawned(pid, Role::Worker(index));
+                    self.started.push((index, pid));
                 }
                 Err(e) => {
                     slot.clear();

@@ -29,6 +29,12 @@ pub enum Event {
         subject: String,
         delay: String,
     },
+    /// A pool's or service's worker was forked: at start, and each time
+    /// forkd replaces one that exited (or adds one, for spares or `scale`).
+    WorkerStarted {
+        subject: String,
+        pid: i32,
+    },
     /// A pool's or service's worker exited; forkd replaces it unless the
     /// pool or service is stopping.
     WorkerExited {
@@ -68,6 +74,7 @@ impl Event {
             Event::Started { .. } => "started",
             Event::Exited { .. } => "exited",
             Event::Backoff { .. } => "backoff",
+            Event::WorkerStarted { .. } => "worker_started",
             Event::WorkerExited { .. } => "worker_exited",
             Event::Fatal { .. } => "fatal",
             Event::ReloadApplied { .. } => "reload_applied",
@@ -82,6 +89,7 @@ impl Event {
             Event::Started { subject, .. }
             | Event::Exited { subject, .. }
             | Event::Backoff { subject, .. }
+            | Event::WorkerStarted { subject, .. }
             | Event::WorkerExited { subject, .. }
             | Event::Fatal { subject, .. }
             | Event::Summary { subject, .. } => subject,
@@ -94,7 +102,7 @@ impl Event {
     /// The rest of the text line.
     fn detail(&self) -> String {
         match self {
-            Event::Started { pid, .. } => format!("pid {pid}"),
+            Event::Started { pid, .. } | Event::WorkerStarted { pid, .. } => format!("pid {pid}"),
             Event::Exited { pid, how, .. } | Event::WorkerExited { pid, how, .. } => {
                 format!("{how} (pid {pid})")
             }
@@ -112,7 +120,7 @@ impl Event {
     /// The kind-specific JSON fields.
     fn fields(&self) -> Value {
         match self {
-            Event::Started { pid, .. } => json!({ "pid": pid }),
+            Event::Started { pid, .. } | Event::WorkerStarted { pid, .. } => json!({ "pid": pid }),
             Event::Exited { pid, how, .. } | Event::WorkerExited { pid, how, .. } => {
                 json!({ "pid": pid, "how": how })
             }

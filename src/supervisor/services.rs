@@ -232,10 +232,17 @@ impl Supervisor {
         }
     }
 
-    /// Moves what services summarised in their logs since the last turn
-    /// (refusals, sheds, timeouts, failures) into the event stream.
-    pub(super) fn collect_summaries(&mut self) {
+    /// Moves what services did since the last turn into the event stream:
+    /// the workers they forked, and what they summarised in their logs
+    /// (refusals, sheds, timeouts, failures).
+    pub(super) fn collect_service_events(&mut self) {
         for Running { service, .. } in &mut self.services.list {
+            for (index, pid) in service.take_worker_starts() {
+                self.events.push(super::events::Event::WorkerStarted {
+                    subject: format!("service {}#{index}", service.config.name),
+                    pid: pid.as_raw(),
+                });
+            }
             for summary in service.take_summaries() {
                 self.events.push(super::events::Event::Summary {
                     subject: format!("service {}", service.config.name),
