@@ -359,9 +359,10 @@ impl Child {
     /// Rings the doorbell if the supervisor armed `flag`, clearing it.
     fn ring_if_armed(&self, flag: &AtomicU32) -> Result<(), ChannelError> {
         // Pairs with the supervisor's fence between arming and looking
-        // again: it sees our token, or we see its flag.
-        fence(SeqCst);
-        if flag.load(Relaxed) == 0 || flag.swap(0, SeqCst) == 0 {
+        // again: its look (a read-modify-write of the semaphore, which
+        // reads the latest count) sees our token, or this SeqCst load,
+        // after the fence in the total order, sees its flag.
+        if flag.load(SeqCst) == 0 || flag.swap(0, SeqCst) == 0 {
             return Ok(());
         }
         let ring = || no_eintr(|| nix::unistd::write(&self.doorbell, &1u64.to_ne_bytes()));
