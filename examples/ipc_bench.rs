@@ -276,6 +276,8 @@ fn percentiles(mut samples: Vec<f64>) -> (usize, f64, f64) {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // As forkd's supervisor does at start.
+    forkd::ipc::tune_allocator_for_frames();
     let seconds_ok = args.seconds > 0.0 && args.seconds <= 30.0;
     if !seconds_ok || !(1..=4096).contains(&args.window) || !(1..=64).contains(&args.bulk_window) {
         eprintln!("ipc_bench: --seconds in (0, 30], --window 1..4096, --bulk-window 1..64");

@@ -149,6 +149,7 @@ fn run(args: Args) -> i32 {
         Some((r, p)) => (Some(r), Some(p)),
         None => (None, None),
     };
+    forkd::ipc::tune_allocator_for_frames();
     let mut supervisor = match forkd::supervisor::Supervisor::new(config) {
         Ok(s) => s,
         Err(e) => {

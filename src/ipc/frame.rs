@@ -117,22 +117,39 @@ impl Decoder {
 
     /// Adds bytes read from the stream.
     pub fn extend(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let (into, room) = self.target();
+            let n = data.len().min(room);
+            into.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+    }
+
+    /// Where the next bytes of the stream go, for a transport that copies
+    /// them in itself (a `read(2)` or a shared-memory slot straight into
+    /// place, no buffer in between): append at most `room` bytes to the
+    /// returned `Vec` (more go in by calling again), never change what is
+    /// in it already.
+    pub(crate) fn target(&mut self) -> (&mut Vec<u8>, usize) {
         if let Some(large) = self.large.as_mut() {
-            let take = data.len().min(self.large_len - large.len());
-            large.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            let room = self.large_len - large.len();
+            if room > 0 {
+                return (large, room);
+            }
         }
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
+        (&mut self.buf, usize::MAX)
     }
 
     /// The next whole frame, if one is in; an error (and the stream must be
     /// closed) when a length is over `max_frame`.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if let Some(large) = &self.large {
+            // `target` hands out no more room than the frame has left.
+            assert!(large.len() <= self.large_len, "a large frame overfilled");
             if large.len() < self.large_len {
                 return Ok(None);
             }
@@ -236,6 +253,33 @@ mod tests {
             HEADER + LARGE - 1,
             "a cut large frame is pending"
         );
+    }
+
+    #[test]
+    fn bytes_appended_through_target_make_the_same_frames_as_extend() {
+        let large: Vec<u8> = (0..2 * LARGE + 3).map(|i| (i % 253) as u8).collect();
+        let payloads = vec![b"a".to_vec(), large, vec![], vec![5; LARGE], b"z".to_vec()];
+        let mut wire = Vec::new();
+        for p in &payloads {
+            encode(p, &mut wire);
+        }
+        for piece in [1usize, 5, 4096, LARGE + 1, 3 * LARGE] {
+            let mut d = Decoder::new(1 << 20);
+            let mut out = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                // As a transport does: at most `room`, at most one piece.
+                let (into, room) = d.target();
+                let n = rest.len().min(room).min(piece);
+                into.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(f) = d.next_frame().unwrap() {
+                    out.push(f);
+                }
+            }
+            assert_eq!(out, payloads, "in pieces of {piece} bytes");
+            assert_eq!(d.pending(), 0);
+        }
     }
 
     #[test]

@@ -2,20 +2,33 @@
 //! pipe (worker → supervisor), carrying frames back to back. Both are made
 //! 1 MiB deep where the system allows (fs.pipe-max-size), so a large frame
 //! crosses in few wake-ups. An exec'd worker gets them as stdin and stdout.
+//!
+//! Both ends read straight into their [`Decoder`] (a large frame into the
+//! `Vec` it is returned in, with no zeroing first) and write a small frame
+//! with one `write(2)` of a stack copy, a large one with `writev(2)` of
+//! header and payload: no pass over a payload that the pipe itself does
+//! not force.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload};
 
 /// Wished pipe capacity; the kernel keeps the default (64 KiB) if refused.
 const PIPE_SIZE: i32 = 1 << 20;
-/// Bytes read per `read(2)` on the supervisor's side.
+/// Bytes read per `read(2)` between frames (a burst of small ones).
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes read per `read(2)` into a large frame's own `Vec`: the pipe's
+/// whole depth.
+const READ_LARGE: usize = PIPE_SIZE as usize;
+/// A frame part up to this size is copied together and written with one
+/// `write(2)`: cheaper than the kernel importing a two-slice `writev`.
+const SMALL_WRITE: usize = 512;
 
 pub fn channel(max_frame: usize) -> io::Result<(Parent, Child)> {
     let (req_r, req_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -30,13 +43,9 @@ pub fn channel(max_frame: usize) -> io::Result<(Parent, Child)> {
         responses: rsp_r,
         outbox: Outbox::default(),
         decoder: Decoder::new(max_frame),
-        buf: Vec::new(),
+        staging: Vec::with_capacity(SMALL_WRITE),
     };
-    let child = Child {
-        requests: io::BufReader::with_capacity(READ_CHUNK, std::fs::File::from(req_r)),
-        responses: std::fs::File::from(rsp_w),
-        max_frame,
-    };
+    let child = Child::new(req_r, rsp_w, max_frame);
     Ok((parent, child))
 }
 
@@ -46,7 +55,8 @@ pub struct Parent {
     responses: OwnedFd,
     outbox: Outbox,
     decoder: Decoder,
-    buf: Vec<u8>,
+    /// A small frame copied together for one `write(2)`.
+    staging: Vec<u8>,
 }
 
 impl Parent {
@@ -61,11 +71,10 @@ impl Parent {
             if head.is_empty() && body.is_empty() {
                 return Ok(true);
             }
-            let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
-            match no_eintr(|| nix::sys::uio::writev(&self.requests, &slices)) {
+            match write_parts(self.requests.as_fd(), &mut self.staging, head, body) {
                 Ok(n) => self.outbox.advance(n),
-                Err(nix::errno::Errno::EAGAIN) => return Ok(false),
-                Err(nix::errno::Errno::EPIPE) => return Err(ChannelError::Closed),
+                Err(Errno::EAGAIN) => return Ok(false),
+                Err(Errno::EPIPE) => return Err(ChannelError::Closed),
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
@@ -76,13 +85,10 @@ impl Parent {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
-            if self.buf.len() < READ_CHUNK {
-                self.buf.resize(READ_CHUNK, 0);
-            }
-            match no_eintr(|| nix::unistd::read(&self.responses, &mut self.buf)) {
+            match read_into(self.responses.as_fd(), &mut self.decoder) {
                 Ok(0) => return Err(ChannelError::Closed),
-                Ok(n) => self.decoder.extend(&self.buf[..n]),
-                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Ok(_) => {}
+                Err(Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
@@ -107,60 +113,81 @@ impl Parent {
 
 #[derive(Debug)]
 pub struct Child {
-    requests: io::BufReader<std::fs::File>,
-    responses: std::fs::File,
+    requests: OwnedFd,
+    responses: OwnedFd,
+    decoder: Decoder,
+    /// A small frame copied together for one `write(2)`.
+    staging: Vec<u8>,
     max_frame: usize,
 }
 
 impl Child {
+    fn new(requests: OwnedFd, responses: OwnedFd, max_frame: usize) -> Child {
+        Child {
+            requests,
+            responses,
+            decoder: Decoder::new(max_frame),
+            staging: Vec::with_capacity(SMALL_WRITE),
+            max_frame,
+        }
+    }
+
     /// An exec'd worker's end: frames on stdin, results on stdout.
     pub fn from_stdio(max_frame: usize) -> Child {
         // SAFETY: fds 0 and 1 are this worker's channel (exec_setup put the
         // pipes there), owned from here on by this process's only end.
         let (stdin, stdout) = unsafe {
             use std::os::fd::FromRawFd;
-            (std::fs::File::from_raw_fd(0), std::fs::File::from_raw_fd(1))
+            (OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1))
         };
-        Child {
-            requests: io::BufReader::with_capacity(READ_CHUNK, stdin),
-            responses: stdout,
-            max_frame,
-        }
+        Child::new(stdin, stdout, max_frame)
     }
 
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        Ok(frame::read_frame(&mut self.requests, self.max_frame)?)
+        loop {
+            if let Some(frame) = self.decoder.next_frame()? {
+                return Ok(Some(frame));
+            }
+            match read_into(self.requests.as_fd(), &mut self.decoder) {
+                Ok(0) if self.decoder.pending() == 0 => return Ok(None),
+                Ok(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+        }
     }
 
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         let head = frame::header(payload.len());
-        let mut slices = [io::IoSlice::new(&head), io::IoSlice::new(payload)];
-        let mut slices = &mut slices[..];
-        // write_all_vectored is unstable: the same loop by hand.
-        while !slices.is_empty() {
-            match self.responses.write_vectored(slices) {
+        let mut done = 0;
+        while done < frame::HEADER + payload.len() {
+            let head_rest = &head[done.min(frame::HEADER)..];
+            let body_rest = &payload[done.saturating_sub(frame::HEADER)..];
+            match write_parts(
+                self.responses.as_fd(),
+                &mut self.staging,
+                head_rest,
+                body_rest,
+            ) {
                 Ok(0) => return Err(ChannelError::Closed),
-                Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    return Err(ChannelError::Closed)
-                }
-                Err(e) => return Err(e.into()),
+                Ok(n) => done += n,
+                Err(Errno::EPIPE) => return Err(ChannelError::Closed),
+                Err(e) => return Err(io::Error::from(e).into()),
             }
         }
         Ok(())
     }
 
     pub fn fds(&self) -> Vec<RawFd> {
-        vec![
-            self.requests.get_ref().as_raw_fd(),
-            self.responses.as_raw_fd(),
-        ]
+        vec![self.requests.as_raw_fd(), self.responses.as_raw_fd()]
     }
 
     pub fn exec_setup(&self) -> ExecSetup {
         ExecSetup {
-            stdin: Some(self.requests.get_ref().as_fd().as_raw_fd()),
+            stdin: Some(self.requests.as_raw_fd()),
             stdout: Some(self.responses.as_raw_fd()),
             ..ExecSetup::default()
         }
@@ -171,10 +198,46 @@ impl Child {
     }
 }
 
-impl Read for Child {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.requests.read(buf)
+/// Writes what it can of `head` then `body` (one frame's unwritten rest)
+/// with one syscall: a `write(2)` of both copied into `staging` when they
+/// are small, a `writev(2)` otherwise. Retries EINTR.
+fn write_parts(
+    fd: BorrowedFd<'_>,
+    staging: &mut Vec<u8>,
+    head: &[u8],
+    body: &[u8],
+) -> nix::Result<usize> {
+    if head.len() + body.len() <= SMALL_WRITE {
+        staging.clear();
+        staging.extend_from_slice(head);
+        staging.extend_from_slice(body);
+        return no_eintr(|| nix::unistd::write(fd, staging));
     }
+    let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
+    no_eintr(|| nix::sys::uio::writev(fd, &slices))
+}
+
+/// One `read(2)` from `fd` straight into `decoder`'s next bytes (a large
+/// frame's own `Vec`, or the buffer between frames), with no zeroing of
+/// the room first; 0 at end of file. Retries EINTR.
+fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<usize> {
+    let (into, room) = decoder.target();
+    let want = if room == usize::MAX {
+        READ_CHUNK
+    } else {
+        room.min(READ_LARGE)
+    };
+    into.reserve(want);
+    let at = into.spare_capacity_mut().as_mut_ptr();
+    // SAFETY: `at` points at `want` or more bytes of `into`'s spare
+    // capacity (reserved above), which nothing else refers to; read(2)
+    // writes at most `want` bytes there and reports how many.
+    let n = no_eintr(|| Errno::result(unsafe { libc::read(fd.as_raw_fd(), at.cast(), want) }))?;
+    let n = n as usize;
+    // SAFETY: read(2) initialised the first `n` (at most `want`) bytes of
+    // the spare capacity.
+    unsafe { into.set_len(into.len() + n) };
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -223,5 +286,46 @@ mod tests {
         }
         drop(parent);
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_burst_of_small_and_large_frames_arrives_in_order() {
+        let (mut parent, mut child) = channel(4 << 20).unwrap();
+        let frames: Vec<Vec<u8>> = [7usize, 512, 509, 1 << 20, 0, 3, (2 << 20) + 1, 64]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|b| ((b + i) % 251) as u8).collect())
+            .collect();
+        let sent = frames.clone();
+        let worker = std::thread::spawn(move || {
+            for f in &sent {
+                assert_eq!(child.recv().unwrap().as_ref(), Some(f));
+                child.send(f).unwrap();
+            }
+            assert!(child.recv().unwrap().is_none(), "a clean end");
+        });
+        for f in &frames {
+            parent.send(Rc::new(f.clone())).unwrap();
+        }
+        let mut parent = super::super::Parent::Pipe(parent);
+        for f in &frames {
+            assert_eq!(&recv_within(&mut parent), f);
+        }
+        drop(parent);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_the_end_of_the_pipe_is_an_error() {
+        let (parent, mut child) = channel(1024).unwrap();
+        let cut = [&frame::header(9)[..], b"12345"].concat();
+        assert_eq!(nix::unistd::write(&parent.requests, &cut), Ok(cut.len()));
+        drop(parent);
+        assert!(matches!(
+            child.recv(),
+            Err(ChannelError::Frame(frame::FrameError::Truncated {
+                have: 9
+            }))
+        ));
     }
 }

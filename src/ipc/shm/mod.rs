@@ -16,6 +16,9 @@
 //! flag in the header and looks again (so a chunk posted in between is not
 //! missed); the worker writes the eventfd only when it finds the flag set,
 //! and clears it, so a busy channel costs no syscalls for wake-ups. The
+//! supervisor never reads the eventfd (each write is an edge for its
+//! edge-triggered epoll), so a round trip costs it no syscall beyond the
+//! futex wake and the `epoll_wait`. The
 //! worker blocks on a futex for at most a second at a time, then checks
 //! that the supervisor has not closed the channel and is still its parent.
 //!
@@ -182,19 +185,19 @@ impl Parent {
 
     /// The next whole response, if one is in.
     ///
-    /// The doorbell is drained here, and only here, when the response ring
-    /// is found empty, just before arming: a doorbell rung before the drain
-    /// is for a chunk the re-check after arming finds, or for request room,
-    /// which the flush after the drain takes; one rung after it makes a new
-    /// edge for the loop. (Draining in `flush` too could swallow a response
-    /// doorbell the loop has not yet collected.)
+    /// The doorbell is never drained: every write to an eventfd is a new
+    /// edge for an edge-triggered epoll, whatever the counter held
+    /// (`eventfd_write` wakes its waiters on each write; mio's own `Waker`
+    /// relies on the same), so a read here would only cost a syscall per
+    /// turn of the loop. The worker resets the counter in the one case a
+    /// write cannot make an edge: when it is full ([`Child`]'s
+    /// `ring_if_armed`).
     pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
         loop {
             if let Some(frame) = self.rings.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
             if !self.rings.try_chunk()? {
-                self.drain_doorbell()?;
                 if !self.outbox.is_empty() {
                     self.flush()?;
                 }
@@ -207,13 +210,6 @@ impl Parent {
                 armed.store(0, Relaxed);
             }
             self.rings.take()?;
-        }
-    }
-
-    fn drain_doorbell(&self) -> Result<(), ChannelError> {
-        match no_eintr(|| self.doorbell.read()) {
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(io::Error::from(e).into()),
         }
     }
 
@@ -363,15 +359,30 @@ impl Child {
     /// Rings the doorbell if the supervisor armed `flag`, clearing it.
     fn ring_if_armed(&self, flag: &AtomicU32) -> Result<(), ChannelError> {
         // Pairs with the supervisor's fence between arming and looking
-        // again: it sees our token, or we see its flag.
-        fence(SeqCst);
-        if flag.load(Relaxed) == 0 || flag.swap(0, SeqCst) == 0 {
+        // again: its look (a read-modify-write of the semaphore, which
+        // reads the latest count) sees our token, or this SeqCst load,
+        // after the fence in the total order, sees its flag.
+        if flag.load(SeqCst) == 0 || flag.swap(0, SeqCst) == 0 {
             return Ok(());
         }
-        match no_eintr(|| nix::unistd::write(&self.doorbell, &1u64.to_ne_bytes())) {
-            // EAGAIN: the counter is full, so the supervisor has a wake-up
-            // pending anyway.
-            Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+        let ring = || no_eintr(|| nix::unistd::write(&self.doorbell, &1u64.to_ne_bytes()));
+        match ring() {
+            Ok(_) => Ok(()),
+            // The counter is full (nobody drains it): a write that fails
+            // makes no edge, so reset it and ring again, as mio's `Waker`
+            // does. EAGAIN on the read: the supervisor's side raced us to
+            // it, which is fine.
+            Err(Errno::EAGAIN) => {
+                let mut count = [0u8; 8];
+                match no_eintr(|| nix::unistd::read(&self.doorbell, &mut count)) {
+                    Ok(_) | Err(Errno::EAGAIN) => {}
+                    Err(e) => return Err(io::Error::from(e).into()),
+                }
+                match ring() {
+                    Ok(_) | Err(Errno::EAGAIN) => Ok(()),
+                    Err(e) => Err(io::Error::from(e).into()),
+                }
+            }
             Err(e) => Err(io::Error::from(e).into()),
         }
     }

@@ -325,14 +325,21 @@ impl Region {
         unsafe { ptr::copy_nonoverlapping(src.as_ptr(), dst.add(at), src.len()) };
     }
 
-    /// Copies the first `dst.len()` bytes of `slot` of `ring` into `dst`.
-    pub fn read_slot(&self, ring: Ring, slot: usize, dst: &mut [u8]) {
-        assert!(dst.len() <= self.slot_size);
+    /// Appends bytes `from..from + len` of `slot` of `ring` to `dst`.
+    pub fn append_slot(&self, ring: Ring, slot: usize, from: usize, len: usize, dst: &mut Vec<u8>) {
+        assert!(from <= self.slot_size && len <= self.slot_size - from);
         let src = self.slot(ring, slot);
-        // SAFETY: as in `write_slot`. A peer writing the slot meanwhile
-        // changes which bytes land in `dst`, which is ours; it can break
-        // nothing else.
-        unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        dst.reserve(len);
+        // SAFETY: the source range lies inside the slot (asserted), inside
+        // our mapping; the destination is `len` bytes of `dst`'s spare
+        // capacity (reserved above), this process's own memory, so they do
+        // not overlap. A peer writing the slot meanwhile changes which
+        // bytes land in `dst`, which is ours; it can break nothing else.
+        // The copy initialises those bytes, so `set_len` may cover them.
+        unsafe {
+            ptr::copy_nonoverlapping(src.add(from), dst.as_mut_ptr().add(dst.len()), len);
+            dst.set_len(dst.len() + len);
+        }
     }
 }
 

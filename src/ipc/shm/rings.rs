@@ -33,8 +33,6 @@ pub(super) struct Rings {
     posted: u32,
     /// Chunks this end took from `inbound` (wrapping).
     taken: u32,
-    /// One slot's worth, for copying a chunk out of the mapping.
-    scratch: Vec<u8>,
     pub(super) decoder: Decoder,
 }
 
@@ -57,7 +55,6 @@ impl Rings {
             Ring::Responses => Ring::Requests,
         };
         Rings {
-            scratch: vec![0; region.slot_size()],
             region,
             out,
             inbound,
@@ -130,8 +127,9 @@ impl Rings {
             .map_err(|g| garbled(self.inbound, "full", g))
     }
 
-    /// After a `full` token: checks the chunk, copies it into the decoder
-    /// and frees its slot.
+    /// After a `full` token: checks the chunk, copies it straight into the
+    /// decoder (into the `Vec` a large frame is returned in) and frees its
+    /// slot.
     pub(super) fn take(&mut self) -> Result<(), ChannelError> {
         let ring = self.inbound;
         let control = self.region.control(ring);
@@ -153,8 +151,13 @@ impl Rings {
                 self.region.slot_size()
             )));
         }
-        self.region.read_slot(ring, slot, &mut self.scratch[..len]);
-        self.decoder.extend(&self.scratch[..len]);
+        let mut from = 0;
+        while from < len {
+            let (into, room) = self.decoder.target();
+            let n = room.min(len - from);
+            self.region.append_slot(ring, slot, from, n, into);
+            from += n;
+        }
         self.taken = self.taken.wrapping_add(1);
         control.tail.store(self.taken, Release);
         control.empty.give().map_err(|g| garbled(ring, "empty", g))

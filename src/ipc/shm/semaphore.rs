@@ -63,9 +63,11 @@ impl Semaphore {
     pub fn give(&self) -> Result<(), Garbled> {
         let before = self.count.fetch_add(1, SeqCst);
         // Pairs with the fence in `take_within`: either the waiter's
-        // FUTEX_WAIT sees the new count, or we see the waiter.
-        fence(SeqCst);
-        if self.waiters.load(Relaxed) != 0 {
+        // FUTEX_WAIT sees the new count, or this SeqCst load, which
+        // follows that fence in the single total order if the wait missed
+        // our add, sees the waiter. No fence of our own is needed (on x86
+        // one would be a second full barrier after the locked add).
+        if self.waiters.load(SeqCst) != 0 {
             futex_wake(&self.count, 1);
         }
         if before >= SLOTS {

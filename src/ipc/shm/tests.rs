@@ -121,6 +121,33 @@ fn frames_of_every_size_cross_both_ways() {
 }
 
 #[test]
+fn large_and_small_frames_sharing_slots_are_copied_out_whole() {
+    // Sent in one burst, the frames are packed: a slot holds the end of a
+    // large frame (copied into its own Vec) and the start of the next.
+    let (_segment, mut parent, child) = test_channel("shared-slots", 1 << 20);
+    let worker = reversing_worker(child);
+    let mut supervisor = Supervisor::new(&mut parent);
+    let frames = [
+        pattern(3 * (64 << 10) + 5),
+        b"small".to_vec(),
+        pattern(64 << 10),
+        pattern(7),
+        pattern((64 << 10) - 3),
+        Vec::new(),
+    ];
+    for f in &frames {
+        parent.send(Rc::new(f.clone())).unwrap();
+    }
+    for f in &frames {
+        let got = supervisor.next(&mut parent);
+        assert_eq!(got.len(), f.len());
+        assert!(got.iter().rev().eq(f.iter()), "frames come back whole");
+    }
+    drop(parent);
+    assert_eq!(worker.join().unwrap().unwrap(), frames.len());
+}
+
+#[test]
 fn a_thousand_small_frames_pipeline_through_a_full_ring() {
     // 4 KiB slots: the thousand frames (about 64 KiB) overfill the request
     // ring, so flushing waits for the worker to free slots.
@@ -416,4 +443,59 @@ fn slots_shrink_to_the_largest_frame_in_whole_pages() {
     assert_eq!(slot_size_for(PAGE - frame::HEADER + 1), 2 * PAGE);
     assert_eq!(slot_size_for(1 << 30), MAX_SLOT);
     assert_eq!(slot_size_for(usize::MAX), MAX_SLOT);
+}
+
+/// One frame in flight at a time, the loop waiting in `poll` before each
+/// response: every response must wake it, with nobody reading the
+/// doorbell (`responses` of them already sit in its counter).
+fn round_trips_each_wake_the_loop(parent: &mut Parent, supervisor: &mut Supervisor, n: usize) {
+    for i in 0..n {
+        parent.send(Rc::new(pattern(i % 100))).unwrap();
+        let got = loop {
+            if let Some(frame) = parent.recv().unwrap() {
+                break frame;
+            }
+            match supervisor
+                .poll
+                .poll(&mut supervisor.events, Some(Duration::from_secs(10)))
+            {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => other.unwrap(),
+            }
+            assert!(
+                !supervisor.events.is_empty(),
+                "round trip {i}: the doorbell woke the loop within 10 s"
+            );
+        };
+        assert_eq!(got.len(), i % 100);
+    }
+}
+
+#[test]
+fn every_response_wakes_the_loop_though_the_doorbell_is_never_read() {
+    let (_segment, mut parent, child) = test_channel("undrained", 1 << 10);
+    let worker = reversing_worker(child);
+    let mut supervisor = Supervisor::new(&mut parent);
+    round_trips_each_wake_the_loop(&mut parent, &mut supervisor, 300);
+    drop(parent);
+    assert_eq!(worker.join().unwrap().unwrap(), 300);
+}
+
+#[test]
+fn a_full_doorbell_counter_is_reset_so_the_loop_still_wakes() {
+    let (_segment, mut parent, child) = test_channel("full-doorbell", 1 << 10);
+    // The largest count an eventfd holds: the worker's next ring fails
+    // with EAGAIN and must reset the counter to make an edge.
+    let most = (u64::MAX - 1).to_ne_bytes();
+    assert_eq!(nix::unistd::write(&parent.doorbell, &most), Ok(8));
+    let worker = reversing_worker(child);
+    let mut supervisor = Supervisor::new(&mut parent);
+    // Registering a readable eventfd reports it once; take that event.
+    supervisor
+        .poll
+        .poll(&mut supervisor.events, Some(Duration::ZERO))
+        .unwrap();
+    round_trips_each_wake_the_loop(&mut parent, &mut supervisor, 20);
+    drop(parent);
+    assert_eq!(worker.join().unwrap().unwrap(), 20);
 }
