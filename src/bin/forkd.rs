@@ -149,7 +149,11 @@ fn run(args: Args) -> i32 {
         Some((r, p)) => (Some(r), Some(p)),
         None => (None, None),
     };
-    forkd::ipc::tune_allocator_for_frames();
+    // Only with pools: memory kept after large frames would be page tables
+    // that every fork-mode connection's fork copies.
+    if !config.pools.is_empty() {
+        forkd::ipc::tune_allocator_for_frames();
+    }
     let mut supervisor = match forkd::supervisor::Supervisor::new(config) {
         Ok(s) => s,
         Err(e) => {
