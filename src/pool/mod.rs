@@ -25,7 +25,7 @@ pub mod builtin;
 pub mod client;
 pub mod latency;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -322,9 +322,12 @@ impl Pool {
         Ok(())
     }
 
-    /// Finished jobs since the last call, for the loop to route to callers.
-    pub fn take_done(&mut self) -> Vec<Done> {
-        std::mem::take(&mut self.book.done)
+    /// Moves the jobs finished since the last call into `into` (empty),
+    /// for the loop to route to callers; the two buffers swap, so neither
+    /// is allocated again per turn.
+    pub fn take_done(&mut self, into: &mut Vec<Done>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.book.done, into);
     }
 
     /// Tokens of channels that are gone for good.
@@ -368,7 +371,6 @@ impl Pool {
     /// The loop saw the channel behind `token` ready: send what waits,
     /// take every result in.
     pub fn channel_ready(&mut self, token: Token, now: Instant, registry: &Registry) {
-        let name = self.config.name.clone();
         let Some(worker) = self
             .workers
             .iter_mut()
@@ -401,7 +403,12 @@ impl Pool {
         }
         if let Some(e) = broken {
             if worker.killed.is_none() {
-                kill(&name, worker, format!("its channel broke: {e}"), false);
+                kill(
+                    &self.config.name,
+                    worker,
+                    format!("its channel broke: {e}"),
+                    false,
+                );
             }
         }
         if !self.retiring.is_empty() {
@@ -754,7 +761,7 @@ impl Worker {
 /// waiting to be routed to their callers.
 #[derive(Debug, Default)]
 struct Book {
-    jobs: HashMap<u64, Job>,
+    jobs: crate::id_hash::IdMap<u64, Job>,
     stats: Stats,
     done: Vec<Done>,
 }
