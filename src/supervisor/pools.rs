@@ -324,6 +324,10 @@ impl Supervisor {
                     caller.client.readable(&mut |seq, payload| {
                         running.submit(token.0 as u64, seq, payload, now)
                     });
+                    // What one read brought in goes to the workers
+                    // together (as the results of one read of a worker's
+                    // channel go to each caller in one write).
+                    running.dispatch_queued(now);
                 }
                 None => caller
                     .client
