@@ -13,6 +13,8 @@
 //!   carry frames to workers);
 //! - [`control`]: the control socket protocol, its server side and the
 //!   `forkctl` client;
+//! - [`id_hash`]: a cheap hasher for the numbers forkd hands out itself
+//!   (job ids, loop tokens);
 //! - [`open_addressing`]: deletion without tombstones in the linear-probing
 //!   tables the supervisor keeps outside the heap;
 //! - [`logging`]: forkd's own log records (journald-aware);
@@ -29,6 +31,7 @@ pub mod config;
 pub mod control;
 pub mod exit;
 pub mod handlers;
+pub mod id_hash;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logging;

@@ -1,15 +1,18 @@
 //! Worker pools end to end, through the real binaries, for each transport:
 //! payload sizes from 0 B to 8 MiB, 10,000 jobs through 4 workers answered
 //! once each and in order, a worker SIGKILLed under load losing no job,
+//! a batch of jobs from one write surviving its worker's death in order,
 //! "busy" from a full queue, a frame over max_frame refused while the next
 //! caller is served, job_timeout, and `forkctl call`'s exit codes.
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::pool::{
-    forkctl_call, jobs_per_worker, pattern, pool_status, running_workers, start_pool, turn, Caller,
+    forkctl_call, frame, jobs_per_worker, pattern, pool_status, read_frame, running_workers,
+    start_pool, turn, Caller,
 };
 use common::*;
 
@@ -157,6 +160,79 @@ fn a_worker_killed_under_load_loses_no_job_and_is_replaced() {
         );
         forkd.log.wait_line("killed by SIGKILL", T);
     }
+}
+
+#[test]
+fn jobs_sent_in_one_write_come_back_in_order_when_their_worker_dies_midway() {
+    for transport in TRANSPORTS {
+        let _turn = turn(transport);
+        let dir = Scratch::new(&format!("pool-batch-kill-{transport}"));
+        let body = pool(
+            "slow",
+            transport,
+            "workers = 2\nworker = \"builtin:sleep\"\nretries = 1",
+        );
+        let (_forkd, socket) = start_pool(&dir, &body, "slow", 2);
+        let victim = running_workers(&socket, "slow")[0];
+        // 64 jobs of 10..73 ms in one write: forkd reads them as one batch
+        // and hands each worker its share together; the victim dies with
+        // its share half done.
+        let payloads: Vec<Vec<u8>> = (10..74)
+            .map(|ms: u32| ms.to_string().into_bytes())
+            .collect();
+        let mut caller = Caller::connect(&socket, "slow");
+        let batch: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+        caller.stream.write_all(&batch).unwrap();
+        wait_until("the first jobs are done", T, || {
+            pool_status(&socket, "slow")["done"].as_u64() >= Some(2)
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let results: Vec<Vec<u8>> = (0..payloads.len())
+            .map(|k| {
+                read_frame(&mut caller.stream).unwrap_or_else(|| panic!("{transport}: result {k}"))
+            })
+            .collect();
+        assert_eq!(
+            results, payloads,
+            "{transport}: every job once, in order, none failed"
+        );
+        let status = pool_status(&socket, "slow");
+        assert!(
+            status["retried"].as_u64() >= Some(1),
+            "{transport}: the victim's running job was sent again: {status}"
+        );
+        assert_eq!(status["done"].as_u64(), Some(64), "{transport}: {status}");
+    }
+}
+
+#[test]
+fn jobs_of_one_write_that_fit_the_workers_are_not_answered_busy() {
+    let dir = Scratch::new("pool-batch-queue");
+    // Room for 4 waiting jobs, and a few in flight per worker: 20 jobs in
+    // one write fit, although they are more than the queue holds.
+    let body = pool(
+        "upper",
+        "pipe",
+        "workers = 2\nworker = \"builtin:sleep\"\nqueue = 4",
+    );
+    let (_forkd, socket) = start_pool(&dir, &body, "upper", 2);
+    let mut caller = Caller::connect(&socket, "upper");
+    let batch: Vec<u8> = (0..20).flat_map(|_| frame(b"1")).collect();
+    caller.stream.write_all(&batch).unwrap();
+    for k in 0..20 {
+        let result = read_frame(&mut caller.stream).expect("a result");
+        assert_eq!(
+            result,
+            b"1",
+            "job {k}: {:?}",
+            String::from_utf8_lossy(&result)
+        );
+    }
+    assert_eq!(pool_status(&socket, "upper")["busy"].as_u64(), Some(0));
 }
 
 #[test]

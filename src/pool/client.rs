@@ -34,13 +34,18 @@ impl HalfClose for mio::net::UnixStream {
     }
 }
 const READ_CHUNK: usize = 64 << 10;
+/// The output buffer's capacity kept between writes.
+const OUT_KEEP: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct Client<S> {
     pub stream: S,
     decoder: Decoder,
-    /// Encoded results not yet written, and how far the front is written.
-    out: VecDeque<Vec<u8>>,
+    /// Encoded results not yet written, back to back (so results ready
+    /// together leave in one write and wake the caller once), and how far
+    /// they are written. Cleared, not dropped, once written: the next
+    /// results reuse it.
+    out: Vec<u8>,
     out_at: usize,
     /// Results of jobs `first_seq..next_seq`, `None` until done.
     pending: VecDeque<Option<Vec<u8>>>,
@@ -62,7 +67,7 @@ impl<S: Read + Write + HalfClose> Client<S> {
         Client {
             stream,
             decoder: Decoder::new(max_frame),
-            out: VecDeque::new(),
+            out: Vec::new(),
             out_at: 0,
             pending: VecDeque::new(),
             first_seq: 0,
@@ -78,9 +83,7 @@ impl<S: Read + Write + HalfClose> Client<S> {
     /// upgrading request), and bytes still to write ahead of any result.
     pub fn preload(&mut self, read: &[u8], unsent: Vec<u8>) {
         self.decoder.extend(read);
-        if !unsent.is_empty() {
-            self.out.push_back(unsent);
-        }
+        self.out.extend_from_slice(&unsent);
     }
 
     /// Reads requests and hands each to `submit(seq, payload)`; an `Err`
@@ -174,29 +177,25 @@ impl<S: Read + Write + HalfClose> Client<S> {
         while let Some(Some(_)) = self.pending.front() {
             let result = self.pending.pop_front().flatten().expect("checked Some");
             self.first_seq += 1;
-            // Results ready together leave in one write (and wake the
-            // caller once), appended to the last buffer not yet written.
-            match self.out.back_mut() {
-                Some(back) => frame::encode(&result, back),
-                None => {
-                    let mut encoded = Vec::with_capacity(frame::HEADER + result.len());
-                    frame::encode(&result, &mut encoded);
-                    self.out.push_back(encoded);
-                }
-            }
+            frame::encode(&result, &mut self.out);
         }
     }
 
     /// Writes what is ready; `Err` when the peer is gone.
     pub fn writable(&mut self) -> io::Result<()> {
-        while let Some(front) = self.out.front() {
-            match self.stream.write(&front[self.out_at..]) {
+        while self.out_at < self.out.len() {
+            match self.stream.write(&self.out[self.out_at..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out_at += n;
-                    if self.out_at == front.len() {
-                        self.out.pop_front();
+                    if self.out_at == self.out.len() {
                         self.out_at = 0;
+                        self.out.clear();
+                        // A large result's buffer is not kept for small ones.
+                        if self.out.capacity() > OUT_KEEP {
+                            self.out = Vec::new();
+                        }
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -25,7 +25,7 @@ pub mod builtin;
 pub mod client;
 pub mod latency;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,9 @@ struct Worker {
     channel: Option<ipc::Parent>,
     /// Job ids sent, oldest (the one running) first.
     in_flight: VecDeque<u64>,
+    /// Of those, the newest ones given to this worker by `dispatch` but
+    /// not yet handed to its channel.
+    unsent: usize,
     /// When the running job started (it became the oldest in flight).
     head_since: Option<Instant>,
     jobs: u64,
@@ -145,6 +148,8 @@ pub struct Pool {
     /// Held by the start order (`after`): no worker is spawned, jobs
     /// queue (bounded by `queue`, timed by `job_timeout`) until released.
     held: bool,
+    /// Jobs were submitted since the last [`Pool::dispatch_queued`].
+    undispatched: bool,
 }
 
 impl Pool {
@@ -180,6 +185,7 @@ impl Pool {
             stopping: false,
             stop_deadline: None,
             held: false,
+            undispatched: false,
         })
     }
 
@@ -208,6 +214,7 @@ impl Pool {
                 life,
                 channel: None,
                 in_flight: VecDeque::new(),
+                unsent: 0,
                 head_since: None,
                 jobs: 0,
                 failed: 0,
@@ -278,7 +285,10 @@ impl Pool {
     }
 
     /// Takes a job for `client`'s `seq`-th request; `Err` (busy, stopping,
-    /// too large) is the reason to answer at once.
+    /// too large) is the reason to answer at once. The job waits in the
+    /// queue for [`Pool::dispatch_queued`], which the loop calls once the
+    /// caller's read is submitted: the jobs of one read go to the workers
+    /// together.
     pub fn submit(
         &mut self,
         client: ClientId,
@@ -295,6 +305,11 @@ impl Pool {
                 payload.len(),
                 self.config.max_frame
             ));
+        }
+        if self.queue.len() >= self.config.queue.max(1) {
+            // Jobs of this batch not sent yet may fit the workers: the
+            // queue is full only when what waits has nowhere to go.
+            self.dispatch(now);
         }
         if self.queue.len() >= self.config.queue.max(1) {
             self.book.stats.busy += 1;
@@ -318,13 +333,25 @@ impl Pool {
             },
         );
         self.queue.push_back(id);
-        self.dispatch(now);
+        self.undispatched = true;
         Ok(())
     }
 
-    /// Finished jobs since the last call, for the loop to route to callers.
-    pub fn take_done(&mut self) -> Vec<Done> {
-        std::mem::take(&mut self.book.done)
+    /// Sends the jobs submitted since the last call, each worker's share
+    /// handed to its channel in one run. Call after a batch of
+    /// [`Pool::submit`]s, in the same turn: nothing waits for a timer.
+    pub fn dispatch_queued(&mut self, now: Instant) {
+        if std::mem::take(&mut self.undispatched) {
+            self.dispatch(now);
+        }
+    }
+
+    /// Moves the jobs finished since the last call into `into` (empty),
+    /// for the loop to route to callers; the two buffers swap, so neither
+    /// is allocated again per turn.
+    pub fn take_done(&mut self, into: &mut Vec<Done>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.book.done, into);
     }
 
     /// Tokens of channels that are gone for good.
@@ -332,35 +359,38 @@ impl Pool {
         std::mem::take(&mut self.released)
     }
 
-    /// Sends queued jobs to the least-loaded workers with room.
+    /// Sends queued jobs to the least-loaded workers with room: first
+    /// every job is given a worker, then each worker's new jobs are handed
+    /// to its channel in order. A channel that breaks midway kills its
+    /// worker; the jobs it did not take go back to the front of the queue,
+    /// in order, for the other workers.
     fn dispatch(&mut self, now: Instant) {
-        while let Some(&id) = self.queue.front() {
-            let Some(worker) = self
-                .workers
-                .iter_mut()
-                .filter(|w| w.accepts())
-                .min_by_key(|w| w.in_flight.len())
-            else {
+        loop {
+            while let Some(&id) = self.queue.front() {
+                let Some(worker) = self
+                    .workers
+                    .iter_mut()
+                    .filter(|w| w.accepts())
+                    .min_by_key(|w| w.in_flight.len())
+                else {
+                    break;
+                };
+                self.queue.pop_front();
+                if !self.book.jobs.contains_key(&id) {
+                    continue;
+                }
+                if worker.in_flight.is_empty() {
+                    worker.head_since = Some(now);
+                }
+                worker.in_flight.push_back(id);
+                worker.unsent += 1;
+            }
+            let mut broke = false;
+            for worker in &mut self.workers {
+                broke |= send_unsent(&self.config.name, worker, &self.book, &mut self.queue);
+            }
+            if !broke {
                 return;
-            };
-            self.queue.pop_front();
-            let Some(job) = self.book.jobs.get(&id) else {
-                continue;
-            };
-            let payload = Rc::clone(&job.payload);
-            let channel = worker.channel.as_mut().expect("accepts() checked it");
-            match channel.send(payload) {
-                Ok(()) => {
-                    if worker.in_flight.is_empty() {
-                        worker.head_since = Some(now);
-                    }
-                    worker.in_flight.push_back(id);
-                }
-                Err(e) => {
-                    self.queue.push_front(id);
-                    let reason = format!("its channel broke: {e}");
-                    kill(&self.config.name, worker, reason, false);
-                }
             }
         }
     }
@@ -368,7 +398,6 @@ impl Pool {
     /// The loop saw the channel behind `token` ready: send what waits,
     /// take every result in.
     pub fn channel_ready(&mut self, token: Token, now: Instant, registry: &Registry) {
-        let name = self.config.name.clone();
         let Some(worker) = self
             .workers
             .iter_mut()
@@ -401,12 +430,19 @@ impl Pool {
         }
         if let Some(e) = broken {
             if worker.killed.is_none() {
-                kill(&name, worker, format!("its channel broke: {e}"), false);
+                kill(
+                    &self.config.name,
+                    worker,
+                    format!("its channel broke: {e}"),
+                    false,
+                );
             }
         }
         if !self.retiring.is_empty() {
             self.retire_drained(now, registry);
         }
+        // Room was made: the queue's front goes out now, the worker's
+        // share in one run, before its request pipe runs dry.
         self.dispatch(now);
     }
 
@@ -754,7 +790,7 @@ impl Worker {
 /// waiting to be routed to their callers.
 #[derive(Debug, Default)]
 struct Book {
-    jobs: HashMap<u64, Job>,
+    jobs: crate::id_hash::IdMap<u64, Job>,
     stats: Stats,
     done: Vec<Done>,
 }
@@ -790,6 +826,33 @@ impl Book {
             result,
         });
     }
+}
+
+/// Hands `worker`'s unsent jobs to its channel, oldest first. Returns
+/// true if the channel broke: the worker is killed, the jobs from the one
+/// that failed on are taken back from it and put at the front of `queue`
+/// (in their order), to go to another worker.
+fn send_unsent(pool: &str, worker: &mut Worker, book: &Book, queue: &mut VecDeque<u64>) -> bool {
+    let first = worker.in_flight.len() - std::mem::take(&mut worker.unsent);
+    let Some(channel) = worker.channel.as_mut() else {
+        return false;
+    };
+    for at in first..worker.in_flight.len() {
+        let Some(job) = book.jobs.get(&worker.in_flight[at]) else {
+            continue;
+        };
+        if let Err(e) = channel.send(Rc::clone(&job.payload)) {
+            for id in worker.in_flight.drain(at..).rev() {
+                queue.push_front(id);
+            }
+            if worker.in_flight.is_empty() {
+                worker.head_since = None;
+            }
+            kill(pool, worker, format!("its channel broke: {e}"), false);
+            return true;
+        }
+    }
+    false
 }
 
 /// SIGKILLs a worker that broke its channel or overran `job_timeout`;

@@ -136,7 +136,7 @@ pub struct Supervisor {
     /// Every child but fork mode's per-connection ones, which only their
     /// service records (`Service::owns_connection`).
     children: HashMap<Pid, Owner>,
-    sources: HashMap<Token, Source>,
+    sources: crate::id_hash::IdMap<Token, Source>,
     next_token: usize,
     shutdown: Option<Shutdown>,
     /// Opened once: every spawned child's stdin (and `null` outputs).
@@ -223,7 +223,7 @@ impl Supervisor {
             services: services::Services::default(),
             pools: pools::Pools::default(),
             children: HashMap::new(),
-            sources: HashMap::new(),
+            sources: crate::id_hash::IdMap::default(),
             next_token: FIRST_DYNAMIC_TOKEN,
             shutdown: None,
             dev_null: std::fs::File::options()

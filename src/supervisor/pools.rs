@@ -41,6 +41,10 @@ pub(super) struct Pools {
     ledger: Option<Ledger>,
     /// Shutdown reached the pools.
     stopping: bool,
+    /// Buffers `settle_pool` reuses every turn (finished jobs, the callers
+    /// they touched): the loop allocates nothing per job for them.
+    done: Vec<crate::pool::Done>,
+    touched: Vec<Token>,
 }
 
 /// A caller's connection and the pool it talks to.
@@ -181,13 +185,14 @@ impl Supervisor {
         for token in self.pools.list[position].pool.take_released() {
             self.sources.remove(&token);
         }
+        let mut done = std::mem::take(&mut self.pools.done);
+        let mut touched = std::mem::take(&mut self.pools.touched);
         loop {
-            let done = self.pools.list[position].pool.take_done();
+            self.pools.list[position].pool.take_done(&mut done);
             if done.is_empty() {
                 break;
             }
-            let mut touched: Vec<Token> = Vec::new();
-            for d in done {
+            for d in done.drain(..) {
                 let token = Token(d.client as usize);
                 if let Some(Source::PoolCaller(caller)) = self.sources.get_mut(&token) {
                     caller.client.complete(d.seq, d.result);
@@ -196,10 +201,12 @@ impl Supervisor {
             }
             touched.sort_unstable();
             touched.dedup();
-            for token in touched {
+            for token in touched.drain(..) {
                 self.serve_caller(token, false);
             }
         }
+        self.pools.done = done;
+        self.pools.touched = touched;
         if self.pools.list[position].removed && self.pools.list[position].pool.is_stopped() {
             self.pools.list.remove(position);
         }
@@ -317,6 +324,10 @@ impl Supervisor {
                     caller.client.readable(&mut |seq, payload| {
                         running.submit(token.0 as u64, seq, payload, now)
                     });
+                    // What one read brought in goes to the workers
+                    // together (as the results of one read of a worker's
+                    // channel go to each caller in one write).
+                    running.dispatch_queued(now);
                 }
                 None => caller
                     .client
