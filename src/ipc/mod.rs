@@ -137,6 +137,15 @@ impl Parent {
         each!(self, end => end.send(payload))
     }
 
+    /// Queues one frame without writing anything: a caller with several
+    /// frames for this channel queues them all, then calls [`flush`] once,
+    /// so they go out in as few syscalls as the transport allows.
+    ///
+    /// [`flush`]: Parent::flush
+    pub fn queue(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        each!(self, end => end.queue(payload))
+    }
+
     /// Writes more of what is queued; `true` once nothing is left queued.
     /// Call when the loop reports the channel ready.
     pub fn flush(&mut self) -> Result<bool, ChannelError> {
@@ -308,6 +317,24 @@ impl Outbox {
         }
     }
 
+    /// Appends to `into` the unwritten rest of the front frame, then whole
+    /// following frames of at most `frame_limit` bytes (header included)
+    /// while `into` stays within `limit` bytes: several small frames for
+    /// one write. Marks nothing written ([`Outbox::advance`] does).
+    pub fn copy_small(&self, into: &mut Vec<u8>, limit: usize, frame_limit: usize) {
+        let (head, body) = self.front();
+        into.extend_from_slice(head);
+        into.extend_from_slice(body);
+        for (payload, head) in self.frames.iter().skip(1) {
+            let len = frame::HEADER + payload.len();
+            if len > frame_limit || into.len() + len > limit {
+                break;
+            }
+            into.extend_from_slice(head);
+            into.extend_from_slice(payload);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -382,6 +409,27 @@ mod tests {
         out.advance(1);
         assert!(out.is_empty());
         assert_eq!(out.front(), (&[][..], &[][..]));
+    }
+
+    #[test]
+    fn small_frames_are_copied_together_up_to_the_limits() {
+        let mut out = Outbox::default();
+        for payload in [&b"ab"[..], b"c", b"0123456789", b"d", b"e"] {
+            out.push(Rc::new(payload.to_vec()));
+        }
+        out.advance(3); // into the first frame's header
+        let mut into = Vec::new();
+        out.copy_small(&mut into, 64, 8);
+        // The rest of "ab", then "c"; the 14-byte frame is over the frame
+        // limit, and nothing after it is taken (order is kept).
+        assert_eq!(into, [&[2u8][..], b"ab", &[0, 0, 0, 1], b"c"].concat());
+        out.advance(into.len());
+        assert_eq!(out.len(), 3);
+        into.clear();
+        out.copy_small(&mut into, 14 + 5, 64);
+        assert_eq!(into.len(), 14 + 5, "two frames fit the byte limit");
+        out.advance(into.len());
+        assert_eq!(out.front(), (&[0, 0, 0, 1][..], &b"e"[..]));
     }
 
     #[test]

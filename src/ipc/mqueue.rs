@@ -267,6 +267,11 @@ impl Parent {
         self.flush().map(drop)
     }
 
+    pub fn queue(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        self.outbox.push(payload);
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<bool, ChannelError> {
         let size = self.requests.msgsize;
         loop {

@@ -29,6 +29,8 @@ const READ_LARGE: usize = PIPE_SIZE as usize;
 /// A frame part up to this size is copied together and written with one
 /// `write(2)`: cheaper than the kernel importing a two-slice `writev`.
 const SMALL_WRITE: usize = 512;
+/// Most bytes of small frames the parent copies together for one write.
+const BATCH_WRITE: usize = 16 << 10;
 
 pub fn channel(max_frame: usize) -> io::Result<(Parent, Child)> {
     let (req_r, req_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -65,13 +67,29 @@ impl Parent {
         self.flush().map(drop)
     }
 
+    pub fn queue(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        self.outbox.push(payload);
+        Ok(())
+    }
+
+    /// Writes queued frames: small ones several to a `write(2)` (copied
+    /// together, up to [`BATCH_WRITE`] bytes), a large one as `writev` of
+    /// its header and payload.
     pub fn flush(&mut self) -> Result<bool, ChannelError> {
         loop {
             let (head, body) = self.outbox.front();
             if head.is_empty() && body.is_empty() {
                 return Ok(true);
             }
-            match write_parts(self.requests.as_fd(), &mut self.staging, head, body) {
+            let written = if head.len() + body.len() <= SMALL_WRITE {
+                self.staging.clear();
+                self.outbox
+                    .copy_small(&mut self.staging, BATCH_WRITE, SMALL_WRITE);
+                no_eintr(|| nix::unistd::write(&self.requests, &self.staging))
+            } else {
+                write_parts(self.requests.as_fd(), &mut self.staging, head, body)
+            };
+            match written {
                 Ok(n) => self.outbox.advance(n),
                 Err(Errno::EAGAIN) => return Ok(false),
                 Err(Errno::EPIPE) => return Err(ChannelError::Closed),
@@ -286,6 +304,21 @@ mod tests {
         }
         drop(parent);
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn queued_small_frames_are_written_by_one_flush_and_arrive_whole() {
+        let (mut parent, mut child) = channel(1 << 20).unwrap();
+        let frames: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; usize::from(i)]).collect();
+        for f in &frames {
+            parent.queue(Rc::new(f.clone())).unwrap();
+        }
+        assert_eq!(parent.queued(), 100, "queue writes nothing");
+        assert!(parent.flush().unwrap(), "all taken by the pipe");
+        assert_eq!(parent.queued(), 0);
+        for f in &frames {
+            assert_eq!(child.recv().unwrap().as_ref(), Some(f));
+        }
     }
 
     #[test]

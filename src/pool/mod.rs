@@ -828,31 +828,44 @@ impl Book {
     }
 }
 
-/// Hands `worker`'s unsent jobs to its channel, oldest first. Returns
-/// true if the channel broke: the worker is killed, the jobs from the one
-/// that failed on are taken back from it and put at the front of `queue`
-/// (in their order), to go to another worker.
+/// Hands `worker`'s unsent jobs to its channel, oldest first, and writes
+/// them together. Returns true if the channel broke: the worker is
+/// killed, the jobs the channel did not take whole are taken back from it
+/// and put at the front of `queue` (in their order), to go to another
+/// worker.
 fn send_unsent(pool: &str, worker: &mut Worker, book: &Book, queue: &mut VecDeque<u64>) -> bool {
     let first = worker.in_flight.len() - std::mem::take(&mut worker.unsent);
     let Some(channel) = worker.channel.as_mut() else {
         return false;
     };
+    // Queued first, then written together: one write(2) for a run of
+    // small jobs instead of one per job.
+    let mut stop = worker.in_flight.len();
+    let mut broken = None;
     for at in first..worker.in_flight.len() {
         let Some(job) = book.jobs.get(&worker.in_flight[at]) else {
             continue;
         };
-        if let Err(e) = channel.send(Rc::clone(&job.payload)) {
-            for id in worker.in_flight.drain(at..).rev() {
-                queue.push_front(id);
-            }
-            if worker.in_flight.is_empty() {
-                worker.head_since = None;
-            }
-            kill(pool, worker, format!("its channel broke: {e}"), false);
-            return true;
+        if let Err(e) = channel.queue(Rc::clone(&job.payload)) {
+            (stop, broken) = (at, Some(e));
+            break;
         }
     }
-    false
+    let Some(e) = broken.or_else(|| channel.flush().err()) else {
+        return false;
+    };
+    // The jobs up to `stop` that the channel still holds never reached the
+    // worker whole (the outbox is the tail of `in_flight`, in order): they
+    // wait again, without using a retry.
+    let unsent_from = stop.saturating_sub(channel.queued());
+    for id in worker.in_flight.drain(unsent_from..).rev() {
+        queue.push_front(id);
+    }
+    if worker.in_flight.is_empty() {
+        worker.head_since = None;
+    }
+    kill(pool, worker, format!("its channel broke: {e}"), false);
+    true
 }
 
 /// SIGKILLs a worker that broke its channel or overran `job_timeout`;

@@ -139,9 +139,14 @@ pub struct Parent {
 
 impl Parent {
     pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        self.queue(payload)?;
+        self.flush().map(drop)
+    }
+
+    pub fn queue(&mut self, payload: Payload) -> Result<(), ChannelError> {
         check_len(payload.len(), self.max_frame)?;
         self.outbox.push(payload);
-        self.flush().map(drop)
+        Ok(())
     }
 
     /// Copies queued frames into free request slots, several small frames
