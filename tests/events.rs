@@ -153,10 +153,10 @@ per_ip = 1
     drop(held);
 }
 
-/// A killed service worker reads as what happened: started, exited, and
-/// started again with a new pid (its replacement).
+/// A killed worker, of a service or of a pool, reads as what happened:
+/// started, exited, and started again with a new pid (its replacement).
 #[test]
-fn a_replaced_service_worker_is_an_exit_then_a_start() {
+fn a_replaced_worker_is_an_exit_then_a_start() {
     let dir = Scratch::new("events-worker");
     let (_forkd, socket) = start_with_control(
         &dir,
@@ -167,37 +167,44 @@ listen = ["tcp://127.0.0.1:0"]
 mode = "prefork"
 workers = 1
 handler = "echo"
+
+[[pool]]
+name = "upper"
+worker = "builtin:upper"
+workers = 1
 "#,
     );
-    let subject = "service web#0";
     let pid_of = |e: &serde_json::Value| e["pid"].as_i64().unwrap();
-    let mut first = 0;
-    wait_until("the worker's start", T, || {
+    for subject in ["service web#0", "pool upper#0"] {
+        let mut first = 0;
+        wait_until("the worker's start", T, || {
+            let all = events(&socket);
+            all.iter()
+                .find(|e| e["subject"] == subject)
+                .map(|e| first = pid_of(e))
+                .is_some()
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_until("the replacement's start", T, || {
+            kinds_of(&events(&socket), subject).len() >= 3
+        });
         let all = events(&socket);
-        all.iter()
-            .find(|e| e["subject"] == subject)
-            .map(|e| first = pid_of(e))
-            .is_some()
-    });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until("the replacement's start", T, || {
-        kinds_of(&events(&socket), subject).len() >= 3
-    });
-    let all = events(&socket);
-    let mine: Vec<&serde_json::Value> = all.iter().filter(|e| e["subject"] == subject).collect();
-    assert_eq!(
-        kinds_of(&all, subject)[..3],
-        ["worker_started", "worker_exited", "worker_started"],
-        "{all:?}"
-    );
-    assert_eq!(pid_of(mine[0]), first);
-    assert_eq!(pid_of(mine[1]), first);
-    assert_eq!(mine[1]["how"], "killed by SIGKILL", "{:?}", mine[1]);
-    assert_ne!(pid_of(mine[2]), first, "a new process");
+        let mine: Vec<&serde_json::Value> =
+            all.iter().filter(|e| e["subject"] == subject).collect();
+        assert_eq!(
+            kinds_of(&all, subject)[..3],
+            ["worker_started", "worker_exited", "worker_started"],
+            "{subject}: {all:?}"
+        );
+        assert_eq!(pid_of(mine[0]), first);
+        assert_eq!(pid_of(mine[1]), first);
+        assert_eq!(mine[1]["how"], "killed by SIGKILL", "{:?}", mine[1]);
+        assert_ne!(pid_of(mine[2]), first, "{subject}: a new process");
+    }
 }
 
 #[test]

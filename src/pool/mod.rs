@@ -131,6 +131,9 @@ pub struct Pool {
     workers: Vec<Worker>,
     /// Workers of an older size or config finishing their jobs.
     retiring: Vec<Worker>,
+    /// Workers forked since the supervisor last took them (index, pid),
+    /// for its event stream.
+    started: Vec<(usize, Pid)>,
     queue: VecDeque<u64>,
     book: Book,
     next_job: u64,
@@ -175,6 +178,7 @@ impl Pool {
             config: config.clone(),
             workers: Vec::new(),
             retiring: Vec::new(),
+            started: Vec::new(),
             queue: VecDeque::new(),
             book: Book::default(),
             next_job: 0,
@@ -448,6 +452,15 @@ impl Pool {
 
     /// A worker of this pool was reaped. Returns false if the pid is not
     /// one of its workers.
+    /// The index of the worker (current or retiring) that is `pid`.
+    pub fn index_of(&self, pid: Pid) -> Option<usize> {
+        self.workers
+            .iter()
+            .chain(&self.retiring)
+            .find(|w| w.life.pid() == Some(pid))
+            .map(|w| w.index)
+    }
+
     pub fn exited(&mut self, pid: Pid, exit: ExitKind, now: Instant, ctx: &mut Ctx<'_>) -> bool {
         let name = self.config.name.clone();
         let (list, position) = match self.workers.iter().position(|w| w.life.pid() == Some(pid)) {
@@ -604,6 +617,11 @@ impl Pool {
         });
     }
 
+    /// The workers forked since the last call: (index, pid), in order.
+    pub fn take_started(&mut self) -> std::vec::Drain<'_, (usize, Pid)> {
+        self.started.drain(..)
+    }
+
     fn spawn(&mut self, position: usize, now: Instant, ctx: &mut Ctx<'_>) {
         let serial = self.next_channel;
         self.next_channel += 1;
@@ -644,6 +662,7 @@ impl Pool {
                     self.config.name
                 );
                 (ctx.spawned)(pid);
+                self.started.push((index, pid));
             }
             Err(e) => {
                 if let Action::Retry { delay } = worker.life.step(Event::SpawnFailed { now }) {

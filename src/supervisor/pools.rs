@@ -351,10 +351,14 @@ impl Supervisor {
 
     /// A pool worker was reaped.
     pub(super) fn pool_worker_exited(&mut self, id: u64, pid: Pid, exit: ExitKind) {
-        let found = self.with_pool(id, |pool, now, ctx| pool.exited(pid, exit, now, ctx));
-        if let Some(p) = self.pools.list.iter().find(|p| p.id == id) {
+        let mut index = None;
+        let found = self.with_pool(id, |pool, now, ctx| {
+            index = pool.index_of(pid);
+            pool.exited(pid, exit, now, ctx)
+        });
+        if let (Some(p), Some(index)) = (self.pools.list.iter().find(|p| p.id == id), index) {
             self.events.push(super::events::Event::WorkerExited {
-                subject: format!("pool {}", p.pool.name()),
+                subject: format!("pool {}#{index}", p.pool.name()),
                 pid: pid.as_raw(),
                 how: exit.to_string(),
             });
