@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::pool::{
-    jobs_per_worker, pattern, pool_status, running_workers, start_pool, turn, Caller,
+    forkctl_call, jobs_per_worker, pattern, pool_status, running_workers, start_pool, turn, Caller,
 };
 use common::*;
 
@@ -348,6 +348,36 @@ fn a_worker_command_that_does_not_exist_is_logged_and_retried_with_a_growing_bac
         assert_eq!(workers[0]["state"], "backoff", "{transport}: {workers}");
         assert_eq!(forkd.log.count("exited with code 127"), 0);
     }
+}
+
+/// A worker that closes its stdin breaks its channel at forkd's first
+/// write, with a small job and with one larger than the pipe (frames left
+/// queued to it): each caller gets an error, forkd kills and replaces the
+/// worker once per break (no loop writing to the broken pipe again) and
+/// keeps answering. Its log says forkd killed the worker, with no
+/// out-of-memory guess.
+#[test]
+fn a_worker_that_stops_reading_fails_its_jobs_and_forkd_stays_responsive() {
+    let _turn = turn("pipe");
+    let dir = Scratch::new("pool-exec-deaf");
+    let body = "[[pool]]\nname = \"deaf\"\nworkers = 1\njob_timeout = \"2s\"\ncommand = [\"/bin/sh\", \"-c\", \"exec 0<&-; exec sleep 30\"]\n";
+    let (forkd, socket) = start_pool(&dir, body, "deaf", 1);
+    for len in [5usize, 8 << 20] {
+        let (code, out, err) = forkctl_call(&socket, "deaf", &pattern(len));
+        assert_eq!(code, 1, "{len} B: {err}");
+        assert!(out.is_empty(), "{len} B: no result");
+        assert!(
+            err.contains("channel broke") || err.contains("timeout"),
+            "{len} B: {err}"
+        );
+        assert_eq!(forkctl(&socket, &["version"]).code, 0, "forkd answers");
+    }
+    let broke = forkd.log.count("its channel broke");
+    assert!(
+        (1..=20).contains(&broke),
+        "one warning per break, not a loop: {broke}"
+    );
+    assert_eq!(forkd.log.count("perhaps out of memory"), 0);
 }
 
 /// The transports the Rust example is tested over.

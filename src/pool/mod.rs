@@ -450,8 +450,6 @@ impl Pool {
         self.dispatch(now);
     }
 
-    /// A worker of this pool was reaped. Returns false if the pid is not
-    /// one of its workers.
     /// The index of the worker (current or retiring) that is `pid`.
     pub fn index_of(&self, pid: Pid) -> Option<usize> {
         self.workers
@@ -461,6 +459,8 @@ impl Pool {
             .map(|w| w.index)
     }
 
+    /// A worker of this pool was reaped. Returns false if the pid is not
+    /// one of its workers.
     pub fn exited(&mut self, pid: Pid, exit: ExitKind, now: Instant, ctx: &mut Ctx<'_>) -> bool {
         let name = self.config.name.clone();
         let (list, position) = match self.workers.iter().position(|w| w.life.pid() == Some(pid)) {
@@ -513,9 +513,14 @@ impl Pool {
                 if let Some(w) = self.workers.iter_mut().find(|w| w.index == index) {
                     w.restarts += 1;
                 }
+                // A worker forkd killed itself (its reason was logged then)
+                // is not an unexpected SIGKILL, so no out-of-memory guess.
+                let how = match killed {
+                    Some(_) => exit.to_string(),
+                    None => exit.unexpected().to_string(),
+                };
                 log::warn!(
-                    "pool \"{name}\" worker #{index} (pid {pid}) {}; replacing it in {}",
-                    exit.unexpected(),
+                    "pool \"{name}\" worker #{index} (pid {pid}) {how}; replacing it in {}",
                     crate::logging::human_duration(delay)
                 );
             }
@@ -853,6 +858,13 @@ impl Book {
 /// and put at the front of `queue` (in their order), to go to another
 /// worker.
 fn send_unsent(pool: &str, worker: &mut Worker, book: &Book, queue: &mut VecDeque<u64>) -> bool {
+    // Nothing new, or a worker already killed (its jobs are settled at the
+    // reap; writing its backlog again would only fail again): nothing to
+    // do here. What waits from an earlier turn goes out on `channel_ready`.
+    if worker.unsent == 0 || worker.killed.is_some() {
+        worker.unsent = 0;
+        return false;
+    }
     let first = worker.in_flight.len() - std::mem::take(&mut worker.unsent);
     let Some(channel) = worker.channel.as_mut() else {
         return false;
