@@ -5,7 +5,8 @@
 //!
 //! Both ends read straight into their [`Decoder`] (a large frame into the
 //! `Vec` it is returned in, with no zeroing first) and write a small frame
-//! with one `write(2)` of a stack copy, a large one with `writev(2)` of
+//! (or a run of small ones) with one `write(2)` of a copy in a reused
+//! buffer, a large one with `writev(2)` of
 //! header and payload: no pass over a payload that the pipe itself does
 //! not force.
 

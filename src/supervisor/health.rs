@@ -39,18 +39,10 @@ impl Supervisor {
                 ));
             }
         }
-        // `status` lists the services in `self.services.list` order, the
-        // ones a reload retired included: those drain by design while
-        // their successor (if any) serves, and are no reason.
-        for (service, running) in status["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .zip(&self.services.list)
-        {
-            if running.retired.is_none() {
-                service_reasons(service, &mut reasons);
-            }
+        // The services a reload retired drain by design while their
+        // successor (if any) serves: no reason.
+        for running in self.services.list.iter().filter(|r| r.retired.is_none()) {
+            service_reasons(&running.service.status(), &mut reasons);
         }
         json!({ "ok": true, "healthy": reasons.is_empty(), "reasons": reasons })
     }
