@@ -17,16 +17,28 @@
 //! pipe transport for any language). Callers reach a pool through
 //! [`client::Client`] connections (`forkctl call`, the `pool` handler).
 //!
+//! The parts: `book.rs` (the jobs and their answers), `slot.rs` (one worker:
+//! its channel, jobs in flight, handing jobs over, killing), `spawn.rs`
+//! (forking or exec'ing a worker), [`latency`] (the histogram).
+//!
 //! Everything here runs in the supervisor's loop and returns promptly: no
 //! call blocks, the loop reaps and reports exits ([`Pool::exited`]), and
 //! results come out through [`Pool::take_done`].
 
+mod book;
 pub mod builtin;
 pub mod client;
 pub mod latency;
+mod slot;
+mod spawn;
+
+pub use book::Done;
+use book::{Book, Job};
+use slot::{kill, send_unsent, Worker};
+use spawn::{record_names, spawn_builtin, spawn_command};
 
 use std::collections::VecDeque;
-use std::rc::Rc;
+
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
@@ -34,7 +46,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::config::{PoolConfig, Transport, WorkerKind};
+use crate::config::{PoolConfig, WorkerKind};
 use crate::ipc::{self, names, ChannelId, Payload};
 use crate::lifecycle::{self, Action, Event, Policy, State};
 use crate::process::ExitKind;
@@ -54,65 +66,6 @@ const POLICY: Policy = Policy {
 
 /// A caller of the pool (a client connection), as the supervisor numbers it.
 pub type ClientId = u64;
-
-/// A finished job: its result payload (`ERR reason` when it failed) for
-/// the caller's `seq`-th job.
-#[derive(Debug)]
-pub struct Done {
-    pub client: ClientId,
-    pub seq: u64,
-    pub result: Vec<u8>,
-}
-
-#[derive(Debug)]
-struct Job {
-    payload: Payload,
-    client: ClientId,
-    seq: u64,
-    attempts: u32,
-    submitted: Instant,
-}
-
-#[derive(Debug)]
-struct Worker {
-    index: usize,
-    token: Token,
-    life: lifecycle::Slot,
-    channel: Option<ipc::Parent>,
-    /// Job ids sent, oldest (the one running) first.
-    in_flight: VecDeque<u64>,
-    /// Of those, the newest ones given to this worker by `dispatch` but
-    /// not yet handed to its channel.
-    unsent: usize,
-    /// When the running job started (it became the oldest in flight).
-    head_since: Option<Instant>,
-    jobs: u64,
-    /// Of those, the ones it answered `ERR ...`.
-    failed: u64,
-    /// Workers this slot has had after its first.
-    restarts: u64,
-    /// Why forkd killed it, if it did; its jobs fail or move on with this.
-    killed: Option<Killed>,
-}
-
-#[derive(Debug)]
-struct Killed {
-    reason: String,
-    /// The running job already failed (a timeout): the jobs behind it
-    /// never started and are sent again without charge.
-    head_failed: bool,
-}
-
-#[derive(Debug, Default)]
-struct Stats {
-    done: u64,
-    failed: u64,
-    retried: u64,
-    busy: u64,
-    latencies_us: VecDeque<u64>,
-    /// Every job's latency since the pool started (`forkctl metrics`).
-    histogram: latency::Histogram,
-}
 
 /// What a pool needs from the loop while it forks and registers workers.
 pub struct Ctx<'a> {
@@ -773,214 +726,4 @@ impl Pool {
             "workers": workers,
         })
     }
-}
-
-impl Worker {
-    /// Running, channel up, room for another job.
-    fn accepts(&self) -> bool {
-        matches!(self.life.state, State::Running { .. })
-            && self.killed.is_none()
-            && self.channel.is_some()
-            && self.in_flight.len() < DEPTH
-    }
-
-    fn status(&self, retiring: bool) -> Value {
-        let state = match (self.life.state, &self.killed, retiring) {
-            (_, Some(_), _) => "killed",
-            (State::Running { .. }, None, false) => "running",
-            (State::Running { .. } | State::Retiring { .. }, None, _) => "retiring",
-            (State::Pending { .. }, None, _) if self.life.failures > 0 => "backoff",
-            (State::Pending { .. }, None, _) => "starting",
-            (State::Vacant, None, _) => "stopped",
-        };
-        let uptime = match self.life.state {
-            State::Running { since, .. } => Some(since.elapsed().as_secs()),
-            _ => None,
-        };
-        json!({
-            "index": self.index,
-            "state": state,
-            "pid": self.life.pid().map(|p| p.as_raw()),
-            "uptime_secs": uptime,
-            "restarts": self.restarts,
-            "failed": self.failed,
-            "jobs": self.jobs,
-            "in_flight": self.in_flight.len(),
-        })
-    }
-}
-
-/// The jobs not yet answered, what became of the others, and the answers
-/// waiting to be routed to their callers.
-#[derive(Debug, Default)]
-struct Book {
-    jobs: crate::id_hash::IdMap<u64, Job>,
-    stats: Stats,
-    done: Vec<Done>,
-}
-
-impl Book {
-    /// Ends job `id` (if it is still pending) with the failure `message`
-    /// (which starts with `ERR `).
-    fn fail(&mut self, id: u64, message: String, now: Instant) {
-        if let Some(job) = self.jobs.remove(&id) {
-            self.finish(job, message.into_bytes(), now);
-        }
-    }
-
-    fn finish(&mut self, job: Job, result: Vec<u8>, now: Instant) {
-        let stats = &mut self.stats;
-        if result.starts_with(b"ERR ") {
-            stats.failed += 1;
-        } else {
-            stats.done += 1;
-        }
-        if stats.latencies_us.len() == LATENCIES {
-            stats.latencies_us.pop_front();
-        }
-        let took = now.duration_since(job.submitted);
-        stats.histogram.record(took);
-        let us = took.as_micros();
-        stats
-            .latencies_us
-            .push_back(u64::try_from(us).unwrap_or(u64::MAX));
-        self.done.push(Done {
-            client: job.client,
-            seq: job.seq,
-            result,
-        });
-    }
-}
-
-/// Hands `worker`'s unsent jobs to its channel, oldest first, and writes
-/// them together. Returns true if the channel broke: the worker is
-/// killed, the jobs the channel did not take whole are taken back from it
-/// and put at the front of `queue` (in their order), to go to another
-/// worker.
-fn send_unsent(pool: &str, worker: &mut Worker, book: &Book, queue: &mut VecDeque<u64>) -> bool {
-    // Nothing new, or a worker already killed (its jobs are settled at the
-    // reap; writing its backlog again would only fail again): nothing to
-    // do here. What waits from an earlier turn goes out on `channel_ready`.
-    if worker.unsent == 0 || worker.killed.is_some() {
-        worker.unsent = 0;
-        return false;
-    }
-    let first = worker.in_flight.len() - std::mem::take(&mut worker.unsent);
-    let Some(channel) = worker.channel.as_mut() else {
-        return false;
-    };
-    // Queued first, then written together: one write(2) for a run of
-    // small jobs instead of one per job.
-    let mut stop = worker.in_flight.len();
-    let mut broken = None;
-    for at in first..worker.in_flight.len() {
-        let Some(job) = book.jobs.get(&worker.in_flight[at]) else {
-            continue;
-        };
-        if let Err(e) = channel.queue(Rc::clone(&job.payload)) {
-            (stop, broken) = (at, Some(e));
-            break;
-        }
-    }
-    let Some(e) = broken.or_else(|| channel.flush().err()) else {
-        return false;
-    };
-    // The jobs up to `stop` that the channel still holds never reached the
-    // worker whole (the outbox is the tail of `in_flight`, in order): they
-    // wait again, without using a retry.
-    let unsent_from = stop.saturating_sub(channel.queued());
-    for id in worker.in_flight.drain(unsent_from..).rev() {
-        queue.push_front(id);
-    }
-    if worker.in_flight.is_empty() {
-        worker.head_since = None;
-    }
-    kill(pool, worker, format!("its channel broke: {e}"), false);
-    true
-}
-
-/// SIGKILLs a worker that broke its channel or overran `job_timeout`;
-/// its jobs are settled when it is reaped.
-fn kill(pool: &str, worker: &mut Worker, reason: String, head_failed: bool) {
-    if let Some(pid) = worker.life.pid() {
-        log::warn!(
-            "pool \"{pool}\" worker #{} (pid {pid}) {reason}",
-            worker.index
-        );
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    }
-    worker.killed = Some(Killed {
-        reason: format!("worker #{} {reason}", worker.index),
-        head_failed,
-    });
-}
-
-/// Writes a channel's queue or segment names in the ledger before they exist.
-fn record_names(
-    transport: Transport,
-    id: ChannelId<'_>,
-    ledger: Option<&mut names::Ledger>,
-) -> std::io::Result<()> {
-    let Some(ledger) = ledger else {
-        return Ok(());
-    };
-    match transport {
-        Transport::Pipe => Ok(()),
-        Transport::Mqueue => ipc::mqueue::names(id)
-            .iter()
-            .try_for_each(|n| ledger.record(names::Kind::Mqueue, n)),
-        Transport::Shm => ipc::shm::names(id)
-            .iter()
-            .try_for_each(|n| ledger.record(names::Kind::Shm, n)),
-    }
-}
-
-/// Forks a built-in worker: it keeps only its channel and answers jobs
-/// until the channel closes.
-fn spawn_builtin(name: &str, mut child: ipc::Child, parent: Pid) -> Result<Pid, String> {
-    let job = builtin::lookup(name).ok_or_else(|| format!("no built-in worker \"{name}\""))?;
-    let pid = crate::process::fork_worker(move || {
-        let mut keep = child.fds();
-        if !crate::server::child_setup(parent, &mut keep, false) {
-            return 1;
-        }
-        match crate::worker::serve_on(&mut child, |payload| Ok(job(payload))) {
-            Ok(()) => 0,
-            Err(_) => 1,
-        }
-    })
-    .map_err(|e| format!("fork failed: {e}"))?;
-    Ok(pid)
-}
-
-/// Execs a worker command with its channel described in its environment
-/// (over the pipe transport: on its stdin and stdout; over the others
-/// stdin is /dev/null, so a worker never reads forkd's terminal). A
-/// failure names the command.
-fn spawn_command(
-    command: &crate::process::exec::Prepared,
-    child: &ipc::Child,
-) -> Result<Pid, String> {
-    use std::os::fd::BorrowedFd;
-    let cannot = |e: &dyn std::fmt::Display| format!("cannot run {:?}: {e}", command.program());
-    let setup = child.exec_setup();
-    let mut plan = command.plan();
-    for (name, value) in &setup.env {
-        plan.add_env(name, value).map_err(|e| cannot(&e))?;
-    }
-    // SAFETY: the fds belong to `child`, which outlives the spawn.
-    let borrow = |fd: i32| unsafe { BorrowedFd::borrow_raw(fd) };
-    plan.stdin = match setup.stdin {
-        Some(fd) => crate::process::exec::ChildFd::Borrowed(borrow(fd)),
-        None => crate::process::exec::ChildFd::Fd(
-            std::fs::File::open("/dev/null")
-                .map_err(|e| cannot(&format_args!("/dev/null: {e}")))?
-                .into(),
-        ),
-    };
-    if let Some(fd) = setup.stdout {
-        plan.stdout = crate::process::exec::ChildFd::Borrowed(borrow(fd));
-    }
-    plan.keep = setup.keep;
-    plan.spawn().map_err(|e| cannot(&e))
 }
