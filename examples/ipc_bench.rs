@@ -410,10 +410,15 @@ fn fork_echo(mut child: ipc::Child, pin: Pin) -> io::Result<Pid> {
         if !forkd::server::child_setup(parent, &mut keep, false) {
             return 1;
         }
+        // The echo, as a worker's result would be, is its own buffer: the
+        // request is only lent until the channel is used again.
+        let mut echo = Vec::new();
         loop {
             match child.recv() {
                 Ok(Some(frame)) => {
-                    if child.send(&frame).is_err() {
+                    echo.clear();
+                    echo.extend_from_slice(frame);
+                    if child.send(&echo).is_err() {
                         return 1;
                     }
                 }

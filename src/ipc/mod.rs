@@ -192,7 +192,19 @@ pub struct ExecSetup {
 impl Child {
     /// The next request frame; `None` once the supervisor closed the
     /// channel (the worker should then exit).
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+    ///
+    /// The frame is lent from the channel's own buffer (no allocation, no
+    /// copy) until the channel is next used: copy out what must outlive
+    /// the response.
+    ///
+    /// ```compile_fail,E0499
+    /// fn keep_two(child: &mut forkd::ipc::Child) {
+    ///     let first = child.recv().unwrap().unwrap();
+    ///     let second = child.recv().unwrap().unwrap(); // `first` would dangle
+    ///     assert_ne!(first, second);
+    /// }
+    /// ```
+    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
         match self {
             Child::Pipe(end) => end.recv(),
             Child::Mqueue(end) => end.recv(),

@@ -392,11 +392,8 @@ impl Child {
         })
     }
 
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
+    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
+        while !self.decoder.has_frame()? {
             match self.requests.receive(&mut self.incoming)? {
                 Some(0) if self.decoder.pending() == 0 => return Ok(None),
                 Some(0) => {
@@ -407,6 +404,7 @@ impl Child {
                 None => return Err(not_blocking()),
             }
         }
+        Ok(Some(self.decoder.lend()))
     }
 
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {

@@ -143,11 +143,8 @@ impl Child {
         Child::new(stdin, stdout, max_frame)
     }
 
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
+    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
+        while !self.decoder.has_frame()? {
             match read_into(self.requests.as_fd(), &mut self.decoder) {
                 Ok(0) if self.decoder.pending() == 0 => return Ok(None),
                 Ok(0) => {
@@ -158,6 +155,7 @@ impl Child {
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
+        Ok(Some(self.decoder.lend()))
     }
 
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
@@ -269,9 +267,8 @@ mod tests {
         let mut parent = super::super::Parent::Pipe(parent);
         let worker = std::thread::spawn(move || {
             while let Some(req) = child.recv().unwrap() {
-                child
-                    .send(&req.iter().rev().copied().collect::<Vec<u8>>())
-                    .unwrap();
+                let rsp: Vec<u8> = req.iter().rev().copied().collect();
+                child.send(&rsp).unwrap();
             }
         });
         for len in [0usize, 1, 64, 64 << 10, 1 << 20, 8 << 20] {
@@ -299,7 +296,7 @@ mod tests {
         let sent = frames.clone();
         let worker = std::thread::spawn(move || {
             for f in &sent {
-                assert_eq!(child.recv().unwrap().as_ref(), Some(f));
+                assert_eq!(child.recv().unwrap(), Some(&f[..]));
                 child.send(f).unwrap();
             }
             assert!(child.recv().unwrap().is_none(), "a clean end");

@@ -287,17 +287,15 @@ impl Child {
 
     /// The next request; `None` once the supervisor closed the channel or
     /// is gone.
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.rings.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
+    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
+        while !self.rings.decoder.has_frame()? {
             if !self.wait(Ring::Requests)? {
                 return Ok(None);
             }
             self.rings.take()?;
             self.ring_if_armed(&self.rings.region.header().room_armed)?;
         }
+        Ok(Some(self.rings.decoder.lend()))
     }
 
     /// Sends one response, waiting for free slots as it goes; `Closed` if
