@@ -173,8 +173,12 @@ impl Decoder {
             assert!(large.len() <= self.large_len, "a large frame overfilled");
             return Ok(large.len() == self.large_len);
         }
-        if self.start > self.buf.len() / 2 {
-            // What was lent before is no longer borrowed: drop it.
+        // What was lent before is no longer borrowed: drop it (all of
+        // it, the usual case, without a drain's memmove).
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;
         }

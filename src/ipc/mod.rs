@@ -396,6 +396,48 @@ mod tests {
         assert_eq!(out.front(), (&[][..], &[][..]));
     }
 
+    /// Frames sent while the worker does not read fill the transport, wait
+    /// in the outbox, and all arrive in order once it reads.
+    fn frames_wait_while_the_worker_is_not_reading(transport: Transport, pool: &str) {
+        let id = ChannelId {
+            pid: std::process::id(),
+            pool,
+            worker: 0,
+        };
+        let (mut parent, mut child) = channel(transport, id, 1 << 20).unwrap();
+        // 2.5 MB: more than a 1 MiB pipe or 16 slots of 64 KiB hold.
+        let frames: Vec<Vec<u8>> = (0..20_000)
+            .map(|i: usize| vec![(i % 251) as u8; 64 + i % 128])
+            .collect();
+        for f in &frames {
+            parent.send(Rc::new(f.clone())).unwrap();
+        }
+        assert!(parent.queued() > 0, "the transport filled up");
+        let sent = frames.clone();
+        let worker = std::thread::spawn(move || {
+            for f in &sent {
+                assert_eq!(child.recv().unwrap(), Some(&f[..]));
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while parent.queued() > 0 {
+            parent.flush().unwrap();
+            assert!(std::time::Instant::now() < deadline, "flushed within 30 s");
+            std::thread::yield_now();
+        }
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn pipe_frames_wait_while_the_worker_is_not_reading() {
+        frames_wait_while_the_worker_is_not_reading(Transport::Pipe, "waitpipe");
+    }
+
+    #[test]
+    fn shm_frames_wait_while_the_worker_is_not_reading() {
+        frames_wait_while_the_worker_is_not_reading(Transport::Shm, "waitshm");
+    }
+
     #[test]
     fn names_carry_pid_pool_and_worker_with_one_slash() {
         let id = ChannelId {

@@ -60,7 +60,22 @@ pub struct Parent {
 }
 
 impl Parent {
+    /// With nothing queued before it, the frame is written straight from
+    /// `payload` and only what the pipe did not take is queued: a frame
+    /// the pipe takes whole never enters the outbox.
     pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        if self.outbox.is_empty() {
+            let head = frame::header(payload.len());
+            let wrote = write_parts(self.requests.as_fd(), &mut self.staging, &head, &payload);
+            let n = written(wrote)?.unwrap_or(0);
+            if n == frame::HEADER + payload.len() {
+                return Ok(());
+            }
+            // The pipe is full now: the loop says when it has room.
+            self.outbox.push(payload);
+            self.outbox.advance(n);
+            return Ok(());
+        }
         self.outbox.push(payload);
         self.flush().map(drop)
     }
@@ -71,11 +86,10 @@ impl Parent {
             if head.is_empty() && body.is_empty() {
                 return Ok(true);
             }
-            match write_parts(self.requests.as_fd(), &mut self.staging, head, body) {
-                Ok(n) => self.outbox.advance(n),
-                Err(Errno::EAGAIN) => return Ok(false),
-                Err(Errno::EPIPE) => return Err(ChannelError::Closed),
-                Err(e) => return Err(io::Error::from(e).into()),
+            let wrote = write_parts(self.requests.as_fd(), &mut self.staging, head, body);
+            match written(wrote)? {
+                Some(n) => self.outbox.advance(n),
+                None => return Ok(false),
             }
         }
     }
@@ -213,6 +227,17 @@ fn write_parts(
     }
     let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
     no_eintr(|| nix::sys::uio::writev(fd, &slices))
+}
+
+/// A non-blocking write's outcome: the bytes taken, `None` for a full
+/// pipe (EAGAIN), `Closed` once the worker's end is gone (EPIPE).
+fn written(wrote: nix::Result<usize>) -> Result<Option<usize>, ChannelError> {
+    match wrote {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(Errno::EPIPE) => Err(ChannelError::Closed),
+        Err(e) => Err(io::Error::from(e).into()),
+    }
 }
 
 /// One `read(2)` from `fd` straight into `decoder`'s next bytes (a large
