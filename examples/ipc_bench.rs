@@ -410,15 +410,13 @@ fn fork_echo(mut child: ipc::Child, pin: Pin) -> io::Result<Pid> {
         if !forkd::server::child_setup(parent, &mut keep, false) {
             return 1;
         }
-        // The echo, as a worker's result would be, is its own buffer: the
-        // request is only lent until the channel is used again.
-        let mut echo = Vec::new();
+        // The echo sends the request itself back, so it takes it owned
+        // (a lent one would be gone once the channel is used): as raw's
+        // echo, a large frame is not copied again.
         loop {
-            match child.recv() {
+            match child.recv_owned() {
                 Ok(Some(frame)) => {
-                    echo.clear();
-                    echo.extend_from_slice(frame);
-                    if child.send(&echo).is_err() {
+                    if child.send(&frame).is_err() {
                         return 1;
                     }
                 }

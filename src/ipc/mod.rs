@@ -212,6 +212,18 @@ impl Child {
         }
     }
 
+    /// [`Child::recv`] as an owned `Vec`, for a request that must outlive
+    /// the next use of the channel (an echo sends it back): a large frame,
+    /// collected in a `Vec` of its own, is handed over without a copy; a
+    /// small one costs an allocation and a copy.
+    pub fn recv_owned(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        match self {
+            Child::Pipe(end) => end.recv_owned(),
+            Child::Mqueue(end) => end.recv_owned(),
+            Child::Shm(end) => end.recv_owned(),
+        }
+    }
+
     /// Sends one response frame.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         match self {
@@ -271,6 +283,31 @@ impl Child {
                 "{ENV_TRANSPORT}={named}: expected pipe, mqueue or shm"
             ))),
         }
+    }
+}
+
+/// A worker's end of one transport: how it waits for a whole request;
+/// lending or handing it over is the same for all.
+pub(crate) trait Receive {
+    fn decoder(&mut self) -> &mut Decoder;
+
+    /// Reads until a whole request is in: `false` at the channel's end.
+    fn await_frame(&mut self) -> Result<bool, ChannelError>;
+
+    /// See [`Child::recv`].
+    fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
+        if !self.await_frame()? {
+            return Ok(None);
+        }
+        Ok(Some(self.decoder().lend()))
+    }
+
+    /// See [`Child::recv_owned`].
+    fn recv_owned(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        if !self.await_frame()? {
+            return Ok(None);
+        }
+        Ok(self.decoder().next_frame()?)
     }
 }
 
@@ -426,6 +463,49 @@ mod tests {
             std::thread::yield_now();
         }
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_worker_takes_requests_lent_or_owned_in_order() {
+        let id = ChannelId {
+            pid: std::process::id(),
+            pool: "lentowned",
+            worker: 0,
+        };
+        for transport in [Transport::Shm, Transport::Pipe] {
+            let (mut parent, mut child) = channel(transport, id, 1 << 20).unwrap();
+            let large: Vec<u8> = (0..300_000).map(|i| (i % 241) as u8).collect();
+            for payload in [&b"first"[..], &large, b"third", &large[7..]] {
+                parent.send(Rc::new(payload.to_vec())).unwrap();
+            }
+            let (got_tx, got) = std::sync::mpsc::channel();
+            let worker = std::thread::spawn(move || {
+                let first = child.recv_owned().unwrap().unwrap();
+                let second = child.recv().unwrap().unwrap().to_vec();
+                let third = child.recv_owned().unwrap().unwrap();
+                let fourth = child.recv_owned().unwrap().unwrap();
+                got_tx.send((first, second, third, fourth)).unwrap();
+                child.recv().unwrap().is_none()
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while parent.queued() > 0 {
+                parent.flush().unwrap();
+                assert!(std::time::Instant::now() < deadline, "flushed within 30 s");
+                std::thread::yield_now();
+            }
+            let (first, second, third, fourth) = got
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
+            // Only now: a closed shm channel drops what its worker has not
+            // read yet.
+            drop(parent);
+            let ended = worker.join().unwrap();
+            assert_eq!(first, b"first");
+            assert_eq!(second, large);
+            assert_eq!(third, b"third");
+            assert_eq!(fourth, large[7..]);
+            assert!(ended, "the end of the channel after the last request");
+        }
     }
 
     #[test]

@@ -50,7 +50,9 @@ use nix::mqueue::{
 };
 use nix::sys::stat::Mode;
 
-use super::{frame, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, Outbox, Payload};
+use super::{
+    frame, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, Outbox, Payload, Receive,
+};
 
 /// An exec'd worker's request queue (it opens it O_RDONLY).
 pub const ENV_REQUESTS: &str = "FORKD_MQ_REQUESTS";
@@ -406,21 +408,6 @@ impl Child {
         })
     }
 
-    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
-        while !self.decoder.has_frame()? {
-            match self.requests.receive(&mut self.incoming)? {
-                Some(0) if self.decoder.pending() == 0 => return Ok(None),
-                Some(0) => {
-                    let have = self.decoder.pending();
-                    return Err(frame::FrameError::Truncated { have }.into());
-                }
-                Some(n) => self.decoder.extend(&self.incoming[..n]),
-                None => return Err(not_blocking()),
-            }
-        }
-        Ok(Some(self.decoder.lend()))
-    }
-
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         let head = frame::header(payload.len());
         let size = self.responses.msgsize;
@@ -460,6 +447,27 @@ impl Child {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.decoder.has_frame()? {
+            match self.requests.receive(&mut self.incoming)? {
+                Some(0) if self.decoder.pending() == 0 => return Ok(false),
+                Some(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Some(n) => self.decoder.extend(&self.incoming[..n]),
+                None => return Err(not_blocking()),
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -17,7 +17,7 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload};
+use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload, Receive};
 
 /// Wished pipe capacity; the kernel keeps the default (64 KiB) if refused.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -157,21 +157,6 @@ impl Child {
         Child::new(stdin, stdout, max_frame)
     }
 
-    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
-        while !self.decoder.has_frame()? {
-            match read_into(self.requests.as_fd(), &mut self.decoder) {
-                Ok(0) if self.decoder.pending() == 0 => return Ok(None),
-                Ok(0) => {
-                    let have = self.decoder.pending();
-                    return Err(frame::FrameError::Truncated { have }.into());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::from(e).into()),
-            }
-        }
-        Ok(Some(self.decoder.lend()))
-    }
-
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         let head = frame::header(payload.len());
         let mut done = 0;
@@ -261,6 +246,27 @@ fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<usize> {
     // the spare capacity.
     unsafe { into.set_len(into.len() + n) };
     Ok(n)
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.decoder.has_frame()? {
+            match read_into(self.requests.as_fd(), &mut self.decoder) {
+                Ok(0) if self.decoder.pending() == 0 => return Ok(false),
+                Ok(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -60,7 +60,8 @@ use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::{
-    frame, names, no_eintr, ChannelError, ChannelId, ExecSetup, FrameError, Outbox, Payload,
+    frame, names, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, FrameError, Outbox,
+    Payload, Receive,
 };
 use region::{Region, Ring, MAX_SLOT, PAGE};
 use rings::{garbled, Rings};
@@ -295,19 +296,6 @@ impl Child {
         Ok(Child::new(region, name, doorbell, max_frame))
     }
 
-    /// The next request; `None` once the supervisor closed the channel or
-    /// is gone.
-    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
-        while !self.rings.decoder.has_frame()? {
-            if !self.wait(Ring::Requests)? {
-                return Ok(None);
-            }
-            self.rings.take()?;
-            self.ring_if_armed(&self.rings.region.header().room_armed)?;
-        }
-        Ok(Some(self.rings.decoder.lend()))
-    }
-
     /// Sends one response, waiting for free slots as it goes; `Closed` if
     /// the supervisor closed the channel or is gone meanwhile.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
@@ -415,6 +403,24 @@ impl Child {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.rings.decoder
+    }
+
+    /// `false` once the supervisor closed the channel or is gone.
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.rings.decoder.has_frame()? {
+            if !self.wait(Ring::Requests)? {
+                return Ok(false);
+            }
+            self.rings.take()?;
+            self.ring_if_armed(&self.rings.region.header().room_armed)?;
+        }
+        Ok(true)
     }
 }
 
