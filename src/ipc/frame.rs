@@ -159,10 +159,20 @@ impl Decoder {
         if !self.has_frame()? {
             return Ok(None);
         }
+        Ok(Some(self.take()))
+    }
+
+    /// Consumes the whole frame [`Decoder::has_frame`] found and hands it
+    /// over: a large frame's own `Vec`, or a small one copied out.
+    ///
+    /// # Panics
+    /// If no whole frame is in (call `has_frame` first).
+    pub fn take(&mut self) -> Vec<u8> {
         if let Some(large) = self.large.take() {
-            return Ok(Some(large));
+            assert_eq!(large.len(), self.large_len, "a large frame is whole");
+            return large;
         }
-        Ok(Some(self.lend().to_vec()))
+        self.lend().to_vec()
     }
 
     /// Whether a whole frame is in, for [`Decoder::lend`]; an error (and

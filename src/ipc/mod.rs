@@ -307,7 +307,7 @@ pub(crate) trait Receive {
         if !self.await_frame()? {
             return Ok(None);
         }
-        Ok(self.decoder().next_frame()?)
+        Ok(Some(self.decoder().take()))
     }
 }
 
