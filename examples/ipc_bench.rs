@@ -410,8 +410,11 @@ fn fork_echo(mut child: ipc::Child, pin: Pin) -> io::Result<Pid> {
         if !forkd::server::child_setup(parent, &mut keep, false) {
             return 1;
         }
+        // The echo sends the request itself back, so it takes it owned
+        // (a lent one would be gone once the channel is used): as raw's
+        // echo, a large frame is not copied again.
         loop {
-            match child.recv() {
+            match child.recv_owned() {
                 Ok(Some(frame)) => {
                     if child.send(&frame).is_err() {
                         return 1;

@@ -22,7 +22,7 @@ pub fn serve_on(
     mut job: impl FnMut(&[u8]) -> Result<Vec<u8>, String>,
 ) -> Result<(), ChannelError> {
     while let Some(request) = channel.recv()? {
-        match job(&request) {
+        match job(request) {
             Ok(result) => channel.send(&result)?,
             Err(reason) => channel.send(format!("ERR {reason}").as_bytes())?,
         }

@@ -90,6 +90,12 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
 const LARGE: usize = 64 << 10;
 
 /// Whole frames out of bytes that arrive in pieces.
+///
+/// A frame comes out owned ([`Decoder::next_frame`]) or lent
+/// ([`Decoder::has_frame`], then [`Decoder::lend`]): a lent frame is a
+/// slice of the decoder's own buffer (or of the `Vec` a large frame was
+/// collected in), valid until the decoder is next changed, which the
+/// borrow checker enforces. Lending costs no allocation and no copy.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -102,6 +108,8 @@ pub struct Decoder {
     /// `buf`.
     large: Option<Vec<u8>>,
     large_len: usize,
+    /// The last large frame lent; its memory is reused for the next one.
+    lent: Vec<u8>,
 }
 
 impl Decoder {
@@ -112,6 +120,7 @@ impl Decoder {
             max,
             large: None,
             large_len: 0,
+            lent: Vec::new(),
         }
     }
 
@@ -147,17 +156,45 @@ impl Decoder {
     /// The next whole frame, if one is in; an error (and the stream must be
     /// closed) when a length is over `max_frame`.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if !self.has_frame()? {
+            return Ok(None);
+        }
+        Ok(Some(self.take()))
+    }
+
+    /// Consumes the whole frame [`Decoder::has_frame`] found and hands it
+    /// over: a large frame's own `Vec`, or a small one copied out.
+    ///
+    /// # Panics
+    /// If no whole frame is in (call `has_frame` first).
+    pub fn take(&mut self) -> Vec<u8> {
+        if let Some(large) = self.large.take() {
+            assert_eq!(large.len(), self.large_len, "a large frame is whole");
+            return large;
+        }
+        self.lend().to_vec()
+    }
+
+    /// Whether a whole frame is in, for [`Decoder::lend`]; an error (and
+    /// the stream must be closed) when a length is over `max_frame`.
+    pub fn has_frame(&mut self) -> Result<bool, FrameError> {
         if let Some(large) = &self.large {
             // `target` hands out no more room than the frame has left.
             assert!(large.len() <= self.large_len, "a large frame overfilled");
-            if large.len() < self.large_len {
-                return Ok(None);
-            }
-            return Ok(self.large.take());
+            return Ok(large.len() == self.large_len);
+        }
+        // What was lent before is no longer borrowed: drop it (all of
+        // it, the usual case, without a drain's memmove).
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
         let pending = &self.buf[self.start..];
         let Some(head) = pending.get(..HEADER) else {
-            return Ok(None);
+            return Ok(false);
         };
         let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
         if len > self.max {
@@ -166,25 +203,40 @@ impl Decoder {
                 max: self.max,
             });
         }
-        let Some(payload) = pending.get(HEADER..HEADER + len) else {
-            if len >= LARGE {
-                // Unfinished and large: the rest goes straight into it.
-                let mut large = Vec::with_capacity(len);
-                large.extend_from_slice(&pending[HEADER..]);
-                self.buf.clear();
-                self.start = 0;
-                self.large = Some(large);
-                self.large_len = len;
-            }
-            return Ok(None);
-        };
-        let frame = payload.to_vec();
-        self.start += HEADER + len;
-        if self.start > self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        if pending.len() >= HEADER + len {
+            return Ok(true);
         }
-        Ok(Some(frame))
+        if len >= LARGE {
+            // Unfinished and large: the rest goes straight into it.
+            let mut large = std::mem::take(&mut self.lent);
+            large.clear();
+            large.reserve_exact(len);
+            large.extend_from_slice(&pending[HEADER..]);
+            self.buf.clear();
+            self.start = 0;
+            self.large = Some(large);
+            self.large_len = len;
+        }
+        Ok(false)
+    }
+
+    /// Consumes the whole frame [`Decoder::has_frame`] found and lends its
+    /// payload until the decoder is next changed.
+    ///
+    /// # Panics
+    /// If no whole frame is in (call `has_frame` first).
+    pub fn lend(&mut self) -> &[u8] {
+        if let Some(large) = self.large.take() {
+            assert_eq!(large.len(), self.large_len, "a large frame is whole");
+            self.lent = large;
+            return &self.lent;
+        }
+        let pending = &self.buf[self.start..];
+        let len = u32::from_be_bytes(pending[..HEADER].try_into().expect("4 bytes")) as usize;
+        assert!(pending.len() >= HEADER + len, "a whole frame is in");
+        let from = self.start + HEADER;
+        self.start = from + len;
+        &self.buf[from..from + len]
     }
 
     /// Bytes of an unfinished frame (nonzero at the end of a stream means
@@ -280,6 +332,58 @@ mod tests {
             assert_eq!(out, payloads, "in pieces of {piece} bytes");
             assert_eq!(d.pending(), 0);
         }
+    }
+
+    #[test]
+    fn lent_frames_are_the_owned_frames_and_reuse_a_large_frames_memory() {
+        let large: Vec<u8> = (0..2 * LARGE + 9).map(|i| (i % 247) as u8).collect();
+        let payloads = vec![
+            b"one".to_vec(),
+            large.clone(),
+            vec![],
+            b"two".to_vec(),
+            large[1..].to_vec(),
+            vec![3; 700],
+        ];
+        let mut wire = Vec::new();
+        for p in &payloads {
+            encode(p, &mut wire);
+        }
+        for piece in [1usize, 7, 4096, LARGE + 3, wire.len()] {
+            let mut d = Decoder::new(1 << 20);
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            let mut large_at = Vec::new();
+            for chunk in wire.chunks(piece) {
+                d.extend(chunk);
+                while d.has_frame().unwrap() {
+                    let frame = d.lend();
+                    if frame.len() >= LARGE {
+                        large_at.push(frame.as_ptr());
+                    }
+                    out.push(frame.to_vec());
+                }
+            }
+            assert_eq!(out, payloads, "in pieces of {piece} bytes");
+            assert_eq!(d.pending(), 0);
+            if piece < LARGE {
+                // Both collected in place: the second in the first's memory.
+                assert_eq!(large_at.len(), 2);
+                assert_eq!(large_at[0], large_at[1], "in pieces of {piece} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lent_frame_is_consumed_and_a_refused_length_stays_an_error() {
+        let mut d = Decoder::new(16);
+        d.extend(&[&header(2)[..], b"hi", &header(17)[..]].concat());
+        assert!(d.has_frame().unwrap());
+        assert_eq!(d.lend(), b"hi");
+        assert!(matches!(
+            d.has_frame(),
+            Err(FrameError::TooLarge { len: 17, max: 16 })
+        ));
+        assert!(d.next_frame().is_err(), "the owned form agrees");
     }
 
     #[test]

@@ -201,11 +201,35 @@ pub struct ExecSetup {
 impl Child {
     /// The next request frame; `None` once the supervisor closed the
     /// channel (the worker should then exit).
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+    ///
+    /// The frame is lent from the channel's own buffer (no allocation, no
+    /// copy) until the channel is next used: copy out what must outlive
+    /// the response.
+    ///
+    /// ```compile_fail,E0499
+    /// fn keep_two(child: &mut forkd::ipc::Child) {
+    ///     let first = child.recv().unwrap().unwrap();
+    ///     let second = child.recv().unwrap().unwrap(); // `first` would dangle
+    ///     assert_ne!(first, second);
+    /// }
+    /// ```
+    pub fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
         match self {
             Child::Pipe(end) => end.recv(),
             Child::Mqueue(end) => end.recv(),
             Child::Shm(end) => end.recv(),
+        }
+    }
+
+    /// [`Child::recv`] as an owned `Vec`, for a request that must outlive
+    /// the next use of the channel (an echo sends it back): a large frame,
+    /// collected in a `Vec` of its own, is handed over without a copy; a
+    /// small one costs an allocation and a copy.
+    pub fn recv_owned(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        match self {
+            Child::Pipe(end) => end.recv_owned(),
+            Child::Mqueue(end) => end.recv_owned(),
+            Child::Shm(end) => end.recv_owned(),
         }
     }
 
@@ -268,6 +292,31 @@ impl Child {
                 "{ENV_TRANSPORT}={named}: expected pipe, mqueue or shm"
             ))),
         }
+    }
+}
+
+/// A worker's end of one transport: how it waits for a whole request;
+/// lending or handing it over is the same for all.
+pub(crate) trait Receive {
+    fn decoder(&mut self) -> &mut Decoder;
+
+    /// Reads until a whole request is in: `false` at the channel's end.
+    fn await_frame(&mut self) -> Result<bool, ChannelError>;
+
+    /// See [`Child::recv`].
+    fn recv(&mut self) -> Result<Option<&[u8]>, ChannelError> {
+        if !self.await_frame()? {
+            return Ok(None);
+        }
+        Ok(Some(self.decoder().lend()))
+    }
+
+    /// See [`Child::recv_owned`].
+    fn recv_owned(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
+        if !self.await_frame()? {
+            return Ok(None);
+        }
+        Ok(Some(self.decoder().take()))
     }
 }
 
@@ -409,6 +458,91 @@ mod tests {
         out.advance(1);
         assert!(out.is_empty());
         assert_eq!(out.front(), (&[][..], &[][..]));
+    }
+
+    /// Frames sent while the worker does not read fill the transport, wait
+    /// in the outbox, and all arrive in order once it reads.
+    fn frames_wait_while_the_worker_is_not_reading(transport: Transport, pool: &str) {
+        let id = ChannelId {
+            pid: std::process::id(),
+            pool,
+            worker: 0,
+        };
+        let (mut parent, mut child) = channel(transport, id, 1 << 20).unwrap();
+        // 2.5 MB: more than a 1 MiB pipe or 16 slots of 64 KiB hold.
+        let frames: Vec<Vec<u8>> = (0..20_000)
+            .map(|i: usize| vec![(i % 251) as u8; 64 + i % 128])
+            .collect();
+        for f in &frames {
+            parent.send(Rc::new(f.clone())).unwrap();
+        }
+        assert!(parent.queued() > 0, "the transport filled up");
+        let sent = frames.clone();
+        let worker = std::thread::spawn(move || {
+            for f in &sent {
+                assert_eq!(child.recv().unwrap(), Some(&f[..]));
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while parent.queued() > 0 {
+            parent.flush().unwrap();
+            assert!(std::time::Instant::now() < deadline, "flushed within 30 s");
+            std::thread::yield_now();
+        }
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_worker_takes_requests_lent_or_owned_in_order() {
+        let id = ChannelId {
+            pid: std::process::id(),
+            pool: "lentowned",
+            worker: 0,
+        };
+        for transport in [Transport::Shm, Transport::Pipe] {
+            let (mut parent, mut child) = channel(transport, id, 1 << 20).unwrap();
+            let large: Vec<u8> = (0..300_000).map(|i| (i % 241) as u8).collect();
+            for payload in [&b"first"[..], &large, b"third", &large[7..]] {
+                parent.send(Rc::new(payload.to_vec())).unwrap();
+            }
+            let (got_tx, got) = std::sync::mpsc::channel();
+            let worker = std::thread::spawn(move || {
+                let first = child.recv_owned().unwrap().unwrap();
+                let second = child.recv().unwrap().unwrap().to_vec();
+                let third = child.recv_owned().unwrap().unwrap();
+                let fourth = child.recv_owned().unwrap().unwrap();
+                got_tx.send((first, second, third, fourth)).unwrap();
+                child.recv().unwrap().is_none()
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while parent.queued() > 0 {
+                parent.flush().unwrap();
+                assert!(std::time::Instant::now() < deadline, "flushed within 30 s");
+                std::thread::yield_now();
+            }
+            let (first, second, third, fourth) = got
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap();
+            // Only now: a closed shm channel drops what its worker has not
+            // read yet.
+            drop(parent);
+            let ended = worker.join().unwrap();
+            assert_eq!(first, b"first");
+            assert_eq!(second, large);
+            assert_eq!(third, b"third");
+            assert_eq!(fourth, large[7..]);
+            assert!(ended, "the end of the channel after the last request");
+        }
+    }
+
+    #[test]
+    fn pipe_frames_wait_while_the_worker_is_not_reading() {
+        frames_wait_while_the_worker_is_not_reading(Transport::Pipe, "waitpipe");
+    }
+
+    #[test]
+    fn shm_frames_wait_while_the_worker_is_not_reading() {
+        frames_wait_while_the_worker_is_not_reading(Transport::Shm, "waitshm");
     }
 
     #[test]

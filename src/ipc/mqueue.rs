@@ -50,7 +50,9 @@ use nix::mqueue::{
 };
 use nix::sys::stat::Mode;
 
-use super::{frame, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, Outbox, Payload};
+use super::{
+    frame, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, Outbox, Payload, Receive,
+};
 
 /// An exec'd worker's request queue (it opens it O_RDONLY).
 pub const ENV_REQUESTS: &str = "FORKD_MQ_REQUESTS";
@@ -262,7 +264,21 @@ pub struct Parent {
 }
 
 impl Parent {
+    /// With nothing queued before it, a frame that fits in one message is
+    /// that message, cut straight from `payload` (the outbox is skipped).
     pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        let size = self.requests.msgsize;
+        let nothing_queued = self.outbox.is_empty() && self.message.is_empty();
+        if nothing_queued && frame::HEADER + payload.len() <= size {
+            fill(
+                &mut self.message,
+                size,
+                &frame::header(payload.len()),
+                &payload,
+            );
+            self.message_frames = 1;
+            return self.flush().map(drop);
+        }
         self.outbox.push(payload);
         self.flush().map(drop)
     }
@@ -397,23 +413,6 @@ impl Child {
         })
     }
 
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
-            match self.requests.receive(&mut self.incoming)? {
-                Some(0) if self.decoder.pending() == 0 => return Ok(None),
-                Some(0) => {
-                    let have = self.decoder.pending();
-                    return Err(frame::FrameError::Truncated { have }.into());
-                }
-                Some(n) => self.decoder.extend(&self.incoming[..n]),
-                None => return Err(not_blocking()),
-            }
-        }
-    }
-
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         let head = frame::header(payload.len());
         let size = self.responses.msgsize;
@@ -453,6 +452,27 @@ impl Child {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.decoder.has_frame()? {
+            match self.requests.receive(&mut self.incoming)? {
+                Some(0) if self.decoder.pending() == 0 => return Ok(false),
+                Some(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Some(n) => self.decoder.extend(&self.incoming[..n]),
+                None => return Err(not_blocking()),
+            }
+        }
+        Ok(true)
     }
 }
 

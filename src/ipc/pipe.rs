@@ -18,7 +18,7 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload};
+use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload, Receive};
 
 /// Wished pipe capacity; the kernel keeps the default (64 KiB) if refused.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -63,7 +63,22 @@ pub struct Parent {
 }
 
 impl Parent {
+    /// With nothing queued before it, the frame is written straight from
+    /// `payload` and only what the pipe did not take is queued: a frame
+    /// the pipe takes whole never enters the outbox.
     pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
+        if self.outbox.is_empty() {
+            let head = frame::header(payload.len());
+            let wrote = write_parts(self.requests.as_fd(), &mut self.staging, &head, &payload);
+            let n = written(wrote)?.unwrap_or(0);
+            if n == frame::HEADER + payload.len() {
+                return Ok(());
+            }
+            // The pipe is full now: the loop says when it has room.
+            self.outbox.push(payload);
+            self.outbox.advance(n);
+            return Ok(());
+        }
         self.outbox.push(payload);
         self.flush().map(drop)
     }
@@ -82,7 +97,7 @@ impl Parent {
             if head.is_empty() && body.is_empty() {
                 return Ok(true);
             }
-            let written = if head.len() + body.len() <= SMALL_WRITE {
+            let wrote = if head.len() + body.len() <= SMALL_WRITE {
                 self.staging.clear();
                 self.outbox
                     .copy_small(&mut self.staging, BATCH_WRITE, SMALL_WRITE);
@@ -90,11 +105,9 @@ impl Parent {
             } else {
                 write_parts(self.requests.as_fd(), &mut self.staging, head, body)
             };
-            match written {
-                Ok(n) => self.outbox.advance(n),
-                Err(Errno::EAGAIN) => return Ok(false),
-                Err(Errno::EPIPE) => return Err(ChannelError::Closed),
-                Err(e) => return Err(io::Error::from(e).into()),
+            match written(wrote)? {
+                Some(n) => self.outbox.advance(n),
+                None => return Ok(false),
             }
         }
     }
@@ -162,23 +175,6 @@ impl Child {
         Child::new(stdin, stdout, max_frame)
     }
 
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
-            match read_into(self.requests.as_fd(), &mut self.decoder) {
-                Ok(0) if self.decoder.pending() == 0 => return Ok(None),
-                Ok(0) => {
-                    let have = self.decoder.pending();
-                    return Err(frame::FrameError::Truncated { have }.into());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(io::Error::from(e).into()),
-            }
-        }
-    }
-
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
         let head = frame::header(payload.len());
         let mut done = 0;
@@ -236,6 +232,17 @@ fn write_parts(
     no_eintr(|| nix::sys::uio::writev(fd, &slices))
 }
 
+/// A non-blocking write's outcome: the bytes taken, `None` for a full
+/// pipe (EAGAIN), `Closed` once the worker's end is gone (EPIPE).
+fn written(wrote: nix::Result<usize>) -> Result<Option<usize>, ChannelError> {
+    match wrote {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::EAGAIN) => Ok(None),
+        Err(Errno::EPIPE) => Err(ChannelError::Closed),
+        Err(e) => Err(io::Error::from(e).into()),
+    }
+}
+
 /// One `read(2)` from `fd` straight into `decoder`'s next bytes (a large
 /// frame's own `Vec`, or the buffer between frames), with no zeroing of
 /// the room first; 0 at end of file. Retries EINTR.
@@ -257,6 +264,27 @@ fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<usize> {
     // the spare capacity.
     unsafe { into.set_len(into.len() + n) };
     Ok(n)
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.decoder.has_frame()? {
+            match read_into(self.requests.as_fd(), &mut self.decoder) {
+                Ok(0) if self.decoder.pending() == 0 => return Ok(false),
+                Ok(0) => {
+                    let have = self.decoder.pending();
+                    return Err(frame::FrameError::Truncated { have }.into());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io::Error::from(e).into()),
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -288,9 +316,8 @@ mod tests {
         let mut parent = super::super::Parent::Pipe(parent);
         let worker = std::thread::spawn(move || {
             while let Some(req) = child.recv().unwrap() {
-                child
-                    .send(&req.iter().rev().copied().collect::<Vec<u8>>())
-                    .unwrap();
+                let rsp: Vec<u8> = req.iter().rev().copied().collect();
+                child.send(&rsp).unwrap();
             }
         });
         for len in [0usize, 1, 64, 64 << 10, 1 << 20, 8 << 20] {
@@ -318,7 +345,7 @@ mod tests {
         assert!(parent.flush().unwrap(), "all taken by the pipe");
         assert_eq!(parent.queued(), 0);
         for f in &frames {
-            assert_eq!(child.recv().unwrap().as_ref(), Some(f));
+            assert_eq!(child.recv().unwrap(), Some(&f[..]));
         }
     }
 
@@ -333,7 +360,7 @@ mod tests {
         let sent = frames.clone();
         let worker = std::thread::spawn(move || {
             for f in &sent {
-                assert_eq!(child.recv().unwrap().as_ref(), Some(f));
+                assert_eq!(child.recv().unwrap(), Some(&f[..]));
                 child.send(f).unwrap();
             }
             assert!(child.recv().unwrap().is_none(), "a clean end");

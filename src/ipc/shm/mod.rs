@@ -60,7 +60,8 @@ use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::{
-    frame, names, no_eintr, ChannelError, ChannelId, ExecSetup, FrameError, Outbox, Payload,
+    frame, names, no_eintr, ChannelError, ChannelId, Decoder, ExecSetup, FrameError, Outbox,
+    Payload, Receive,
 };
 use region::{Region, Ring, MAX_SLOT, PAGE};
 use rings::{garbled, Rings};
@@ -138,11 +139,24 @@ pub struct Parent {
 }
 
 impl Parent {
+    /// With nothing queued before it, a frame that fits in one slot is
+    /// copied straight from `payload` into a free slot: it never enters
+    /// the outbox unless the ring is full.
     pub fn send(&mut self, payload: Payload) -> Result<(), ChannelError> {
-        self.queue(payload)?;
+        check_len(payload.len(), self.max_frame)?;
+        let whole = frame::HEADER + payload.len();
+        if self.outbox.is_empty() && whole <= self.rings.region.slot_size() && self.room()? {
+            let head = frame::header(payload.len());
+            let n = self.rings.fill(0, [&head, &payload]);
+            debug_assert_eq!(n, whole, "a frame that fits in a slot is copied whole");
+            return self.rings.post(n);
+        }
+        self.outbox.push(payload);
         self.flush().map(drop)
     }
 
+    /// Queues without posting: [`Parent::flush`] then packs several small
+    /// frames to a slot.
     pub fn queue(&mut self, payload: Payload) -> Result<(), ChannelError> {
         check_len(payload.len(), self.max_frame)?;
         self.outbox.push(payload);
@@ -290,21 +304,6 @@ impl Child {
         Ok(Child::new(region, name, doorbell, max_frame))
     }
 
-    /// The next request; `None` once the supervisor closed the channel or
-    /// is gone.
-    pub fn recv(&mut self) -> Result<Option<Vec<u8>>, ChannelError> {
-        loop {
-            if let Some(frame) = self.rings.decoder.next_frame()? {
-                return Ok(Some(frame));
-            }
-            if !self.wait(Ring::Requests)? {
-                return Ok(None);
-            }
-            self.rings.take()?;
-            self.ring_if_armed(&self.rings.region.header().room_armed)?;
-        }
-    }
-
     /// Sends one response, waiting for free slots as it goes; `Closed` if
     /// the supervisor closed the channel or is gone meanwhile.
     pub fn send(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
@@ -412,6 +411,24 @@ impl Child {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+}
+
+impl Receive for Child {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.rings.decoder
+    }
+
+    /// `false` once the supervisor closed the channel or is gone.
+    fn await_frame(&mut self) -> Result<bool, ChannelError> {
+        while !self.rings.decoder.has_frame()? {
+            if !self.wait(Ring::Requests)? {
+                return Ok(false);
+            }
+            self.rings.take()?;
+            self.ring_if_armed(&self.rings.region.header().room_armed)?;
+        }
+        Ok(true)
     }
 }
 

@@ -81,7 +81,8 @@ fn reversing_worker(mut child: Child) -> thread::JoinHandle<Result<usize, Channe
     thread::spawn(move || {
         let mut answered = 0;
         while let Some(request) = child.recv()? {
-            child.send(&request.iter().rev().copied().collect::<Vec<u8>>())?;
+            let response: Vec<u8> = request.iter().rev().copied().collect();
+            child.send(&response)?;
             answered += 1;
         }
         Ok(answered)
@@ -290,8 +291,8 @@ fn dropping_the_parent_unlinks_the_segment_and_releases_a_blocked_recv() {
     let (segment, mut parent, mut child) = test_channel("drop-recv", 1 << 20);
     let (returned_tx, returned) = std::sync::mpsc::channel();
     let worker = thread::spawn(move || {
-        let first = child.recv();
-        let second = child.recv();
+        let first = child.recv().map(|f| f.map(<[u8]>::to_vec));
+        let second = child.recv().map(|f| f.map(<[u8]>::to_vec));
         returned_tx.send(Instant::now()).unwrap();
         (first.unwrap(), second.unwrap())
     });
