@@ -575,6 +575,11 @@ impl Pool {
         });
     }
 
+    /// Whether workers were forked since the last [`Pool::take_started`].
+    pub fn has_started(&self) -> bool {
+        !self.started.is_empty()
+    }
+
     /// The workers forked since the last call: (index, pid), in order.
     pub fn take_started(&mut self) -> std::vec::Drain<'_, (usize, Pid)> {
         self.started.drain(..)

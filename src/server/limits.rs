@@ -83,6 +83,13 @@ impl RateLog {
         Some(line)
     }
 
+    /// Whether a summary waits to be taken (a read only: taking from an
+    /// empty list would still write to it, and in fork mode every page
+    /// the loop writes after a fork is a copy-on-write fault).
+    pub fn has_said(&self) -> bool {
+        !self.said.is_empty()
+    }
+
     /// The summaries logged since the last call, oldest first.
     pub fn take_said(&mut self) -> impl Iterator<Item = Summary> + '_ {
         self.said.drain(..)

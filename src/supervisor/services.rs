@@ -238,6 +238,9 @@ impl Supervisor {
     pub(super) fn collect_worker_events(&mut self) {
         for running in &mut self.pools.list {
             // Collected first (no allocation when empty, as on most turns).
+            if !running.pool.has_started() {
+                continue;
+            }
             let started: Vec<(usize, Pid)> = running.pool.take_started().collect();
             for (index, pid) in started {
                 self.events.push(super::events::Event::WorkerStarted {
