@@ -403,24 +403,21 @@ impl Pool {
         self.dispatch(now);
     }
 
-    /// The index of the worker (current or retiring) that is `pid`.
-    pub fn index_of(&self, pid: Pid) -> Option<usize> {
-        self.workers
-            .iter()
-            .chain(&self.retiring)
-            .find(|w| w.life.pid() == Some(pid))
-            .map(|w| w.index)
-    }
-
-    /// A worker of this pool was reaped. Returns false if the pid is not
-    /// one of its workers.
-    pub fn exited(&mut self, pid: Pid, exit: ExitKind, now: Instant, ctx: &mut Ctx<'_>) -> bool {
+    /// A worker of this pool was reaped. Returns its index, or None if the
+    /// pid is not one of its workers.
+    pub fn exited(
+        &mut self,
+        pid: Pid,
+        exit: ExitKind,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<usize> {
         let name = self.config.name.clone();
         let (list, position) = match self.workers.iter().position(|w| w.life.pid() == Some(pid)) {
             Some(p) => (&mut self.workers, p),
             None => match self.retiring.iter().position(|w| w.life.pid() == Some(pid)) {
                 Some(p) => (&mut self.retiring, p),
-                None => return false,
+                None => return None,
             },
         };
         let worker = &mut list[position];
@@ -480,7 +477,7 @@ impl Pool {
             _ => {}
         }
         self.tick(now, ctx);
-        true
+        Some(index)
     }
 
     /// Forks what is due, enforces `job_timeout`, retires drained workers.
@@ -575,14 +572,9 @@ impl Pool {
         });
     }
 
-    /// Whether workers were forked since the last [`Pool::take_started`].
-    pub fn has_started(&self) -> bool {
-        !self.started.is_empty()
-    }
-
     /// The workers forked since the last call: (index, pid), in order.
-    pub fn take_started(&mut self) -> std::vec::Drain<'_, (usize, Pid)> {
-        self.started.drain(..)
+    pub fn take_started(&mut self) -> Vec<(usize, Pid)> {
+        crate::process::take_unless_empty(&mut self.started)
     }
 
     fn spawn(&mut self, position: usize, now: Instant, ctx: &mut Ctx<'_>) {

@@ -397,6 +397,18 @@ pub fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<Pid> {
     })
 }
 
+/// Takes what `list` holds, writing nothing when it is empty: after a
+/// fork every page the supervisor writes is a copy-on-write fault, and even
+/// an empty `drain` or `mem::take` writes the `Vec`. For the lists the loop
+/// empties every turn (in fork mode, once per connection).
+pub fn take_unless_empty<T>(list: &mut Vec<T>) -> Vec<T> {
+    if list.is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(list)
+    }
+}
+
 /// Opens /dev/null onto any of fds 0, 1, 2 that forkd was started without,
 /// so no pipe, socket or file of forkd's later lands on a standard fd number
 /// (and is then clobbered by a child's `dup2`, or written to by `eprintln!`).

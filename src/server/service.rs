@@ -357,19 +357,6 @@ impl Service {
     /// last call, for the event stream.
     pub fn take_summaries(&mut self) -> Vec<super::limits::Summary> {
         let mut out = Vec::new();
-        // Looked at before anything is written (see `RateLog::has_said`).
-        let any = [
-            &self.refusals,
-            &self.shed,
-            &self.timeouts,
-            &self.failures,
-            &self.ignored,
-        ]
-        .iter()
-        .any(|r| r.has_said());
-        if !any {
-            return out;
-        }
         for rate in self.rate_logs() {
             out.extend(rate.take_said());
         }
@@ -379,10 +366,10 @@ impl Service {
     /// The workers forked since the last call, (slot, pid), for the event
     /// stream.
     pub fn take_worker_starts(&mut self) -> Vec<(usize, Pid)> {
-        match self.pool.as_mut() {
-            Some(pool) if pool.has_started() => pool.take_started().collect(),
-            _ => Vec::new(),
-        }
+        self.pool
+            .as_mut()
+            .map(WorkerPool::take_started)
+            .unwrap_or_default()
     }
 
     /// Every summarised log of the service.

@@ -135,15 +135,9 @@ impl WorkerPool {
         self.slots.get(index).is_some_and(|s| s.pid().is_some())
     }
 
-    /// Whether workers were forked since the last [`WorkerPool::take_started`]
-    /// (a read: see `RateLog::has_said`).
-    pub fn has_started(&self) -> bool {
-        !self.started.is_empty()
-    }
-
     /// The workers forked since the last call: (slot, pid), in order.
-    pub fn take_started(&mut self) -> std::vec::Drain<'_, (usize, Pid)> {
-        self.started.drain(..)
+    pub fn take_started(&mut self) -> Vec<(usize, Pid)> {
+        crate::process::take_unless_empty(&mut self.started)
     }
 
     /// Counts of all workers, gone and alive.

@@ -328,7 +328,8 @@ impl Supervisor {
                 }
                 self.handle_source(token);
             }
-            self.collect_worker_events();
+            self.collect_service_events();
+            self.collect_pool_events();
             self.control_reconcile();
             self.order_reconcile(Instant::now());
             self.stop_pools_after_services();

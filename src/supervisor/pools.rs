@@ -351,20 +351,29 @@ impl Supervisor {
 
     /// A pool worker was reaped.
     pub(super) fn pool_worker_exited(&mut self, id: u64, pid: Pid, exit: ExitKind) {
-        let mut index = None;
-        let found = self.with_pool(id, |pool, now, ctx| {
-            index = pool.index_of(pid);
-            pool.exited(pid, exit, now, ctx)
-        });
-        if let (Some(p), Some(index)) = (self.pools.list.iter().find(|p| p.id == id), index) {
-            self.events.push(super::events::Event::WorkerExited {
+        let index = self
+            .with_pool(id, |pool, now, ctx| pool.exited(pid, exit, now, ctx))
+            .flatten();
+        match (self.pools.list.iter().find(|p| p.id == id), index) {
+            (Some(p), Some(index)) => self.events.push(super::events::Event::WorkerExited {
                 subject: format!("pool {}#{index}", p.pool.name()),
                 pid: pid.as_raw(),
                 how: exit.to_string(),
-            });
+            }),
+            _ => log::debug!("reaped pid {pid} of a removed pool ({exit})"),
         }
-        if found != Some(true) {
-            log::debug!("reaped pid {pid} of a removed pool ({exit})");
+    }
+
+    /// Moves the pools' worker starts since the last turn into the event
+    /// stream.
+    pub(super) fn collect_pool_events(&mut self) {
+        for running in &mut self.pools.list {
+            for (index, pid) in running.pool.take_started() {
+                self.events.push(super::events::Event::WorkerStarted {
+                    subject: format!("pool {}#{index}", running.pool.name()),
+                    pid: pid.as_raw(),
+                });
+            }
         }
     }
 

@@ -232,23 +232,10 @@ impl Supervisor {
         }
     }
 
-    /// Moves what services and pools did since the last turn into the
-    /// event stream: the workers they forked, and what services summarised
-    /// in their logs (refusals, sheds, timeouts, failures).
-    pub(super) fn collect_worker_events(&mut self) {
-        for running in &mut self.pools.list {
-            // Collected first (no allocation when empty, as on most turns).
-            if !running.pool.has_started() {
-                continue;
-            }
-            let started: Vec<(usize, Pid)> = running.pool.take_started().collect();
-            for (index, pid) in started {
-                self.events.push(super::events::Event::WorkerStarted {
-                    subject: format!("pool {}#{index}", running.pool.name()),
-                    pid: pid.as_raw(),
-                });
-            }
-        }
+    /// Moves what services did since the last turn into the event stream:
+    /// the workers they forked, and what they summarised in their logs
+    /// (refusals, sheds, timeouts, failures).
+    pub(super) fn collect_service_events(&mut self) {
         for Running { service, .. } in &mut self.services.list {
             for (index, pid) in service.take_worker_starts() {
                 self.events.push(super::events::Event::WorkerStarted {
