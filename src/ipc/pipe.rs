@@ -6,9 +6,8 @@
 //! Both ends read straight into their [`Decoder`] (a large frame into the
 //! `Vec` it is returned in, with no zeroing first) and write a small frame
 //! (or a run of small ones) with one `write(2)` of a copy in a reused
-//! buffer, a large one with `writev(2)` of
-//! header and payload: no pass over a payload that the pipe itself does
-//! not force.
+//! buffer, a large one with `writev(2)` of header and payload: no pass
+//! over a payload that the pipe itself does not force.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

@@ -50,7 +50,7 @@ impl Supervisor {
         json!({ "ok": true, "programs": programs, "pools": pools, "services": services })
     }
 
-    fn program_json(&self, program: &Program) -> Value {
+    pub(super) fn program_json(&self, program: &Program) -> Value {
         let now = std::time::Instant::now();
         let instances: Vec<Value> = program
             .instances

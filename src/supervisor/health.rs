@@ -18,19 +18,11 @@ use super::Supervisor;
 impl Supervisor {
     /// `{ok, healthy, reasons}`.
     pub(super) fn health_reply(&self) -> Value {
-        let status = self.status_reply(&[]);
         let mut reasons = Vec::new();
-        for (program, config) in status["programs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .zip(self.programs.iter().map(|p| &p.config))
-        {
-            if config.autostart {
-                program_reasons(program, &mut reasons);
-            }
+        for program in self.programs.iter().filter(|p| p.config.autostart) {
+            program_reasons(&self.program_json(program), &mut reasons);
         }
-        for pool in status["pools"].as_array().into_iter().flatten() {
+        for pool in self.pools_status(&|_| true) {
             if pool["state"] != "running" {
                 reasons.push(format!(
                     "pool {} is {}",
