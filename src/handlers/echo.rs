@@ -32,6 +32,7 @@ impl Handler for Echo {
 
     /// Upper-cases each read in place and writes it back: the same bytes
     /// as the session, without a session or an output buffer to allocate.
+    #[link_section = ".text.hot.forkd_child"]
     fn serve(&self, conn: Connection, limits: &Limits) -> Outcome {
         serve_in_place(conn, limits, <[u8]>::make_ascii_uppercase)
     }

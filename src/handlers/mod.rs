@@ -64,13 +64,14 @@ mod upstream;
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use crate::config::{HandlerKind, ServiceConfig};
+use crate::process::raw;
 
 pub use chat::{Chat, MAX_OPERATOR_TEXT};
 pub use command::Commands;
@@ -113,20 +114,18 @@ impl Stream {
     /// `SO_RCVTIMEO` / `SO_SNDTIMEO`: a blocking read or write that waits
     /// longer fails with `WouldBlock`, so a silent client cannot hold a
     /// worker forever. A zero duration means no limit.
+    #[link_section = ".text.hot.forkd_child"]
     pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        let (read, write) = (
-            Some(read).filter(|d| !d.is_zero()),
-            Some(write).filter(|d| !d.is_zero()),
-        );
+        let fd = self.raw_fd();
+        raw::set_socket_timeout(fd, libc::SO_RCVTIMEO, read)?;
+        raw::set_socket_timeout(fd, libc::SO_SNDTIMEO, write)
+    }
+
+    #[link_section = ".text.hot.forkd_child"]
+    fn raw_fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(read)?;
-                s.set_write_timeout(write)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(read)?;
-                s.set_write_timeout(write)
-            }
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
 }
@@ -436,7 +435,9 @@ const BLOCKING_READ: usize = 8 << 10;
 /// Serves a connection whose reply to each read is that read's bytes
 /// changed in place (`transform`), with no session and no output buffer:
 /// in a forked child the allocation alone touched malloc's arena, its
-/// thread cache and a heap page, each a copy-on-write fault.
+/// thread cache and a heap page, each a copy-on-write fault. Its code is on
+/// the fork-mode child's few pages (see `crate::process`).
+#[link_section = ".text.hot.forkd_child"]
 pub(crate) fn serve_in_place(
     conn: Connection,
     limits: &Limits,
@@ -444,12 +445,13 @@ pub(crate) fn serve_in_place(
 ) -> Outcome {
     serve_reads(conn, limits, |stream, input| {
         transform(input);
-        stream.write_all(input).map(|()| Flow::Continue)
+        raw::send_all(stream.raw_fd(), input).map(|()| Flow::Continue)
     })
 }
 
 /// Sets the connection's timeouts, then hands every read to `answer`
 /// until EOF, a timeout, an error or `Flow::Close`.
+#[link_section = ".text.hot.forkd_child"]
 fn serve_reads(
     mut conn: Connection,
     limits: &Limits,
@@ -483,18 +485,10 @@ fn serve_reads(
     }
 }
 
-/// One read(2) into `buf`; returns the part it filled.
+/// One read(2) from `stream` into `buf`; returns the part it filled.
+#[link_section = ".text.hot.forkd_child"]
 fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
-    let fd = stream.as_fd().as_raw_fd();
-    // SAFETY: `buf` is writable for its length, the fd is open (borrowed
-    // from `stream`), and read(2) writes at most that many bytes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: read(2) initialised the first `n` bytes (n <= buf.len()).
-    Ok(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n) })
+    raw::read(stream.raw_fd(), buf)
 }
 
 /// Why a service's handler cannot be built.

@@ -538,7 +538,7 @@ unsafe fn child_exec(
         }
     };
     // 1. Signal dispositions were reset and the mask restored by
-    //    `fork_with_signals_blocked` before we got here.
+    //    `vfork_exec` before we got here.
     // 2. Own session and process group: stop/kill reach the whole tree and a
     //    terminal's Ctrl-C aimed at forkd does not.
     // SAFETY: setsid(2) takes no pointers.

@@ -9,12 +9,21 @@
 //! handler of forkd's runs in a child; a child that does not exec ends in
 //! `_exit`, never by returning into the caller's stack. This module never
 //! decides *when* to fork or restart: the supervisor does.
+//!
+//! A fork-mode connection child is a fresh process per connection, and each
+//! page of code it runs is a page fault of its own (a fork copies no page
+//! tables for the program's text) plus a mapping to tear down at its exit.
+//! The code such a child runs is therefore kept together: its functions are
+//! marked `#[link_section = ".text.hot.forkd_child"]` (`build.rs` has the
+//! linker keep that section whole), and it calls the kernel through
+//! `libc::syscall` rather than through wrappers spread over libc's pages.
 
 pub mod backoff;
 pub mod cgroup;
 pub mod daemonize;
 pub mod exec;
 pub mod pid_table;
+pub mod raw;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -27,15 +36,16 @@ use nix::unistd::{ForkResult, Pid};
 pub use backoff::Backoff;
 pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, ReportPipe, SpawnError};
 
-/// Forks with every signal blocked, for a child that goes on running Rust
-/// code (a built-in handler or worker). The child resets to `SIG_DFL` the
+/// Runs `work` in a forked child that does not exec (a built-in handler or
+/// worker) and ends it with `_exit(work())`; the parent gets the pid.
+/// Signals are blocked across the fork; the child resets to `SIG_DFL` the
 /// dispositions forkd's supervisor installed (see [`signals_to_reset`] and
-/// [`reset_signals_for_rust`]), unblocks signals and runs `child`, which
-/// must not return (it calls `_exit`). The parent gets the pid.
+/// [`reset_signals_for_rust`]) and unblocks them before `work`.
 ///
 /// Blocking first closes the window in which a signal delivered to the child
 /// would run forkd's handler (and write into forkd's self-pipe).
-pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Result<Pid> {
+#[link_section = ".text.hot.forkd_child"]
+pub fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<Pid> {
     // Built in the parent (allocation-free to read in the child).
     let resets = signals_to_reset();
     let mut old = SigSet::empty();
@@ -45,15 +55,13 @@ pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Resu
         Some(&mut old),
     )?;
     // SAFETY: forkd's supervisor is single-threaded (no other thread can hold
-    // a lock or be mid-allocation), and the child only runs `reset_signals`
-    // and `child`, which ends in exec or `_exit`.
+    // a lock or be mid-allocation), and the child only runs
+    // `reset_signals_for_rust` and `work`, then `_exit`s.
     let result = unsafe { nix::unistd::fork() };
     match result {
         Ok(ForkResult::Child) => {
             reset_signals_for_rust(resets);
-            // `Infallible` stands for "never returns": exec or `_exit`.
-            #[allow(unreachable_code)]
-            match child() {}
+            run_worker(work)
         }
         Ok(ForkResult::Parent { child }) => {
             signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
@@ -66,7 +74,7 @@ pub fn fork_with_signals_blocked(child: impl FnOnce() -> Infallible) -> io::Resu
     }
 }
 
-/// Like [`fork_with_signals_blocked`], for a child that only execs (or
+/// Like [`fork_worker`], for a child that only execs (or
 /// `_exit`s): `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own, as
 /// `posix_spawn` does. The child shares forkd's memory until its execve,
 /// so nothing is copied (no page tables, no copy-on-write faults) and
@@ -186,9 +194,7 @@ pub fn vfork_exec<F: FnOnce() -> Infallible>(child: F) -> io::Result<Pid> {
 /// fixed-size array so the child reads it without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalResets {
-    /// `(signal, reserved)`: reserved numbers (glibc's own, between 31 and
-    /// `SIGRTMIN`) go through the raw syscall, which glibc's wrapper refuses.
-    signals: [(libc::c_int, bool); SignalResets::CAPACITY],
+    signals: [libc::c_int; SignalResets::CAPACITY],
     len: usize,
 }
 
@@ -196,24 +202,32 @@ impl SignalResets {
     /// Every signal number Linux has (1..=64) fits.
     const CAPACITY: usize = 64;
 
+    const EMPTY: SignalResets = SignalResets {
+        signals: [0; SignalResets::CAPACITY],
+        len: 0,
+    };
+
+    #[link_section = ".text.hot.forkd_child"]
     pub fn contains(&self, sig: libc::c_int) -> bool {
-        self.entries().iter().any(|&(s, _)| s == sig)
+        self.entries().contains(&sig)
     }
 
-    fn push(&mut self, sig: libc::c_int, reserved: bool) {
+    #[link_section = ".text.hot.forkd_child"]
+    fn push(&mut self, sig: libc::c_int) {
         if !self.contains(sig) && self.len < Self::CAPACITY {
-            self.signals[self.len] = (sig, reserved);
+            self.signals[self.len] = sig;
             self.len += 1;
         }
     }
 
-    fn entries(&self) -> &[(libc::c_int, bool)] {
+    #[link_section = ".text.hot.forkd_child"]
+    fn entries(&self) -> &[libc::c_int] {
         &self.signals[..self.len]
     }
 
     /// The signal numbers, for messages and tests.
     pub fn numbers(&self) -> impl Iterator<Item = libc::c_int> + '_ {
-        self.entries().iter().map(|&(s, _)| s)
+        self.entries().iter().copied()
     }
 }
 
@@ -229,71 +243,48 @@ const ALWAYS_RESET: [libc::c_int; 6] = [
     libc::SIGPIPE,
 ];
 
-/// The kernel's `struct sigaction` for `rt_sigaction(2)` (x86-64, arm64 and
-/// most other Linux ports: handler first; only the handler is read).
-#[repr(C)]
-struct KernelSigaction {
-    handler: libc::sighandler_t,
-    flags: libc::c_ulong,
-    restorer: usize,
-    mask: u64,
-}
-
 /// The signals not at `SIG_DFL` in this process right now (handlers: forkd's
 /// own, Rust's SIGSEGV/SIGBUS stack-overflow handler; `SIG_IGN`: SIGPIPE,
 /// and whatever forkd's own parent ignored, which would survive exec),
-/// plus [`ALWAYS_RESET`]. One `sigaction` query per signal number,
-/// real-time ones included. Numbers glibc reserves for itself are listed
-/// only when ignored: its handlers there are its own (and exec resets them).
+/// plus [`ALWAYS_RESET`]. One raw `rt_sigaction` query per signal number,
+/// real-time ones included (glibc's wrapper refuses the numbers it reserves
+/// for itself). Those reserved numbers are listed only when ignored: their
+/// handlers are glibc's own (and exec resets them).
 pub fn scan_signal_dispositions() -> SignalResets {
-    let mut resets = SignalResets {
-        signals: [(0, false); SignalResets::CAPACITY],
-        len: 0,
-    };
+    let mut resets = SignalResets::EMPTY;
     for sig in ALWAYS_RESET {
-        resets.push(sig, false);
+        resets.push(sig);
     }
     let rtmin = libc::SIGRTMIN();
     for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let reserved = sig > 31 && sig < rtmin;
-        let handler = if reserved {
-            let mut old = KernelSigaction {
-                handler: libc::SIG_DFL,
-                flags: 0,
-                restorer: 0,
-                mask: 0,
-            };
-            // SAFETY: a null new action only queries; `old` is a valid
-            // kernel sigaction on this stack, and 8 is the kernel's sigset size.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    std::ptr::null::<KernelSigaction>(),
-                    &mut old as *mut KernelSigaction,
-                    8usize,
-                )
-            };
-            if r != 0 || old.handler != libc::SIG_IGN {
-                continue;
-            }
-            old.handler
-        } else {
-            // SAFETY: a null `act` only queries; `old` is a valid sigaction
-            // on this stack.
-            unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                    continue;
-                }
-                old.sa_sigaction
-            }
+        let mut old = raw::KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
         };
-        if handler != libc::SIG_DFL {
-            resets.push(sig, reserved);
+        // SAFETY: a null new action only queries; `old` is a valid kernel
+        // sigaction on this stack.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<raw::KernelSigaction>(),
+                &mut old as *mut raw::KernelSigaction,
+                raw::SIGSET_SIZE,
+            )
+        };
+        let reserved = sig > 31 && sig < rtmin;
+        let listed = if reserved {
+            old.handler == libc::SIG_IGN
+        } else {
+            old.handler != libc::SIG_DFL
+        };
+        if r == 0 && listed {
+            resets.push(sig);
         }
     }
     resets
@@ -331,70 +322,47 @@ const KEPT_BY_RUST_CHILDREN: [libc::c_int; 4] =
 /// [`reset_signals`] for a child that never execs: forkd's own handlers
 /// (TERM, INT, QUIT, HUP and any other) go back to `SIG_DFL`; see
 /// [`KEPT_BY_RUST_CHILDREN`] for what stays.
+#[link_section = ".text.hot.forkd_child"]
 fn reset_signals_for_rust(resets: &SignalResets) {
-    let mut own = SignalResets {
-        signals: [(0, false); SignalResets::CAPACITY],
-        len: 0,
-    };
-    for &(sig, reserved) in resets.entries() {
+    for &sig in resets.entries() {
         if !KEPT_BY_RUST_CHILDREN.contains(&sig) {
-            own.push(sig, reserved);
+            raw::default_disposition(sig);
         }
     }
-    reset_signals(&own);
+    raw::unblock_all_signals();
 }
 
 /// In a new child: the listed dispositions back to `SIG_DFL` (handlers are
 /// forkd's; ignored signals would survive exec) and an empty mask. Every
-/// other signal is already at `SIG_DFL`. Only sigaction and sigprocmask on
-/// memory built in the parent: async-signal-safe, no allocation.
+/// other signal is already at `SIG_DFL`. Raw syscalls on memory built in
+/// the parent: async-signal-safe, no allocation.
+#[link_section = ".text.hot.forkd_child"]
 fn reset_signals(resets: &SignalResets) {
-    for &(sig, reserved) in resets.entries() {
-        if reserved {
-            let dfl = KernelSigaction {
-                handler: libc::SIG_DFL,
-                flags: 0,
-                restorer: 0,
-                mask: 0,
-            };
-            // SAFETY: SIG_DFL with no flags needs no restorer; `dfl` lives on
-            // this stack; 8 is the kernel's sigset size.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &dfl as *const KernelSigaction,
-                    std::ptr::null_mut::<KernelSigaction>(),
-                    8usize,
-                );
-            }
-            continue;
-        }
-        // SAFETY: installing SIG_DFL runs no Rust code in a handler; `dfl`
-        // lives on this stack.
-        unsafe {
-            let mut dfl: libc::sigaction = std::mem::zeroed();
-            dfl.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
-        }
+    for &sig in resets.entries() {
+        raw::default_disposition(sig);
     }
-    let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    raw::unblock_all_signals();
 }
 
-/// Runs `work` in a forked child that does not exec (a built-in handler or
-/// worker) and ends it with `_exit(work())`. Signals start at their defaults.
-pub fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<Pid> {
-    fork_with_signals_blocked(|| {
-        // A panic must not unwind into the supervisor's frames (their
-        // destructors unlink the control socket and pidfile): it becomes
-        // exit code 70 (EX_SOFTWARE) here.
-        // SIGPIPE stays ignored, as in forkd (Rust's runtime ignores it at
-        // start): a peer that hangs up is an EPIPE error, not death.
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(70);
-        // SAFETY: `_exit` skips atexit handlers and unwinding, which belong
-        // to the supervisor, not to this child.
-        unsafe { libc::_exit(code) }
-    })
+/// The child half of [`fork_worker`]. A panic must not unwind into the
+/// supervisor's frames (their destructors unlink the control socket and
+/// pidfile): unwinding out of here drops `guard`, which ends the child with
+/// exit code 70 (EX_SOFTWARE). A guard rather than `catch_unwind`, whose
+/// out-of-line landing code would be more pages for every child to fault in.
+/// SIGPIPE stays ignored, as in forkd (Rust's runtime ignores it at start):
+/// a peer that hangs up is an EPIPE error, not death.
+#[link_section = ".text.hot.forkd_child"]
+fn run_worker(work: impl FnOnce() -> i32) -> ! {
+    struct ExitOnUnwind;
+    impl Drop for ExitOnUnwind {
+        fn drop(&mut self) {
+            raw::exit(70)
+        }
+    }
+    let guard = ExitOnUnwind;
+    let code = work();
+    std::mem::forget(guard);
+    raw::exit(code)
 }
 
 /// Takes what `list` holds, writing nothing when it is empty: after a
@@ -626,5 +594,51 @@ mod tests {
         assert!(!resets.contains(libc::SIGKILL));
         // The supervisor's signals are listed even before it installs them.
         assert!(ALWAYS_RESET.iter().all(|&s| resets.contains(s)));
+    }
+
+    fn exit_code(pid: Pid) -> i32 {
+        match nix::sys::wait::waitpid(pid, None).unwrap() {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("{pid}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_worker_ends_with_its_code_and_a_panic_ends_it_with_70() {
+        let done = fork_worker(|| 3).unwrap();
+        // Unwinding into this test's frames would run the rest of the test
+        // harness in the child instead of exiting 70.
+        let panicked = fork_worker(|| panic!("a worker's bug (this panic is expected)")).unwrap();
+        assert_eq!(exit_code(done), 3);
+        assert_eq!(exit_code(panicked), 70);
+    }
+
+    #[test]
+    fn a_worker_starts_with_no_signal_blocked_and_sigterm_at_its_default() {
+        // As the supervisor's own handler would be, SIGTERM is not at its
+        // default here while the worker is forked (ignored: safe for the
+        // other tests of this process meanwhile).
+        // SAFETY: SIG_IGN runs no code.
+        let before = unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        let pid = fork_worker(|| {
+            let mut mask = SigSet::all();
+            let _ = signal::sigprocmask(SigmaskHow::SIG_BLOCK, None, Some(&mut mask));
+            // SAFETY: a null `act` only queries into `old` on this stack.
+            let term = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut old);
+                old.sa_sigaction
+            };
+            let blocked = (1..32).filter(|&s| Signal::try_from(s).is_ok_and(|s| mask.contains(s)));
+            i32::from(blocked.count() > 0) + 2 * i32::from(term != libc::SIG_DFL)
+        })
+        .unwrap();
+        // SAFETY: puts back what was there.
+        unsafe { libc::signal(libc::SIGTERM, before) };
+        assert_eq!(
+            exit_code(pid),
+            0,
+            "1: a signal blocked, 2: SIGTERM not at SIG_DFL"
+        );
     }
 }

@@ -19,9 +19,18 @@ use nix::unistd::Pid;
 
 /// Prepares a service child. `keep` are the fds it goes on using (0, 1
 /// and 2 are always kept). Returns false if forkd is already gone.
+#[link_section = ".text.hot.forkd_child"]
 pub fn setup(parent: Pid, keep: &mut [RawFd], block_term: bool) -> bool {
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid() != parent
-    {
+    // Raw syscalls: the fork-mode child's code stays on few pages (see
+    // `crate::process`).
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; getppid takes nothing.
+    let (death, ppid) = unsafe {
+        (
+            libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+            libc::syscall(libc::SYS_getppid),
+        )
+    };
+    if death != 0 || ppid != libc::c_long::from(parent.as_raw()) {
         return false;
     }
     if block_term {
@@ -44,6 +53,7 @@ pub struct KeepList {
 }
 
 impl KeepList {
+    #[link_section = ".text.hot.forkd_child"]
     pub fn new() -> KeepList {
         KeepList {
             fds: [-1; 1 + crate::handlers::MAX_KEPT_FDS],
@@ -52,6 +62,7 @@ impl KeepList {
         }
     }
 
+    #[link_section = ".text.hot.forkd_child"]
     pub fn push(&mut self, fd: BorrowedFd<'_>) {
         match self.fds.get_mut(self.len) {
             Some(slot) => {
@@ -64,12 +75,14 @@ impl KeepList {
 
     /// The list for [`setup`]; `None` if more were pushed than it holds
     /// (a handler over its [`crate::handlers::MAX_KEPT_FDS`]).
+    #[link_section = ".text.hot.forkd_child"]
     pub fn as_mut_slice(&mut self) -> Option<&mut [RawFd]> {
         (!self.overflow).then_some(&mut self.fds[..self.len])
     }
 }
 
 /// Closes every fd from 3 up except `keep`, with one close_range(2) per gap.
+#[link_section = ".text.hot.forkd_child"]
 pub fn close_other_fds(keep: &mut [RawFd]) {
     keep.sort_unstable();
     let mut next: u32 = 3;
@@ -86,6 +99,7 @@ pub fn close_other_fds(keep: &mut [RawFd]) {
     close_range(next, u32::MAX);
 }
 
+#[link_section = ".text.hot.forkd_child"]
 fn close_range(first: u32, last: u32) {
     // SAFETY: close_range only closes descriptors; this child owns its fd
     // table, and the Rust objects holding the closed fds (the supervisor's)

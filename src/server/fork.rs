@@ -17,7 +17,7 @@ use super::child::KeepList;
 use super::listener::Accepted;
 use super::service::{unix_now, LiveConnection, Service, ServiceState};
 use super::Role;
-use crate::handlers::{Connection, Limits, Outcome};
+use crate::handlers::{Connection, Handler, Limits, Outcome};
 use crate::process::ExitKind;
 
 /// Accepts per readiness before returning to the loop (fairness with other
@@ -100,7 +100,7 @@ impl Service {
     }
 
     /// The child for one connection; `conn` is closed in the parent when
-    /// this returns (moved into the closure or the exec plan and dropped).
+    /// this returns (left in this frame, or moved into the exec plan, and dropped).
     fn fork_connection(&self, conn: Connection) -> Result<(Pid, bool), String> {
         if let (Some(program), Some(reports)) = (self.handler.connection_program(), &self.reports) {
             return program
@@ -110,17 +110,16 @@ impl Service {
         let handler = &*self.handler;
         let limits = Limits::of(&self.config);
         let parent = self.parent;
-        crate::process::fork_worker(move || {
-            let mut keep = KeepList::new();
-            keep.push(conn.stream.as_fd());
-            handler.keep_open(&mut |fd| keep.push(fd));
-            let Some(keep) = keep.as_mut_slice() else {
-                return 1;
-            };
-            if !super::child::setup(parent, keep, false) {
-                return 1;
-            }
-            handler.serve(conn, &limits).exit_code()
+        // Listed here, before the fork: the child only reads the list.
+        let mut keep = KeepList::new();
+        keep.push(conn.stream.as_fd());
+        handler.keep_open(&mut |fd| keep.push(fd));
+        // The child takes the connection from its copy of this frame. A
+        // closure that moved it and the rest in would be copied by
+        // `memmove`: one more libc page for each child to fault in.
+        let mut conn = Some(conn);
+        crate::process::fork_worker(|| {
+            serve_child(handler, conn.take(), &limits, parent, &mut keep)
         })
         .map(|pid| (pid, false))
         .map_err(|e| format!("fork failed while serving a connection: {e}"))
@@ -186,4 +185,24 @@ impl Service {
             }
         }
     }
+}
+
+/// What a connection child runs: the child set-up, then the handler; the
+/// result is its exit code. On the fork-mode child's few pages of code
+/// (see `crate::process`).
+#[link_section = ".text.hot.forkd_child"]
+fn serve_child(
+    handler: &dyn Handler,
+    conn: Option<Connection>,
+    limits: &Limits,
+    parent: Pid,
+    keep: &mut KeepList,
+) -> i32 {
+    let (Some(conn), Some(keep)) = (conn, keep.as_mut_slice()) else {
+        return 1;
+    };
+    if !super::child::setup(parent, keep, false) {
+        return 1;
+    }
+    handler.serve(conn, limits).exit_code()
 }
