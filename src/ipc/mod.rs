@@ -174,6 +174,38 @@ impl Parent {
     pub fn queued(&self) -> usize {
         each!(self, end => end.queued())
     }
+
+    /// The loop's event for this channel: with [`Hangup::Possible`], the
+    /// next [`recv`] reads on to the end of the stream rather than stop
+    /// after a short read.
+    ///
+    /// [`recv`]: Parent::recv
+    pub fn ready(&mut self, hangup: Hangup) {
+        if let (Parent::Pipe(end), Hangup::Possible) = (self, hangup) {
+            end.may_have_hung_up();
+        }
+    }
+}
+
+/// Whether the event that made a source ready said its peer may have hung
+/// up (mio's `is_read_closed`: EPOLLHUP, or EPOLLRDHUP with input). A
+/// reader may skip the read that would only fail with EAGAIN after a
+/// short one only when it did not: an end of stream that arrived before
+/// the event was collected brings no new edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    No,
+    Possible,
+}
+
+impl Hangup {
+    pub fn of(event: &mio::event::Event) -> Hangup {
+        if event.is_read_closed() || event.is_error() {
+            Hangup::Possible
+        } else {
+            Hangup::No
+        }
+    }
 }
 
 /// The worker's end of its channel (blocking).

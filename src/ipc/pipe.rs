@@ -46,6 +46,8 @@ pub fn channel(max_frame: usize) -> io::Result<(Parent, Child)> {
         outbox: Outbox::default(),
         decoder: Decoder::new(max_frame),
         staging: Vec::with_capacity(SMALL_WRITE),
+        drained: false,
+        hung_up: false,
     };
     let child = Child::new(req_r, rsp_w, max_frame);
     Ok((parent, child))
@@ -59,6 +61,14 @@ pub struct Parent {
     decoder: Decoder,
     /// A small frame copied together for one `write(2)`.
     staging: Vec<u8>,
+    /// The last read took less than it asked for: the pipe was empty
+    /// then, so once the frames it brought are handed out, `recv` says
+    /// "nothing more" without the read that would only fail with EAGAIN
+    /// (what arrives later is a new edge for the loop's epoll).
+    drained: bool,
+    /// The loop saw the worker's end hang up (or may have): read on to
+    /// the end of the stream, which brings no new edge.
+    hung_up: bool,
 }
 
 impl Parent {
@@ -116,13 +126,22 @@ impl Parent {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
+            if std::mem::take(&mut self.drained) {
+                return Ok(None);
+            }
             match read_into(self.responses.as_fd(), &mut self.decoder) {
-                Ok(0) => return Err(ChannelError::Closed),
-                Ok(_) => {}
+                Ok(Read { got: 0, .. }) => return Err(ChannelError::Closed),
+                Ok(read) => self.drained = read.short && !self.hung_up,
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
+    }
+
+    /// See [`super::Parent::ready`].
+    pub fn may_have_hung_up(&mut self) {
+        self.hung_up = true;
+        self.drained = false;
     }
 
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
@@ -242,10 +261,18 @@ fn written(wrote: nix::Result<usize>) -> Result<Option<usize>, ChannelError> {
     }
 }
 
+/// What one [`read_into`] did.
+struct Read {
+    /// Bytes read; 0 at end of file.
+    got: usize,
+    /// Fewer than asked for: the pipe held no more at that moment.
+    short: bool,
+}
+
 /// One `read(2)` from `fd` straight into `decoder`'s next bytes (a large
 /// frame's own `Vec`, or the buffer between frames), with no zeroing of
-/// the room first; 0 at end of file. Retries EINTR.
-fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<usize> {
+/// the room first. Retries EINTR.
+fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<Read> {
     let (into, room) = decoder.target();
     let want = if room == usize::MAX {
         READ_CHUNK
@@ -262,7 +289,10 @@ fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<usize> {
     // SAFETY: read(2) initialised the first `n` (at most `want`) bytes of
     // the spare capacity.
     unsafe { into.set_len(into.len() + n) };
-    Ok(n)
+    Ok(Read {
+        got: n,
+        short: n < want,
+    })
 }
 
 impl Receive for Child {
@@ -273,8 +303,8 @@ impl Receive for Child {
     fn await_frame(&mut self) -> Result<bool, ChannelError> {
         while !self.decoder.has_frame()? {
             match read_into(self.requests.as_fd(), &mut self.decoder) {
-                Ok(0) if self.decoder.pending() == 0 => return Ok(false),
-                Ok(0) => {
+                Ok(Read { got: 0, .. }) if self.decoder.pending() == 0 => return Ok(false),
+                Ok(Read { got: 0, .. }) => {
                     let have = self.decoder.pending();
                     return Err(frame::FrameError::Truncated { have }.into());
                 }
@@ -307,6 +337,23 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn a_short_read_ends_a_drain_and_a_hang_up_reads_on_to_the_end() {
+        let (parent, mut child) = channel(1 << 20).unwrap();
+        let mut parent = super::super::Parent::Pipe(parent);
+        child.send(b"one").unwrap();
+        child.send(b"two").unwrap();
+        drop(child);
+        assert_eq!(parent.recv().unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(parent.recv().unwrap().as_deref(), Some(&b"two"[..]));
+        // The read that brought both was short: the pipe was empty then,
+        // so no read is made for what a new edge would announce.
+        assert_eq!(parent.recv().unwrap(), None);
+        // The loop's event said the worker's end may have hung up.
+        parent.ready(crate::ipc::Hangup::Possible);
+        assert!(matches!(parent.recv(), Err(ChannelError::Closed)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
-use crate::ipc::{frame, Decoder, FrameError, Payload};
+use crate::ipc::{frame, Decoder, FrameError, Hangup, Payload};
 
 /// Unanswered jobs per connection before forkd stops reading it.
 pub const MAX_PENDING: usize = 256;
@@ -59,6 +59,9 @@ pub struct Client<S> {
     /// Our writing side is shut down (after the last answer of a refused
     /// caller).
     shut: bool,
+    /// The loop saw (or may have seen) the caller hang up: reads go on to
+    /// the end of the stream, which brings no new edge.
+    hung_up: bool,
     buf: Vec<u8>,
 }
 
@@ -75,6 +78,7 @@ impl<S: Read + Write + HalfClose> Client<S> {
             closing: false,
             discarding: None,
             shut: false,
+            hung_up: false,
             buf: Vec::new(),
         }
     }
@@ -86,6 +90,12 @@ impl<S: Read + Write + HalfClose> Client<S> {
         self.out.extend_from_slice(&unsent);
     }
 
+    /// The loop's event for this caller: with [`Hangup::Possible`], reads
+    /// go on to the end of the stream rather than stop after a short one.
+    pub fn ready(&mut self, hangup: Hangup) {
+        self.hung_up |= hangup == Hangup::Possible;
+    }
+
     /// Reads requests and hands each to `submit(seq, payload)`; an `Err`
     /// from it is the job's answer (busy, stopping). Stops at
     /// [`MAX_PENDING`] unanswered jobs.
@@ -94,6 +104,11 @@ impl<S: Read + Write + HalfClose> Client<S> {
             self.discard();
             return;
         }
+        // The last read took less than it asked for: the socket was empty
+        // then, and what arrives later is a new edge for the loop, so the
+        // read that would only fail with WouldBlock is skipped (unless the
+        // caller may have hung up: see `ready`).
+        let mut drained = false;
         while !self.closing && self.pending.len() < MAX_PENDING {
             match self.decoder.next_frame() {
                 Ok(Some(payload)) => {
@@ -122,12 +137,18 @@ impl<S: Read + Write + HalfClose> Client<S> {
                     break;
                 }
             }
+            if drained {
+                break;
+            }
             if self.buf.len() < READ_CHUNK {
                 self.buf.resize(READ_CHUNK, 0);
             }
             match self.stream.read(&mut self.buf) {
                 Ok(0) => self.closing = true,
-                Ok(n) => self.decoder.extend(&self.buf[..n]),
+                Ok(n) => {
+                    drained = n < self.buf.len() && !self.hung_up;
+                    self.decoder.extend(&self.buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.closing = true,
@@ -222,14 +243,17 @@ impl<S: Read + Write + HalfClose> Client<S> {
 mod tests {
     use super::*;
 
-    /// A stream whose input is fixed and whose output is collected.
+    /// A stream whose input is fixed (then end of stream) and whose output
+    /// is collected; it counts the reads made of it.
     struct Pipe {
         input: io::Cursor<Vec<u8>>,
         output: Vec<u8>,
+        reads: usize,
     }
 
     impl Read for Pipe {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
             self.input.read(buf)
         }
     }
@@ -264,9 +288,12 @@ mod tests {
             Pipe {
                 input: io::Cursor::new(input),
                 output: Vec::new(),
+                reads: 0,
             },
             1024,
         );
+        // The caller's jobs and its end of stream came in one event.
+        c.ready(Hangup::Possible);
         let mut seen = Vec::new();
         c.readable(&mut |seq, p| {
             seen.push((seq, p.to_vec()));
@@ -302,9 +329,11 @@ mod tests {
             Pipe {
                 input: io::Cursor::new(input),
                 output: Vec::new(),
+                reads: 0,
             },
             16,
         );
+        c.ready(Hangup::Possible);
         let mut submitted = 0;
         c.readable(&mut |_, _| {
             submitted += 1;
@@ -318,5 +347,42 @@ mod tests {
         assert!(String::from_utf8_lossy(&out[1])
             .starts_with("ERR a frame of 100 bytes is over max_frame (16 bytes)"));
         assert!(c.finished());
+    }
+
+    #[test]
+    fn a_short_read_ends_the_reading_unless_the_caller_may_have_hung_up() {
+        let caller = |input: Vec<u8>| {
+            Client::new(
+                Pipe {
+                    input: io::Cursor::new(input),
+                    output: Vec::new(),
+                    reads: 0,
+                },
+                1024,
+            )
+        };
+        let mut input = Vec::new();
+        frame::encode(b"job", &mut input);
+        // No hang-up in the event: one read brought less than it asked
+        // for, so the socket was empty and the next data is a new edge.
+        let mut c = caller(input.clone());
+        c.ready(Hangup::No);
+        let mut jobs = 0;
+        c.readable(&mut |_, _| {
+            jobs += 1;
+            Ok(())
+        });
+        assert_eq!((jobs, c.stream.reads), (1, 1));
+        assert!(!c.closing, "the end of stream is not read yet");
+        // A later event that may carry the end of stream reads on to it.
+        c.ready(Hangup::Possible);
+        c.readable(&mut |_, _| Ok(()));
+        assert!(c.closing, "the end of stream is read");
+        // Told of a possible hang-up first: the end is read at once.
+        let mut c = caller(input);
+        c.ready(Hangup::Possible);
+        c.readable(&mut |_, _| Ok(()));
+        assert!(c.closing);
+        assert_eq!(c.stream.reads, 2);
     }
 }

@@ -354,7 +354,13 @@ impl Pool {
 
     /// The loop saw the channel behind `token` ready: send what waits,
     /// take every result in.
-    pub fn channel_ready(&mut self, token: Token, now: Instant, registry: &Registry) {
+    pub fn channel_ready(
+        &mut self,
+        token: Token,
+        hangup: ipc::Hangup,
+        now: Instant,
+        registry: &Registry,
+    ) {
         let Some(worker) = self
             .workers
             .iter_mut()
@@ -366,6 +372,7 @@ impl Pool {
         let Some(channel) = worker.channel.as_mut() else {
             return;
         };
+        channel.ready(hangup);
         let mut broken = channel.flush().err();
         while broken.is_none() {
             match channel.recv() {

@@ -44,6 +44,7 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::ipc::Hangup;
 use crate::process::daemonize::Readiness;
 
 pub use instance::{Instance, State};
@@ -322,11 +323,12 @@ impl Supervisor {
                 self.reap();
             }
             self.run_timers(Instant::now());
-            for token in events.iter().map(|e| e.token()) {
+            for event in events.iter() {
+                let token = event.token();
                 if token == SIGNALS || token == CHILD_EXITS {
                     continue;
                 }
-                self.handle_source(token);
+                self.handle_source(token, Hangup::of(event));
             }
             self.collect_service_events();
             self.collect_pool_events();
@@ -486,7 +488,7 @@ impl Supervisor {
         self.close_idle_metrics(now);
     }
 
-    fn handle_source(&mut self, token: Token) {
+    fn handle_source(&mut self, token: Token, hangup: Hangup) {
         if token == CONTROL {
             self.accept_control();
             return;
@@ -516,13 +518,13 @@ impl Supervisor {
             }
             Source::PoolWorker { pool } => {
                 let pool = *pool;
-                self.pool_channel_ready(pool, token);
+                self.pool_channel_ready(pool, token, hangup);
             }
             Source::PoolEndpoint { pool } => {
                 let pool = *pool;
                 self.accept_pool_callers(pool);
             }
-            Source::PoolCaller(_) => self.serve_caller(token, true),
+            Source::PoolCaller(_) => self.serve_caller(token, Some(hangup)),
             Source::Notify(_) => self.notify_ready(token),
             Source::Scrape(_) => self.serve_metrics(token),
         }
@@ -543,7 +545,7 @@ impl Supervisor {
     fn drain_outputs(&mut self) {
         let tokens: Vec<Token> = self.sources.keys().copied().collect();
         for token in tokens {
-            self.handle_source(token);
+            self.handle_source(token, Hangup::Possible);
             if matches!(self.sources.get(&token), Some(Source::Output(_))) {
                 self.close_output(token);
             }

@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::{Owner, Source, Supervisor};
 use crate::config::PoolConfig;
 use crate::ipc::names::Ledger;
+use crate::ipc::Hangup;
 use crate::pool::client::Client;
 use crate::pool::{Ctx, Pool};
 use crate::process::ExitKind;
@@ -202,7 +203,7 @@ impl Supervisor {
             touched.sort_unstable();
             touched.dedup();
             for token in touched.drain(..) {
-                self.serve_caller(token, false);
+                self.serve_caller(token, None);
             }
         }
         self.pools.done = done;
@@ -213,9 +214,9 @@ impl Supervisor {
     }
 
     /// A worker channel is ready.
-    pub(super) fn pool_channel_ready(&mut self, id: u64, token: Token) {
+    pub(super) fn pool_channel_ready(&mut self, id: u64, token: Token, hangup: Hangup) {
         self.with_pool(id, |pool, now, ctx| {
-            pool.channel_ready(token, now, ctx.registry)
+            pool.channel_ready(token, hangup, now, ctx.registry)
         });
     }
 
@@ -286,7 +287,7 @@ impl Supervisor {
                 control_peer,
             })),
         );
-        self.serve_caller(token, true);
+        self.serve_caller(token, Some(Hangup::Possible));
     }
 
     /// `forkctl call`: the control connection becomes a caller of `pool`.
@@ -307,13 +308,17 @@ impl Supervisor {
     }
 
     /// Reads and submits a caller's jobs, writes its results; drops it
-    /// once finished. `readable`: the loop reported it (else only results
+    /// once finished. `event`: the loop reported it (else only results
     /// arrived, and reading resumes if it was paused).
-    pub(super) fn serve_caller(&mut self, token: Token, readable: bool) {
+    pub(super) fn serve_caller(&mut self, token: Token, event: Option<Hangup>) {
+        let readable = event.is_some();
         let Some(Source::PoolCaller(mut caller)) = self.sources.remove(&token) else {
             return;
         };
         let pool = caller.pool;
+        if let Some(hangup) = event {
+            caller.client.ready(hangup);
+        }
         let mut alive = caller.client.writable().is_ok();
         if alive && (readable || caller.client.paused()) {
             let position = self.pools.list.iter().position(|p| p.id == pool);
