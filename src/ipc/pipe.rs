@@ -67,7 +67,8 @@ pub struct Parent {
     /// (what arrives later is a new edge for the loop's epoll).
     drained: bool,
     /// The loop saw the worker's end hang up (or may have): read on to
-    /// the end of the stream, which brings no new edge.
+    /// the end of the stream, which brings no new edge, until a read finds
+    /// the pipe empty (EAGAIN) or at its end.
     hung_up: bool,
 }
 
@@ -132,7 +133,12 @@ impl Parent {
             match read_into(self.responses.as_fd(), &mut self.decoder) {
                 Ok(Read { got: 0, .. }) => return Err(ChannelError::Closed),
                 Ok(read) => self.drained = read.short && !self.hung_up,
-                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EAGAIN) => {
+                    // Empty and not at its end: a hang-up from now on is
+                    // a new edge.
+                    self.hung_up = false;
+                    return Ok(None);
+                }
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }

@@ -60,7 +60,8 @@ pub struct Client<S> {
     /// caller).
     shut: bool,
     /// The loop saw (or may have seen) the caller hang up: reads go on to
-    /// the end of the stream, which brings no new edge.
+    /// the end of the stream, which brings no new edge, until a read
+    /// finds the socket empty (WouldBlock) or at its end.
     hung_up: bool,
     buf: Vec<u8>,
 }
@@ -149,7 +150,12 @@ impl<S: Read + Write + HalfClose> Client<S> {
                     drained = n < self.buf.len() && !self.hung_up;
                     self.decoder.extend(&self.buf[..n]);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Empty and not at its end: a hang-up from now on is
+                    // a new edge.
+                    self.hung_up = false;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.closing = true,
             }

@@ -22,9 +22,9 @@
 //! worker blocks on a futex for at most a second at a time, then checks
 //! that the supervisor has not closed the channel and is still its parent.
 //!
-//! The worker is not trusted: the supervisor reads each count and length
+//! The worker is not trusted: the supervisor reads each count and stamp
 //! the worker wrote once, checks it against its own bookkeeping (the
-//! semaphore count, the published head, the chunk length) and turns any
+//! semaphore count; the slot's stamp: which chunk, how long) and turns any
 //! violation into [`ChannelError::Corrupt`]; it never reads outside a slot
 //! and never panics or blocks on what it finds. Every `unsafe` but the
 //! adoption of an exec'd worker's doorbell fd is in `region.rs` and

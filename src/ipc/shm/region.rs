@@ -10,11 +10,15 @@
 //! PAGE + R  response ring: control page | slot 0 | slot 1 | ... | slot 15
 //! ```
 //!
-//! A ring's control page holds its `full` and `empty` semaphores, the
-//! producer's and the consumer's published counts, and one chunk length
-//! per slot, each in a cache line of its own; slot data starts on a page
-//! boundary (unaligned 64 KiB copies measured 17 times slower on forkd's
-//! reference machine).
+//! A ring's control page holds its `full` and `empty` semaphores and one
+//! [`Stamp`] per slot, each in a cache line of its own; slot data starts on
+//! a page boundary (unaligned 64 KiB copies measured 17 times slower on
+//! forkd's reference machine). A stamp says which chunk of the stream a
+//! slot holds and how long it is, or for which chunk it was freed: the one
+//! word each side writes per chunk, so that checking the other side costs
+//! no cache line beyond the semaphores and the slot itself (published head
+//! and tail counts in lines of their own were two more lines crossing
+//! between the CPUs per chunk, a fifth of the small-frame rate).
 //!
 //! Invariants:
 //! - Every shared field is an atomic: the other process may write any bit
@@ -46,7 +50,7 @@ use super::semaphore::Semaphore;
 use crate::ipc::ChannelError;
 
 pub(super) const MAGIC: u32 = u32::from_be_bytes(*b"fkrg");
-pub(super) const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 2;
 /// Slots per ring.
 pub(super) const SLOTS: u32 = 16;
 /// The layout's unit: the header, each control page and each slot start on
@@ -115,14 +119,38 @@ pub(super) struct Control {
     pub full: Semaphore,
     /// Slots free for the producer.
     pub empty: Semaphore,
-    /// Chunks the producer has posted (wrapping); published before its
-    /// `full` token, so the consumer can check the token against it.
-    pub head: Line<AtomicU32>,
-    /// Chunks the consumer has taken (wrapping); published before its
-    /// `empty` token.
-    pub tail: Line<AtomicU32>,
-    /// Bytes of the chunk in each slot.
-    pub lengths: [Line<AtomicU32>; SLOTS as usize],
+    /// Each slot's [`Stamp`], written before the token that announces it.
+    pub stamps: [Line<AtomicU64>; SLOTS as usize],
+}
+
+/// What a slot holds, as one word: the number (wrapping) of a chunk of the
+/// ring's stream and a length. Length 0: the slot is free for that chunk
+/// (the consumer wrote it after taking the chunk `SLOTS` before it, or the
+/// region was just made); otherwise it holds that chunk, of that many bytes
+/// (the producer wrote it). Any word is a valid stamp; the reader checks it
+/// against its own count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub chunk: u32,
+    pub len: u32,
+}
+
+impl Stamp {
+    pub fn free_for(chunk: u32) -> Stamp {
+        Stamp { chunk, len: 0 }
+    }
+
+    pub fn load(word: &AtomicU64) -> Stamp {
+        let w = word.load(Acquire);
+        Stamp {
+            chunk: (w >> 32) as u32,
+            len: w as u32,
+        }
+    }
+
+    pub fn store(self, word: &AtomicU64) {
+        word.store((u64::from(self.chunk) << 32) | u64::from(self.len), Release);
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= PAGE);
@@ -229,8 +257,8 @@ impl Region {
         Ok(())
     }
 
-    /// Writes the header and the semaphores of a zero-filled segment; the
-    /// magic last, so whoever sees it sees the rest.
+    /// Writes the header, the semaphores and the stamps of a zero-filled
+    /// segment; the magic last, so whoever sees it sees the rest.
     fn init(&self, slot_size: usize) {
         let header = self.header();
         header.version.store(VERSION, Relaxed);
@@ -242,6 +270,9 @@ impl Region {
             let control = self.control(ring);
             control.full.init(0);
             control.empty.init(SLOTS);
+            for (slot, stamp) in (0..SLOTS).zip(&control.stamps) {
+                Stamp::free_for(slot).store(stamp);
+            }
         }
         header.supervisor.store(std::process::id(), Relaxed);
         header.magic.store(MAGIC, Release);

@@ -4,14 +4,13 @@
 //! only checked against them, once each, and every disagreement is a
 //! [`ChannelError::Corrupt`].
 //!
-//! Producer: an `empty` token, the chunk copied in, its length, the head
-//! published, a `full` token. Consumer: a `full` token, the head and
-//! length checked, the chunk copied out, the tail published, an `empty`
-//! token.
+//! Producer: an `empty` token, the slot's stamp checked (freed for this
+//! chunk), the chunk copied in, the stamp (this chunk, its length), a
+//! `full` token. Consumer: a `full` token, the stamp checked (this chunk, a
+//! length that fits), the chunk copied out, the stamp (freed for the chunk
+//! `SLOTS` later), an `empty` token.
 
-use std::sync::atomic::Ordering::*;
-
-use super::region::{Region, Ring, SLOTS};
+use super::region::{Region, Ring, Stamp, SLOTS};
 use super::semaphore::Garbled;
 use crate::ipc::{ChannelError, Decoder};
 
@@ -81,13 +80,14 @@ impl Rings {
         Ok(true)
     }
 
-    /// After an `empty` token: the consumer's published count must leave
-    /// the next slot free.
+    /// After an `empty` token: the next slot must have been freed for the
+    /// chunk this end posts next.
     pub(super) fn check_room(&self) -> Result<(), ChannelError> {
-        let tail = self.region.control(self.out).tail.load(Acquire);
-        if self.posted.wrapping_sub(tail) >= SLOTS {
+        let slot = Rings::slot(self.posted);
+        let stamp = Stamp::load(&self.region.control(self.out).stamps[slot]);
+        if stamp != Stamp::free_for(self.posted) {
             return Err(ChannelError::Corrupt(format!(
-                "{}: a free slot was signalled with {} chunks posted and {tail} taken",
+                "{}: a free slot was signalled for chunk {}, but slot {slot} holds {stamp:?}",
                 self.out.name(),
                 self.posted
             )));
@@ -111,9 +111,12 @@ impl Rings {
     /// Posts the next `out` slot, filled with `len` bytes.
     pub(super) fn post(&mut self, len: usize) -> Result<(), ChannelError> {
         let control = self.region.control(self.out);
-        control.lengths[Rings::slot(self.posted)].store(len as u32, Release);
+        let stamp = Stamp {
+            chunk: self.posted,
+            len: len as u32,
+        };
+        stamp.store(&control.stamps[Rings::slot(self.posted)]);
         self.posted = self.posted.wrapping_add(1);
-        control.head.store(self.posted, Release);
         control
             .full
             .give()
@@ -133,18 +136,17 @@ impl Rings {
     pub(super) fn take(&mut self) -> Result<(), ChannelError> {
         let ring = self.inbound;
         let control = self.region.control(ring);
-        let head = control.head.load(Acquire);
-        let ready = head.wrapping_sub(self.taken);
-        if ready == 0 || ready > SLOTS {
+        let slot = Rings::slot(self.taken);
+        let stamp = Stamp::load(&control.stamps[slot]);
+        if stamp.chunk != self.taken || stamp.len == 0 {
             return Err(ChannelError::Corrupt(format!(
-                "{}: a chunk was signalled with {head} chunks posted and {} taken",
+                "{}: chunk {} was signalled, but slot {slot} holds {stamp:?}",
                 ring.name(),
                 self.taken
             )));
         }
-        let slot = Rings::slot(self.taken);
-        let len = control.lengths[slot].load(Acquire) as usize;
-        if len == 0 || len > self.region.slot_size() {
+        let len = stamp.len as usize;
+        if len > self.region.slot_size() {
             return Err(ChannelError::Corrupt(format!(
                 "{}: slot {slot} claims {len} bytes (a chunk holds 1 to {})",
                 ring.name(),
@@ -158,8 +160,8 @@ impl Rings {
             self.region.append_slot(ring, slot, from, n, into);
             from += n;
         }
+        Stamp::free_for(self.taken.wrapping_add(SLOTS)).store(&control.stamps[slot]);
         self.taken = self.taken.wrapping_add(1);
-        control.tail.store(self.taken, Release);
         control.empty.give().map_err(|g| garbled(ring, "empty", g))
     }
 }

@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sys::mman::shm_open;
 use nix::sys::stat::Mode;
 
-use super::region::{Region, Ring, PAGE, SLOTS};
+use super::region::{Region, Ring, Stamp, PAGE, SLOTS};
 use super::*;
 
 /// Removes a test's segment however the test ends.
@@ -195,36 +195,39 @@ fn recv_after(pool: &str, scribble: impl FnOnce(&Region) + Send + 'static) -> Re
 
 #[test]
 fn a_worker_scribbling_on_the_response_ring_makes_recv_corrupt() {
+    let stamp = |r: &Region, chunk, len| {
+        Stamp { chunk, len }.store(&r.control(Ring::Responses).stamps[0]);
+    };
     // A token with a length past the slot.
-    let why = recv_after("scribble-length", |r| {
-        let c = r.control(Ring::Responses);
-        c.lengths[0].store(u32::MAX, SeqCst);
-        c.head.store(1, SeqCst);
-        c.full.give().unwrap();
+    let why = recv_after("scribble-length", move |r| {
+        stamp(r, 0, u32::MAX);
+        r.control(Ring::Responses).full.give().unwrap();
     })
     .unwrap_err();
     assert!(why.contains("slot 0 claims 4294967295 bytes"), "{why}");
     // An empty chunk.
-    recv_after("scribble-zero", |r| {
-        let c = r.control(Ring::Responses);
-        c.head.store(1, SeqCst);
-        c.full.give().unwrap();
+    let why = recv_after("scribble-zero", move |r| {
+        stamp(r, 0, 0);
+        r.control(Ring::Responses).full.give().unwrap();
     })
     .unwrap_err();
-    // A token for a chunk that was never published.
+    assert!(why.contains("chunk 0 was signalled"), "{why}");
+    // A token for a chunk that was never written: the slot is still free.
     let why = recv_after("scribble-token", |r| {
         r.control(Ring::Responses).full.give().unwrap();
     })
     .unwrap_err();
-    assert!(why.contains("0 chunks posted and 0 taken"), "{why}");
-    // A head far past what the ring can hold.
-    recv_after("scribble-head", |r| {
-        let c = r.control(Ring::Responses);
-        c.lengths[0].store(8, SeqCst);
-        c.head.store(1000, SeqCst);
-        c.full.give().unwrap();
+    assert!(
+        why.contains("chunk 0 was signalled, but slot 0 holds Stamp { chunk: 0, len: 0 }"),
+        "{why}"
+    );
+    // A slot stamped with another chunk of the stream than the next one.
+    let why = recv_after("scribble-chunk", move |r| {
+        stamp(r, 1000, 8);
+        r.control(Ring::Responses).full.give().unwrap();
     })
     .unwrap_err();
+    assert!(why.contains("chunk: 1000"), "{why}");
     // A semaphore count no ring can have.
     let why = recv_after("scribble-count", |r| {
         r.control(Ring::Responses).full.set(0xdead_beef);
@@ -247,7 +250,10 @@ fn a_worker_lying_about_free_request_slots_makes_flush_corrupt() {
         .unwrap();
     match parent.flush() {
         Err(ChannelError::Corrupt(why)) => {
-            assert!(why.contains("16 chunks posted and 0 taken"), "{why}")
+            assert!(
+                why.contains("a free slot was signalled for chunk 16, but slot 0 holds"),
+                "{why}"
+            )
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
