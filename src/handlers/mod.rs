@@ -64,7 +64,7 @@ mod upstream;
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -116,17 +116,21 @@ impl Stream {
     /// worker forever. A zero duration means no limit.
     #[link_section = ".text.hot.forkd_child"]
     pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        let fd = self.raw_fd();
+        let fd = self.borrowed_fd();
         raw::set_socket_timeout(fd, libc::SO_RCVTIMEO, read)?;
         raw::set_socket_timeout(fd, libc::SO_SNDTIMEO, write)
     }
 
+    /// [`AsFd::as_fd`] on the child's few pages: std's own is out of line.
     #[link_section = ".text.hot.forkd_child"]
-    fn raw_fd(&self) -> RawFd {
-        match self {
+    fn borrowed_fd(&self) -> BorrowedFd<'_> {
+        let fd = match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
-        }
+        };
+        // SAFETY: `fd` is the stream's own, open for as long as `self` is
+        // borrowed.
+        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 }
 
@@ -445,7 +449,7 @@ pub(crate) fn serve_in_place(
 ) -> Outcome {
     serve_reads(conn, limits, |stream, input| {
         transform(input);
-        raw::send_all(stream.raw_fd(), input).map(|()| Flow::Continue)
+        raw::send_all(stream.borrowed_fd(), input).map(|()| Flow::Continue)
     })
 }
 
@@ -488,7 +492,7 @@ fn serve_reads(
 /// One read(2) from `stream` into `buf`; returns the part it filled.
 #[link_section = ".text.hot.forkd_child"]
 fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
-    raw::read(stream.raw_fd(), buf)
+    raw::read(stream.borrowed_fd(), buf)
 }
 
 /// Why a service's handler cannot be built.

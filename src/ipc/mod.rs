@@ -188,7 +188,8 @@ impl Parent {
 }
 
 /// Whether the event that made a source ready said its peer may have hung
-/// up (mio's `is_read_closed`: EPOLLHUP, or EPOLLRDHUP with input). A
+/// up (mio's `is_read_closed`: EPOLLHUP, or EPOLLRDHUP with input; or an
+/// error, EPOLLERR, such as a request pipe whose worker is gone). A
 /// reader may skip the read that would only fail with EAGAIN after a
 /// short one only when it did not: an end of stream that arrived before
 /// the event was collected brings no new edge.

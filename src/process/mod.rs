@@ -231,9 +231,11 @@ impl SignalResets {
     }
 }
 
-/// Signals forkd itself catches or ignores, reset in every child even if
-/// the snapshot was taken before their handlers were installed: the
-/// supervisor's signal-hook handlers, and SIGPIPE (ignored by Rust's runtime).
+/// Signals forkd itself catches, ignores or reads from a signalfd, reset
+/// in every child even if the snapshot was taken before the supervisor set
+/// them up: its signal-hook handlers (TERM, INT, QUIT, HUP), SIGCHLD (put
+/// back to `SIG_DFL` at start, in case forkd's parent ignored it) and
+/// SIGPIPE (ignored by Rust's runtime).
 const ALWAYS_RESET: [libc::c_int; 6] = [
     libc::SIGCHLD,
     libc::SIGTERM,
@@ -260,30 +262,16 @@ pub fn scan_signal_dispositions() -> SignalResets {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let mut old = raw::KernelSigaction {
-            handler: libc::SIG_DFL,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        // SAFETY: a null new action only queries; `old` is a valid kernel
-        // sigaction on this stack.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                std::ptr::null::<raw::KernelSigaction>(),
-                &mut old as *mut raw::KernelSigaction,
-                raw::SIGSET_SIZE,
-            )
+        let Ok(handler) = raw::disposition(sig) else {
+            continue;
         };
         let reserved = sig > 31 && sig < rtmin;
         let listed = if reserved {
-            old.handler == libc::SIG_IGN
+            handler == libc::SIG_IGN
         } else {
-            old.handler != libc::SIG_DFL
+            handler != libc::SIG_DFL
         };
-        if r == 0 && listed {
+        if listed {
             resets.push(sig);
         }
     }
@@ -349,6 +337,10 @@ fn reset_signals(resets: &SignalResets) {
 /// pidfile): unwinding out of here drops `guard`, which ends the child with
 /// exit code 70 (EX_SOFTWARE). A guard rather than `catch_unwind`, whose
 /// out-of-line landing code would be more pages for every child to fault in.
+/// The unwinder starts only because its search finds a frame that would
+/// catch further up the child's copy of the stack (std's `lang_start`, or a
+/// test thread's start); without one a panic aborts (SIGABRT) before any
+/// cleanup, which is still no unwinding into the supervisor.
 /// SIGPIPE stays ignored, as in forkd (Rust's runtime ignores it at start):
 /// a peer that hangs up is an EPIPE error, not death.
 #[link_section = ".text.hot.forkd_child"]
@@ -616,8 +608,9 @@ mod tests {
     #[test]
     fn a_worker_starts_with_no_signal_blocked_and_sigterm_at_its_default() {
         // As the supervisor's own handler would be, SIGTERM is not at its
-        // default here while the worker is forked (ignored: safe for the
-        // other tests of this process meanwhile).
+        // default here while the worker is forked (ignored: harmless to the
+        // other tests of this process meanwhile, none of which starts a
+        // program that would inherit it).
         // SAFETY: SIG_IGN runs no code.
         let before = unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
         let pid = fork_worker(|| {

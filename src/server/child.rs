@@ -21,16 +21,7 @@ use nix::unistd::Pid;
 /// and 2 are always kept). Returns false if forkd is already gone.
 #[link_section = ".text.hot.forkd_child"]
 pub fn setup(parent: Pid, keep: &mut [RawFd], block_term: bool) -> bool {
-    // Raw syscalls: the fork-mode child's code stays on few pages (see
-    // `crate::process`).
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number; getppid takes nothing.
-    let (death, ppid) = unsafe {
-        (
-            libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL),
-            libc::syscall(libc::SYS_getppid),
-        )
-    };
-    if death != 0 || ppid != libc::c_long::from(parent.as_raw()) {
+    if !crate::process::raw::die_with_parent(parent.as_raw()) {
         return false;
     }
     if block_term {
@@ -53,7 +44,6 @@ pub struct KeepList {
 }
 
 impl KeepList {
-    #[link_section = ".text.hot.forkd_child"]
     pub fn new() -> KeepList {
         KeepList {
             fds: [-1; 1 + crate::handlers::MAX_KEPT_FDS],
@@ -62,7 +52,6 @@ impl KeepList {
         }
     }
 
-    #[link_section = ".text.hot.forkd_child"]
     pub fn push(&mut self, fd: BorrowedFd<'_>) {
         match self.fds.get_mut(self.len) {
             Some(slot) => {

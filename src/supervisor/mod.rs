@@ -184,9 +184,12 @@ impl Supervisor {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        // Blocked in this (only) thread, so it is only ever read from the
-        // signalfd. Children start with an empty mask (`process` resets it
-        // after every fork and clone).
+        // At its default first: ignored (as forkd's own parent may have
+        // left it), the kernel would reap every child itself and `waitpid`
+        // would never see an exit. Then blocked in this (only) thread, so it
+        // is only ever read from the signalfd. Children start with an empty
+        // mask (`process` resets it after every fork and clone).
+        crate::process::raw::default_disposition(libc::SIGCHLD);
         let mut sigchld = nix::sys::signal::SigSet::empty();
         sigchld.add(nix::sys::signal::Signal::SIGCHLD);
         sigchld.thread_block()?;

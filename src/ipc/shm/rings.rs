@@ -1,7 +1,7 @@
 //! One end's view of both rings: the bounded buffer itself. An end posts
 //! chunks on one ring and takes them from the other, keeping its own
-//! counts of both; the counts and lengths the other side publishes are
-//! only checked against them, once each, and every disagreement is a
+//! counts of both; the stamps the other side writes are only checked
+//! against them, once each, and every disagreement is a
 //! [`ChannelError::Corrupt`].
 //!
 //! Producer: an `empty` token, the slot's stamp checked (freed for this

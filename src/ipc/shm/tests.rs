@@ -205,14 +205,18 @@ fn a_worker_scribbling_on_the_response_ring_makes_recv_corrupt() {
     })
     .unwrap_err();
     assert!(why.contains("slot 0 claims 4294967295 bytes"), "{why}");
-    // An empty chunk.
-    let why = recv_after("scribble-zero", move |r| {
-        stamp(r, 0, 0);
+    // A stale stamp: the chunk this slot held a whole round of the ring ago.
+    let why = recv_after("scribble-stale", move |r| {
+        stamp(r, 0u32.wrapping_sub(SLOTS), 8);
         r.control(Ring::Responses).full.give().unwrap();
     })
     .unwrap_err();
-    assert!(why.contains("chunk 0 was signalled"), "{why}");
-    // A token for a chunk that was never written: the slot is still free.
+    assert!(
+        why.contains("chunk 0 was signalled, but slot 0 holds Stamp { chunk: 4294967280, len: 8 }"),
+        "{why}"
+    );
+    // A token for a chunk that was never written (an empty chunk looks the
+    // same): the slot is still free.
     let why = recv_after("scribble-token", |r| {
         r.control(Ring::Responses).full.give().unwrap();
     })
