@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    fd_count, output_of, proc_stat, wait_until, zombies_below, Forkd, KillOnDrop, Scratch,
+    fd_count, output_of, proc_stat, start_forkd_under, wait_until, zombies_below, Forkd,
+    KillOnDrop, Scratch,
 };
 
 #[test]
@@ -90,4 +91,31 @@ autostart = {autostart}
     wait_until("fds back to the baseline", Duration::from_secs(5), || {
         fd_count(busy.pid()) == expected
     });
+}
+
+#[test]
+fn exits_are_seen_when_forkd_was_started_with_sigchld_ignored() {
+    // An ignored SIGCHLD survives exec: with it the kernel would reap every
+    // child itself, and forkd's waitpid would never see an exit.
+    let dir = Scratch::new("sigchld-ignored");
+    let config = dir.write(
+        "forkd.toml",
+        r#"
+[[program]]
+name = "quits"
+command = ["/bin/sh", "-c", "exit 3"]
+restart = "never"
+"#,
+    );
+    let ignoring = [
+        "python3",
+        "-c",
+        "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); \
+         os.execvp(sys.argv[1], sys.argv[1:])",
+    ];
+    let forkd = start_forkd_under(&ignoring, &config, &[]);
+    forkd
+        .log
+        .wait_line("quits#0 stays down", Duration::from_secs(10));
+    assert_eq!(forkd.log.count("exited with code 3"), 1);
 }
