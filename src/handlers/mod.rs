@@ -116,21 +116,9 @@ impl Stream {
     /// worker forever. A zero duration means no limit.
     #[link_section = ".text.hot.forkd_child"]
     pub fn set_timeouts(&self, read: Duration, write: Duration) -> io::Result<()> {
-        let fd = self.borrowed_fd();
+        let fd = self.as_fd();
         raw::set_socket_timeout(fd, libc::SO_RCVTIMEO, read)?;
         raw::set_socket_timeout(fd, libc::SO_SNDTIMEO, write)
-    }
-
-    /// [`AsFd::as_fd`] on the child's few pages: std's own is out of line.
-    #[link_section = ".text.hot.forkd_child"]
-    fn borrowed_fd(&self) -> BorrowedFd<'_> {
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        };
-        // SAFETY: `fd` is the stream's own, open for as long as `self` is
-        // borrowed.
-        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 }
 
@@ -157,11 +145,17 @@ impl Write for Stream {
 }
 
 impl AsFd for Stream {
+    /// On the fork-mode child's few pages, by way of `as_raw_fd`: std's
+    /// own `as_fd` for sockets is out of line, a page of its own to fault in.
+    #[link_section = ".text.hot.forkd_child"]
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        }
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        // SAFETY: `fd` is the stream's own, open for as long as `self` is
+        // borrowed.
+        unsafe { BorrowedFd::borrow_raw(fd) }
     }
 }
 
@@ -449,7 +443,7 @@ pub(crate) fn serve_in_place(
 ) -> Outcome {
     serve_reads(conn, limits, |stream, input| {
         transform(input);
-        raw::send_all(stream.borrowed_fd(), input).map(|()| Flow::Continue)
+        raw::send_all(stream.as_fd(), input).map(|()| Flow::Continue)
     })
 }
 
@@ -492,7 +486,7 @@ fn serve_reads(
 /// One read(2) from `stream` into `buf`; returns the part it filled.
 #[link_section = ".text.hot.forkd_child"]
 fn read_uninit<'b>(stream: &Stream, buf: &'b mut [MaybeUninit<u8>]) -> io::Result<&'b mut [u8]> {
-    raw::read(stream.borrowed_fd(), buf)
+    raw::read(stream.as_fd(), buf)
 }
 
 /// Why a service's handler cannot be built.

@@ -175,14 +175,14 @@ impl Parent {
         each!(self, end => end.queued())
     }
 
-    /// The loop's event for this channel: with [`Hangup::Possible`], the
-    /// next [`recv`] reads on to the end of the stream rather than stop
-    /// after a short read.
+    /// The loop's event for this channel (see [`Drain`]): with
+    /// [`Hangup::Possible`], [`recv`] reads on to the end of the stream
+    /// rather than stop after a short read.
     ///
     /// [`recv`]: Parent::recv
     pub fn ready(&mut self, hangup: Hangup) {
-        if let (Parent::Pipe(end), Hangup::Possible) = (self, hangup) {
-            end.may_have_hung_up();
+        if let Parent::Pipe(end) = self {
+            end.drain.ready(hangup);
         }
     }
 }
@@ -206,6 +206,43 @@ impl Hangup {
         } else {
             Hangup::No
         }
+    }
+}
+
+/// The reading side of an edge-triggered pipe or socket: a read that
+/// returned less than it asked for emptied it, so the read after it, which
+/// could only fail with EAGAIN, is skipped (what arrives later is a new
+/// edge). Unless the loop's event said the peer may have hung up: then
+/// reads go on to the end of the stream, which brings no new edge, until a
+/// read finds the fd empty.
+#[derive(Debug, Default)]
+pub struct Drain {
+    drained: bool,
+    hung_up: bool,
+}
+
+impl Drain {
+    /// The loop reported the fd: something may have arrived since the last
+    /// read.
+    pub fn ready(&mut self, hangup: Hangup) {
+        self.drained = false;
+        self.hung_up |= hangup == Hangup::Possible;
+    }
+
+    /// A read returned data; `short`: less than it asked for.
+    pub fn read(&mut self, short: bool) {
+        self.drained = short && !self.hung_up;
+    }
+
+    /// A read found the fd empty (EAGAIN): a hang-up from now on is a new
+    /// edge.
+    pub fn empty(&mut self) {
+        self.hung_up = false;
+    }
+
+    /// Whether to stop instead of reading again; asked once per skip.
+    pub fn stop(&mut self) -> bool {
+        std::mem::take(&mut self.drained)
     }
 }
 

@@ -17,7 +17,7 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-use super::{frame, no_eintr, ChannelError, Decoder, ExecSetup, Outbox, Payload, Receive};
+use super::{frame, no_eintr, ChannelError, Decoder, Drain, ExecSetup, Outbox, Payload, Receive};
 
 /// Wished pipe capacity; the kernel keeps the default (64 KiB) if refused.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -46,8 +46,7 @@ pub fn channel(max_frame: usize) -> io::Result<(Parent, Child)> {
         outbox: Outbox::default(),
         decoder: Decoder::new(max_frame),
         staging: Vec::with_capacity(SMALL_WRITE),
-        drained: false,
-        hung_up: false,
+        drain: Drain::default(),
     };
     let child = Child::new(req_r, rsp_w, max_frame);
     Ok((parent, child))
@@ -61,15 +60,9 @@ pub struct Parent {
     decoder: Decoder,
     /// A small frame copied together for one `write(2)`.
     staging: Vec<u8>,
-    /// The last read took less than it asked for: the pipe was empty
-    /// then, so once the frames it brought are handed out, `recv` says
-    /// "nothing more" without the read that would only fail with EAGAIN
-    /// (what arrives later is a new edge for the loop's epoll).
-    drained: bool,
-    /// The loop saw the worker's end hang up (or may have): read on to
-    /// the end of the stream, which brings no new edge, until a read finds
-    /// the pipe empty (EAGAIN) or at its end.
-    hung_up: bool,
+    /// Once the frames a short read brought are handed out, `recv` says
+    /// "nothing more" without the read that would only fail with EAGAIN.
+    pub(super) drain: Drain,
 }
 
 impl Parent {
@@ -127,27 +120,19 @@ impl Parent {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
             }
-            if std::mem::take(&mut self.drained) {
+            if self.drain.stop() {
                 return Ok(None);
             }
             match read_into(self.responses.as_fd(), &mut self.decoder) {
                 Ok(Read { got: 0, .. }) => return Err(ChannelError::Closed),
-                Ok(read) => self.drained = read.short && !self.hung_up,
+                Ok(read) => self.drain.read(read.short),
                 Err(Errno::EAGAIN) => {
-                    // Empty and not at its end: a hang-up from now on is
-                    // a new edge.
-                    self.hung_up = false;
+                    self.drain.empty();
                     return Ok(None);
                 }
                 Err(e) => return Err(io::Error::from(e).into()),
             }
         }
-    }
-
-    /// See [`super::Parent::ready`].
-    pub fn may_have_hung_up(&mut self) {
-        self.hung_up = true;
-        self.drained = false;
     }
 
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {

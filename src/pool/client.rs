@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
-use crate::ipc::{frame, Decoder, FrameError, Hangup, Payload};
+use crate::ipc::{frame, Decoder, Drain, FrameError, Hangup, Payload};
 
 /// Unanswered jobs per connection before forkd stops reading it.
 pub const MAX_PENDING: usize = 256;
@@ -59,10 +59,8 @@ pub struct Client<S> {
     /// Our writing side is shut down (after the last answer of a refused
     /// caller).
     shut: bool,
-    /// The loop saw (or may have seen) the caller hang up: reads go on to
-    /// the end of the stream, which brings no new edge, until a read
-    /// finds the socket empty (WouldBlock) or at its end.
-    hung_up: bool,
+    /// A short read ends the reading, unless the caller may have hung up.
+    drain: Drain,
     buf: Vec<u8>,
 }
 
@@ -79,7 +77,7 @@ impl<S: Read + Write + HalfClose> Client<S> {
             closing: false,
             discarding: None,
             shut: false,
-            hung_up: false,
+            drain: Drain::default(),
             buf: Vec::new(),
         }
     }
@@ -91,10 +89,11 @@ impl<S: Read + Write + HalfClose> Client<S> {
         self.out.extend_from_slice(&unsent);
     }
 
-    /// The loop's event for this caller: with [`Hangup::Possible`], reads
-    /// go on to the end of the stream rather than stop after a short one.
+    /// The loop's event for this caller (see [`Drain`]): with
+    /// [`Hangup::Possible`], reads go on to the end of the stream rather
+    /// than stop after a short one.
     pub fn ready(&mut self, hangup: Hangup) {
-        self.hung_up |= hangup == Hangup::Possible;
+        self.drain.ready(hangup);
     }
 
     /// Reads requests and hands each to `submit(seq, payload)`; an `Err`
@@ -105,11 +104,6 @@ impl<S: Read + Write + HalfClose> Client<S> {
             self.discard();
             return;
         }
-        // The last read took less than it asked for: the socket was empty
-        // then, and what arrives later is a new edge for the loop, so the
-        // read that would only fail with WouldBlock is skipped (unless the
-        // caller may have hung up: see `ready`).
-        let mut drained = false;
         while !self.closing && self.pending.len() < MAX_PENDING {
             match self.decoder.next_frame() {
                 Ok(Some(payload)) => {
@@ -138,7 +132,7 @@ impl<S: Read + Write + HalfClose> Client<S> {
                     break;
                 }
             }
-            if drained {
+            if self.drain.stop() {
                 break;
             }
             if self.buf.len() < READ_CHUNK {
@@ -147,13 +141,11 @@ impl<S: Read + Write + HalfClose> Client<S> {
             match self.stream.read(&mut self.buf) {
                 Ok(0) => self.closing = true,
                 Ok(n) => {
-                    drained = n < self.buf.len() && !self.hung_up;
+                    self.drain.read(n < self.buf.len());
                     self.decoder.extend(&self.buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Empty and not at its end: a hang-up from now on is
-                    // a new edge.
-                    self.hung_up = false;
+                    self.drain.empty();
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

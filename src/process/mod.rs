@@ -312,12 +312,7 @@ const KEPT_BY_RUST_CHILDREN: [libc::c_int; 4] =
 /// [`KEPT_BY_RUST_CHILDREN`] for what stays.
 #[link_section = ".text.hot.forkd_child"]
 fn reset_signals_for_rust(resets: &SignalResets) {
-    for &sig in resets.entries() {
-        if !KEPT_BY_RUST_CHILDREN.contains(&sig) {
-            raw::default_disposition(sig);
-        }
-    }
-    raw::unblock_all_signals();
+    reset_signals_but(resets, &KEPT_BY_RUST_CHILDREN);
 }
 
 /// In a new child: the listed dispositions back to `SIG_DFL` (handlers are
@@ -326,8 +321,16 @@ fn reset_signals_for_rust(resets: &SignalResets) {
 /// the parent: async-signal-safe, no allocation.
 #[link_section = ".text.hot.forkd_child"]
 fn reset_signals(resets: &SignalResets) {
+    reset_signals_but(resets, &[]);
+}
+
+/// [`reset_signals`], leaving the dispositions of `kept` as they are.
+#[link_section = ".text.hot.forkd_child"]
+fn reset_signals_but(resets: &SignalResets, kept: &[libc::c_int]) {
     for &sig in resets.entries() {
-        raw::default_disposition(sig);
+        if !kept.contains(&sig) {
+            raw::default_disposition(sig);
+        }
     }
     raw::unblock_all_signals();
 }
