@@ -63,3 +63,43 @@ fn exec_program_sees_the_ucspi_environment() {
         format!("TCP 127.0.0.1 {client_port} 127.0.0.1 {server_port}")
     );
 }
+
+/// A per-connection program leads a process group of its own, in forkd's
+/// session: forkd's stop reaches what it started (here a `sleep` it left
+/// running), and forkd's own group is not the program's.
+#[test]
+fn a_stop_reaches_everything_the_connection_program_started() {
+    let scratch = Scratch::new("exec-group");
+    let config = service_config(
+        &scratch,
+        "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"fork\"\nhandler = \"exec\"\ndrain_timeout = \"1s\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$ $!; wait\"]",
+    );
+    let mut forkd = Forkd::start(&config);
+    let addr = bound_address(&forkd.log, "echo", "tcp://");
+    let mut s = tcp(&addr);
+    let mut line = String::new();
+    while !line.ends_with('\n') {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).expect("the program's pids"), 1);
+        line.push(byte[0] as char);
+    }
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (program, sleeper) = (pids[0], pids[1]);
+    let group = |pid: i32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
+    let session = |pid: i32| nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
+    assert_eq!(group(program).as_raw(), program);
+    assert_eq!(group(sleeper).as_raw(), program);
+    assert_eq!(session(program), session(forkd.pid()));
+    forkd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(forkd
+        .wait_exit(std::time::Duration::from_secs(10))
+        .is_some());
+    wait_until(
+        "the sleep the program started is gone",
+        std::time::Duration::from_secs(5),
+        || !alive(sleeper),
+    );
+}

@@ -15,7 +15,7 @@
 use nix::unistd::Pid;
 
 use super::{Connection, Context, Handler, HandlerError, Outcome, Peer, Session, Stream};
-use crate::process::{exec::child_environment, ChildFd, ExecPlan, Prepared, ReportPipe};
+use crate::process::{exec::child_environment, ChildFd, ExecPlan, Leads, Prepared, ReportPipe};
 
 /// The exec handler: the command, prepared once (resolved path, argv and
 /// the environment every child starts from, as C strings).
@@ -103,9 +103,11 @@ impl ConnectionProgram for Exec {
     }
 
     /// `command` with the socket on fds 0 and 1 (one fd in forkd: the
-    /// child copies its stdin to stdout) and the UCSPI variables.
+    /// child copies its stdin to stdout) and the UCSPI variables, leading a
+    /// process group of its own (a drain or stop signals the group).
     fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
         let mut plan = self.prepared.plan();
+        plan.leads = Leads::Group;
         add_ucspi(&mut plan, &conn.peer).map_err(|e| e.to_string())?;
         plan.stdin = ChildFd::Fd(conn.stream.into_owned());
         plan.stdout = ChildFd::Stdin;

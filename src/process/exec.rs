@@ -74,8 +74,9 @@ pub struct ExecPlan<'fd> {
     pub stdin: ChildFd<'fd>,
     pub stdout: ChildFd<'fd>,
     pub stderr: ChildFd<'fd>,
-    /// Start a new session (and process group) so the whole tree can be signalled.
-    pub new_session: bool,
+    /// The process group (and session) the child leads, so that the whole
+    /// tree can be signalled.
+    pub leads: Leads,
     /// Signal the child gets when forkd dies (PR_SET_PDEATHSIG).
     pub death_signal: Option<libc::c_int>,
     /// Fds above 2 the program keeps, at the same numbers (a pool
@@ -84,6 +85,21 @@ pub struct ExecPlan<'fd> {
     /// An instance cgroup's `cgroup.procs`, open for writing: the child
     /// moves itself there before anything else runs in it.
     pub cgroup_procs: Option<OwnedFd>,
+}
+
+/// What a spawned child leads: either way its pid is its process group's,
+/// so `killpg` reaches everything it starts, and a terminal's Ctrl-C aimed
+/// at forkd's foreground group does not reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leads {
+    /// A new session: for programs and commands, which must not keep
+    /// forkd's controlling terminal.
+    Session,
+    /// A new process group in forkd's session: for a program per
+    /// connection, whose stdin and stdout are the socket. setpgid(2) is
+    /// cheaper than setsid(2), which also makes the scheduler a new
+    /// autogroup (sched(7)) for every connection.
+    Group,
 }
 
 /// Why a spawn failed: the step in the child and its errno.
@@ -123,10 +139,11 @@ enum Step {
     CloseRange,
     KeepFd,
     Cgroup,
+    Setpgid,
 }
 
 impl Step {
-    const ALL: [Step; 12] = [
+    const ALL: [Step; 13] = [
         Step::Exec,
         Step::Setsid,
         Step::Setrlimit,
@@ -139,6 +156,7 @@ impl Step {
         Step::CloseRange,
         Step::KeepFd,
         Step::Cgroup,
+        Step::Setpgid,
     ];
 
     fn as_str(self) -> &'static str {
@@ -155,6 +173,7 @@ impl Step {
             Step::CloseRange => "close_range",
             Step::KeepFd => "fcntl(F_SETFD) on a kept fd",
             Step::Cgroup => "moving into the instance cgroup",
+            Step::Setpgid => "setpgid",
         }
     }
 
@@ -235,7 +254,7 @@ impl Prepared {
             stdin: ChildFd::Inherit,
             stdout: ChildFd::Inherit,
             stderr: ChildFd::Inherit,
-            new_session: true,
+            leads: Leads::Session,
             death_signal: Some(libc::SIGKILL),
             keep: Vec::new(),
             cgroup_procs: None,
@@ -323,10 +342,13 @@ impl<'fd> ExecPlan<'fd> {
         let argv = null_terminated(&self.command.0.argv);
         // A prepared variable this spawn sets again is left out: execve
         // would pass both, and getenv(3) finds the first, the stale one.
-        let prepared = self.command.0.envp.iter().filter(|p| {
-            let name = variable_name(p);
-            !self.extra_env.iter().any(|e| variable_name(e) == name)
-        });
+        let added: Vec<&[u8]> = self.extra_env.iter().map(variable_name).collect();
+        let prepared = self
+            .command
+            .0
+            .envp
+            .iter()
+            .filter(|p| !added.iter().any(|name| sets(p, name)));
         let envp = null_terminated(prepared.chain(&self.extra_env));
         let groups: Vec<libc::gid_t> = self
             .credentials
@@ -450,6 +472,13 @@ fn variable_name(var: &CString) -> &[u8] {
     bytes.split(|&b| b == b'=').next().unwrap_or(bytes)
 }
 
+/// Whether the `NAME=value` entry `var` sets `name`: one byte looked at
+/// for most entries (every spawn checks its whole prepared environment).
+fn sets(var: &CString, name: &[u8]) -> bool {
+    let bytes = var.as_bytes();
+    bytes.get(name.len()) == Some(&b'=') && bytes.starts_with(name)
+}
+
 /// `execvp`'s search, done in the parent: `name` itself if it has a slash,
 /// else the first executable file named `name` in `path_var`; `None` if
 /// there is none (exec of the bare name then reports ENOENT).
@@ -539,11 +568,14 @@ unsafe fn child_exec(
     };
     // 1. Signal dispositions were reset and the mask restored by
     //    `vfork_exec` before we got here.
-    // 2. Own session and process group: stop/kill reach the whole tree and a
-    //    terminal's Ctrl-C aimed at forkd does not.
-    // SAFETY: setsid(2) takes no pointers.
-    if plan.new_session && unsafe { libc::setsid() } < 0 {
-        fail(Step::Setsid);
+    // 2. Own session or process group (`Leads`): stop/kill reach the whole
+    //    tree and a terminal's Ctrl-C aimed at forkd does not.
+    match plan.leads {
+        // SAFETY: setsid(2) takes no pointers.
+        Leads::Session if unsafe { libc::setsid() } < 0 => fail(Step::Setsid),
+        // SAFETY: setpgid(2) takes integers only.
+        Leads::Group if unsafe { libc::setpgid(0, 0) } < 0 => fail(Step::Setpgid),
+        _ => {}
     }
     //    Then into the instance's cgroup, if it has one: "0" is the writing
     //    process (cgroup-v2.rst), and done before exec nothing the program
@@ -754,6 +786,35 @@ mod tests {
         assert_eq!(reply, "hello 1 42\n");
         // The prepared command is unchanged by the spawn's additions.
         assert_eq!(prepared.plan().added_env().count(), 0);
+    }
+
+    /// The child's pid, process group and session, as it sees them.
+    fn ids_of_child(leads: Leads) -> (i32, i32, i32) {
+        let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let argv = ["cat".to_string(), "/proc/self/stat".to_string()];
+        let mut plan = Prepared::new(&argv, &[]).unwrap().plan();
+        plan.leads = leads;
+        plan.stdout = ChildFd::Fd(theirs.into());
+        run(plan);
+        let mut stat = String::new();
+        (&mine).read_to_string(&mut stat).unwrap();
+        // pid (comm) state ppid pgrp session ...
+        let (pid, rest) = stat.split_once(" (").unwrap();
+        let after: Vec<&str> = rest.rsplit_once(") ").unwrap().1.split(' ').collect();
+        (
+            pid.parse().unwrap(),
+            after[2].parse().unwrap(),
+            after[3].parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_child_leads_a_session_or_only_a_process_group_of_its_own() {
+        let ours = nix::unistd::getsid(None).unwrap().as_raw();
+        let (pid, group, session) = ids_of_child(Leads::Session);
+        assert_eq!((group, session), (pid, pid));
+        let (pid, group, session) = ids_of_child(Leads::Group);
+        assert_eq!((group, session), (pid, ours));
     }
 
     #[test]

@@ -34,7 +34,9 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
 pub use backoff::Backoff;
-pub use exec::{ChildFd, Credentials, ExecPlan, ExecReport, Prepared, ReportPipe, SpawnError};
+pub use exec::{
+    ChildFd, Credentials, ExecPlan, ExecReport, Leads, Prepared, ReportPipe, SpawnError,
+};
 
 /// Runs `work` in a forked child that does not exec (a built-in handler or
 /// worker) and ends it with `_exit(work())`; the parent gets the pid.

@@ -5,7 +5,7 @@
 //! stderr; forkd polls both read ends and a pidfd of the command (pidfd_open(2))
 //! until both pipes reach EOF and the command has exited, or the deadline
 //! passes, or the output reaches its limit. Then its process group (the
-//! command leads its own session, `ExecPlan::new_session`) is sent SIGKILL
+//! command leads its own session, `ExecPlan::leads`) is sent SIGKILL
 //! before the leader is reaped: the leader is a zombie at worst, so its
 //! pid, the group's id, cannot have been reused, and nothing the command
 //! left behind outlives the request. Runs in the connection's worker
@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::process::{signal_group, ChildFd, ExecPlan, SpawnError};
+use crate::process::{signal_group, ChildFd, ExecPlan, Leads, SpawnError};
 
 /// How a command's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub(super) fn run(
     plan.stdin = ChildFd::Fd(null.into());
     plan.stdout = ChildFd::Fd(stdout_w);
     plan.stderr = ChildFd::Fd(stderr_w);
-    plan.new_session = true;
+    plan.leads = Leads::Session;
     let pid = plan.spawn()?;
     let exited = pidfd_open(pid);
     let mut captured = Captured {
