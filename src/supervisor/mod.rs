@@ -333,6 +333,7 @@ impl Supervisor {
                 }
                 self.handle_source(token, Hangup::of(event));
             }
+            self.finish_pool_turn();
             self.collect_service_events();
             self.collect_pool_events();
             self.control_reconcile();

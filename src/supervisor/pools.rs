@@ -145,6 +145,19 @@ impl Supervisor {
         id: u64,
         f: impl FnOnce(&mut Pool, Instant, &mut Ctx<'_>) -> T,
     ) -> Option<T> {
+        let result = self.with_pool_unsettled(id, f);
+        self.settle_pool(id);
+        result
+    }
+
+    /// [`Supervisor::with_pool`] without routing what finished: for the
+    /// channel events of a turn, settled together by
+    /// [`Supervisor::finish_pool_turn`].
+    fn with_pool_unsettled<T>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut Pool, Instant, &mut Ctx<'_>) -> T,
+    ) -> Option<T> {
         let position = self.pools.list.iter().position(|p| p.id == id)?;
         let now = Instant::now();
         let mut new_tokens = Vec::new();
@@ -173,8 +186,18 @@ impl Supervisor {
         for pid in pids {
             self.children.insert(pid, Owner::PoolWorker { pool: id });
         }
-        self.settle_pool(id);
         Some(result)
+    }
+
+    /// The end of a loop turn: the results that came back in it go to
+    /// their callers, each caller's in one write however many worker
+    /// events brought them (both workers' results for one caller: one
+    /// write, one wake-up of the caller).
+    pub(super) fn finish_pool_turn(&mut self) {
+        // Backwards: settling may remove that pool from the list.
+        for position in (0..self.pools.list.len()).rev() {
+            self.settle_pool(self.pools.list[position].id);
+        }
     }
 
     /// Hands finished jobs to their callers and writes them out; a caller
@@ -215,7 +238,7 @@ impl Supervisor {
 
     /// A worker channel is ready.
     pub(super) fn pool_channel_ready(&mut self, id: u64, token: Token, hangup: Hangup) {
-        self.with_pool(id, |pool, now, ctx| {
+        self.with_pool_unsettled(id, |pool, now, ctx| {
             pool.channel_ready(token, hangup, now, ctx.registry)
         });
     }
@@ -330,8 +353,8 @@ impl Supervisor {
                         running.submit(token.0 as u64, seq, payload, now)
                     });
                     // What one read brought in goes to the workers
-                    // together (as the results of one read of a worker's
-                    // channel go to each caller in one write).
+                    // together (as the results of a turn go to each
+                    // caller in one write, `finish_pool_turn`).
                     running.dispatch_queued(now);
                 }
                 None => caller
@@ -348,9 +371,6 @@ impl Supervisor {
             if let Some(peer) = caller.control_peer {
                 self.control.server.closed(&peer);
             }
-        }
-        if readable {
-            self.settle_pool(pool);
         }
     }
 
