@@ -22,8 +22,11 @@ Targets (--only takes a comma list of these names, or the groups
   c-fork c-prefork c-epoll py-forking py-threading socat tcpserver
 
 Each repetition starts every target afresh, runs all workloads against it
-and stops it, so targets alternate and drift hits all of them alike; the
-table shows the median of the repetitions.  forkd runs with its defaults
+and stops it.  A forkd target and the peer its goal names run back to
+back, the forkd one first in odd repetitions and second in even ones, so
+that the machine's drift over the minutes of a run hits both alike; the
+table shows the median of the repetitions, the goals the ratio of the
+medians, with the range of the repetitions' own ratios under each.  forkd runs with its defaults
 except the settings printed with the results (prefork and event workers
 matched to the C peers, and --forkd-set).  forkd targets that cannot
 start are reported as "forkd: not available (reason)" and skipped.
@@ -67,6 +70,24 @@ GOALS = [
     ("forkd-event", "c-epoll", 0.9, KA_WL),
     ("forkd-prefork", "c-prefork", 0.9, ["ka-8"]),
 ]
+# Each forkd target's peer, the first goal that names it: run next to it.
+PAIRS = {}
+for _num, _den, _goal, _wl in GOALS:
+    if _den in PEER_TARGETS and not _den.startswith("py-"):
+        PAIRS.setdefault(_num, _den)
+
+
+def run_order(targets, rep):
+    """The targets of repetition `rep` (0-based): each forkd target next to
+    its peer, first in even repetitions and second in odd ones, then the
+    rest."""
+    order = []
+    for forkd, peer in PAIRS.items():
+        pair = [t for t in ((forkd, peer) if rep % 2 == 0 else (peer, forkd)) if t in targets]
+        order += [t for t in pair if t not in order]
+    return order + [t for t in targets if t not in order]
+
+
 CONTEXT = [  # informative ratios, no goal
     ("forkd-exec", "socat", None, ALL_WL),
     ("c-fork", "py-forking", None, ALL_WL),  # headroom for the 3x goal
@@ -244,6 +265,20 @@ def ratio_line(num, den, goal, judged, med, unavailable):
     return f"  {label}: " + ", ".join(parts) + verdict
 
 
+def rep_spread(num, den, raw):
+    """The lowest and highest of the repetitions' own num / den ratios, per
+    workload: how far one repetition can stray from the ratio of medians."""
+    rps = {(r["target"], r["workload"], r["rep"]): r["rps"] for r in raw}
+    parts = []
+    for w in ALL_WL:
+        ratios = [rps[(num, w, rep)] / rps[(den, w, rep)]
+                  for (t, wl, rep) in rps
+                  if t == num and wl == w and rps.get((den, w, rep))]
+        if ratios:
+            parts.append(f"{w} {min(ratios):.2f}-{max(ratios):.2f}")
+    return ", ".join(parts)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,7 +335,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="forkd-frontend-") as td:
             tmp = Path(td)
             for rep in range(a.repeat):
-                for t in targets:
+                for t in run_order(targets, rep):
                     if t in unavailable:
                         continue
                     try:
@@ -349,6 +384,9 @@ def main():
     print("\ngoals:")
     for g in GOALS:
         print(ratio_line(*g, med, unavailable))
+        spread = rep_spread(g[0], g[1], raw)
+        if spread:
+            print(f"    per repetition: {spread}")
     print("context:")
     for g in CONTEXT:
         print(ratio_line(*g, med, unavailable))
