@@ -96,6 +96,15 @@ const LARGE: usize = 64 << 10;
 /// slice of the decoder's own buffer (or of the `Vec` a large frame was
 /// collected in), valid until the decoder is next changed, which the
 /// borrow checker enforces. Lending costs no allocation and no copy.
+/// What one [`Decoder::read_with`] did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filled {
+    /// Bytes read; 0 at end of stream.
+    pub got: usize,
+    /// Fewer than asked for: the stream held no more at that moment.
+    pub short: bool,
+}
+
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -151,6 +160,30 @@ impl Decoder {
             self.start = 0;
         }
         (&mut self.buf, usize::MAX)
+    }
+
+    /// Reads the stream's next bytes straight into place with `read(into,
+    /// want)`, which appends at most `want` bytes to `into` and returns how
+    /// many (0 at end of stream): a large frame's own `Vec`, or the buffer
+    /// between frames, with no buffer in between. Between frames `want` is
+    /// `chunk`; into a large frame, what it has left, at most `large`.
+    pub(crate) fn read_with<E>(
+        &mut self,
+        chunk: usize,
+        large: usize,
+        read: impl FnOnce(&mut Vec<u8>, usize) -> Result<usize, E>,
+    ) -> Result<Filled, E> {
+        let (into, room) = self.target();
+        let want = if room == usize::MAX {
+            chunk
+        } else {
+            room.min(large)
+        };
+        let got = read(into, want)?;
+        Ok(Filled {
+            got,
+            short: got < want,
+        })
     }
 
     /// The next whole frame, if one is in; an error (and the stream must be

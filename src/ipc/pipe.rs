@@ -17,6 +17,7 @@ use mio::{Interest, Registry, Token};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+use super::frame::Filled;
 use super::{frame, no_eintr, ChannelError, Decoder, Drain, ExecSetup, Outbox, Payload, Receive};
 
 /// Wished pipe capacity; the kernel keeps the default (64 KiB) if refused.
@@ -124,7 +125,7 @@ impl Parent {
                 return Ok(None);
             }
             match read_into(self.responses.as_fd(), &mut self.decoder) {
-                Ok(Read { got: 0, .. }) => return Err(ChannelError::Closed),
+                Ok(Filled { got: 0, .. }) => return Err(ChannelError::Closed),
                 Ok(read) => self.drain.read(read.short),
                 Err(Errno::EAGAIN) => {
                     self.drain.empty();
@@ -252,37 +253,10 @@ fn written(wrote: nix::Result<usize>) -> Result<Option<usize>, ChannelError> {
     }
 }
 
-/// What one [`read_into`] did.
-struct Read {
-    /// Bytes read; 0 at end of file.
-    got: usize,
-    /// Fewer than asked for: the pipe held no more at that moment.
-    short: bool,
-}
-
-/// One `read(2)` from `fd` straight into `decoder`'s next bytes (a large
-/// frame's own `Vec`, or the buffer between frames), with no zeroing of
-/// the room first. Retries EINTR.
-fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<Read> {
-    let (into, room) = decoder.target();
-    let want = if room == usize::MAX {
-        READ_CHUNK
-    } else {
-        room.min(READ_LARGE)
-    };
-    into.reserve(want);
-    let at = into.spare_capacity_mut().as_mut_ptr();
-    // SAFETY: `at` points at `want` or more bytes of `into`'s spare
-    // capacity (reserved above), which nothing else refers to; read(2)
-    // writes at most `want` bytes there and reports how many.
-    let n = no_eintr(|| Errno::result(unsafe { libc::read(fd.as_raw_fd(), at.cast(), want) }))?;
-    let n = n as usize;
-    // SAFETY: read(2) initialised the first `n` (at most `want`) bytes of
-    // the spare capacity.
-    unsafe { into.set_len(into.len() + n) };
-    Ok(Read {
-        got: n,
-        short: n < want,
+/// One `read(2)` from `fd` straight into `decoder`'s next bytes.
+fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<Filled> {
+    decoder.read_with(READ_CHUNK, READ_LARGE, |into, want| {
+        super::read_spare(fd, into, want)
     })
 }
 
@@ -294,8 +268,8 @@ impl Receive for Child {
     fn await_frame(&mut self) -> Result<bool, ChannelError> {
         while !self.decoder.has_frame()? {
             match read_into(self.requests.as_fd(), &mut self.decoder) {
-                Ok(Read { got: 0, .. }) if self.decoder.pending() == 0 => return Ok(false),
-                Ok(Read { got: 0, .. }) => {
+                Ok(Filled { got: 0, .. }) if self.decoder.pending() == 0 => return Ok(false),
+                Ok(Filled { got: 0, .. }) => {
                     let have = self.decoder.pending();
                     return Err(frame::FrameError::Truncated { have }.into());
                 }

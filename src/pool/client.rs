@@ -23,17 +23,30 @@ pub const MAX_PENDING: usize = 256;
 /// connection and could destroy the refusal before the caller reads it.
 const DISCARD_MAX: usize = 64 << 20;
 
-/// A stream whose writing side can be shut down on its own.
-pub trait HalfClose {
+/// A caller's stream as a client uses it: read straight into the
+/// decoder's memory, and its writing side shut down on its own.
+pub trait CallerStream: Read + Write {
+    /// One read of at most `want` bytes appended to `into` (0 at end of
+    /// stream).
+    fn read_into(&mut self, into: &mut Vec<u8>, want: usize) -> io::Result<usize>;
     fn shutdown_write(&self);
 }
 
-impl HalfClose for mio::net::UnixStream {
+impl CallerStream for mio::net::UnixStream {
+    fn read_into(&mut self, into: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        crate::ipc::read_spare(self.as_fd(), into, want).map_err(io::Error::from)
+    }
+
     fn shutdown_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
     }
 }
+/// Bytes read per read between frames (a burst of small ones).
 const READ_CHUNK: usize = 64 << 10;
+/// Bytes read per read into a large frame's own `Vec`: what the socket
+/// may hold.
+const READ_LARGE: usize = 4 << 20;
 /// The output buffer's capacity kept between writes.
 const OUT_KEEP: usize = 1 << 20;
 
@@ -64,7 +77,7 @@ pub struct Client<S> {
     buf: Vec<u8>,
 }
 
-impl<S: Read + Write + HalfClose> Client<S> {
+impl<S: CallerStream> Client<S> {
     pub fn new(stream: S, max_frame: usize) -> Client<S> {
         Client {
             stream,
@@ -135,15 +148,15 @@ impl<S: Read + Write + HalfClose> Client<S> {
             if self.drain.stop() {
                 break;
             }
-            if self.buf.len() < READ_CHUNK {
-                self.buf.resize(READ_CHUNK, 0);
-            }
-            match self.stream.read(&mut self.buf) {
-                Ok(0) => self.closing = true,
-                Ok(n) => {
-                    self.drain.read(n < self.buf.len());
-                    self.decoder.extend(&self.buf[..n]);
-                }
+            let stream = &mut self.stream;
+            let read = self
+                .decoder
+                .read_with(READ_CHUNK, READ_LARGE, |into, want| {
+                    stream.read_into(into, want)
+                });
+            match read {
+                Ok(read) if read.got == 0 => self.closing = true,
+                Ok(read) => self.drain.read(read.short),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.drain.empty();
                     break;
@@ -256,7 +269,15 @@ mod tests {
         }
     }
 
-    impl HalfClose for Pipe {
+    impl CallerStream for Pipe {
+        fn read_into(&mut self, into: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+            let at = into.len();
+            into.resize(at + want, 0);
+            let n = self.read(&mut into[at..])?;
+            into.truncate(at + n);
+            Ok(n)
+        }
+
         fn shutdown_write(&self) {}
     }
 
@@ -315,6 +336,34 @@ mod tests {
             [&b"A"[..], b"ERR busy: full", b"C"]
         );
         assert!(c.finished());
+    }
+
+    #[test]
+    fn a_large_job_read_in_pieces_straight_into_its_frame_arrives_whole() {
+        // Two large jobs and a small one between them, in one stream.
+        let big = |seed: u8| -> Vec<u8> { (0..300_000u32).map(|i| (i as u8) ^ seed).collect() };
+        let mut input = Vec::new();
+        frame::encode(&big(1), &mut input);
+        frame::encode(b"small", &mut input);
+        frame::encode(&big(2), &mut input);
+        let mut c = Client::new(
+            Pipe {
+                input: io::Cursor::new(input),
+                output: Vec::new(),
+                reads: 0,
+            },
+            1 << 20,
+        );
+        c.ready(Hangup::Possible);
+        let mut jobs = Vec::new();
+        c.readable(&mut |_, p| {
+            jobs.push(p.to_vec());
+            Ok(())
+        });
+        assert_eq!(jobs, [big(1), b"small".to_vec(), big(2)]);
+        // Between frames a read asks for a chunk; into a large frame for
+        // what it has left: far fewer reads than chunks of the stream.
+        assert!(c.stream.reads <= 6, "{} reads", c.stream.reads);
     }
 
     #[test]
