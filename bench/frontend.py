@@ -24,7 +24,8 @@ Targets (--only takes a comma list of these names, or the groups
 Each repetition starts every target afresh, runs all workloads against it
 and stops it.  A forkd target and the peer its goal names run back to
 back, the forkd one first in odd repetitions and second in even ones, so
-that the machine's drift over the minutes of a run hits both alike; the
+that the machine's drift over the minutes of a run hits both alike (wholly
+so for an even --repeat); the
 table shows the median of the repetitions, the goals the ratio of the
 medians, with the range of the repetitions' own ratios under each.  forkd runs with its defaults
 except the settings printed with the results (prefork and event workers

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::Shutdown;
 
 use common::*;
@@ -64,35 +64,63 @@ fn exec_program_sees_the_ucspi_environment() {
     );
 }
 
-/// A per-connection program leads a process group of its own, in forkd's
-/// session: forkd's stop reaches what it started (here a `sleep` it left
-/// running), and forkd's own group is not the program's.
-#[test]
-fn a_stop_reaches_everything_the_connection_program_started() {
-    let scratch = Scratch::new("exec-group");
+/// Kills a pid the test learnt of when it ends, passed or failed.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Starts forkd under `launcher` with an exec service whose program
+/// leaves a `sleep` running and prints its own pid and the sleep's.
+/// Returns forkd, the program's pid and the sleep's (killed at drop).
+fn start_with_sleeper(scratch: &Scratch, launcher: &[&str]) -> (Forkd, i32, KillOnDrop) {
     let config = service_config(
-        &scratch,
+        scratch,
         "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"fork\"\nhandler = \"exec\"\ndrain_timeout = \"1s\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$ $!; wait\"]",
     );
-    let mut forkd = Forkd::start(&config);
+    let forkd = start_forkd_under(launcher, &config, &[]);
     let addr = bound_address(&forkd.log, "echo", "tcp://");
-    let mut s = tcp(&addr);
     let mut line = String::new();
-    while !line.ends_with('\n') {
-        let mut byte = [0u8; 1];
-        assert_eq!(s.read(&mut byte).expect("the program's pids"), 1);
-        line.push(byte[0] as char);
-    }
+    std::io::BufReader::new(tcp(&addr))
+        .read_line(&mut line)
+        .expect("the program's pids");
     let pids: Vec<i32> = line
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    let (program, sleeper) = (pids[0], pids[1]);
-    let group = |pid: i32| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
-    let session = |pid: i32| nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))).unwrap();
-    assert_eq!(group(program).as_raw(), program);
-    assert_eq!(group(sleeper).as_raw(), program);
-    assert_eq!(session(program), session(forkd.pid()));
+    (forkd, pids[0], KillOnDrop(pids[1]))
+}
+
+fn group_and_session(pid: i32) -> (i32, i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    (
+        nix::unistd::getpgid(Some(pid)).unwrap().as_raw(),
+        nix::unistd::getsid(Some(pid)).unwrap().as_raw(),
+    )
+}
+
+/// A forkd with no controlling terminal (started in a session of its own,
+/// as systemd does): each connection's program leads a process group in
+/// forkd's session, and in fork mode forkd's stop reaches everything the
+/// live program started (here a `sleep` it left running).
+#[test]
+fn a_stop_signals_the_live_connection_programs_process_group() {
+    let scratch = Scratch::new("exec-group");
+    let (mut forkd, program, sleeper) = start_with_sleeper(&scratch, &["setsid"]);
+    let (_, forkd_session) = group_and_session(forkd.pid());
+    assert_eq!(
+        forkd_session,
+        forkd.pid(),
+        "setsid ran forkd in its own session"
+    );
+    assert_eq!(group_and_session(program), (program, forkd_session));
+    assert_eq!(group_and_session(sleeper.0), (program, forkd_session));
     forkd.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(forkd
         .wait_exit(std::time::Duration::from_secs(10))
@@ -100,6 +128,44 @@ fn a_stop_reaches_everything_the_connection_program_started() {
     wait_until(
         "the sleep the program started is gone",
         std::time::Duration::from_secs(5),
-        || !alive(sleeper),
+        || !alive(sleeper.0),
     );
+}
+
+/// A forkd run from a terminal (here a pseudo-terminal it controls): each
+/// connection's program leads a session of its own, so it is no
+/// background job of that terminal (SIGTTOU, SIGTTIN).
+#[test]
+fn a_forkd_with_a_controlling_terminal_gives_each_program_a_session() {
+    let scratch = Scratch::new("exec-tty");
+    // setsid, then the new pty as controlling terminal, then exec forkd in
+    // this pid; the master stays open in forkd so the terminal stays up.
+    let launcher = [
+        "python3",
+        "-c",
+        "import fcntl, os, sys, termios\n\
+         m, s = os.openpty()\n\
+         os.set_inheritable(m, True)\n\
+         os.setsid()\n\
+         fcntl.ioctl(s, termios.TIOCSCTTY, 0)\n\
+         os.execv(sys.argv[1], sys.argv[1:])",
+    ];
+    let (mut forkd, program, sleeper) = start_with_sleeper(&scratch, &launcher);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", forkd.pid())).unwrap();
+    let tty: i64 = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split(' ')
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(tty, 0, "forkd runs with a controlling terminal");
+    assert_eq!(group_and_session(program), (program, program));
+    assert_eq!(group_and_session(sleeper.0).0, program);
+    forkd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(forkd
+        .wait_exit(std::time::Duration::from_secs(10))
+        .is_some());
 }

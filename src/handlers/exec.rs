@@ -23,6 +23,8 @@ use crate::process::{exec::child_environment, ChildFd, ExecPlan, Leads, Prepared
 pub struct Exec {
     command: Vec<String>,
     prepared: Prepared,
+    /// What each connection's program leads (decided once, at start).
+    leads: Leads,
 }
 
 impl Exec {
@@ -41,7 +43,18 @@ impl Exec {
             .collect();
         let prepared = Prepared::new(&command, &base_env)
             .map_err(|e| HandlerError::Setup(format!("service \"{}\": {e}", config.name)))?;
-        Ok(Exec { command, prepared })
+        // Only a forkd with no controlling terminal spares each program a
+        // session of its own (see `Leads`).
+        let leads = if crate::process::has_controlling_terminal() {
+            Leads::Session
+        } else {
+            Leads::Group
+        };
+        Ok(Exec {
+            command,
+            prepared,
+            leads,
+        })
     }
 }
 
@@ -104,10 +117,11 @@ impl ConnectionProgram for Exec {
 
     /// `command` with the socket on fds 0 and 1 (one fd in forkd: the
     /// child copies its stdin to stdout) and the UCSPI variables, leading a
-    /// process group of its own (a drain or stop signals the group).
+    /// process group of its own (in fork mode a drain or stop signals the
+    /// group).
     fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
         let mut plan = self.prepared.plan();
-        plan.leads = Leads::Group;
+        plan.leads = self.leads;
         add_ucspi(&mut plan, &conn.peer).map_err(|e| e.to_string())?;
         plan.stdin = ChildFd::Fd(conn.stream.into_owned());
         plan.stdout = ChildFd::Stdin;

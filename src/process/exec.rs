@@ -92,13 +92,15 @@ pub struct ExecPlan<'fd> {
 /// at forkd's foreground group does not reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leads {
-    /// A new session: for programs and commands, which must not keep
-    /// forkd's controlling terminal.
+    /// A new session, without forkd's controlling terminal: for programs
+    /// and commands, and for any child of a forkd run from a terminal
+    /// (in forkd's session it would be a background job there, stopped by
+    /// SIGTTOU or SIGTTIN when it touches the terminal).
     Session,
     /// A new process group in forkd's session: for a program per
-    /// connection, whose stdin and stdout are the socket. setpgid(2) is
-    /// cheaper than setsid(2), which also makes the scheduler a new
-    /// autogroup (sched(7)) for every connection.
+    /// connection of a forkd with no controlling terminal (systemd, a
+    /// daemon). setpgid(2) is cheaper than setsid(2), which also makes the
+    /// scheduler a new autogroup (sched(7)) for every connection.
     Group,
 }
 
@@ -570,12 +572,14 @@ unsafe fn child_exec(
     //    `vfork_exec` before we got here.
     // 2. Own session or process group (`Leads`): stop/kill reach the whole
     //    tree and a terminal's Ctrl-C aimed at forkd does not.
-    match plan.leads {
+    let (failed, step) = match plan.leads {
         // SAFETY: setsid(2) takes no pointers.
-        Leads::Session if unsafe { libc::setsid() } < 0 => fail(Step::Setsid),
+        Leads::Session => (unsafe { libc::setsid() } < 0, Step::Setsid),
         // SAFETY: setpgid(2) takes integers only.
-        Leads::Group if unsafe { libc::setpgid(0, 0) } < 0 => fail(Step::Setpgid),
-        _ => {}
+        Leads::Group => (unsafe { libc::setpgid(0, 0) } < 0, Step::Setpgid),
+    };
+    if failed {
+        fail(step);
     }
     //    Then into the instance's cgroup, if it has one: "0" is the writing
     //    process (cgroup-v2.rst), and done before exec nothing the program

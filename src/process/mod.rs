@@ -2,7 +2,7 @@
 //! fork, exit descriptions, restart back-off and per-instance cgroups
 //! (`cgroup`).
 //!
-//! Syscalls: fork, execve, setsid, prctl, setrlimit, setgroups/setgid/setuid,
+//! Syscalls: fork, execve, setsid, setpgid, prctl, setrlimit, setgroups/setgid/setuid,
 //! sigprocmask, sigaction, waitpid, kill/killpg. Invariants: forks happen
 //! only from the single-threaded supervisor (or from a forked worker that is
 //! itself single-threaded); signals are blocked across every fork so no
@@ -498,6 +498,20 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> io::Result<()> {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether forkd has a controlling terminal (run in the foreground of a
+/// shell), from `tty_nr` in /proc/self/stat; none (under systemd, as a
+/// daemon, or started in a new session) when it cannot be read.
+pub fn has_controlling_terminal() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // pid (comm) state ppid pgrp session tty_nr ...: comm may hold spaces.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split(' ').nth(4))
+        .and_then(|tty| tty.parse::<i64>().ok())
+        .is_some_and(|tty| tty != 0)
 }
 
 /// Makes forkd the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER),

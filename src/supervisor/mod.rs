@@ -6,7 +6,9 @@
 //! (SIGCHLD is blocked and read from a signalfd; then `waitpid(-1, WNOHANG)`
 //! until nothing is left, since SIGCHLD coalesces),
 //! timers, then ready file descriptors (program output, and the sources other
-//! modules register). Handlers change state and schedule; they never block
+//! modules register), then the results pool workers sent back in the turn
+//! go to their callers (before any other source too: results never wait
+//! behind other work). Handlers change state and schedule; they never block
 //! or sleep. forkd is the child subreaper, so orphaned grandchildren come
 //! back to this loop to be reaped. This module never runs code between fork
 //! and exec (that is `process`) and never starts a thread: a thread here
@@ -493,6 +495,11 @@ impl Supervisor {
     }
 
     fn handle_source(&mut self, token: Token, hangup: Hangup) {
+        // Consecutive worker-channel events share one routing of their
+        // results; any other source sees them routed first.
+        if !matches!(self.sources.get(&token), Some(Source::PoolWorker { .. })) {
+            self.finish_pool_turn();
+        }
         if token == CONTROL {
             self.accept_control();
             return;

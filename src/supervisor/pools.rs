@@ -46,6 +46,9 @@ pub(super) struct Pools {
     /// they touched): the loop allocates nothing per job for them.
     done: Vec<crate::pool::Done>,
     touched: Vec<Token>,
+    /// Worker-channel events were handled and their results not yet
+    /// routed (`finish_pool_turn`).
+    unsettled: bool,
 }
 
 /// A caller's connection and the pool it talks to.
@@ -189,11 +192,16 @@ impl Supervisor {
         Some(result)
     }
 
-    /// The end of a loop turn: the results that came back in it go to
-    /// their callers, each caller's in one write however many worker
-    /// events brought them (both workers' results for one caller: one
-    /// write, one wake-up of the caller).
+    /// Routes what the worker-channel events handled since the last call
+    /// brought back: each caller's results in one write however many
+    /// worker events brought them (both workers' results for one caller:
+    /// one write, one wake-up of the caller). The loop calls it before any
+    /// other source and at the end of the turn, so results never wait
+    /// behind other work (a listener's forks) in the same turn.
     pub(super) fn finish_pool_turn(&mut self) {
+        if !std::mem::take(&mut self.pools.unsettled) {
+            return;
+        }
         // Backwards: settling may remove that pool from the list.
         for position in (0..self.pools.list.len()).rev() {
             self.settle_pool(self.pools.list[position].id);
@@ -241,6 +249,7 @@ impl Supervisor {
         self.with_pool_unsettled(id, |pool, now, ctx| {
             pool.channel_ready(token, hangup, now, ctx.registry)
         });
+        self.pools.unsettled = true;
     }
 
     /// The endpoint is readable: accept every pending caller of our uid.
