@@ -80,9 +80,17 @@ impl Drop for KillOnDrop {
 /// leaves a `sleep` running and prints its own pid and the sleep's.
 /// Returns forkd, the program's pid and the sleep's (killed at drop).
 fn start_with_sleeper(scratch: &Scratch, launcher: &[&str]) -> (Forkd, i32, KillOnDrop) {
+    start_with_sleeper_in(scratch, launcher, "mode = \"fork\"\ndrain_timeout = \"1s\"")
+}
+
+fn start_with_sleeper_in(
+    scratch: &Scratch,
+    launcher: &[&str],
+    keys: &str,
+) -> (Forkd, i32, KillOnDrop) {
     let config = service_config(
         scratch,
-        "listen = [\"tcp://127.0.0.1:0\"]\nmode = \"fork\"\nhandler = \"exec\"\ndrain_timeout = \"1s\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$ $!; wait\"]",
+        &format!("listen = [\"tcp://127.0.0.1:0\"]\n{keys}\nhandler = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$ $!; wait\"]"),
     );
     let forkd = start_forkd_under(launcher, &config, &[]);
     let addr = bound_address(&forkd.log, "echo", "tcp://");
@@ -168,4 +176,31 @@ fn a_forkd_with_a_controlling_terminal_gives_each_program_a_session() {
     assert!(forkd
         .wait_exit(std::time::Duration::from_secs(10))
         .is_some());
+}
+
+/// In prefork mode the worker that runs the program passes a drain on to
+/// the program's process group: a stop ends the program and what it
+/// started at once, well before a long `drain_timeout` (whose SIGKILL to
+/// the worker would end only the program, by its parent-death signal).
+#[test]
+fn a_prefork_workers_drain_reaches_the_connection_programs_group() {
+    let scratch = Scratch::new("exec-prefork-drain");
+    let (mut forkd, program, sleeper) = start_with_sleeper_in(
+        &scratch,
+        &["setsid"],
+        "mode = \"prefork\"\nworkers = 1\ndrain_timeout = \"60s\"",
+    );
+    assert_eq!(group_and_session(sleeper.0).0, program);
+    forkd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        forkd
+            .wait_exit(std::time::Duration::from_secs(15))
+            .is_some(),
+        "forkd stopped well before drain_timeout"
+    );
+    wait_until(
+        "the sleep the program started is gone",
+        std::time::Duration::from_secs(5),
+        || !alive(sleeper.0),
+    );
 }

@@ -98,6 +98,7 @@ pub trait ConnectionProgram {
                 return Outcome::Failed;
             }
         };
+        pass_on_a_drain(pid);
         loop {
             match nix::sys::wait::waitpid(pid, None) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Outcome::Done,
@@ -110,6 +111,52 @@ pub trait ConnectionProgram {
     }
 }
 
+/// Waits, in a prefork worker, for the program `pid` it runs to exit; a
+/// SIGTERM for the worker meanwhile (a drain or stop) is passed on once to
+/// the program's process group, so the program and what it started end as
+/// they would in fork mode. The worker blocks SIGTERM and reads it from a
+/// signalfd of its own: polling another signalfd sees it pending without
+/// taking it, so the worker still drains once this connection ends.
+fn pass_on_a_drain(pid: Pid) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+    let Some(exited) = crate::process::pidfd_open(pid) else {
+        return;
+    };
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    let Ok(drain) = SignalFd::with_flags(&term, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return;
+    };
+    let mut passed = false;
+    loop {
+        let mut fds = [
+            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+            PollFd::new(drain.as_fd(), PollFlags::POLLIN),
+        ];
+        // Once passed on, the SIGTERM stays pending (for the worker): only
+        // the exit is waited for then.
+        let watched = if passed { 1 } else { 2 };
+        match poll(&mut fds[..watched], PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if ready(&fds[0]) {
+            return;
+        }
+        if watched == 2 && ready(&fds[1]) {
+            // The leader is not reaped yet, so its pid still names its group.
+            let _ = crate::process::signal_group(pid, Signal::SIGTERM);
+            passed = true;
+        }
+    }
+}
+
 impl ConnectionProgram for Exec {
     fn program(&self) -> &str {
         &self.command[0]
@@ -117,8 +164,8 @@ impl ConnectionProgram for Exec {
 
     /// `command` with the socket on fds 0 and 1 (one fd in forkd: the
     /// child copies its stdin to stdout) and the UCSPI variables, leading a
-    /// process group of its own (in fork mode a drain or stop signals the
-    /// group).
+    /// process group of its own (a drain or stop signals the group: the
+    /// supervisor in fork mode, the worker in prefork mode).
     fn plan(&self, conn: Connection) -> Result<ExecPlan<'static>, String> {
         let mut plan = self.prepared.plan();
         plan.leads = self.leads;

@@ -500,6 +500,18 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> io::Result<()> {
     }
 }
 
+/// A pidfd of `pid` (readable once it has exited), or `None` where the
+/// kernel has no pidfd_open(2).
+pub fn pidfd_open(pid: Pid) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Whether forkd has a controlling terminal (run in the foreground of a
 /// shell), from `tty_nr` in /proc/self/stat; none (under systemd, as a
 /// daemon, or started in a new session) when it cannot be read.

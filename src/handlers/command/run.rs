@@ -13,16 +13,15 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
 
-use crate::process::{signal_group, ChildFd, ExecPlan, Leads, SpawnError};
+use crate::process::{pidfd_open, signal_group, ChildFd, ExecPlan, Leads, SpawnError};
 
 /// How a command's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,15 +163,4 @@ fn output_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()))?;
     fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| SpawnError::Pipe(e.into()))?;
     Ok((read, write))
-}
-
-/// A pidfd of `pid` (readable once it has exited), or `None` where the
-/// kernel has no pidfd_open(2).
-fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
-    // it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
