@@ -8,7 +8,7 @@
 //! child writes `(step, errno)` to a close-on-exec pipe, so the parent
 //! reports "exec failed: No such file or directory" instead of a bare 127.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -17,6 +17,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nix::unistd::{Gid, Pid, Uid};
+
+mod env;
+mod report;
+
+pub use env::{child_environment, command_problem};
+use env::{resolve_in_path, sets, variable_name, DEFAULT_PATH};
+use report::REPORT_LEN;
+pub use report::{ExecReport, ReportPipe};
 
 /// Where one of the child's standard fds comes from.
 #[derive(Debug)]
@@ -128,7 +136,7 @@ pub enum SpawnError {
 /// The steps of [`child_exec`] that can fail, reported to the parent by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-enum Step {
+pub(super) enum Step {
     Exec = 0,
     Setsid,
     Setrlimit,
@@ -179,7 +187,7 @@ impl Step {
         }
     }
 
-    fn from_report(n: u32) -> &'static str {
+    pub(super) fn from_report(n: u32) -> &'static str {
         Step::ALL
             .get(n as usize)
             .map(|s| s.as_str())
@@ -190,8 +198,6 @@ impl Step {
 fn cstr(s: &[u8], what: &str) -> Result<CString, SpawnError> {
     CString::new(s).map_err(|_| SpawnError::Prepare(format!("{what} contains a NUL byte")))
 }
-
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
 impl Prepared {
     /// Prepares `argv` to run with exactly `env` as its environment.
@@ -370,172 +376,10 @@ impl<'fd> ExecPlan<'fd> {
     }
 }
 
-/// A failed child's report: its pid, the step that failed, and the errno.
-/// 12 bytes, below PIPE_BUF, so reports from many children never interleave.
-const REPORT_LEN: usize = 12;
-
-fn decode_report(report: &[u8; REPORT_LEN]) -> (libc::pid_t, SpawnError) {
-    let pid = i32::from_ne_bytes(report[0..4].try_into().expect("4 bytes"));
-    let step = u32::from_ne_bytes(report[4..8].try_into().expect("4 bytes"));
-    let errno = i32::from_ne_bytes(report[8..12].try_into().expect("4 bytes"));
-    (
-        pid,
-        SpawnError::Child {
-            step: Step::from_report(step),
-            source: io::Error::from_raw_os_error(errno),
-        },
-    )
-}
-
-/// The read end of a spawn's close-on-exec report pipe: EOF means the exec
-/// happened; a report is the failed step and its errno.
-#[derive(Debug)]
-pub struct ExecReport(OwnedFd);
-
-impl ExecReport {
-    /// Blocks until the child has exec'd or failed; `None` if it exec'd.
-    pub fn wait(self) -> Option<SpawnError> {
-        let mut report = [0u8; REPORT_LEN];
-        let mut got = 0;
-        while got < report.len() {
-            match nix::unistd::read(&self.0, &mut report[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Some(SpawnError::Report(e.into())),
-            }
-        }
-        if got < REPORT_LEN {
-            return None;
-        }
-        Some(decode_report(&report).1)
-    }
-}
-
-/// One close-on-exec, non-blocking pipe that many unconfirmed spawns write
-/// their pre-exec failure to (see [`ExecPlan::spawn_reporting`]). A child
-/// writes its report before `_exit(127)`, so by the time the parent reaps
-/// it with code 127 the report is in the pipe. If the pipe is ever full
-/// (thousands of unread failures) the report is dropped and the exit reads
-/// as the program's own 127.
-#[derive(Debug)]
-pub struct ReportPipe {
-    read: OwnedFd,
-    write: OwnedFd,
-    /// Reports read from the pipe for children not reaped yet, by pid.
-    pending: std::collections::HashMap<libc::pid_t, SpawnError>,
-}
-
-impl ReportPipe {
-    pub fn new() -> io::Result<ReportPipe> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        Ok(ReportPipe {
-            read,
-            write,
-            pending: std::collections::HashMap::new(),
-        })
-    }
-
-    /// The failure `pid` reported before exec, if any. Call once `pid` has
-    /// been reaped (only worth calling for exit code 127).
-    pub fn failure(&mut self, pid: Pid) -> Option<SpawnError> {
-        let mut buf = [0u8; REPORT_LEN * 64];
-        loop {
-            match nix::unistd::read(&self.read, &mut buf) {
-                Ok(n) if n > 0 => {
-                    // Writes of REPORT_LEN bytes are atomic, so reads
-                    // return whole reports.
-                    for chunk in buf[..n].chunks_exact(REPORT_LEN) {
-                        let (pid, error) = decode_report(chunk.try_into().expect("12 bytes"));
-                        self.pending.insert(pid, error);
-                    }
-                    if n < buf.len() {
-                        break;
-                    }
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
-        self.pending.remove(&pid.as_raw())
-    }
-}
-
 fn null_terminated<'a>(strings: impl IntoIterator<Item = &'a CString>) -> Vec<*const libc::c_char> {
     let mut ptrs: Vec<*const libc::c_char> = strings.into_iter().map(|s| s.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     ptrs
-}
-
-/// `NAME` of a `NAME=value` environment entry.
-fn variable_name(var: &CString) -> &[u8] {
-    let bytes = var.as_bytes();
-    bytes.split(|&b| b == b'=').next().unwrap_or(bytes)
-}
-
-/// Whether the `NAME=value` entry `var` sets `name`: one byte looked at
-/// for most entries (every spawn checks its whole prepared environment).
-fn sets(var: &CString, name: &[u8]) -> bool {
-    let bytes = var.as_bytes();
-    bytes.get(name.len()) == Some(&b'=') && bytes.starts_with(name)
-}
-
-/// `execvp`'s search, done in the parent: `name` itself if it has a slash,
-/// else the first executable file named `name` in `path_var`; `None` if
-/// there is none (exec of the bare name then reports ENOENT).
-fn resolve_in_path(name: &str, path_var: &str) -> Option<std::path::PathBuf> {
-    if name.contains('/') {
-        return Some(name.into());
-    }
-    path_var
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|dir| Path::new(dir).join(OsStr::new(name)))
-        .find(|candidate| {
-            nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok()
-                && candidate.is_file()
-        })
-}
-
-/// Why `argv0` could not be exec'd as things stand, looked up as
-/// execvp(3) would: a bare name through the `PATH` of `env` (or the
-/// default one), a relative path from `cwd`. `None` when an executable
-/// file is there. Only a warning's worth (`forkd --check`): the file may
-/// appear, or go, before the program starts, and the exec then runs with
-/// the program's own credentials.
-pub fn command_problem(
-    argv0: &str,
-    env: &[(String, String)],
-    cwd: Option<&Path>,
-) -> Option<String> {
-    if !argv0.contains('/') {
-        let path_var = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-        if resolve_in_path(argv0, path_var).is_some() {
-            return None;
-        }
-        return Some(format!(
-            "{argv0:?} is not an executable file in any PATH directory ({path_var})"
-        ));
-    }
-    let path = match cwd {
-        Some(dir) if Path::new(argv0).is_relative() => dir.join(argv0),
-        _ => Path::new(argv0).to_path_buf(),
-    };
-    match std::fs::metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Some(format!("{} does not exist", path.display()))
-        }
-        Err(e) => Some(format!("{}: {e}", path.display())),
-        Ok(meta) if meta.is_dir() => Some(format!("{} is a directory", path.display())),
-        Ok(_) if nix::unistd::access(&path, nix::unistd::AccessFlags::X_OK).is_err() => {
-            Some(format!("{} is not executable", path.display()))
-        }
-        Ok(_) => None,
-    }
 }
 
 /// The child side of [`ExecPlan::spawn`]. Never returns.
@@ -700,29 +544,6 @@ unsafe fn child_exec(
     // SAFETY: path, argv and envp are NUL-terminated and built in the parent.
     unsafe { libc::execve(plan.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     fail(Step::Exec)
-}
-
-/// The environment forkd passes on: its own, minus variables that speak to
-/// forkd alone (systemd's), plus `extra`.
-pub fn child_environment<'a>(
-    extra: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> Vec<(String, String)> {
-    const PRIVATE: [&str; 6] = [
-        "NOTIFY_SOCKET",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "LISTEN_FDNAMES",
-        "WATCHDOG_PID",
-        "WATCHDOG_USEC",
-    ];
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| !PRIVATE.contains(&k.as_str()))
-        .collect();
-    for (k, v) in extra {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
-    env
 }
 
 #[cfg(test)]
