@@ -159,16 +159,9 @@ fn a_forkd_with_a_controlling_terminal_gives_each_program_a_session() {
          os.execv(sys.argv[1], sys.argv[1:])",
     ];
     let (mut forkd, program, sleeper) = start_with_sleeper(&scratch, &launcher);
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", forkd.pid())).unwrap();
-    let tty: i64 = stat
-        .rsplit_once(") ")
+    let tty = forkd::process::proc_stat(nix::unistd::Pid::from_raw(forkd.pid()))
         .unwrap()
-        .1
-        .split(' ')
-        .nth(4)
-        .unwrap()
-        .parse()
-        .unwrap();
+        .tty;
     assert_ne!(tty, 0, "forkd runs with a controlling terminal");
     assert_eq!(group_and_session(program), (program, program));
     assert_eq!(group_and_session(sleeper.0).0, program);

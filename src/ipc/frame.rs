@@ -89,13 +89,6 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Vec<u8>>, Fram
 /// like the buffer was, and pages not yet written cost no memory.
 const LARGE: usize = 64 << 10;
 
-/// Whole frames out of bytes that arrive in pieces.
-///
-/// A frame comes out owned ([`Decoder::next_frame`]) or lent
-/// ([`Decoder::has_frame`], then [`Decoder::lend`]): a lent frame is a
-/// slice of the decoder's own buffer (or of the `Vec` a large frame was
-/// collected in), valid until the decoder is next changed, which the
-/// borrow checker enforces. Lending costs no allocation and no copy.
 /// What one [`Decoder::read_with`] did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Filled {
@@ -105,6 +98,13 @@ pub(crate) struct Filled {
     pub short: bool,
 }
 
+/// Whole frames out of bytes that arrive in pieces.
+///
+/// A frame comes out owned ([`Decoder::next_frame`]) or lent
+/// ([`Decoder::has_frame`], then [`Decoder::lend`]): a lent frame is a
+/// slice of the decoder's own buffer (or of the `Vec` a large frame was
+/// collected in), valid until the decoder is next changed, which the
+/// borrow checker enforces. Lending costs no allocation and no copy.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,

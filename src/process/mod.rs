@@ -512,18 +512,32 @@ pub fn pidfd_open(pid: Pid) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// The fields of /proc/PID/stat that forkd reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub state: char,
+    pub parent: Pid,
+    /// The controlling terminal's device number; 0 for none.
+    pub tty: i64,
+}
+
+/// `pid`'s /proc/PID/stat, or `None` when it is gone or unreadable.
+pub fn proc_stat(pid: Pid) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: the fields follow the last ')'.
+    // state ppid pgrp session tty_nr ...
+    let mut fields = text.get(text.rfind(')')? + 2..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = Pid::from_raw(fields.next()?.parse().ok()?);
+    let tty = fields.nth(2)?.parse().ok()?;
+    Some(ProcStat { state, parent, tty })
+}
+
 /// Whether forkd has a controlling terminal (run in the foreground of a
-/// shell), from `tty_nr` in /proc/self/stat; none (under systemd, as a
-/// daemon, or started in a new session) when it cannot be read.
+/// shell); none (under systemd, as a daemon, or started in a new session)
+/// when its stat cannot be read.
 pub fn has_controlling_terminal() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // pid (comm) state ppid pgrp session tty_nr ...: comm may hold spaces.
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.split(' ').nth(4))
-        .and_then(|tty| tty.parse::<i64>().ok())
-        .is_some_and(|tty| tty != 0)
+    proc_stat(nix::unistd::getpid()).is_some_and(|s| s.tty != 0)
 }
 
 /// Makes forkd the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER),

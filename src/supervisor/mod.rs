@@ -497,7 +497,9 @@ impl Supervisor {
     fn handle_source(&mut self, token: Token, hangup: Hangup) {
         // Consecutive worker-channel events share one routing of their
         // results; any other source sees them routed first.
-        if !matches!(self.sources.get(&token), Some(Source::PoolWorker { .. })) {
+        if self.pools_unsettled()
+            && !matches!(self.sources.get(&token), Some(Source::PoolWorker { .. }))
+        {
             self.finish_pool_turn();
         }
         if token == CONTROL {

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use super::instance::{Event, State};
 use super::stragglers::Sweep;
 use super::{Owner, Supervisor};
-use crate::process::ExitKind;
+use crate::process::{proc_stat, ExitKind, ProcStat};
 
 /// How often a pidfile is read while forkd waits for it.
 const POLL: Duration = Duration::from_millis(25);
@@ -290,7 +290,7 @@ fn judge(
     if pid == d.launcher && !d.launcher_gone {
         return Verdict::Adopt(pid);
     }
-    let Some((state, parent)) = stat(pid) else {
+    let Some(ProcStat { state, parent, .. }) = proc_stat(pid) else {
         return Verdict::Wait(format!("pid {pid} does not exist"));
     };
     if state == 'Z' {
@@ -313,24 +313,14 @@ fn judge(
     Verdict::Adopt(pid)
 }
 
-/// `(state, ppid)` from /proc/PID/stat.
-fn stat(pid: Pid) -> Option<(char, Pid)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the fields follow the last ')'.
-    let mut fields = text.get(text.rfind(')')? + 2..)?.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let parent = fields.next()?.parse().ok()?;
-    Some((state, Pid::from_raw(parent)))
-}
-
 /// Whether `pid` is `ancestor` or below it (a bounded walk up the ppids).
 fn descends_from(mut pid: Pid, ancestor: Pid) -> bool {
     for _ in 0..64 {
         if pid == ancestor {
             return true;
         }
-        match stat(pid) {
-            Some((_, parent)) if parent.as_raw() > 0 => pid = parent,
+        match proc_stat(pid) {
+            Some(s) if s.parent.as_raw() > 0 => pid = s.parent,
             _ => return false,
         }
     }

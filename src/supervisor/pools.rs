@@ -192,6 +192,12 @@ impl Supervisor {
         Some(result)
     }
 
+    /// Whether worker-channel events left results for `finish_pool_turn`
+    /// (a flag: no lookup on the path of every other event).
+    pub(super) fn pools_unsettled(&self) -> bool {
+        self.pools.unsettled
+    }
+
     /// Routes what the worker-channel events handled since the last call
     /// brought back: each caller's results in one write however many
     /// worker events brought them (both workers' results for one caller:
