@@ -496,25 +496,23 @@ pub fn tune_allocator_for_frames() {
 }
 
 /// One `read(2)` from `fd` of at most `want` bytes into `into`'s spare
-/// capacity, appended, with no zeroing of the room first; retries EINTR.
-/// For [`Decoder::read_with`].
+/// capacity, appended, with no zeroing of the room first
+/// ([`crate::process::raw::read`]); retries EINTR. For
+/// [`Decoder::read_with`].
 pub(crate) fn read_spare(
     fd: std::os::fd::BorrowedFd<'_>,
     into: &mut Vec<u8>,
     want: usize,
-) -> nix::Result<usize> {
-    use std::os::fd::AsRawFd;
+) -> io::Result<usize> {
     into.reserve(want);
-    let at = into.spare_capacity_mut().as_mut_ptr();
-    let n = no_eintr(|| {
-        // SAFETY: `at` points at `want` or more bytes of `into`'s spare
-        // capacity (reserved above), which nothing else refers to; read(2)
-        // writes at most `want` bytes there and reports how many.
-        let n = unsafe { libc::read(fd.as_raw_fd(), at.cast(), want) };
-        nix::errno::Errno::result(n)
-    })? as usize;
-    // SAFETY: read(2) initialised the first `n` (at most `want`) bytes of
-    // the spare capacity.
+    let n = loop {
+        match crate::process::raw::read(fd, &mut into.spare_capacity_mut()[..want]) {
+            Ok(filled) => break filled.len(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: read(2) initialised the first `n` bytes of the spare capacity.
     unsafe { into.set_len(into.len() + n) };
     Ok(n)
 }

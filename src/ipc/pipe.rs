@@ -127,11 +127,11 @@ impl Parent {
             match read_into(self.responses.as_fd(), &mut self.decoder) {
                 Ok(Filled { got: 0, .. }) => return Err(ChannelError::Closed),
                 Ok(read) => self.drain.read(read.short),
-                Err(Errno::EAGAIN) => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.drain.empty();
                     return Ok(None);
                 }
-                Err(e) => return Err(io::Error::from(e).into()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -254,7 +254,7 @@ fn written(wrote: nix::Result<usize>) -> Result<Option<usize>, ChannelError> {
 }
 
 /// One `read(2)` from `fd` straight into `decoder`'s next bytes.
-fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> nix::Result<Filled> {
+fn read_into(fd: BorrowedFd<'_>, decoder: &mut Decoder) -> io::Result<Filled> {
     decoder.read_with(READ_CHUNK, READ_LARGE, |into, want| {
         super::read_spare(fd, into, want)
     })
@@ -274,7 +274,7 @@ impl Receive for Child {
                     return Err(frame::FrameError::Truncated { have }.into());
                 }
                 Ok(_) => {}
-                Err(e) => return Err(io::Error::from(e).into()),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(true)

@@ -35,7 +35,7 @@ pub trait CallerStream: Read + Write {
 impl CallerStream for mio::net::UnixStream {
     fn read_into(&mut self, into: &mut Vec<u8>, want: usize) -> io::Result<usize> {
         use std::os::fd::AsFd;
-        crate::ipc::read_spare(self.as_fd(), into, want).map_err(io::Error::from)
+        crate::ipc::read_spare(self.as_fd(), into, want)
     }
 
     fn shutdown_write(&self) {
